@@ -1,0 +1,1 @@
+"""Forge: LLM work as real infrastructure, orchestrated by Dagster."""

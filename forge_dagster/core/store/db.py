@@ -1,0 +1,87 @@
+"""Connections and migrations for the lease store.
+
+Every connection sets `search_path` to the store's schema, so SQL names tables without a schema and
+tests can run side by side in schemas of their own. Migrations are the plain SQL files in
+`migrations/`, applied in order under an advisory lock and recorded in `schema_version`.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_MIGRATION_LOCK = 0x466F726765  # "Forge": serialises concurrent migrators
+
+
+def check_schema(schema: str) -> str:
+    if not SCHEMA_RE.match(schema):
+        raise ValueError(f"invalid schema name {schema!r}: use lowercase letters, digits and _")
+    return schema
+
+
+def connect_kwargs(schema: str, application_name: str = "forge") -> dict:
+    """libpq options that put every session of the store in `schema`."""
+    return {"options": f"-c search_path={check_schema(schema)}", "application_name": application_name}
+
+
+def connect(url: str, schema: str, *, autocommit: bool = False, application_name: str = "forge"):
+    """One connection in the store's schema."""
+    return psycopg.connect(url, autocommit=autocommit, **connect_kwargs(schema, application_name))
+
+
+def open_pool(url: str, schema: str, *, min_size: int = 1, max_size: int = 8, application_name: str = "forge"):
+    """A connection pool whose connections all live in the store's schema; broken ones are replaced."""
+    pool = ConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs=connect_kwargs(schema, application_name),
+        check=ConnectionPool.check_connection,
+        open=False,
+    )
+    pool.open(wait=True, timeout=30)
+    return pool
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for each migration shipped with the package, in order."""
+    folder = resources.files("forge_dagster.core.store") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        match = re.match(r"^(\d+)_(.+)\.sql$", entry.name)
+        if match:
+            found.append((int(match.group(1)), match.group(2), entry.read_text()))
+    return sorted(found)
+
+
+def migrate(url: str, schema: str) -> list[int]:
+    """Create the schema if needed and apply pending migrations; return the versions applied now."""
+    applied_now = []
+    with psycopg.connect(url, autocommit=False) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(check_schema(schema))))
+        conn.execute(sql.SQL("SET LOCAL search_path = {}").format(sql.Identifier(schema)))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
+        for version, name, text in migration_files():
+            if version in done:
+                continue
+            conn.execute(text)
+            conn.execute("INSERT INTO schema_version (version, name) VALUES (%s, %s)", (version, name))
+            applied_now.append(version)
+        conn.commit()
+    return applied_now
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """Drop the store's schema and everything in it (tests use this to clean up)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(check_schema(schema))))

@@ -1,0 +1,210 @@
+"""SQL for the jobs table and its job_events audit, one named statement per operation.
+
+Every statement that changes a leased job is fenced: it matches on `id`, `lease_token` and the leased
+state, so a worker whose lease was taken over updates nothing. Every transition writes its job_events
+row in the same statement (a data-modifying CTE), so the audit cannot drift from the table.
+"""
+
+# Claim up to k jobs in one statement. The two candidate sets are MATERIALIZED so each
+# `SELECT ... FOR UPDATE SKIP LOCKED` runs exactly once: an inlined CTE may be re-evaluated by the
+# planner and lock rows other than the ones the UPDATE touches. Expired leases come first and are
+# reclaimed at once (no operator); fresh work is read through jobs_claim_idx in (run_after, id) order.
+# The attempt is counted here, at claim time, and every claim gets a new random lease token.
+CLAIM_JOBS = """
+WITH expired AS MATERIALIZED (
+    SELECT id, state AS from_state
+    FROM jobs
+    WHERE state IN ('claimed', 'running') AND lease_expires_at < now()
+      AND mode = %(mode)s AND attempt < max_attempts
+    ORDER BY lease_expires_at
+    LIMIT %(k)s
+    FOR UPDATE SKIP LOCKED
+), fresh AS MATERIALIZED (
+    SELECT id, 'pending'::text AS from_state
+    FROM jobs
+    WHERE state = 'pending' AND mode = %(mode)s AND run_after <= now()
+    ORDER BY run_after, id
+    LIMIT %(k)s
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id, from_state FROM expired
+    UNION ALL
+    SELECT id, from_state FROM fresh
+    LIMIT %(k)s
+), claimed AS (
+    UPDATE jobs j
+    SET state = %(to_state)s,
+        attempt = j.attempt + 1,
+        lease_owner = %(owner)s,
+        lease_token = gen_random_uuid(),
+        lease_expires_at = now() + make_interval(secs => %(ttl)s),
+        updated_at = now()
+    FROM picked p
+    WHERE j.id = p.id
+    RETURNING j.id, j.external_id, j.processor, j.processor_version, j.mode, j.payload, j.attempt,
+              j.max_attempts, j.lease_token, j.lease_expires_at, j.callback_url, p.from_state
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(owner)s, from_state, %(to_state)s, attempt,
+           CASE WHEN from_state = 'pending' THEN NULL ELSE 'reclaimed: lease expired' END
+    FROM claimed
+)
+SELECT id, external_id, processor, processor_version, mode, payload, attempt, max_attempts,
+       lease_token, lease_expires_at, callback_url
+FROM claimed
+ORDER BY id
+"""
+
+# Extend the leases this worker still holds; the ids returned are the ones it still owns.
+HEARTBEAT_JOBS = """
+UPDATE jobs j
+SET lease_expires_at = now() + make_interval(secs => %(ttl)s)
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS h(id, token)
+WHERE j.id = h.id AND j.lease_token = h.token AND j.state IN ('claimed', 'running')
+RETURNING j.id
+"""
+
+# Finish leased jobs in a terminal state (succeeded, invalid, failed) with their outputs.
+FINISH_JOBS = """
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(outputs)s::jsonb[], %(reasons)s::text[])
+        AS t(id, token, output, reason)
+), done AS (
+    UPDATE jobs j
+    SET state = %(to_state)s, output = i.output, reason = i.reason,
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+        finished_at = now(), updated_at = now()
+    FROM input i
+    WHERE j.id = i.id AND j.lease_token = i.token AND j.state = %(from_state)s
+    RETURNING j.id, j.attempt, j.reason
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, %(from_state)s, %(to_state)s, attempt, reason FROM done
+)
+SELECT id FROM done
+"""
+
+# A leased job failed. Not retryable: `failed`. Retryable: back to `pending` with attempt counted
+# and a backoff with jitter, or `dead` once max_attempts is reached. Each failure is kept in `errors`.
+FAIL_JOBS = """
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(reasons)s::text[], %(retryable)s::boolean[],
+                         %(delays)s::float8[])
+        AS t(id, token, reason, retryable, delay)
+), current AS (
+    SELECT j.id, j.attempt, j.max_attempts, i.reason, i.retryable, i.delay,
+           CASE WHEN NOT i.retryable THEN 'failed'
+                WHEN j.attempt >= j.max_attempts THEN 'dead'
+                ELSE 'pending' END AS next_state
+    FROM jobs j JOIN input i ON j.id = i.id
+    WHERE j.lease_token = i.token AND j.state = %(from_state)s
+    FOR UPDATE OF j
+), done AS (
+    UPDATE jobs j
+    SET state = c.next_state,
+        reason = CASE WHEN c.next_state = 'dead'
+                      THEN 'max attempts (' || c.max_attempts || ') reached; last: ' || c.reason
+                      ELSE c.reason END,
+        errors = coalesce(j.errors, '[]'::jsonb)
+                 || jsonb_build_array(jsonb_build_object('attempt', c.attempt, 'reason', c.reason)),
+        run_after = CASE WHEN c.next_state = 'pending'
+                         THEN now() + make_interval(secs => c.delay) ELSE j.run_after END,
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+        finished_at = CASE WHEN c.next_state = 'pending' THEN NULL ELSE now() END,
+        updated_at = now()
+    FROM current c
+    WHERE j.id = c.id
+    RETURNING j.id, j.state, j.attempt, j.reason
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, %(from_state)s, state, attempt, reason FROM done
+)
+SELECT id, state FROM done
+"""
+
+# Free every expired lease: back to pending, or dead when its attempts are spent.
+SWEEP_EXPIRED_LEASES = """
+WITH expired AS MATERIALIZED (
+    SELECT id, state AS from_state, attempt, max_attempts
+    FROM jobs
+    WHERE state IN ('claimed', 'running') AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), done AS (
+    UPDATE jobs j
+    SET state = CASE WHEN e.attempt >= e.max_attempts THEN 'dead' ELSE 'pending' END,
+        reason = CASE WHEN e.attempt >= e.max_attempts
+                      THEN 'max attempts (' || e.max_attempts || ') reached; last: lease expired'
+                      ELSE 'lease expired' END,
+        errors = coalesce(j.errors, '[]'::jsonb)
+                 || jsonb_build_array(jsonb_build_object('attempt', e.attempt, 'reason', 'lease expired')),
+        run_after = now(),
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+        finished_at = CASE WHEN e.attempt >= e.max_attempts THEN now() ELSE NULL END,
+        updated_at = now()
+    FROM expired e
+    WHERE j.id = e.id
+    RETURNING j.id, j.state, j.attempt, j.reason, e.from_state
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, from_state, state, attempt, reason FROM done
+)
+SELECT id, state FROM done
+"""
+
+# Intake: rows are COPYed into a temporary table, then inserted; a duplicate (source, external_id)
+# is skipped here and reported by the caller as rejected.
+CREATE_STAGING = """
+CREATE TEMP TABLE intake_staging (
+    seq bigint, source text, external_id text, processor text, processor_version text, mode text,
+    payload jsonb, max_attempts integer, callback_url text
+) ON COMMIT DROP
+"""
+
+COPY_STAGING = """
+COPY intake_staging (seq, source, external_id, processor, processor_version, mode, payload, max_attempts,
+                     callback_url) FROM STDIN
+"""
+
+INSERT_FROM_STAGING = """
+WITH inserted AS (
+    INSERT INTO jobs (source, external_id, processor, processor_version, mode, payload, max_attempts, callback_url)
+    SELECT source, external_id, processor, processor_version, mode, payload, max_attempts, callback_url
+    FROM intake_staging
+    ORDER BY seq
+    ON CONFLICT (source, external_id) DO NOTHING
+    RETURNING id, source, external_id
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, NULL, 'pending', 0, 'enqueued' FROM inserted
+)
+SELECT s.seq, CASE WHEN s.nth = 1 THEN i.id END AS id
+FROM (
+    SELECT seq, source, external_id,
+           row_number() OVER (PARTITION BY source, external_id ORDER BY seq) AS nth
+    FROM intake_staging
+) s
+LEFT JOIN inserted i ON i.source = s.source AND i.external_id = s.external_id
+ORDER BY s.seq
+"""
+
+COUNT_JOBS_BY_STATE = "SELECT state, count(*) FROM jobs GROUP BY state"
+
+COUNT_OPEN_JOBS = """
+SELECT count(*) FROM jobs WHERE mode = %(mode)s AND state IN ('pending', 'claimed', 'running')
+"""
+
+COUNT_BATCHES_BY_STATE = "SELECT state, count(*) FROM batches GROUP BY state"
+
+JOB_EVENTS = """
+SELECT job_id, at, actor, from_state, to_state, attempt, reason
+FROM job_events WHERE job_id = %(job_id)s ORDER BY id
+"""
+
+GET_JOB = """
+SELECT id, source, external_id, processor, processor_version, mode, payload, state, attempt, max_attempts,
+       lease_owner, lease_token, lease_expires_at, batch_id, custom_id, output, errors, reason, usage, cost_usd,
+       created_at, finished_at
+FROM jobs WHERE id = %(job_id)s
+"""

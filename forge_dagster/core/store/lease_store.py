@@ -1,0 +1,320 @@
+"""The PostgreSQL lease store: enqueue, claim, heartbeat, finish, fail/retry, sweep, outbox.
+
+Workers anywhere share the queue through this class alone: claims use SKIP LOCKED, every change to a
+leased job is fenced by its lease token, and expired leases come back without an operator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from forge_dagster.core.models import JobState
+from forge_dagster.core.store import db, job_sql, outbox_sql
+
+
+class LeaseLost(Exception):
+    """The job's lease was taken over (or it already finished): this worker must stop working on it."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job to enqueue. `external_id` makes intake idempotent per source; one is generated if absent."""
+
+    processor: str
+    payload: dict[str, Any]
+    external_id: str | None = None
+    processor_version: str | None = None
+    mode: str = "batch"
+    max_attempts: int = 3
+    callback_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int  # position in the submitted sequence (the caller maps it to a line number)
+    external_id: str | None
+    error: str
+
+
+@dataclass
+class EnqueueReport:
+    accepted: list[int] = field(default_factory=list)  # job ids, in input order
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job this worker holds a lease on. `state` is the leased state the fence checks."""
+
+    id: int
+    external_id: str | None
+    processor: str
+    processor_version: str | None
+    mode: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    lease_token: uuid.UUID
+    lease_expires_at: datetime
+    callback_url: str | None
+    state: str
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    topic: str
+    key: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    topic: str
+    key: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    requeued: int
+    dead: int
+
+
+def default_owner() -> str:
+    """A worker name that says where it runs: host:pid:random."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def backoff_delay(attempt: int, *, base_s: float = 2.0, cap_s: float = 300.0) -> float:
+    """Exponential backoff with full jitter for the retry after `attempt` (1-based)."""
+    return random.uniform(0, min(cap_s, base_s * 2 ** max(0, attempt - 1)))
+
+
+class LeaseStore:
+    """Jobs, leases, events and the outbox in one PostgreSQL schema."""
+
+    def __init__(
+        self,
+        url: str,
+        schema: str = "forge",
+        *,
+        pool_size: int = 8,
+        lease_ttl_s: float = 30.0,
+        owner: str | None = None,
+        application_name: str = "forge",
+    ) -> None:
+        self.url = url
+        self.schema = db.check_schema(schema)
+        self.lease_ttl_s = lease_ttl_s
+        self.owner = owner or default_owner()
+        self._pool = db.open_pool(url, schema, max_size=pool_size, application_name=application_name)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; return the versions applied now."""
+        return db.migrate(self.url, self.schema)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> LeaseStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        """A connection in one transaction: commits at the end, rolls back on error. Pass it as `conn=`
+        to several operations (a transition and its outbox rows) to make them atomic."""
+        with self._pool.connection() as conn:
+            yield conn
+
+    @contextmanager
+    def _use(self, conn: psycopg.Connection | None) -> Iterator[psycopg.Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self._pool.connection() as own:
+                yield own
+
+    # -- intake ----------------------------------------------------------------------------------
+    def enqueue(self, specs: Sequence[JobSpec], *, source: str = "api") -> EnqueueReport:
+        """Enqueue many jobs with one COPY. A duplicate (source, external_id) is rejected, not dropped."""
+        report = EnqueueReport()
+        if not specs:
+            return report
+        ids = [s.external_id or uuid.uuid4().hex for s in specs]
+        with self._pool.connection() as conn:
+            with conn.cursor() as cur:
+                cur.execute(job_sql.CREATE_STAGING)
+                with cur.copy(job_sql.COPY_STAGING) as copy:
+                    for seq, (spec, ext) in enumerate(zip(specs, ids, strict=True)):
+                        copy.write_row(
+                            (seq, source, ext, spec.processor, spec.processor_version, spec.mode,
+                             json.dumps(spec.payload), spec.max_attempts, spec.callback_url)
+                        )
+                cur.execute(job_sql.INSERT_FROM_STAGING, {"actor": self.owner})
+                for seq, job_id in cur.fetchall():
+                    if job_id is None:
+                        report.rejected.append(Rejection(seq, ids[seq], f"duplicate id {ids[seq]!r} for source {source!r}"))
+                    else:
+                        report.accepted.append(job_id)
+        return report
+
+    # -- leases ----------------------------------------------------------------------------------
+    def claim(
+        self, k: int, *, mode: str = "realtime", to_state: str = JobState.RUNNING, ttl_s: float | None = None,
+        owner: str | None = None,
+    ) -> list[ClaimedJob]:
+        """Claim up to k jobs of `mode` in one statement; each gets a new lease token."""
+        params = {"k": k, "mode": mode, "to_state": str(to_state), "owner": owner or self.owner,
+                  "ttl": ttl_s or self.lease_ttl_s}
+        with self._pool.connection() as conn:
+            rows = conn.execute(job_sql.CLAIM_JOBS, params).fetchall()
+        return [ClaimedJob(*row, state=str(to_state)) for row in rows]
+
+    def heartbeat(self, jobs: Sequence[ClaimedJob], *, ttl_s: float | None = None) -> set[int]:
+        """Extend the leases; return the ids still held (the rest were taken over or finished)."""
+        if not jobs:
+            return set()
+        params = {"ids": [j.id for j in jobs], "tokens": [j.lease_token for j in jobs],
+                  "ttl": ttl_s or self.lease_ttl_s}
+        with self._pool.connection() as conn:
+            return {row[0] for row in conn.execute(job_sql.HEARTBEAT_JOBS, params)}
+
+    def finish_many(
+        self, items: Sequence[tuple[ClaimedJob, Any]], *, to_state: str = JobState.SUCCEEDED,
+        reason: str | None = None, conn: psycopg.Connection | None = None,
+    ) -> set[int]:
+        """Move leased jobs to a terminal state with their outputs; return the ids that were still held."""
+        if not items:
+            return set()
+        states = {job.state for job, _ in items}
+        finished: set[int] = set()
+        with self._use(conn) as c:
+            for from_state in states:
+                chunk = [(job, out) for job, out in items if job.state == from_state]
+                params = {
+                    "ids": [j.id for j, _ in chunk], "tokens": [j.lease_token for j, _ in chunk],
+                    "outputs": [Jsonb(out) for _, out in chunk], "reasons": [reason] * len(chunk),
+                    "to_state": str(to_state), "from_state": from_state, "actor": self.owner,
+                }
+                finished |= {row[0] for row in c.execute(job_sql.FINISH_JOBS, params)}
+        return finished
+
+    def complete(
+        self, job: ClaimedJob, output: Any, *, to_state: str = JobState.SUCCEEDED, reason: str | None = None,
+        outbox: Iterable[OutboxMessage] = (), conn: psycopg.Connection | None = None,
+    ) -> None:
+        """Finish one leased job, writing `outbox` rows in the same transaction. Raises LeaseLost."""
+        with self._use(conn) as c:
+            if not self.finish_many([(job, output)], to_state=to_state, reason=reason, conn=c):
+                raise LeaseLost(f"job {job.id}: lease {job.lease_token} no longer held")
+            self.write_outbox(outbox, conn=c)
+
+    def fail_many(
+        self, items: Sequence[tuple[ClaimedJob, str, bool]], *, conn: psycopg.Connection | None = None,
+        base_delay_s: float = 2.0,
+    ) -> dict[int, str]:
+        """Record failures (job, reason, retryable): retryable ones go back to pending with backoff until
+        max_attempts, then dead; the others fail. Returns {job id: new state} for jobs still held."""
+        result: dict[int, str] = {}
+        with self._use(conn) as c:
+            for from_state in {job.state for job, _, _ in items}:
+                chunk = [it for it in items if it[0].state == from_state]
+                params = {
+                    "ids": [j.id for j, _, _ in chunk], "tokens": [j.lease_token for j, _, _ in chunk],
+                    "reasons": [r for _, r, _ in chunk], "retryable": [bool(rt) for _, _, rt in chunk],
+                    "delays": [backoff_delay(j.attempt, base_s=base_delay_s) for j, _, _ in chunk],
+                    "from_state": from_state, "actor": self.owner,
+                }
+                result.update({row[0]: row[1] for row in c.execute(job_sql.FAIL_JOBS, params)})
+        return result
+
+    def fail(
+        self, job: ClaimedJob, reason: str, *, retryable: bool = True, outbox: Iterable[OutboxMessage] = (),
+        conn: psycopg.Connection | None = None, base_delay_s: float = 2.0,
+    ) -> str:
+        """Record one failure; return the job's new state. Raises LeaseLost."""
+        with self._use(conn) as c:
+            states = self.fail_many([(job, reason, retryable)], conn=c, base_delay_s=base_delay_s)
+            if job.id not in states:
+                raise LeaseLost(f"job {job.id}: lease {job.lease_token} no longer held")
+            self.write_outbox(outbox, conn=c)
+            return states[job.id]
+
+    def sweep_expired(self, *, limit: int = 1000) -> SweepReport:
+        """Free expired leases: back to pending, or dead when the attempts are spent."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(job_sql.SWEEP_EXPIRED_LEASES, {"limit": limit, "actor": "sweeper"}).fetchall()
+        dead = sum(1 for _, state in rows if state == JobState.DEAD)
+        return SweepReport(requeued=len(rows) - dead, dead=dead)
+
+    # -- outbox ----------------------------------------------------------------------------------
+    def write_outbox(self, messages: Iterable[OutboxMessage], *, conn: psycopg.Connection | None = None) -> list[int]:
+        """Write outbox rows (in the caller's transaction when `conn` is given)."""
+        ids = []
+        with self._use(conn) as c:
+            for m in messages:
+                params = {"topic": m.topic, "key": m.key, "payload": Jsonb(m.payload)}
+                ids.append(c.execute(outbox_sql.INSERT_OUTBOX, params).fetchone()[0])
+        return ids
+
+    def fetch_deliverable(self, conn: psycopg.Connection, *, limit: int = 100) -> list[OutboxRow]:
+        """Lock and return outbox rows ready to send (see FETCH_DELIVERABLE). Use inside `transaction()`
+        and mark them delivered or failed in the same transaction."""
+        rows = conn.execute(outbox_sql.FETCH_DELIVERABLE, {"limit": limit}).fetchall()
+        return [OutboxRow(*row) for row in rows]
+
+    def mark_delivered(self, conn: psycopg.Connection, ids: Sequence[int]) -> None:
+        conn.execute(outbox_sql.MARK_DELIVERED, {"ids": list(ids)})
+
+    def mark_delivery_failed(self, conn: psycopg.Connection, row_id: int, error: str, delay_s: float) -> None:
+        conn.execute(outbox_sql.MARK_FAILED, {"id": row_id, "error": error[:2000], "delay": delay_s})
+
+    # -- reading ---------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Jobs by state."""
+        with self._pool.connection() as conn:
+            return {state: n for state, n in conn.execute(job_sql.COUNT_JOBS_BY_STATE)}
+
+    def open_count(self, mode: str) -> int:
+        """Jobs of `mode` still waiting or leased (pending, claimed or running)."""
+        with self._pool.connection() as conn:
+            return conn.execute(job_sql.COUNT_OPEN_JOBS, {"mode": mode}).fetchone()[0]
+
+    def batch_counts(self) -> dict[str, int]:
+        """Batches by state."""
+        with self._pool.connection() as conn:
+            return {state: n for state, n in conn.execute(job_sql.COUNT_BATCHES_BY_STATE)}
+
+    def events(self, job_id: int) -> list[dict[str, Any]]:
+        """The job's audit trail, oldest first."""
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(job_sql.JOB_EVENTS, {"job_id": job_id}).fetchall()
+
+    def get_job(self, job_id: int) -> dict[str, Any] | None:
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(job_sql.GET_JOB, {"job_id": job_id}).fetchone()
+
+    def outbox_lag(self) -> tuple[int, float]:
+        """(undelivered rows, age in seconds of the oldest one)."""
+        with self._pool.connection() as conn:
+            n, age = conn.execute(outbox_sql.OUTBOX_LAG).fetchone()
+        return int(n), float(age)

@@ -1,0 +1,169 @@
+"""The claim loop behind `forge work`: claim, run a pluggable handler, finish, fenced by the lease.
+
+Heartbeats run on their own thread, so a handler busy on the CPU does not lose its lease. A handler
+returns the job's output, or raises `JobFailed` (with `retryable`) or any exception (retryable).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from forge_dagster.core.models import JobState
+from forge_dagster.core.store import ClaimedJob, LeaseLost, LeaseStore
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[ClaimedJob], Any]
+
+
+class JobFailed(Exception):
+    """Raised by a handler: the job failed for `reason`; `retryable` decides retry or fail."""
+
+    def __init__(self, reason: str, *, retryable: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    lease_lost: int = 0
+    swept: int = 0
+    by_state: dict[str, int] = field(default_factory=dict)
+
+
+def echo_handler(job: ClaimedJob) -> Any:
+    """The foundation's sample handler: the output is the input."""
+    return {"echo": job.payload}
+
+
+HANDLERS: dict[str, Handler] = {"echo": echo_handler}
+
+
+def resolve_handler(name: str) -> Handler:
+    """A handler by registered name, or by `package.module:function` import path."""
+    if name in HANDLERS:
+        return HANDLERS[name]
+    if ":" not in name:
+        raise ValueError(f"unknown handler {name!r}: use one of {sorted(HANDLERS)} or module:function")
+    module, _, attr = name.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class _Heartbeat(threading.Thread):
+    """Extends the leases of in-flight jobs every ttl/3, off the handlers' threads."""
+
+    def __init__(self, store: LeaseStore, ttl_s: float) -> None:
+        super().__init__(name="forge-heartbeat", daemon=True)
+        self.store, self.ttl_s = store, ttl_s
+        self.in_flight: dict[int, ClaimedJob] = {}
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.ttl_s / 3):
+            with self.lock:
+                jobs = list(self.in_flight.values())
+            try:
+                held = self.store.heartbeat(jobs, ttl_s=self.ttl_s)
+            except Exception:  # the database may be restarting; the next beat tries again
+                log.warning("heartbeat failed", exc_info=True)
+                continue
+            for job in jobs:
+                if job.id not in held:
+                    log.warning("job %s: lease lost (taken over or finished elsewhere)", job.id)
+
+
+class Worker:
+    """Runs `handler` over jobs of one mode with `concurrency` threads."""
+
+    def __init__(
+        self, store: LeaseStore, handler: Handler, *, concurrency: int = 4, mode: str = "realtime",
+        lease_ttl_s: float | None = None, idle_sleep_s: float = 0.2, sweep_every_s: float = 5.0,
+    ) -> None:
+        self.store, self.handler, self.mode = store, handler, mode
+        self.concurrency = concurrency
+        self.ttl_s = lease_ttl_s or store.lease_ttl_s
+        self.idle_sleep_s, self.sweep_every_s = idle_sleep_s, sweep_every_s
+        self.stats = WorkerStats()
+
+    def _run_one(self, job: ClaimedJob, beat: _Heartbeat) -> None:
+        try:
+            try:
+                output = self.handler(job)
+            except JobFailed as exc:
+                state = self.store.fail(job, exc.reason, retryable=exc.retryable)
+                self._count(state)
+                return
+            except Exception as exc:  # a crashing handler: retryable, reason kept
+                state = self.store.fail(job, f"{type(exc).__name__}: {exc}", retryable=True)
+                self._count(state)
+                return
+            self.store.complete(job, output)
+            self._count(JobState.SUCCEEDED)
+        except LeaseLost:
+            self.stats.lease_lost += 1
+            log.warning("job %s: late result rejected, the lease was taken over", job.id)
+        finally:
+            with beat.lock:
+                beat.in_flight.pop(job.id, None)
+
+    def _count(self, state: str) -> None:
+        self.stats.by_state[state] = self.stats.by_state.get(state, 0) + 1
+        if state == JobState.SUCCEEDED:
+            self.stats.succeeded += 1
+        else:
+            self.stats.failed += 1
+
+    def run(self, *, until_idle: bool = False, stop: threading.Event | None = None,
+            max_jobs: int | None = None) -> WorkerStats:
+        """Claim and run jobs until `stop` is set, or (until_idle) no job of this mode is open."""
+        stop = stop or threading.Event()
+        beat = _Heartbeat(self.store, self.ttl_s)
+        beat.start()
+        futures: set[Future] = set()
+        last_sweep = 0.0
+        try:
+            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="forge-work") as pool:
+                while not stop.is_set():
+                    if time.monotonic() - last_sweep > self.sweep_every_s:
+                        swept = self.store.sweep_expired()
+                        self.stats.swept += swept.requeued + swept.dead
+                        last_sweep = time.monotonic()
+                    free = self.concurrency - len(futures)
+                    if max_jobs is not None:
+                        free = min(free, max_jobs - self.stats.claimed)
+                    jobs = self.store.claim(free, mode=self.mode, ttl_s=self.ttl_s) if free > 0 else []
+                    self.stats.claimed += len(jobs)
+                    for job in jobs:
+                        with beat.lock:
+                            beat.in_flight[job.id] = job
+                        futures.add(pool.submit(self._run_one, job, beat))
+                    if futures:
+                        # Full: wait for a slot. Just claimed: claim again at once. Otherwise: nap.
+                        full = len(futures) >= self.concurrency
+                        timeout = None if full else (0 if jobs else self.idle_sleep_s)
+                        done, futures = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+                        for f in done:
+                            f.result()
+                        continue
+                    if max_jobs is not None and self.stats.claimed >= max_jobs:
+                        break
+                    if until_idle and self.store.open_count(self.mode) == 0:
+                        break
+                    stop.wait(self.idle_sleep_s)
+                for f in futures:
+                    f.result()
+        finally:
+            beat.stopped.set()
+        return self.stats
