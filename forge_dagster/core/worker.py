@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from forge_dagster.core.models import JobState
-from forge_dagster.core.store import ClaimedJob, LeaseLost, LeaseStore
+from forge_dagster.core.store import ClaimedJob, LeaseStore
 
 log = logging.getLogger(__name__)
 
@@ -90,32 +90,36 @@ class Worker:
     def __init__(
         self, store: LeaseStore, handler: Handler, *, concurrency: int = 4, mode: str = "realtime",
         lease_ttl_s: float | None = None, idle_sleep_s: float = 0.2, sweep_every_s: float = 5.0,
+        retry_base_delay_s: float = 2.0,
     ) -> None:
         self.store, self.handler, self.mode = store, handler, mode
         self.concurrency = concurrency
         self.ttl_s = lease_ttl_s or store.lease_ttl_s
         self.idle_sleep_s, self.sweep_every_s = idle_sleep_s, sweep_every_s
+        self.retry_base_delay_s = retry_base_delay_s
         self.stats = WorkerStats()
 
-    def _run_one(self, job: ClaimedJob, beat: _Heartbeat) -> None:
+    def _run_one(self, job: ClaimedJob) -> tuple[ClaimedJob, Any, JobFailed | None]:
+        """Run the handler; the outcome is recorded by the loop, in batches."""
         try:
-            try:
-                output = self.handler(job)
-            except JobFailed as exc:
-                state = self.store.fail(job, exc.reason, retryable=exc.retryable)
-                self._count(state)
-                return
-            except Exception as exc:  # a crashing handler: retryable, reason kept
-                state = self.store.fail(job, f"{type(exc).__name__}: {exc}", retryable=True)
-                self._count(state)
-                return
-            self.store.complete(job, output)
-            self._count(JobState.SUCCEEDED)
-        except LeaseLost:
-            self.stats.lease_lost += 1
-            log.warning("job %s: late result rejected, the lease was taken over", job.id)
-        finally:
-            with beat.lock:
+            return job, self.handler(job), None
+        except JobFailed as exc:
+            return job, None, exc
+        except Exception as exc:  # a crashing handler: retryable, reason kept
+            return job, None, JobFailed(f"{type(exc).__name__}: {exc}", retryable=True)
+
+    def _record(self, outcomes: list[tuple[ClaimedJob, Any, JobFailed | None]], beat: _Heartbeat) -> None:
+        """Write finished outcomes: one statement for the successes, one for the failures."""
+        successes = [(job, out) for job, out, err in outcomes if err is None]
+        failures = [(job, err.reason, err.retryable) for job, _, err in outcomes if err is not None]
+        held = self.store.finish_many(successes) if successes else set()
+        states = self.store.fail_many(failures, base_delay_s=self.retry_base_delay_s) if failures else {}
+        for job, _ in successes:
+            self._count(JobState.SUCCEEDED) if job.id in held else self._lost(job)
+        for job, _, _ in failures:
+            self._count(states[job.id]) if job.id in states else self._lost(job)
+        with beat.lock:
+            for job, _, _ in outcomes:
                 beat.in_flight.pop(job.id, None)
 
     def _count(self, state: str) -> None:
@@ -124,6 +128,10 @@ class Worker:
             self.stats.succeeded += 1
         else:
             self.stats.failed += 1
+
+    def _lost(self, job: ClaimedJob) -> None:
+        self.stats.lease_lost += 1
+        log.warning("job %s: late result rejected, the lease was taken over", job.id)
 
     def run(self, *, until_idle: bool = False, stop: threading.Event | None = None,
             max_jobs: int | None = None) -> WorkerStats:
@@ -148,22 +156,22 @@ class Worker:
                     for job in jobs:
                         with beat.lock:
                             beat.in_flight[job.id] = job
-                        futures.add(pool.submit(self._run_one, job, beat))
+                        futures.add(pool.submit(self._run_one, job))
                     if futures:
                         # Full: wait for a slot. Just claimed: claim again at once. Otherwise: nap.
                         full = len(futures) >= self.concurrency
                         timeout = None if full else (0 if jobs else self.idle_sleep_s)
                         done, futures = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
-                        for f in done:
-                            f.result()
+                        if done:
+                            self._record([f.result() for f in done], beat)
                         continue
                     if max_jobs is not None and self.stats.claimed >= max_jobs:
                         break
                     if until_idle and self.store.open_count(self.mode) == 0:
                         break
                     stop.wait(self.idle_sleep_s)
-                for f in futures:
-                    f.result()
+                if futures:
+                    self._record([f.result() for f in futures], beat)
         finally:
             beat.stopped.set()
         return self.stats

