@@ -20,24 +20,23 @@ def _announce(runtime) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from forge_dagster.core.intake import parse_lines
+    from pathlib import Path
 
+    from forge_dagster.core.inbox import intake_file
+    from forge_dagster.core.processors import load_processors
+
+    catalog = load_processors()
     runtime, store = open_store()
     _announce(runtime)
-    with open(args.file, "rb") as fh:
-        parsed = parse_lines(fh)
     with store:
-        report = store.enqueue(parsed.specs, source=args.source)
-    rejected = [{"line": e.line, "error": e.error} for e in parsed.errors]
-    rejected += [{"line": parsed.lines[r.index], "error": r.error} for r in report.rejected]
-    rejected.sort(key=lambda r: r["line"])
+        report = intake_file(store, catalog, Path(args.file), source=args.source)
     if args.json:
-        print(json.dumps({"accepted": len(report.accepted), "rejected": rejected}))
+        print(json.dumps({"accepted": report.accepted, "rejected": report.rejected}))
     else:
-        print(f"accepted {len(report.accepted)} jobs, rejected {len(rejected)} lines")
-        for r in rejected:
+        print(f"accepted {report.accepted} jobs, rejected {len(report.rejected)} lines")
+        for r in report.rejected:
             print(f"  line {r['line']}: {r['error']}")
-    return 0 if not rejected else 1
+    return 0 if not report.rejected else 1
 
 
 def cmd_work(args: argparse.Namespace) -> int:
@@ -71,9 +70,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_dev(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    settings = load_settings()
+    from forge_dagster.core.runtime import bring_up
+
+    runtime = bring_up(settings, dagster=True)
+    _announce(runtime)
+    children = []
+    env = dict(os.environ)
+    if settings.providers_simulated:
+        env["FORGE_SIMULATOR_URL"] = f"http://127.0.0.1:{args.sim_port}"
+        children.append(subprocess.Popen([sys.executable, "-m", "forge_dagster.cli", "sim", "--port",
+                                          str(args.sim_port)], env=env))
+    try:
+        return subprocess.call(["dagster", "dev", "-m", "forge_dagster.definitions", "-h", "127.0.0.1",
+                                "-p", str(args.port)], env=env)
+    finally:
+        for child in children:
+            child.terminate()
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
-    from forge_dagster.simulator import serve
-    from forge_dagster.simulator.cli import config_from_args
+    from forge_dagster.simulator import config_from_args, serve
 
     serve(host=args.host, port=args.port, seed=args.seed, config=config_from_args(args))
     return 0
@@ -103,28 +124,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the main job end to end on the embedded default")
     p.add_argument("--jobs", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("dev", help="start the Dagster webserver and daemon on Forge's storage")
+    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--sim-port", type=int, default=8700)
+    p.set_defaults(func=cmd_dev)
+
     p = sub.add_parser("sim", help="run the provider SIMULATOR (a test double, not a provider)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8700)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_sim, sim_args=True)
+    from forge_dagster.simulator import add_cli_arguments
+
+    add_cli_arguments(p, include_server=True)
+    p.set_defaults(func=cmd_sim)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    if argv and argv[0] == "sim":
-        try:
-            from forge_dagster.simulator.cli import add_cli_arguments
-
-            add_cli_arguments(parser._subparsers._group_actions[0].choices["sim"])  # noqa: SLF001
-        except ImportError:
-            pass
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     load_settings()  # fail early on a malformed environment

@@ -44,8 +44,9 @@ class ParsedIntake:
     errors: list[LineError] = field(default_factory=list)
 
 
-# Given a processor name and optional version, return (resolved version, mode) or raise ValueError.
-ProcessorCheck = Callable[[str, str | None], tuple[str | None, str]]
+# Given a processor name, optional version and the input, return (pinned version, mode) or raise
+# ValueError saying what is wrong (unknown processor, input that does not fit its template).
+ProcessorCheck = Callable[[str, str | None, dict[str, Any]], tuple[str | None, str]]
 
 
 def _describe(exc: ValidationError) -> str:
@@ -86,7 +87,7 @@ def parse_lines(
         version, mode = line.processor_version, line.mode or "batch"
         if check_processor is not None:
             try:
-                version, default_mode = check_processor(line.processor, line.processor_version)
+                version, default_mode = check_processor(line.processor, line.processor_version, line.input)
             except ValueError as exc:
                 parsed.errors.append(LineError(number, str(exc)))
                 continue

@@ -21,9 +21,17 @@ import yaml
 from jinja2.sandbox import SandboxedEnvironment
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
-from pydantic import field_validator, model_validator
 
 from forge_dagster.core.models import CUSTOM_ID_RE, Provider, ProviderRequest
 
@@ -47,7 +55,8 @@ class ProcessorError(ValueError):
 
     def __init__(self, path: str | Path | None, field: str, message: str) -> None:
         where = f"{path}: " if path is not None else ""
-        super().__init__(f"{where}{field}: {message}")
+        text = message if message.startswith(f"{field}:") else f"{field}: {message}"
+        super().__init__(f"{where}{text}")
         self.path = str(path) if path is not None else None
         self.field = field
 
@@ -100,13 +109,13 @@ def render_template(template: str, job_input: Any) -> str:
     except jinja2.UndefinedError as exc:
         match = _UNDEFINED_RE.search(str(exc))
         name = next((g for g in match.groups() if g), "") if match else ""
-        raise TemplateError(name, f"missing template field {name!r}: {exc}") from exc
+        raise TemplateError(name, f"missing template field {name!r}") from exc
     except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as exc:
         raise TemplateError("", f"template failed to render: {exc}") from exc
 
 
 def _semver_key(version: str) -> tuple[Any, ...]:
-    match = _SEMVER_RE.match(version)
+    match = _SEMVER_RE.fullmatch(version)
     assert match is not None
     major, minor, patch, pre, _build = match.groups()
     pre_key = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")) if pre else ()
@@ -132,14 +141,10 @@ class Processor(BaseModel):
     output_policy: Literal["json", "json_in_text", "text"] = "json"
     max_attempts: StrictInt = Field(default=3, ge=1, le=20)
 
-    _schema_validator: Draft202012Validator | None = PrivateAttr(default=None)
-    _fields: tuple[str, ...] = PrivateAttr(default=())
-    _memo: dict[str, Any] = PrivateAttr(default_factory=dict)
-
     @field_validator("version")
     @classmethod
     def _check_version(cls, value: str) -> str:
-        if not _SEMVER_RE.match(value):
+        if not _SEMVER_RE.fullmatch(value):
             raise ValueError(f"{value!r} is not a semver version like 1.0.0 (quote it in YAML)")
         return value
 
@@ -175,24 +180,30 @@ class Processor(BaseModel):
             raise ValueError("temperature must be between 0 and 1 for anthropic")
         return self
 
-    def model_post_init(self, _context: Any) -> None:
-        if self.response_schema is not None:
-            self._schema_validator = Draft202012Validator(self.response_schema)
-        self._fields = _template_fields(self.template)
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Processor:
+        """A validated copy with `update` applied (cached derived artefacts are rebuilt, never carried)."""
+        return type(self).model_validate({**self.model_dump(), **(update or {})})
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.name, self.version)
 
-    @property
+    # Derived artefacts are cached_property values: built once, then read as plain attributes (the hot
+    # validation path reads them for every result, and pydantic private attributes cost microseconds).
+    @functools.cached_property
     def schema_validator(self) -> Draft202012Validator | None:
-        """The compiled Draft 2020-12 validator for `response_schema` (built once)."""
-        return self._schema_validator
+        """The Draft 2020-12 validator for `response_schema` (built once)."""
+        return Draft202012Validator(self.response_schema) if self.response_schema is not None else None
 
-    @property
+    @functools.cached_property
     def template_fields(self) -> tuple[str, ...]:
         """Input fields the template references (top-level names for Jinja, dotted paths otherwise)."""
-        return self._fields
+        return _template_fields(self.template)
+
+    @functools.cached_property
+    def derived(self) -> dict[str, Any]:
+        """Per-processor cache other engine modules fill with artefacts derived from this definition."""
+        return {}
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -202,12 +213,14 @@ class Processor(BaseModel):
 
     def memo(self, key: str, build: Callable[[], _T]) -> _T:
         """Per-processor cache for derived artefacts (compiled checkers); `build` runs once per key."""
+        cache = self.derived
         try:
-            return self._memo[key]
+            return cache[key]
         except KeyError:
-            value = self._memo[key] = build()
+            value = cache[key] = build()
             return value
 
+    @functools.cached_property
     def system_prompt(self) -> str:
         """The system prompt as sent; json_in_text appends the schema as a fenced ```json block."""
         if self.output_policy != "json_in_text":
@@ -216,33 +229,37 @@ class Processor(BaseModel):
         tail = f"Reply with exactly one JSON object that matches this JSON Schema:\n```json\n{schema}\n```"
         return f"{self.system}\n\n{tail}" if self.system else tail
 
+    @functools.cached_property
+    def structured_output(self) -> dict[str, Any]:
+        """The body keys that request structured output under the json policy (empty otherwise): OpenAI
+        `response_format` json_schema, or Anthropic's forced `emit_result` tool. Built once and shared by
+        every rendered request (treat request bodies as read-only)."""
+        if self.output_policy != "json":
+            return {}
+        if self.provider == Provider.OPENAI:
+            schema = {"name": self.name, "schema": self.response_schema, "strict": False}
+            return {"response_format": {"type": "json_schema", "json_schema": schema}}
+        description = self.description or f"Return the result of {self.name}."
+        tool = {"name": TOOL_NAME, "description": description, "input_schema": self.response_schema}
+        return {"tools": [tool], "tool_choice": {"type": "tool", "name": TOOL_NAME}}
+
     def render_request(self, job_input: Mapping[str, Any], custom_id: str) -> ProviderRequest:
         """The provider's own request body for one job (OpenAI chat.completions / Anthropic messages)."""
-        if not CUSTOM_ID_RE.match(custom_id):
+        if not CUSTOM_ID_RE.fullmatch(custom_id):
             raise ValueError(f"custom_id {custom_id!r} does not match {CUSTOM_ID_RE.pattern}")
         user = render_template(self.template, job_input)
-        system = self.system_prompt()
+        system = self.system_prompt
         body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens}
         if self.provider == Provider.OPENAI:
             messages = [{"role": "system", "content": system}] if system else []
             body["messages"] = [*messages, {"role": "user", "content": user}]
-            if self.temperature is not None:
-                body["temperature"] = self.temperature
-            if self.output_policy == "json":
-                body["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": self.name, "schema": self.response_schema, "strict": False},
-                }
         else:
             if system:
                 body["system"] = system
             body["messages"] = [{"role": "user", "content": user}]
-            if self.temperature is not None:
-                body["temperature"] = self.temperature
-            if self.output_policy == "json":
-                description = self.description or f"Return the result of {self.name}."
-                body["tools"] = [{"name": TOOL_NAME, "description": description, "input_schema": self.response_schema}]
-                body["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        body.update(self.structured_output)
         return ProviderRequest(custom_id=custom_id, body=body)
 
 
@@ -290,9 +307,7 @@ def load_processor_file(path: str | Path) -> Processor:
         return Processor.model_validate(data)
     except PydanticValidationError as exc:
         field, message = _describe(exc)
-        error = ProcessorError(path, field, message)
-        error.args = (f"{path}: {message}",)
-        raise error from None
+        raise ProcessorError(path, field, message) from None
 
 
 class ProcessorCatalog(Mapping[str, Processor]):
@@ -371,13 +386,16 @@ def load_processors(directory: str | Path | Iterable[str | Path] | None = None) 
     catalog = ProcessorCatalog()
     seen: dict[tuple[str, str], Path] = {}
     for folder in dirs:
+        in_folder: set[tuple[str, str]] = set()
         for path in _processor_files(folder):
             processor = load_processor_file(path)
-            try:
-                catalog.add(processor, path)
-            except ProcessorError:
-                raise ProcessorError(
-                    path, "version", f"duplicate {processor.name} {processor.version} (also in {seen[processor.key]})"
-                ) from None
+            other = seen.get(processor.key)
+            if processor.key in in_folder or (
+                other is not None and catalog[processor.key].fingerprint != processor.fingerprint
+            ):
+                message = f"duplicate {processor.name} {processor.version} (also defined in {other})"
+                raise ProcessorError(path, "version", message)
+            catalog.add(processor, path)
+            in_folder.add(processor.key)
             seen.setdefault(processor.key, path)
     return catalog

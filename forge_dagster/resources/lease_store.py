@@ -1,6 +1,5 @@
 """The lease store as a Dagster resource."""
 
-from __future__ import annotations
 
 import dagster as dg
 from pydantic import PrivateAttr

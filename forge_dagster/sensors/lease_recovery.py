@@ -1,6 +1,5 @@
 """A sensor that frees expired leases so crashed workers' jobs run again without an operator."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -34,7 +34,8 @@ class SimConfig:
     latency_ms: added to every provider/Ollama/Slack response. route_latency_ms: extra per route, keyed
     "METHOD /path" (fnmatch patterns allowed, e.g. "GET /v1/batches/*"). batch_processing_s: a batch ends
     at the first read once this long has passed since creation. rpm_limit / tpm_limit: per API key and
-    provider over a 60 s sliding window (None = unlimited). quota_tokens: tokens an API key may consume
+    provider over a 60 s sliding window, counting inference calls and batch creates (None or 0 = unlimited).
+    quota_tokens: tokens an API key may consume (realtime usage; batch input at create, output when it ends)
     before OpenAI answers insufficient_quota and Anthropic a credit-balance error (None = unlimited).
     ambiguous_create: rate at which a batch create takes effect but is answered 503 (or the connection is
     dropped, ambiguous_create_mode="drop"). line_4xx_file: where OpenAI 4xx lines go ("output" or "error").
@@ -74,6 +75,28 @@ class SimConfig:
 
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(SimConfig)}
+_HELP = {
+    "latency_ms": "delay added to every response, in ms",
+    "route_latency_ms": 'extra delay per route, JSON, e.g. {"POST /v1/batches": 3000} (fnmatch patterns)',
+    "batch_processing_s": "seconds from creation until a batch ends (checked when it is read)",
+    "rpm_limit": "requests per minute per API key and provider (429 with retry-after)",
+    "tpm_limit": "tokens per minute per API key and provider (429 with retry-after)",
+    "quota_tokens": "tokens per API key before insufficient_quota / credit-balance errors",
+    "error_5xx_rate": "share of API requests answered 500/502/503 (Anthropic also 529)",
+    "malformed_rate": "share of answers that are not valid JSON",
+    "schema_violation_rate": "share of structured answers that are valid JSON violating the schema",
+    "truncation_rate": "share of answers cut short (finish_reason length / stop_reason max_tokens)",
+    "refusal_rate": "share of answers that are refusals",
+    "line_4xx_rate": "share of batch lines answered 400 (OpenAI error null + status 400; Anthropic errored)",
+    "line_4xx_file": "OpenAI file the 400 lines go to: output or error",
+    "expire_batches": "batches end expired with --expire-complete-fraction of requests finished",
+    "expire_complete_fraction": "share of requests finished in an expired batch",
+    "cancel_complete_fraction": "share of requests that still finish when a batch is cancelled",
+    "out_of_order": "shuffle result lines (deterministically)",
+    "ambiguous_create": "share of batch creates that take effect but answer 503 / drop the connection",
+    "ambiguous_create_mode": "503 or drop",
+    "ollama_models": "comma-separated Ollama models the simulator knows",
+}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -84,7 +107,9 @@ def _coerce(name: str, value: Any) -> Any:
         if kind == "int":
             return int(value or 0)
         if kind == "int | None":
-            return None if value in (None, "", 0) else int(value)
+            number = None if value in (None, "") else int(value)
+            # A zero rate limit means "no limit"; a zero quota means "exhausted from the start".
+            return None if number == 0 and name != "quota_tokens" else number
         if kind == "bool":
             return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
         if kind == "float":
@@ -105,6 +130,10 @@ def _coerce(name: str, value: Any) -> Any:
         return str(value)
     except (TypeError, AttributeError) as exc:
         raise ValueError(f"bad value for {name}: {value!r}") from exc
+    except ValueError as exc:
+        if str(exc).startswith(name):
+            raise
+        raise ValueError(f"bad value for {name}: {value!r}") from exc
 
 
 def _flag(name: str) -> str:
@@ -120,24 +149,27 @@ def add_cli_arguments(parser: argparse.ArgumentParser, *, include_server: bool =
         parser.add_argument("--seed", type=int, default=0, help="seed for every simulated choice")
     for f in dataclasses.fields(SimConfig):
         flag = _flag(f.name)
+        text = _HELP.get(f.name, f.name)
         if f.type == "bool":
-            parser.add_argument(flag, action="store_const", const=True, default=None, help=f"knob {f.name}")
-        elif f.type == "dict[str, int]":
-            parser.add_argument(flag, default=None, help='JSON object, e.g. {"POST /v1/batches": 3000}')
-        elif f.type == "list[str]":
-            parser.add_argument(flag, default=None, help="comma-separated list")
+            parser.add_argument(flag, action="store_const", const=True, default=None, help=text)
+        elif f.type in ("dict[str, int]", "list[str]"):
+            parser.add_argument(flag, default=None, help=text)
         else:
-            parser.add_argument(flag, default=None, help=f"knob {f.name} (default {f.default!r})")
+            parser.add_argument(flag, default=None, help=f"{text} (default {f.default!r})")
 
 
 def config_from_args(ns: argparse.Namespace) -> SimConfig:
-    """Build a SimConfig from the flags add_cli_arguments added; flags left unset keep their defaults."""
+    """Build a SimConfig from the flags add_cli_arguments added; flags left unset keep their defaults.
+    Raises ValueError for a bad value (callers turn it into parser.error)."""
     knobs: dict[str, Any] = {}
     for f in dataclasses.fields(SimConfig):
         value = getattr(ns, f.name, None)
         if value is None:
             continue
         if f.type == "dict[str, int]" and isinstance(value, str):
-            value = json.loads(value)
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"{_flag(f.name)} must be a JSON object: {exc}") from exc
         knobs[f.name] = value
     return SimConfig().merged(**knobs)

@@ -62,6 +62,18 @@ def _text_answer(seed: int, fp: str) -> str:
     return f"Simulated answer {fp[:8]}: {body}."
 
 
+def _fit(text: str, budget: int | None) -> str:
+    """Free text is written to fit the token budget (a real model would stop on its own); JSON is not."""
+    if budget is None or estimate_tokens(text) <= budget:
+        return text
+    words, out = text.split(), ""
+    for word in words:
+        if estimate_tokens(f"{out} {word}.") > budget:
+            break
+        out = f"{out} {word}" if out else word
+    return (out.rstrip(".:") + ".") if out else text[: max(1, budget * 4)]
+
+
 def _malform(text: str) -> str:
     broken = "Here is the JSON you asked for:\n" + text[: max(1, len(text) - 1)]
     try:
@@ -85,6 +97,8 @@ def generate(
     seed = dice.seed
     input_tokens = estimate_tokens(input_text)
     reasoning = rng(seed, "reasoning", fp).randint(16, 256) if _REASONING_MODEL.match(model or "") else 0
+    if max_tokens is not None:
+        reasoning = min(reasoning, max_tokens // 2)
     about = (fp, occurrence)
     if dice.hit("refusal", cfg.refusal_rate, *about):
         return Generation(None, "refusal", input_tokens, estimate_tokens(REFUSAL_TEXT) + reasoning, spec,
@@ -99,7 +113,7 @@ def generate(
     elif spec.mode in ("json", "tool"):
         text = json.dumps({"answer": _text_answer(seed, fp)})
     else:
-        text = _text_answer(seed, fp)
+        text = _fit(_text_answer(seed, fp), None if max_tokens is None else max_tokens - reasoning)
     if dice.hit("malformed", cfg.malformed_rate, *about):
         text = _malform(text)
         faults.append("malformed")

@@ -9,6 +9,7 @@ answer is checked with jsonschema; `pattern` is best effort.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -49,9 +50,16 @@ def schema_in_text(text: str) -> dict[str, Any] | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Any:
+    schema = json.loads(schema_json)
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
 def is_valid(schema: Any, instance: Any) -> bool:
+    """Whether `instance` satisfies `schema` (True when the schema itself cannot be used)."""
     try:
-        return jsonschema.validators.validator_for(schema)(schema).is_valid(instance)
+        return _validator(json.dumps(schema, sort_keys=True)).is_valid(instance)
     except Exception:  # noqa: BLE001 - an unusable schema (bad $ref, bad keyword) cannot be checked
         return True
 

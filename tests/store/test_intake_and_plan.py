@@ -41,16 +41,30 @@ def test_duplicate_ids_are_reported_not_dropped(store: LeaseStore):
 
 
 def test_submit_cli_reports_rejections_with_line_numbers(tmp_path, database_url: str, schema: str, store):
+    good = {"processor": "ticket_triage", "input": {"subject": "Login fails", "body": "500 on /login"}}
     path = tmp_path / "jobs.jsonl"
-    path.write_text("\n".join([json.dumps({"processor": "p", "input": {}}), "{broken",
-                               json.dumps({"processor": "p", "input": {}})]) + "\n")
-    proc = forge_process(["submit", str(path), "--json"], env=forge_env(database_url, schema),
-                         stdout=-1, stderr=-1, text=True)
+    path.write_text("\n".join([
+        json.dumps(good),
+        "{broken",
+        json.dumps({"processor": "no_such_processor", "input": {}}),
+        json.dumps({"processor": "ticket_triage", "input": {"subject": "missing body"}}),
+        json.dumps({**good, "input": {**good["input"], "subject": "Other"}}),
+    ]) + "\n")
+    env = forge_env(database_url, schema)
+    proc = forge_process(["submit", str(path), "--json"], env=env, stdout=-1, stderr=-1, text=True)
     out, err = proc.communicate(timeout=120)
     result = json.loads(out)
     assert result["accepted"] == 2
-    assert [r["line"] for r in result["rejected"]] == [2]
+    assert [r["line"] for r in result["rejected"]] == [2, 3, 4]
+    assert "unknown processor 'no_such_processor'" in result["rejected"][1]["error"]
+    assert "body" in result["rejected"][2]["error"]
     assert "mode=external" in err
+    assert store.counts() == {"pending": 2}
+
+    # Submitting the same file again enqueues nothing twice: its lines are reported as duplicates.
+    again = forge_process(["submit", str(path), "--json"], env=env, stdout=-1, stderr=-1, text=True)
+    result = json.loads(again.communicate(timeout=120)[0])
+    assert result["accepted"] == 0 and sum("duplicate" in r["error"] for r in result["rejected"]) == 2
     assert store.counts() == {"pending": 2}
 
 

@@ -13,20 +13,15 @@ Messages keep the provider's raw text with every registered secret scrubbed out.
 from __future__ import annotations
 
 import email.utils
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import anthropic
-import openai
-
 from forge_dagster.core.models import ErrorClass, ProviderError
 from forge_dagster.core.secrets import scrub
 
-_TIMEOUT_ERRORS = (openai.APITimeoutError, anthropic.APITimeoutError)
-_CONNECTION_ERRORS = (openai.APIConnectionError, anthropic.APIConnectionError)
-_STATUS_ERRORS = (openai.APIStatusError, anthropic.APIStatusError)
-_VALIDATION_ERRORS = (openai.APIResponseValidationError, anthropic.APIResponseValidationError)
+_SDKS = ("openai", "anthropic")
 
 QUOTA_CODES = frozenset({"insufficient_quota", "billing_error", "billing_hard_limit_reached"})
 CREDIT_TOO_LOW = "credit balance is too low"
@@ -58,18 +53,21 @@ def classify(exc: BaseException) -> ProviderError:
     """The `ProviderError` an SDK exception (OpenAI or Anthropic) stands for."""
     if isinstance(exc, ProviderError):
         return exc
-    if isinstance(exc, _TIMEOUT_ERRORS):
+    if isinstance(exc, _sdk_errors("APITimeoutError")):
         return ProviderError(ErrorClass.TRANSIENT, scrub(f"timeout: {exc}"), ambiguous=True)
-    if isinstance(exc, _CONNECTION_ERRORS):
+    if isinstance(exc, _sdk_errors("APIConnectionError")):
         cause = f" ({exc.__cause__})" if exc.__cause__ else ""
         return ProviderError(ErrorClass.TRANSIENT, scrub(f"connection error: {exc}{cause}"), ambiguous=True)
-    if isinstance(exc, _STATUS_ERRORS):
+    if isinstance(exc, _sdk_errors("APIStatusError")):
         headers = exc.response.headers if exc.response is not None else {}
         return classify_status(exc.status_code, exc.body, headers=headers, message=str(exc))
-    if isinstance(exc, _VALIDATION_ERRORS):
+    if isinstance(exc, _sdk_errors("APIResponseValidationError")):
         # The provider answered with something we cannot read: whatever we asked for may have happened.
         return ProviderError(
-            ErrorClass.TRANSIENT, scrub(f"unreadable response: {exc}"), status_code=exc.status_code, ambiguous=True
+            ErrorClass.TRANSIENT,
+            scrub(f"unreadable response: {exc}"),
+            status_code=exc.status_code,
+            ambiguous=True,
         )
     return ProviderError(ErrorClass.TRANSIENT, scrub(f"{type(exc).__name__}: {exc}"))
 
@@ -136,6 +134,13 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         if parsed is None:
             return None
         return max(email.utils.mktime_tz(parsed) - time.time(), 0.0)
+
+
+def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:
+    """The exception class `name` of each SDK already imported (an SDK never imported raised nothing),
+    so classifying does not import both SDKs."""
+    found = (getattr(sys.modules[sdk], name, None) for sdk in _SDKS if sdk in sys.modules)
+    return tuple(cls for cls in found if isinstance(cls, type))
 
 
 def _error_object(body: Any) -> Mapping[str, Any]:

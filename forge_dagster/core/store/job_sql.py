@@ -191,6 +191,16 @@ ORDER BY s.seq
 
 COUNT_JOBS_BY_STATE = "SELECT state, count(*) FROM jobs GROUP BY state"
 
+COUNT_SOURCE_JOBS_BY_STATE = "SELECT state, count(*) FROM jobs WHERE source = %(source)s GROUP BY state"
+
+SOURCE_COST = """
+SELECT coalesce(sum(c.cost_usd), 0) FROM costs c JOIN jobs j ON j.id = c.job_id WHERE j.source = %(source)s
+"""
+
+COUNT_BATCHES_SINCE = """
+SELECT state, count(*) FROM batches WHERE created_at >= %(since)s GROUP BY state
+"""
+
 COUNT_OPEN_JOBS = """
 SELECT count(*) FROM jobs WHERE mode = %(mode)s AND state IN ('pending', 'claimed', 'running')
 """
@@ -207,4 +217,42 @@ SELECT id, source, external_id, processor, processor_version, mode, payload, sta
        lease_owner, lease_token, lease_expires_at, batch_id, custom_id, output, errors, reason, usage, cost_usd,
        created_at, finished_at
 FROM jobs WHERE id = %(job_id)s
+"""
+
+# Rows another application inserted straight into jobs carry no processor_version yet: intake reviews
+# them against the processor catalog before the builder may shape them.
+UNREVIEWED_JOBS = """
+SELECT id, processor, payload FROM jobs
+WHERE state = 'pending' AND processor_version IS NULL
+ORDER BY id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+ACCEPT_REVIEWED = """
+UPDATE jobs j SET processor_version = t.version, mode = t.mode, updated_at = now()
+FROM unnest(%(ids)s::bigint[], %(versions)s::text[], %(modes)s::text[]) AS t(id, version, mode)
+WHERE j.id = t.id AND j.state = 'pending'
+"""
+
+REFUSE_REVIEWED = """
+WITH done AS (
+    UPDATE jobs j SET state = 'failed', reason = t.reason, finished_at = now(), updated_at = now()
+    FROM unnest(%(ids)s::bigint[], %(reasons)s::text[]) AS t(id, reason)
+    WHERE j.id = t.id AND j.state = 'pending'
+    RETURNING j.id, j.attempt, j.reason
+)
+INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+SELECT id, %(actor)s, 'pending', 'failed', attempt, reason FROM done
+"""
+
+RECENT_SUCCEEDED = """
+SELECT id, processor, processor_version, output FROM jobs
+WHERE state = 'succeeded' ORDER BY finished_at DESC NULLS LAST LIMIT %(limit)s
+"""
+
+# Jobs still marked in flight although their batch is already collected: a settling bug if ever > 0.
+STRANDED_IN_COLLECTED_BATCHES = """
+SELECT count(*) FROM jobs j JOIN batches b ON b.id = j.batch_id
+WHERE j.state IN ('submitted', 'collected') AND b.state IN ('collected', 'archived')
 """

@@ -124,6 +124,13 @@ class LeaseStore:
         self.owner = owner or default_owner()
         self._pool = db.open_pool(url, schema, max_size=pool_size, application_name=application_name)
 
+    @property
+    def batches(self):
+        """Provider batches in this store (intent, status, results, settling, costs)."""
+        from forge_dagster.core.store.batch_store import BatchRepository
+
+        return BatchRepository(self._pool, self.owner)
+
     # -- lifecycle -------------------------------------------------------------------------------
     def migrate(self) -> list[int]:
         """Apply pending migrations; return the versions applied now."""
@@ -176,6 +183,36 @@ class LeaseStore:
                     else:
                         report.accepted.append(job_id)
         return report
+
+    def review_unchecked(self, check, *, limit: int = 10_000) -> tuple[int, list[tuple[int, str]]]:
+        """Review pending rows inserted without a processor version (by other applications).
+        `check(processor, payload)` returns (version, mode) or raises ValueError with the reason.
+        Returns (accepted count, [(job id, reason) refused])."""
+        accepted, refused = [], []
+        with self._pool.connection() as conn:
+            for job_id, processor, payload in conn.execute(
+                job_sql.UNREVIEWED_JOBS, {"limit": limit}
+            ).fetchall():
+                try:
+                    version, mode = check(processor, payload)
+                    accepted.append((job_id, version, mode))
+                except ValueError as exc:
+                    refused.append((job_id, str(exc)))
+            if accepted:
+                conn.execute(
+                    job_sql.ACCEPT_REVIEWED,
+                    {
+                        "ids": [a[0] for a in accepted],
+                        "versions": [a[1] for a in accepted],
+                        "modes": [a[2] for a in accepted],
+                    },
+                )
+            if refused:
+                conn.execute(
+                    job_sql.REFUSE_REVIEWED,
+                    {"ids": [r[0] for r in refused], "reasons": [r[1] for r in refused], "actor": "intake"},
+                )
+        return len(accepted), refused
 
     # -- leases ----------------------------------------------------------------------------------
     def claim(
@@ -289,20 +326,29 @@ class LeaseStore:
         conn.execute(outbox_sql.MARK_FAILED, {"id": row_id, "error": error[:2000], "delay": delay_s})
 
     # -- reading ---------------------------------------------------------------------------------
-    def counts(self) -> dict[str, int]:
-        """Jobs by state."""
+    def counts(self, *, source: str | None = None) -> dict[str, int]:
+        """Jobs by state (of one intake source when given)."""
+        query, params = ((job_sql.COUNT_JOBS_BY_STATE, {}) if source is None
+                         else (job_sql.COUNT_SOURCE_JOBS_BY_STATE, {"source": source}))
         with self._pool.connection() as conn:
-            return {state: n for state, n in conn.execute(job_sql.COUNT_JOBS_BY_STATE)}
+            return {state: n for state, n in conn.execute(query, params)}
 
     def open_count(self, mode: str) -> int:
         """Jobs of `mode` still waiting or leased (pending, claimed or running)."""
         with self._pool.connection() as conn:
             return conn.execute(job_sql.COUNT_OPEN_JOBS, {"mode": mode}).fetchone()[0]
 
-    def batch_counts(self) -> dict[str, int]:
-        """Batches by state."""
+    def batch_counts(self, *, since: datetime | None = None) -> dict[str, int]:
+        """Batches by state (created at or after `since` when given)."""
+        query, params = ((job_sql.COUNT_BATCHES_BY_STATE, {}) if since is None
+                         else (job_sql.COUNT_BATCHES_SINCE, {"since": since}))
         with self._pool.connection() as conn:
-            return {state: n for state, n in conn.execute(job_sql.COUNT_BATCHES_BY_STATE)}
+            return {state: n for state, n in conn.execute(query, params)}
+
+    def source_cost(self, source: str) -> float:
+        """Cost booked for the jobs of one intake source, in USD."""
+        with self._pool.connection() as conn:
+            return float(conn.execute(job_sql.SOURCE_COST, {"source": source}).fetchone()[0])
 
     def events(self, job_id: int) -> list[dict[str, Any]]:
         """The job's audit trail, oldest first."""
@@ -312,6 +358,16 @@ class LeaseStore:
     def get_job(self, job_id: int) -> dict[str, Any] | None:
         with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(job_sql.GET_JOB, {"job_id": job_id}).fetchone()
+
+    def recent_succeeded(self, limit: int = 1000) -> list[tuple[int, str, str | None, Any]]:
+        """The latest succeeded jobs with their outputs (for audits of accepted outputs)."""
+        with self._pool.connection() as conn:
+            return conn.execute(job_sql.RECENT_SUCCEEDED, {"limit": limit}).fetchall()
+
+    def stranded_count(self) -> int:
+        """Jobs left in submitted/collected although their batch was collected (should be 0)."""
+        with self._pool.connection() as conn:
+            return conn.execute(job_sql.STRANDED_IN_COLLECTED_BATCHES).fetchone()[0]
 
     def outbox_lag(self) -> tuple[int, float]:
         """(undelivered rows, age in seconds of the oldest one)."""

@@ -3,6 +3,9 @@
 
 CREATE TABLE batches (
     id                bigserial PRIMARY KEY,
+    -- Globally unique name given to the provider (metadata), so reconciliation never matches a batch
+    -- another Forge installation created.
+    forge_batch_id    text NOT NULL UNIQUE DEFAULT 'fb_' || replace(gen_random_uuid()::text, '-', ''),
     provider          text NOT NULL,
     model             text NOT NULL,
     processor         text,

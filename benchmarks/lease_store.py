@@ -1,0 +1,387 @@
+"""Lease-store throughput: how close Forge's claim -> complete loop gets to what PostgreSQL itself can do,
+and how it compares with procrastinate and pgqueuer draining the same number of no-op jobs.
+
+    python -m benchmarks.lease_store [--database-url URL] [--jobs N] [--jobs-single N] [--repeat R]
+
+Measured on one server, each system in a fresh schema that is dropped afterwards:
+1. the ceiling: pgbench running job_sql.CLAIM_JOBS then job_sql.FINISH_JOBS (generated from the store's own
+   SQL, parameters as literals, k as a `\\set` variable, prepared statements as psycopg uses after five
+   executions) over a pre-filled jobs table, 1 and 4 clients; jobs/s = transactions/s x k;
+2. Forge: 1 and 4 worker processes, each with its own LeaseStore, looping claim(k) -> finish_many(all k);
+3. procrastinate and pgqueuer: their own tables, 4 worker processes, a no-op task, drained.
+Every repeat re-fills the table (TRUNCATE, COPY, ANALYZE), times from the release of the already-connected
+workers to the last one finding the queue empty, and checks that every job succeeded.
+Cells that move one job per statement (k=1, procrastinate) drain --jobs-single jobs: each of those jobs costs
+two commits, so on a disk with millisecond fsync they would otherwise dominate the run. The defaults
+(5,000 / 1,000 jobs, 3 repeats) take about three minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from benchmarks._common import (
+    Cell,
+    WorkerGroup,
+    child_main,
+    database,
+    find_pgbench,
+    fresh_schema,
+    libpq_env,
+    render_table,
+    schema_options,
+    server_version,
+)
+from forge_dagster.core.runtime import redact_url
+from forge_dagster.core.store import job_sql
+from forge_dagster.core.store.lease_store import JobSpec, LeaseStore
+
+KS = (1, 10, 100)
+WORKERS = (1, 4)
+PEER_WORKERS = 4
+PGQUEUER_BATCH = 10  # pgqueuer's default dequeue batch size (PgQueuer.run and its own benchmark tool)
+LEASE_TTL_S = 30.0
+NOOP_OUTPUT: dict = {}
+RESULTS = Path(__file__).parent / "results" / "lease_store.json"
+
+
+# -- the lease store ------------------------------------------------------------------------------
+def refill(store: LeaseStore, n: int) -> None:
+    """Empty the jobs table and enqueue `n` pending realtime jobs (one COPY), then ANALYZE it."""
+    with store.transaction() as conn:
+        conn.execute("TRUNCATE jobs, job_events RESTART IDENTITY")
+    store.enqueue([JobSpec("bench", {"i": i}, external_id=f"b{i}", mode="realtime") for i in range(n)])
+    with store.transaction() as conn:
+        conn.execute("ANALYZE jobs")
+
+
+def check_succeeded(store: LeaseStore, expected: int) -> None:
+    counts = store.counts()
+    if counts.get("succeeded", 0) != expected or counts.get("running", 0):
+        raise RuntimeError(f"expected {expected} succeeded jobs, found {counts}")
+
+
+# -- 1. the ceiling: pgbench on the store's own SQL -----------------------------------------------
+def _with_literals(text: str, values: dict[str, str]) -> str:
+    """Replace each %(name)s placeholder with a literal; an unknown placeholder is an error, so the script
+    cannot silently drift from the store's SQL."""
+
+    def literal(match: re.Match) -> str:
+        if match.group(1) not in values:
+            raise KeyError(f"no literal for placeholder {match.group(1)!r}")
+        return values[match.group(1)]
+
+    return re.sub(r"%\((\w+)\)s", literal, text).strip()
+
+
+def pgbench_script(k: int) -> str:
+    """One transaction of the ceiling: CLAIM_JOBS (its final SELECT aggregated into :ids and :tokens with
+    \\gset), then FINISH_JOBS on those leases with `{}` outputs, as the no-op Forge worker does."""
+    claim_ctes, _ = job_sql.CLAIM_JOBS.rsplit("\nSELECT ", 1)
+    claim = _with_literals(claim_ctes, {"k": ":k", "mode": "'realtime'", "to_state": "'running'",
+                                        "owner": "'pgbench'", "ttl": str(LEASE_TTL_S)})
+    n = "ARRAY[cardinality(:ids::bigint[])]"
+    finish = _with_literals(job_sql.FINISH_JOBS, {
+        "ids": ":ids", "tokens": ":tokens", "outputs": f"array_fill('{{}}'::jsonb, {n})",
+        "reasons": f"array_fill(NULL::text, {n})", "to_state": "'succeeded'", "from_state": "'running'",
+        "actor": "'pgbench'",
+    })
+    collect = "SELECT coalesce(array_agg(id), '{}') AS ids, coalesce(array_agg(lease_token), '{}') AS tokens"
+    return f"\\set k {k}\n{claim}\n{collect} FROM claimed\n\\gset\n{finish};\n"
+
+
+def ceiling_round(pgbench: str, script: Path, url: str, store: LeaseStore, k: int, clients: int, jobs: int) -> float:
+    """Fill the table, let pgbench claim and finish (almost) all of it; return jobs/s = tps x k."""
+    per_client = max(1, jobs // (k * clients))
+    refill(store, jobs)
+    cmd = [pgbench, "-n", "-M", "prepared", "-f", str(script), "-c", str(clients), "-j", str(clients),
+           "-t", str(per_client)]
+    run = subprocess.run(cmd, env=libpq_env(url, store.schema), capture_output=True, text=True, timeout=600)
+    tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", run.stdout)
+    if run.returncode or not tps:
+        raise RuntimeError(f"pgbench failed ({run.returncode}):\n{run.stderr[-2000:]}")
+    check_succeeded(store, per_client * k * clients)
+    return float(tps.group(1)) * k
+
+
+# -- 2. Forge: LeaseStore in worker processes ------------------------------------------------------
+def _forge_worker(url: str, schema: str, events, commands) -> None:
+    """A worker process with its own LeaseStore; each round drains the queue with claim(k) -> finish_many."""
+
+    def prepare():
+        store = LeaseStore(url, schema, pool_size=2, lease_ttl_s=LEASE_TTL_S)
+
+        def work(k: int) -> int:
+            done = 0
+            while jobs := store.claim(k, mode="realtime"):
+                done += len(store.finish_many([(job, NOOP_OUTPUT) for job in jobs]))
+            return done
+
+        return work, store.close
+
+    child_main(prepare, events, commands)
+
+
+def forge_round(group: WorkerGroup, store: LeaseStore, k: int, jobs: int) -> float:
+    refill(store, jobs)
+    seconds, done = group.round(k)
+    check_succeeded(store, jobs)
+    if done != jobs:
+        raise RuntimeError(f"workers report {done} jobs finished, expected {jobs}")
+    return jobs / seconds
+
+
+def measure_lease_store(url: str, jobs: dict[int, int], repeat: int, pgbench: str) -> list[Cell]:
+    """Ceiling and Forge for every k and worker count; their repeats alternate so both see the same load."""
+    cells = []
+    with fresh_schema(url, "ceiling") as ceiling_schema, fresh_schema(url, "forge") as forge_schema, \
+            LeaseStore(url, ceiling_schema, pool_size=1) as ceiling_store, \
+            LeaseStore(url, forge_schema, pool_size=1) as forge_store, \
+            tempfile.TemporaryDirectory() as tmp:
+        ceiling_store.migrate()
+        forge_store.migrate()
+        for workers in WORKERS:
+            with WorkerGroup(_forge_worker, (url, forge_schema), workers) as group:
+                for k in KS:
+                    script = Path(tmp) / f"claim_finish_k{k}.sql"
+                    script.write_text(pgbench_script(k))
+                    ceiling = Cell("ceiling (pgbench)", k, workers, note="store SQL in pgbench, no client library")
+                    forge = Cell("forge (LeaseStore)", k, workers, note="claim(k) -> finish_many, process/worker")
+                    for _ in range(repeat):
+                        ceiling.samples.append(
+                            ceiling_round(pgbench, script, url, ceiling_store, k, workers, jobs[k]))
+                        forge.samples.append(forge_round(group, forge_store, k, jobs[k]))
+                    cells += [ceiling, forge]
+                    print(f"  k={k:<3} workers={workers}: ceiling {ceiling.median:,.0f}/s, "
+                          f"forge {forge.median:,.0f}/s ({jobs[k]:,} jobs)", flush=True)
+    return cells
+
+
+# -- 3. the peers ---------------------------------------------------------------------------------
+_executed = 0  # no-op task executions in this worker process
+
+
+async def _noop_task() -> None:
+    global _executed
+    _executed += 1
+
+
+async def _noop_entrypoint(job) -> None:
+    global _executed
+    _executed += 1
+
+
+def _procrastinate_app(url: str, schema: str):
+    import procrastinate
+
+    logging.getLogger("procrastinate").setLevel(logging.ERROR)  # no per-job or "App in __main__" lines
+    connector = procrastinate.PsycopgConnector(conninfo=url, kwargs={"options": schema_options(schema)})
+    app = procrastinate.App(connector=connector)
+    app.task(name="noop")(_noop_task)
+    return app
+
+
+def _procrastinate_worker(url: str, schema: str, events, commands) -> None:
+    """One procrastinate worker per process (their documented way to scale), concurrency 1, an async no-op
+    task, wait=False so each round ends once the queue is drained; otherwise their defaults."""
+
+    def prepare():
+        runner = asyncio.Runner()
+        app = _procrastinate_app(url, schema)
+
+        async def open_app():
+            await app.open_async()
+
+        runner.run(open_app())
+
+        def work(_: object) -> int:
+            before = _executed
+            runner.run(app.run_worker_async(wait=False, concurrency=1, install_signal_handlers=False))
+            return _executed - before
+
+        def close() -> None:
+            runner.run(app.close_async())
+            runner.close()
+
+        return work, close
+
+    child_main(prepare, events, commands)
+
+
+async def _procrastinate_fill(url: str, schema: str, jobs: int, install: bool) -> None:
+    app = _procrastinate_app(url, schema)
+    async with app.open_async():
+        if install:
+            await app.schema_manager.apply_schema_async()
+        async with await psycopg.AsyncConnection.connect(url, options=schema_options(schema)) as conn:
+            await conn.execute("TRUNCATE procrastinate_jobs, procrastinate_events, procrastinate_workers CASCADE")
+        await app.tasks["noop"].batch_defer_async(*({} for _ in range(jobs)))
+
+
+def measure_procrastinate(url: str, jobs: int, repeat: int) -> Cell:
+    cell = Cell("procrastinate", 1, PEER_WORKERS, note="4 processes x concurrency 1, 1 job per fetch")
+    with fresh_schema(url, "procrastinate") as schema:
+        asyncio.run(_procrastinate_fill(url, schema, 0, install=True))
+        with WorkerGroup(_procrastinate_worker, (url, schema), PEER_WORKERS) as group:
+            for _ in range(repeat):
+                asyncio.run(_procrastinate_fill(url, schema, jobs, install=False))
+                seconds, done = group.round()
+                with psycopg.connect(url, options=schema_options(schema)) as conn:
+                    ok = conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'").fetchone()[0]
+                if done != jobs or ok != jobs:
+                    raise RuntimeError(f"procrastinate: ran {done}, succeeded {ok}, expected {jobs}")
+                cell.samples.append(jobs / seconds)
+    return cell
+
+
+def _pgqueuer_driver() -> str:
+    """pgqueuer's default driver is asyncpg; its psycopg driver holds the connection while it waits for
+    NOTIFY (up to 1 s), which stalls a drain, so psycopg is only the fallback."""
+    return "asyncpg" if importlib.util.find_spec("asyncpg") else "psycopg"
+
+
+def _pgqueuer_worker(url: str, schema: str, events, commands) -> None:
+    """One PgQueuer per process on its own connection, async no-op entrypoint, default batch size, drain
+    mode, as in pgqueuer's own drain benchmark (which runs several PgQueuer instances)."""
+    from pgqueuer import PgQueuer
+    from pgqueuer.types import QueueExecutionMode
+
+    def prepare():
+        runner = asyncio.Runner()
+        if _pgqueuer_driver() == "asyncpg":
+            import asyncpg
+
+            conn = runner.run(asyncpg.connect(url, server_settings={"search_path": schema}))
+            build = PgQueuer.from_asyncpg_connection
+        else:
+            conn = runner.run(psycopg.AsyncConnection.connect(url, autocommit=True, options=schema_options(schema)))
+            build = PgQueuer.from_psycopg_connection
+
+        def work(_: object) -> int:
+            before = _executed
+            pgq = build(conn)  # a PgQueuer's shutdown event stays set after a drain: one per round
+            pgq.entrypoint("noop")(_noop_entrypoint)
+            runner.run(pgq.run(batch_size=PGQUEUER_BATCH, mode=QueueExecutionMode.drain))
+            return _executed - before
+
+        def close() -> None:
+            runner.run(conn.close())
+            runner.close()
+
+        return work, close
+
+    child_main(prepare, events, commands)
+
+
+async def _pgqueuer_fill(url: str, schema: str, jobs: int, install: bool) -> None:
+    from pgqueuer import PsycopgDriver, Queries
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True, options=schema_options(schema)) as conn:
+        queries = Queries(PsycopgDriver(conn))
+        if install:
+            await queries.install()
+        await queries.clear_queue()
+        await queries.clear_queue_log()
+        await queries.clear_statistics_log()
+        if jobs:
+            await queries.enqueue(["noop"] * jobs, [None] * jobs, [0] * jobs)
+
+
+def measure_pgqueuer(url: str, jobs: int, repeat: int) -> Cell:
+    cell = Cell("pgqueuer", PGQUEUER_BATCH, PEER_WORKERS,
+                note=f"4 processes, batch 10, drain mode, {_pgqueuer_driver()} driver")
+    with fresh_schema(url, "pgqueuer") as schema:
+        asyncio.run(_pgqueuer_fill(url, schema, 0, install=True))
+        with WorkerGroup(_pgqueuer_worker, (url, schema), PEER_WORKERS) as group:
+            for _ in range(repeat):
+                asyncio.run(_pgqueuer_fill(url, schema, jobs, install=False))
+                seconds, done = group.round()
+                with psycopg.connect(url, options=schema_options(schema)) as conn:
+                    left = conn.execute("SELECT count(*) FROM pgqueuer").fetchone()[0]
+                if done != jobs or left:
+                    raise RuntimeError(f"pgqueuer: ran {done}, {left} left in the queue, expected {jobs}")
+                cell.samples.append(jobs / seconds)
+    return cell
+
+
+# -- the run --------------------------------------------------------------------------------------
+def summary_line(cells: list[Cell]) -> tuple[str, dict]:
+    """Forge's best cell against each peer's."""
+    forge = max((c for c in cells if c.system.startswith("forge")), key=lambda c: c.median)
+    parts, ratios = [], {}
+    for peer in (c for c in cells if c.system in ("procrastinate", "pgqueuer")):
+        ratios[peer.system] = round(forge.median / peer.median, 2)
+        parts.append(f"{ratios[peer.system]:.1f}x {peer.system} ({peer.median:,.0f}/s)")
+    line = (f"Forge best: {forge.median:,.0f} jobs/s (k={forge.k}, {forge.workers} workers) = "
+            + ", ".join(parts))
+    return line, {"forge_best": forge.as_dict(), "forge_best_over_peer": ratios}
+
+
+def run(url: str, mode: str, jobs: int, jobs_single: int, repeat: int, peers: bool) -> dict:
+    """Measure every cell, print the table and the summary line; return the JSON report."""
+    pgbench = find_pgbench()
+    started = time.perf_counter()
+    version = server_version(url)
+    per_k = {k: jobs_single if k == 1 else jobs for k in KS}
+    print(f"lease-store benchmark: {mode} PostgreSQL {version} at {redact_url(url)}; {jobs:,} jobs per cell "
+          f"({jobs_single:,} at one job per statement), median of {repeat}", flush=True)
+    cells = measure_lease_store(url, per_k, repeat, pgbench)
+    if peers:
+        cells.append(measure_procrastinate(url, jobs_single, repeat))
+        print(f"  procrastinate: {cells[-1].median:,.0f}/s ({jobs_single:,} jobs)", flush=True)
+        cells.append(measure_pgqueuer(url, jobs, repeat))
+        print(f"  pgqueuer: {cells[-1].median:,.0f}/s ({jobs:,} jobs)", flush=True)
+    ceilings = {(c.k, c.workers): c.median for c in cells if c.system.startswith("ceiling")}
+    for c in cells:
+        if not c.system.startswith("ceiling"):
+            c.ratio = c.median / ceilings[(c.k, c.workers)] if (c.k, c.workers) in ceilings else None
+    order = {"ceiling (pgbench)": 0, "forge (LeaseStore)": 1}
+    cells.sort(key=lambda c: (c.system not in order, c.k if c.system in order else 0, c.workers,
+                              order.get(c.system, 0)))
+    line, summary = summary_line(cells) if peers else ("", {})
+    print("\n" + render_table(cells) + ("\n" + line if line else ""))
+    return {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "database": {"mode": mode, "url": redact_url(url), "server_version": version},
+        "pgbench": subprocess.run([pgbench, "--version"], capture_output=True, text=True).stdout.strip(),
+        "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg()},
+        "jobs_per_cell": {str(k): n for k, n in per_k.items()}, "repeat": repeat,
+        "seconds": round(time.perf_counter() - started, 1),
+        "results": [c.as_dict() for c in cells], "summary": summary,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", help="default: FORGE_DATABASE_URL, FORGE_TEST_DATABASE_URL, "
+                                               "else an embedded PostgreSQL in a temporary directory")
+    parser.add_argument("--jobs", type=int, default=5000, help="jobs per cell (default 5000)")
+    parser.add_argument("--jobs-single", type=int, default=1000,
+                        help="jobs per cell that moves one job per statement: k=1 and procrastinate (default 1000)")
+    parser.add_argument("--repeat", type=int, default=3, help="repeats per cell; the median is reported")
+    parser.add_argument("--no-peers", action="store_true", help="skip procrastinate and pgqueuer")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
+    args = parser.parse_args(argv)
+    with database(args.database_url) as (url, mode):
+        report = run(url, mode, args.jobs, args.jobs_single, args.repeat, peers=not args.no_peers)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""The batch builder (the seed called it Anvil): claim pending batch jobs, render each request from its
+processor, shape provider-compatible batches, persist the intent, submit.
+
+A job whose request cannot be built (unknown processor, bad input, template error, too large) fails
+with its reason; the rest go on. Submission is resumable: a batch left in `submitting` by a crash is
+found at the provider (or created) by the next run, never created twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from forge_dagster.core.models import BatchSpec, ErrorClass, Provider, ProviderError, ProviderRequest
+from forge_dagster.core.processors import ProcessorCatalog, TemplateError, validate_input
+from forge_dagster.core.providers.base import ProviderPort
+from forge_dagster.core.providers.limits import BatchLimitError
+from forge_dagster.core.shaping import RequestTooLarge, custom_id_for, group_key, shape_batches
+from forge_dagster.core.store import ClaimedJob, LeaseStore
+from forge_dagster.core.store.batch_store import Settlement
+from forge_dagster.core.store.lease_store import backoff_delay
+
+log = logging.getLogger(__name__)
+
+STALE_SUBMITTING_S = 60.0
+
+
+@dataclass
+class BuildReport:
+    claimed: int = 0
+    batches: list[int] = field(default_factory=list)  # submitted now (or resumed)
+    submitted_jobs: int = 0
+    failed_jobs: int = 0
+    requeued_jobs: int = 0
+    resumed: int = 0
+    ambiguous: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _render(job: ClaimedJob, catalog: ProcessorCatalog, ports: Mapping[Provider, ProviderPort]):
+    """(group key, request) for the job, or raise ValueError with the reason it cannot run."""
+    try:
+        processor = catalog.get_version(job.processor, job.processor_version)
+    except KeyError:
+        version = f" version {job.processor_version}" if job.processor_version else ""
+        raise ValueError(f"unknown processor {job.processor!r}{version}") from None
+    if processor.provider not in ports:
+        raise ValueError(f"no credentials configured for provider {processor.provider}")
+    problems = validate_input(processor, job.payload)
+    if problems:
+        raise ValueError("input: " + "; ".join(problems))
+    try:
+        request = processor.render_request(job.payload, custom_id_for(job.id, job.attempt))
+    except TemplateError as exc:
+        raise ValueError(f"template: {exc}") from exc
+    return group_key(processor.provider, processor.model, processor.name, processor.version), request
+
+
+def build_and_submit(
+    store: LeaseStore,
+    catalog: ProcessorCatalog,
+    ports: Mapping[Provider, ProviderPort],
+    *,
+    claim_limit: int = 5000,
+    max_requests_per_batch: int | None = None,
+    lease_ttl_s: float = 300.0,
+) -> BuildReport:
+    """One builder pass: resume stale submissions, then claim, shape and submit new batches."""
+    report = BuildReport()
+    resume_stale_submissions(store, catalog, ports, report)
+    jobs = store.claim(claim_limit, mode="batch", to_state="claimed", ttl_s=lease_ttl_s)
+    report.claimed = len(jobs)
+    by_cid: dict[str, ClaimedJob] = {}
+    items, refused = [], []
+    for job in jobs:
+        try:
+            key, request = _render(job, catalog, ports)
+        except ValueError as exc:
+            refused.append((job, str(exc), False))
+            continue
+        by_cid[request.custom_id] = job
+        items.append((key, request))
+    while True:
+        try:
+            shaped = shape_batches(items, max_requests=max_requests_per_batch)
+            break
+        except RequestTooLarge as exc:
+            too_big = set(exc.custom_ids)
+            refused += [
+                (by_cid[c], f"request too large for one batch (limit {exc.limit} bytes)", False)
+                for c in exc.custom_ids
+            ]
+            items = [(k, r) for k, r in items if r.custom_id not in too_big]
+    if refused:
+        store.fail_many(refused)
+        report.failed_jobs += len(refused)
+    for batch in shaped:
+        members = [(by_cid[r.custom_id], r.custom_id) for r in batch.requests]
+        batch_id, forge_batch_id, held = store.batches.record_intent(
+            provider=batch.provider,
+            model=batch.model,
+            processor=batch.key.processor_name,
+            version=batch.key.processor_version,
+            members=members,
+            bytes_=batch.total_bytes,
+        )
+        requests = [r for r in batch.requests if by_cid[r.custom_id].id in held]
+        spec = BatchSpec(forge_batch_id, batch.provider, batch.model, requests, batch.key.processor_name)
+        submit_batch(store, ports[batch.provider], batch_id, spec, report, resume=False)
+    return report
+
+
+def spec_for_batch(store: LeaseStore, catalog: ProcessorCatalog, batch_id: int) -> BatchSpec:
+    """Rebuild a batch's spec from its stored members (same custom_ids, same rendered bodies)."""
+    batch = store.batches.get(batch_id)
+    requests = []
+    for m in store.batches.members(batch_id):
+        if m["state"] != "submitted":
+            continue
+        processor = catalog.get_version(m["processor"], m["processor_version"])
+        requests.append(processor.render_request(m["payload"], m["custom_id"]))
+    return BatchSpec(
+        batch["forge_batch_id"], Provider(batch["provider"]), batch["model"], requests, batch["processor"]
+    )
+
+
+def resume_stale_submissions(
+    store: LeaseStore,
+    catalog: ProcessorCatalog,
+    ports: Mapping[Provider, ProviderPort],
+    report: BuildReport,
+    *,
+    older_than_s: float = STALE_SUBMITTING_S,
+) -> None:
+    """Finish submissions a crash left in `submitting`: find the provider's batch, or create it once."""
+    for batch_id in store.batches.stale_submitting(older_than_s):
+        batch = store.batches.get(batch_id)
+        store.batches.mark_resumed(batch_id)
+        try:
+            spec = spec_for_batch(store, catalog, batch_id)
+        except KeyError as exc:
+            report.errors.append(f"batch {batch_id}: cannot rebuild: {exc}")
+            continue
+        report.resumed += 1
+        since = batch["created_at"].timestamp() - 60
+        submit_batch(
+            store, ports[Provider(batch["provider"])], batch_id, spec, report, resume=True, since=since
+        )
+
+
+def submit_batch(
+    store: LeaseStore,
+    port: ProviderPort,
+    batch_id: int,
+    spec: BatchSpec,
+    report: BuildReport,
+    *,
+    resume: bool,
+    since: float | None = None,
+) -> None:
+    """Submit one intended batch and record the outcome; on refusal its jobs are requeued or failed."""
+    try:
+        submitted = port.submit(spec, resume=resume, since=since)
+    except BatchLimitError as exc:
+        _refuse(
+            store,
+            batch_id,
+            spec.requests,
+            f"batch refused before submit: {exc}",
+            retryable=False,
+            report=report,
+        )
+        return
+    except ProviderError as exc:
+        if exc.ambiguous:
+            # The provider may have it: leave the intent in place; the next run reconciles it.
+            report.ambiguous += 1
+            report.errors.append(f"batch {batch_id}: outcome unknown ({exc.error_class}), will reconcile")
+            return
+        retryable = exc.error_class in (
+            ErrorClass.RATE_LIMITED,
+            ErrorClass.TRANSIENT,
+            ErrorClass.QUOTA_EXHAUSTED,
+        )
+        _refuse(
+            store,
+            batch_id,
+            spec.requests,
+            f"submit {exc.error_class}: {exc.message}",
+            retryable=retryable,
+            report=report,
+            delay_s=exc.retry_after_s,
+        )
+        return
+    store.batches.mark_submitted(batch_id, submitted.provider_batch_id, submitted.input_file_id)
+    report.batches.append(batch_id)
+    report.submitted_jobs += len(spec.requests)
+
+
+def _refuse(
+    store: LeaseStore,
+    batch_id: int,
+    requests: list[ProviderRequest],
+    reason: str,
+    *,
+    retryable: bool,
+    report: BuildReport,
+    delay_s: float | None = None,
+) -> None:
+    store.batches.fail_submission(batch_id, reason)
+    batch = store.batches.get(batch_id)
+    members = {m["custom_id"]: m for m in store.batches.members(batch_id)}
+    settlements = [
+        Settlement(
+            job_id=members[r.custom_id]["id"],
+            custom_id=r.custom_id,
+            kind="retry" if retryable else "failed",
+            reason=reason,
+            delay_s=delay_s or backoff_delay(members[r.custom_id]["attempt"]),
+        )
+        for r in requests
+        if r.custom_id in members
+    ]
+    states = store.batches.settle(
+        batch_id,
+        settlements,
+        from_states=["submitted"],
+        provider=batch["provider"],
+        model=batch["model"],
+        processor=batch["processor"],
+        pricing_version="-",
+    )
+    report.requeued_jobs += sum(1 for s in states.values() if s == "pending")
+    report.failed_jobs += sum(1 for s in states.values() if s != "pending")
+    report.errors.append(f"batch {batch_id}: {reason}")
+    log.warning("batch %s refused: %s (%s jobs)", batch_id, reason, len(settlements))

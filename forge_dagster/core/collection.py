@@ -1,0 +1,190 @@
+"""Collecting a provider batch: poll statuses, store every result line, then validate (fail closed)
+and settle each job once: succeeded, invalid, failed, or back to pending for another attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from forge_dagster.core.costs import PRICING_VERSION, UnknownModelPrice, cost_usd
+from forge_dagster.core.models import (
+    ErrorClass,
+    Provider,
+    ProviderError,
+    ResultItem,
+    ResultOutcome,
+    Usage,
+)
+from forge_dagster.core.processors import ProcessorCatalog
+from forge_dagster.core.providers.base import ProviderPort
+from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store.batch_store import Settlement
+from forge_dagster.core.store.lease_store import backoff_delay
+from forge_dagster.core.validation import validate_result
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PollReport:
+    polled: int = 0
+    ended: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def poll_open_batches(store: LeaseStore, ports: Mapping[Provider, ProviderPort]) -> PollReport:
+    """One pass over every in-flight batch: read its provider status and record it."""
+    report = PollReport()
+    for batch in store.batches.open_batches():
+        report.polled += 1
+        try:
+            status = ports[Provider(batch["provider"])].status(batch["provider_batch_id"])
+        except (ProviderError, KeyError) as exc:
+            report.errors.append(f"batch {batch['id']}: {exc}")
+            continue
+        counts = {
+            k: getattr(status.counts, k)
+            for k in ("total", "processing", "succeeded", "errored", "expired", "canceled")
+        }
+        if status.state != batch["state"] or status.ended:
+            store.batches.update_status(batch["id"], str(status.state), counts, status.raw_status)
+        if status.ended:
+            report.ended.append(batch["id"])
+    return report
+
+
+@dataclass
+class ResultsReport:
+    lines: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, int] = field(default_factory=dict)
+    stored_now: int = 0
+
+
+def collect_results(
+    store: LeaseStore, ports: Mapping[Provider, ProviderPort], batch_id: int
+) -> ResultsReport:
+    """Download the ended batch's results (output and error lines, or the results stream) and store them,
+    matched by custom_id. Every job still waiting gets exactly one line (missing ones: requeue)."""
+    batch = store.batches.get(batch_id)
+    waiting = {m["custom_id"]: m for m in store.batches.members(batch_id) if m["state"] == "submitted"}
+    report = ResultsReport()
+    if not waiting:
+        return report
+    if batch["provider_batch_id"]:
+        items = ports[Provider(batch["provider"])].results(batch["provider_batch_id"], list(waiting))
+    else:  # the provider never accepted it
+        items = [ResultItem(cid, ResultOutcome.REQUEUE) for cid in waiting]
+    rows = [
+        (waiting[i.custom_id]["id"], waiting[i.custom_id]["attempt"], i)
+        for i in items
+        if i.custom_id in waiting
+    ]
+    report.stored_now = store.batches.store_results(batch_id, rows)
+    report.lines = len(rows)
+    report.by_outcome = dict(Counter(str(i.outcome) for _, _, i in rows))
+    totals: Counter[str] = Counter()
+    for _, _, item in rows:
+        totals.update(item.usage.to_dict())
+    report.usage = dict(totals)
+    return report
+
+
+def _item_from_row(row: Mapping[str, Any]) -> ResultItem:
+    error = None
+    if row["error_class"]:
+        error = ProviderError(
+            ErrorClass(row["error_class"]), row["error_message"] or "", status_code=row["status_code"]
+        )
+    return ResultItem(
+        custom_id=row["custom_id"],
+        outcome=ResultOutcome(row["outcome"]),
+        status_code=row["status_code"],
+        text=row["text"],
+        tool_input=row["tool_input"],
+        stop_reason=row["stop_reason"],
+        usage=Usage(**(row["usage"] or {})),
+        error=error,
+        raw=row["raw"],
+    )
+
+
+@dataclass
+class ValidationReport:
+    by_state: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+    cost_usd: float = 0.0
+    usage: dict[str, int] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _settlement(row: Mapping[str, Any], item: ResultItem, verdict, cost) -> Settlement:
+    base = {
+        "job_id": row["job_id"],
+        "custom_id": row["custom_id"],
+        "usage": item.usage.to_dict(),
+        "cost_usd": cost,
+        "raw_output": item.text,
+    }
+    if verdict.accepted:
+        return Settlement(kind="succeeded", output=verdict.output, reason="validated", **base)
+    delay = backoff_delay(row["attempt"])
+    if item.outcome == ResultOutcome.REQUEUE:
+        return Settlement(
+            kind="retry", reason=f"requeued: {verdict.reason}", exhausted="dead", delay_s=delay, **base
+        )
+    if item.outcome == ResultOutcome.ERRORED:
+        if item.error is not None and item.error.retry_after_s:
+            delay = item.error.retry_after_s
+        kind = "retry" if verdict.retryable else "failed"
+        return Settlement(kind=kind, reason=verdict.reason, exhausted="dead", delay_s=delay, **base)
+    # The provider answered, but the output did not pass validation.
+    kind = "retry" if verdict.retryable else "invalid"
+    return Settlement(kind=kind, reason=verdict.reason, exhausted="invalid", delay_s=delay, **base)
+
+
+def validate_batch(store: LeaseStore, catalog: ProcessorCatalog, batch_id: int) -> ValidationReport:
+    """Validate every stored result of the batch against its processor and settle the jobs once.
+    Collecting or validating a batch again books nothing twice."""
+    batch = store.batches.get(batch_id)
+    processor = catalog.get_version(batch["processor"], batch["processor_version"])
+    report = ValidationReport()
+    settlements, reasons = [], Counter()
+    usage: Counter[str] = Counter()
+    for row in store.batches.stored_results(batch_id):
+        item = _item_from_row(row)
+        verdict = validate_result(item, processor)
+        cost = None
+        if item.usage.input_tokens or item.usage.output_tokens:
+            try:
+                cost = cost_usd(Provider(batch["provider"]), batch["model"], item.usage, batch=True)
+            except UnknownModelPrice:
+                log.warning("no price for %s %s: cost not booked", batch["provider"], batch["model"])
+        settlements.append(_settlement(row, item, verdict, cost))
+        if not verdict.accepted:
+            reasons[verdict.reason.split(":")[0]] += 1
+            if len(report.samples) < 5:
+                report.samples.append({"job": row["job_id"], "reason": verdict.reason[:120]})
+    states = store.batches.settle(
+        batch_id,
+        settlements,
+        from_states=["collected"],
+        provider=batch["provider"],
+        model=batch["model"],
+        processor=batch["processor"],
+        pricing_version=PRICING_VERSION,
+    )
+    for s in settlements:
+        if s.job_id in states and s.usage:
+            usage.update(s.usage)
+            report.cost_usd += float(s.cost_usd or 0)
+    if not store.batches.members_in(batch_id, ("submitted", "collected")):
+        store.batches.mark_collected(batch_id)
+    report.by_state = dict(Counter(states.values()))
+    report.reasons = dict(reasons)
+    report.usage = dict(usage)
+    return report

@@ -1,0 +1,120 @@
+"""What a request cost, from a versioned table of public list prices (USD per million tokens).
+
+Usage convention (the provider ports normalise to it):
+- `input_tokens` counts every prompt token, cached ones included (OpenAI's `prompt_tokens`; for Anthropic,
+  `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`).
+- `cached_input_tokens` is the part of `input_tokens` read from the prompt cache, billed at the cached price.
+  Anthropic's cache writes (1.25x input) are billed here at the plain input price: Usage does not carry them
+  separately, so the figure slightly understates a request that wrote the cache.
+- `output_tokens` already includes reasoning tokens (OpenAI's `completion_tokens` does);
+  `reasoning_tokens` is informational and never billed a second time.
+The batch discount (50% at both providers) applies to every token class, cached input included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from forge_dagster.core.models import Provider, Usage
+
+PRICING_VERSION = "2026-11"
+_MILLION = Decimal(1_000_000)
+_QUANTUM = Decimal("0.00000001")
+
+
+class UnknownModelPrice(KeyError):
+    """No price is known for this provider and model; costs are never guessed."""
+
+    def __init__(self, provider: str, model: str) -> None:
+        super().__init__(f"no price for {provider}/{model} in pricing table {PRICING_VERSION}")
+        self.provider = provider
+        self.model = model
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """USD per million tokens, and the fraction taken off by the provider's batch API."""
+
+    input: Decimal
+    cached_input: Decimal
+    output: Decimal
+    batch_discount: Decimal = Decimal("0.5")
+
+
+def _price(input_: str, cached: str, output: str) -> ModelPrice:
+    return ModelPrice(Decimal(input_), Decimal(cached), Decimal(output))
+
+
+_OPENAI = {
+    "gpt-4o-mini": _price("0.15", "0.075", "0.60"),
+    "gpt-4o": _price("2.50", "1.25", "10.00"),
+    "gpt-4.1": _price("2.00", "0.50", "8.00"),
+    "gpt-4.1-mini": _price("0.40", "0.10", "1.60"),
+    "gpt-4.1-nano": _price("0.10", "0.025", "0.40"),
+}
+_OPENAI_SNAPSHOTS = {
+    "gpt-4o-mini-2024-07-18": "gpt-4o-mini",
+    "gpt-4o-2024-08-06": "gpt-4o",
+    "gpt-4o-2024-11-20": "gpt-4o",
+    "gpt-4.1-2025-04-14": "gpt-4.1",
+    "gpt-4.1-mini-2025-04-14": "gpt-4.1-mini",
+    "gpt-4.1-nano-2025-04-14": "gpt-4.1-nano",
+}
+_ANTHROPIC = {
+    "claude-3-5-haiku-latest": _price("0.80", "0.08", "4.00"),
+    "claude-haiku-4-5": _price("1.00", "0.10", "5.00"),
+    "claude-sonnet-4-5": _price("3.00", "0.30", "15.00"),
+}
+_ANTHROPIC_SNAPSHOTS = {
+    "claude-3-5-haiku-20241022": "claude-3-5-haiku-latest",
+    "claude-haiku-4-5-20251001": "claude-haiku-4-5",
+    "claude-sonnet-4-5-20250929": "claude-sonnet-4-5",
+}
+
+PRICES: dict[tuple[Provider, str], ModelPrice] = {
+    **{(Provider.OPENAI, m): p for m, p in _OPENAI.items()},
+    **{(Provider.OPENAI, m): _OPENAI[alias] for m, alias in _OPENAI_SNAPSHOTS.items()},
+    **{(Provider.ANTHROPIC, m): p for m, p in _ANTHROPIC.items()},
+    **{(Provider.ANTHROPIC, m): _ANTHROPIC[alias] for m, alias in _ANTHROPIC_SNAPSHOTS.items()},
+}
+
+
+def _key(provider: Provider | str, model: str) -> tuple[Provider, str] | None:
+    try:
+        return (Provider(provider), model)
+    except ValueError:
+        return None
+
+
+def has_price(provider: Provider | str, model: str) -> bool:
+    """True when the pricing table knows `model` at `provider`."""
+    return _key(provider, model) in PRICES
+
+
+def price_for(provider: Provider | str, model: str) -> ModelPrice:
+    """The list price of `model` at `provider`; UnknownModelPrice when there is none."""
+    key = _key(provider, model)
+    if key is None or key not in PRICES:
+        raise UnknownModelPrice(str(provider), model)
+    return PRICES[key]
+
+
+def cost_usd(provider: Provider | str, model: str, usage: Usage, *, batch: bool) -> Decimal:
+    """USD for one request's `usage` (see the module docstring for the token convention), to 1e-8."""
+    price = price_for(provider, model)
+    if min(usage.input_tokens, usage.cached_input_tokens, usage.output_tokens) < 0:
+        raise ValueError(f"token counts cannot be negative: {usage}")
+    cached = min(usage.cached_input_tokens, usage.input_tokens)  # never bill more tokens than were sent
+    uncached = usage.input_tokens - cached
+    total = (
+        Decimal(uncached) * price.input
+        + Decimal(cached) * price.cached_input
+        + Decimal(usage.output_tokens) * price.output
+    ) / _MILLION
+    if batch:
+        total *= Decimal(1) - price.batch_discount
+    return total.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)

@@ -1,0 +1,211 @@
+"""Anthropic Message Batches and Messages behind the provider port.
+
+Anthropic batches carry no metadata, so `find_submitted` recognises ours by shape (see its docstring).
+`ended` is split by the request counts, never collapsed: cancel initiated and some requests canceled ->
+ended_cancelled; some expired -> ended_expired; otherwise ended_completed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Collection, Iterator
+from typing import Any
+
+import anthropic
+
+from forge_dagster.core.models import (
+    BatchSpec,
+    BatchState,
+    BatchStatus,
+    Provider,
+    ProviderRequest,
+    RequestCounts,
+    ResultItem,
+    SubmittedBatch,
+)
+from forge_dagster.core.providers.base import (
+    CLOCK_SKEW_S,
+    BatchNotEndedError,
+    ProviderCredentials,
+    ProviderPort,
+    non_streaming,
+    split_known_kwargs,
+)
+from forge_dagster.core.providers.errors import classify
+from forge_dagster.core.providers.results import anthropic_batch_item, anthropic_message_item, match_results
+from forge_dagster.core.providers.wire import anthropic_batch_entry
+
+log = logging.getLogger(__name__)
+
+MAX_LISTED_BATCHES = 2_000  # find_submitted gives up after scanning this many batches
+
+
+class AnthropicPort(ProviderPort):
+    """The Anthropic port: sync client for batches and `complete`, AsyncAnthropic for `acomplete`."""
+
+    provider = Provider.ANTHROPIC
+
+    def __init__(self, credentials: ProviderCredentials, **options: Any) -> None:
+        super().__init__(credentials, **options)
+        self._client = anthropic.Anthropic(**self._client_kwargs())
+
+    # -- batch -------------------------------------------------------------------------------------
+    def _upload(self, batch: BatchSpec) -> list[dict[str, Any]]:
+        return [anthropic_batch_entry(r) for r in batch.requests]  # one call: the requests go with the create
+
+    def _create(self, batch: BatchSpec, upload: list[dict[str, Any]]) -> SubmittedBatch:
+        log.debug("batch %s: creating Anthropic batch of %d requests", batch.forge_batch_id, len(upload))
+        created = self._client.messages.batches.create(requests=upload)  # type: ignore[arg-type]
+        log.info("batch %s: created Anthropic batch %s", batch.forge_batch_id, created.id)
+        return SubmittedBatch(provider_batch_id=created.id)
+
+    def find_submitted(self, batch: BatchSpec, *, since: float | None = None) -> SubmittedBatch | None:
+        """Rule (Anthropic batches have no metadata): a batch created at or after `since` minus clock
+        skew, whose request counts sum to `len(batch.requests)`, and, once it has ended, whose first
+        result line carries one of our custom_ids (results do not exist before the end). If several
+        qualify, the oldest wins and the others are logged: the caller should pass the `since` it
+        persisted just before the create, which keeps that window small."""
+        ours = {r.custom_id for r in batch.requests}
+        if since is None:
+            since = time.time() - self.resume_lookback_s
+        try:
+            candidates = [
+                b
+                for b in self._recent_batches(since)
+                if _total(b) == len(batch.requests) and self._first_result_is_ours(b, ours)
+            ]
+        except Exception as exc:
+            raise classify(exc) from exc
+        if not candidates:
+            return None
+        candidates.sort(key=lambda b: (b.created_at, b.id))
+        if len(candidates) > 1:
+            log.warning(
+                "batch %s: %d Anthropic batches fit (created after the bound, %d requests); using %s",
+                batch.forge_batch_id,
+                len(candidates),
+                len(batch.requests),
+                candidates[0].id,
+            )
+        return SubmittedBatch(provider_batch_id=candidates[0].id, reconciled=True)
+
+    def _recent_batches(self, since: float | None) -> Iterator[Any]:
+        bound = None if since is None else since - CLOCK_SKEW_S
+        for scanned, listed in enumerate(self._client.messages.batches.list(limit=100)):
+            if scanned >= MAX_LISTED_BATCHES or (bound is not None and listed.created_at.timestamp() < bound):
+                return
+            yield listed
+
+    def _first_result_is_ours(self, remote: Any, ours: set[str]) -> bool:
+        if remote.processing_status != "ended" or not remote.results_url:
+            return True  # cannot tell before the end: counts and time decide
+        lines = self._result_lines(remote.id)
+        try:
+            first = next(lines, None)
+        finally:
+            lines.close()
+        return first is None or first.get("custom_id") in ours
+
+    def status(self, provider_batch_id: str) -> BatchStatus:
+        try:
+            return _status(self._client.messages.batches.retrieve(provider_batch_id))
+        except Exception as exc:
+            raise classify(exc) from exc
+
+    def results(self, provider_batch_id: str, expected_custom_ids: Collection[str]) -> list[ResultItem]:
+        """Items from the results stream, matched by custom_id. Raises `BatchNotEndedError` while the
+        batch is still running."""
+        status = self.status(provider_batch_id)
+        if not status.ended:
+            raise BatchNotEndedError(
+                f"Anthropic batch {provider_batch_id} is {status.raw_status}; results come at the end"
+            )
+        items: list[ResultItem] = []
+        try:
+            for number, line in enumerate(self._result_lines(provider_batch_id), start=1):
+                item = anthropic_batch_item(line)
+                if item is None:
+                    log.warning("batch %s: result line %d has no custom_id", provider_batch_id, number)
+                    continue
+                items.append(item)
+        except Exception as exc:
+            raise classify(exc) from exc
+        return match_results(expected_custom_ids, items, provider_batch_id=provider_batch_id)
+
+    def _result_lines(self, provider_batch_id: str) -> Iterator[dict[str, Any]]:
+        """The results stream as raw JSON objects; lines that are not JSON objects are logged and skipped."""
+        results = self._client.messages.batches.with_streaming_response.results(provider_batch_id)
+        with results as response:
+            for number, line in enumerate(response.iter_lines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    parsed = json.loads(line)
+                except ValueError:
+                    log.warning("batch %s: result line %d is not JSON; skipped", provider_batch_id, number)
+                    continue
+                if isinstance(parsed, dict):
+                    yield parsed
+
+    def cancel(self, provider_batch_id: str) -> BatchStatus:
+        try:
+            return _status(self._client.messages.batches.cancel(provider_batch_id))
+        except Exception as exc:
+            raise classify(exc) from exc
+
+    # -- realtime ----------------------------------------------------------------------------------
+    def complete(self, request: ProviderRequest) -> ResultItem:
+        method = self._client.messages.create
+        known, extra = split_known_kwargs(method, non_streaming(request.body))
+        try:
+            message = method(**known, extra_body=extra or None)
+        except Exception as exc:
+            raise classify(exc) from exc
+        return anthropic_message_item(request.custom_id, message.to_dict(mode="json"))
+
+    async def acomplete(self, request: ProviderRequest) -> ResultItem:
+        method = self._async_client().messages.create
+        known, extra = split_known_kwargs(method, non_streaming(request.body))
+        try:
+            message = await method(**known, extra_body=extra or None)
+        except Exception as exc:
+            raise classify(exc) from exc
+        return anthropic_message_item(request.custom_id, message.to_dict(mode="json"))
+
+    def _new_async_client(self) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(**self._client_kwargs())
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _total(remote: Any) -> int:
+    c = remote.request_counts
+    return c.processing + c.succeeded + c.errored + c.canceled + c.expired
+
+
+def _status(remote: Any) -> BatchStatus:
+    c = remote.request_counts
+    counts = RequestCounts(
+        total=_total(remote),
+        processing=c.processing,
+        succeeded=c.succeeded,
+        errored=c.errored,
+        expired=c.expired,
+        canceled=c.canceled,
+    )
+    if remote.processing_status == "in_progress":
+        state = BatchState.IN_PROGRESS
+    elif remote.processing_status == "canceling":
+        state = BatchState.CANCELLING
+    elif remote.cancel_initiated_at is not None and c.canceled > 0:
+        state = BatchState.ENDED_CANCELLED
+    elif c.expired > 0:
+        state = BatchState.ENDED_EXPIRED
+    else:
+        state = BatchState.ENDED_COMPLETED
+    return BatchStatus(
+        provider_batch_id=remote.id, state=state, counts=counts, raw_status=remote.processing_status
+    )

@@ -1,0 +1,193 @@
+"""SQL for provider batches: the submission intent, status, stored results, and settling each job.
+
+Jobs inside a batch hold no lease: the batch owns them from the intent on. Every job change is guarded
+by (batch_id, custom_id, expected state), so collecting a batch twice changes nothing the second time.
+"""
+
+# The submission intent, committed before the provider is called: the batch row in `submitting`, and
+# its jobs moved from claimed to submitted (fenced by their lease tokens) with their custom_ids.
+INSERT_BATCH = """
+INSERT INTO batches (provider, model, processor, processor_version, state, request_count, bytes, submit_attempts)
+VALUES (%(provider)s, %(model)s, %(processor)s, %(version)s, 'submitting', 0, 0, 1)
+RETURNING id, forge_batch_id
+"""
+
+ATTACH_JOBS = """
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(custom_ids)s::text[]) AS t(id, token, custom_id)
+), moved AS (
+    UPDATE jobs j
+    SET state = 'submitted', batch_id = %(batch_id)s, custom_id = i.custom_id,
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM input i
+    WHERE j.id = i.id AND j.lease_token = i.token AND j.state = 'claimed'
+    RETURNING j.id, j.attempt
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, 'claimed', 'submitted', attempt, 'batch ' || %(batch_id)s FROM moved
+)
+SELECT id FROM moved
+"""
+
+SIZE_BATCH = """
+UPDATE batches SET request_count = %(count)s, bytes = %(bytes)s, updated_at = now() WHERE id = %(batch_id)s
+"""
+
+MARK_SUBMITTED = """
+UPDATE batches
+SET state = 'in_progress', provider_batch_id = %(provider_batch_id)s, input_file_id = %(input_file_id)s,
+    submitted_at = now(), updated_at = now(), last_error = NULL
+WHERE id = %(batch_id)s AND state = 'submitting'
+"""
+
+MARK_RESUMED = """
+UPDATE batches SET submit_attempts = submit_attempts + 1, updated_at = now()
+WHERE id = %(batch_id)s AND state = 'submitting'
+"""
+
+# Batches whose intent was written but whose submission never finished (a crash, an ambiguous answer).
+STALE_SUBMITTING = """
+SELECT id FROM batches
+WHERE state = 'submitting' AND updated_at < now() - make_interval(secs => %(older_than)s)
+ORDER BY id
+"""
+
+BATCH_MEMBERS = """
+SELECT id, custom_id, processor, processor_version, payload, attempt, max_attempts, state
+FROM jobs WHERE batch_id = %(batch_id)s ORDER BY id
+"""
+
+GET_BATCH = """
+SELECT id, forge_batch_id, provider, model, processor, processor_version, state, provider_batch_id, input_file_id,
+       request_count, bytes, counts, raw_status, submit_attempts, last_error, created_at, submitted_at,
+       ended_at, collected_at
+FROM batches WHERE id = %(batch_id)s
+"""
+
+OPEN_BATCHES = """
+SELECT id, forge_batch_id, provider, provider_batch_id, state FROM batches
+WHERE state IN ('in_progress', 'cancelling') AND provider_batch_id IS NOT NULL
+ORDER BY id
+"""
+
+ENDED_UNCOLLECTED = """
+SELECT id FROM batches
+WHERE state IN ('ended_completed', 'ended_expired', 'ended_cancelled', 'ended_failed')
+ORDER BY id
+"""
+
+UPDATE_STATUS = """
+UPDATE batches
+SET state = %(state)s, counts = %(counts)s, raw_status = %(raw_status)s, updated_at = now(),
+    ended_at = CASE WHEN %(state)s LIKE 'ended_%%' THEN coalesce(ended_at, now()) ELSE ended_at END
+WHERE id = %(batch_id)s AND state IN ('in_progress', 'cancelling')
+RETURNING id
+"""
+
+FAIL_SUBMISSION = """
+UPDATE batches SET state = 'ended_failed', last_error = %(error)s, ended_at = now(), updated_at = now()
+WHERE id = %(batch_id)s AND state = 'submitting'
+RETURNING id
+"""
+
+# Store result lines as received; a second download of the same batch inserts nothing.
+INSERT_RESULTS = """
+INSERT INTO batch_results (batch_id, custom_id, job_id, attempt, outcome, status_code, text, tool_input,
+                           stop_reason, usage, error_class, error_message, raw)
+SELECT %(batch_id)s, * FROM unnest(
+    %(custom_ids)s::text[], %(job_ids)s::bigint[], %(attempts)s::int[], %(outcomes)s::text[],
+    %(status_codes)s::int[], %(texts)s::text[], %(tool_inputs)s::jsonb[], %(stop_reasons)s::text[],
+    %(usages)s::jsonb[], %(error_classes)s::text[], %(error_messages)s::text[], %(raws)s::jsonb[])
+ON CONFLICT (batch_id, custom_id) DO NOTHING
+"""
+
+# Jobs whose results are stored move submitted -> collected.
+MARK_COLLECTED = """
+WITH moved AS (
+    UPDATE jobs j SET state = 'collected', updated_at = now()
+    FROM batch_results r
+    WHERE r.batch_id = %(batch_id)s AND j.id = r.job_id AND j.batch_id = r.batch_id
+      AND j.custom_id = r.custom_id AND j.state = 'submitted'
+    RETURNING j.id, j.attempt
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, 'submitted', 'collected', attempt, 'result stored' FROM moved
+)
+SELECT count(*) FROM moved
+"""
+
+STORED_RESULTS = """
+SELECT custom_id, job_id, attempt, outcome, status_code, text, tool_input, stop_reason, usage, error_class,
+       error_message, raw
+FROM batch_results WHERE batch_id = %(batch_id)s ORDER BY job_id
+"""
+
+# Settle collected (or, for a failed submission, submitted) jobs. kind: succeeded | invalid | failed |
+# retry. A retry goes back to pending after its delay until max_attempts, then to its `exhausted` state
+# (invalid for output that never validated, dead for provider-side trouble).
+SETTLE_JOBS = """
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(custom_ids)s::text[], %(kinds)s::text[], %(outputs)s::jsonb[],
+                         %(raw_outputs)s::text[], %(reasons)s::text[], %(exhausted)s::text[],
+                         %(delays)s::float8[], %(usages)s::jsonb[], %(costs)s::numeric[])
+        AS t(id, custom_id, kind, output, raw_output, reason, exhausted, delay, usage, cost)
+), current AS (
+    SELECT j.id, j.state AS from_state, j.attempt, j.max_attempts, i.kind, i.output, i.raw_output, i.reason,
+           i.exhausted, i.delay, i.usage, i.cost,
+           CASE WHEN i.kind <> 'retry' THEN i.kind
+                WHEN j.attempt >= j.max_attempts THEN i.exhausted
+                ELSE 'pending' END AS next_state
+    FROM jobs j JOIN input i ON j.id = i.id
+    WHERE j.batch_id = %(batch_id)s AND j.custom_id = i.custom_id AND j.state = ANY(%(from_states)s::text[])
+    FOR UPDATE OF j
+), done AS (
+    UPDATE jobs j
+    SET state = c.next_state,
+        output = CASE WHEN c.next_state = 'succeeded' THEN c.output ELSE j.output END,
+        raw_output = c.raw_output,
+        reason = CASE WHEN c.kind = 'retry' AND c.next_state <> 'pending'
+                      THEN 'max attempts (' || c.max_attempts || ') reached; last: ' || c.reason
+                      ELSE c.reason END,
+        errors = CASE WHEN c.next_state = 'succeeded' THEN j.errors
+                      ELSE coalesce(j.errors, '[]'::jsonb)
+                           || jsonb_build_array(jsonb_build_object('attempt', c.attempt, 'reason', c.reason)) END,
+        usage = c.usage,
+        cost_usd = coalesce(j.cost_usd, 0) + coalesce(c.cost, 0),
+        run_after = CASE WHEN c.next_state = 'pending' THEN now() + make_interval(secs => c.delay)
+                         ELSE j.run_after END,
+        batch_id = CASE WHEN c.next_state = 'pending' THEN NULL ELSE j.batch_id END,
+        finished_at = CASE WHEN c.next_state = 'pending' THEN NULL ELSE now() END,
+        updated_at = now()
+    FROM current c
+    WHERE j.id = c.id
+    RETURNING j.id, j.state, j.attempt, j.reason, c.from_state, c.cost, c.usage
+), booked AS (
+    INSERT INTO costs (job_id, attempt, batch_id, provider, model, processor, input_tokens, cached_input_tokens,
+                       output_tokens, reasoning_tokens, cost_usd, pricing_version, batch_priced)
+    SELECT d.id, d.attempt, %(batch_id)s, %(provider)s, %(model)s, %(processor)s,
+           coalesce((d.usage ->> 'input_tokens')::int, 0), coalesce((d.usage ->> 'cached_input_tokens')::int, 0),
+           coalesce((d.usage ->> 'output_tokens')::int, 0), coalesce((d.usage ->> 'reasoning_tokens')::int, 0),
+           d.cost, %(pricing_version)s, %(batch_priced)s
+    FROM done d WHERE d.cost IS NOT NULL
+    ON CONFLICT (job_id, attempt) DO NOTHING
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, from_state, state, attempt, reason FROM done
+)
+SELECT id, state FROM done
+"""
+
+MARK_BATCH_COLLECTED = """
+UPDATE batches SET state = 'collected', collected_at = now(), updated_at = now()
+WHERE id = %(batch_id)s AND state LIKE 'ended_%%'
+RETURNING id
+"""
+
+BATCH_COST = "SELECT coalesce(sum(cost_usd), 0) FROM costs WHERE batch_id = %(batch_id)s"
+
+TOTAL_COST = "SELECT coalesce(sum(cost_usd), 0) FROM costs"
+
+PENDING_BATCH_WORK = """
+SELECT count(*), coalesce(max(id), 0) FROM jobs
+WHERE state = 'pending' AND mode = 'batch' AND run_after <= now()
+"""

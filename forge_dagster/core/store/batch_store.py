@@ -1,0 +1,244 @@
+"""Provider batches in the store: intent, status, stored results, settling jobs, costs.
+
+Reached as `LeaseStore.batches`; it shares the store's connection pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from forge_dagster.core.models import ResultItem
+from forge_dagster.core.store import batch_sql
+from forge_dagster.core.store.lease_store import ClaimedJob
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What to do with one job of a collected batch."""
+
+    job_id: int
+    custom_id: str
+    kind: str  # succeeded | invalid | failed | retry
+    reason: str | None = None
+    output: Any = None
+    raw_output: str | None = None
+    exhausted: str = "dead"  # the state a retry ends in when attempts are spent
+    delay_s: float = 0.0
+    usage: dict[str, int] | None = None
+    cost_usd: Decimal | None = None
+
+
+def _json_or_none(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
+
+
+class BatchRepository:
+    def __init__(self, pool, owner: str) -> None:
+        self._pool, self.owner = pool, owner
+
+    def _rows(self, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(query, params).fetchall()
+
+    # -- submission ------------------------------------------------------------------------------
+    def record_intent(
+        self,
+        *,
+        provider: str,
+        model: str,
+        processor: str | None,
+        version: str | None,
+        members: Sequence[tuple[ClaimedJob, str]],
+        bytes_: int,
+    ) -> tuple[int, str, set[int]]:
+        """Commit the submission intent: a `submitting` batch and its jobs moved claimed -> submitted.
+        Returns (batch id, forge batch id, ids of the jobs whose leases were still held and so joined)."""
+        with self._pool.connection() as conn:
+            batch_id, forge_batch_id = conn.execute(
+                batch_sql.INSERT_BATCH,
+                {"provider": provider, "model": model, "processor": processor, "version": version},
+            ).fetchone()
+            held = {
+                row[0]
+                for row in conn.execute(
+                    batch_sql.ATTACH_JOBS,
+                    {
+                        "ids": [j.id for j, _ in members],
+                        "tokens": [j.lease_token for j, _ in members],
+                        "custom_ids": [cid for _, cid in members],
+                        "batch_id": batch_id,
+                        "actor": self.owner,
+                    },
+                )
+            }
+            conn.execute(batch_sql.SIZE_BATCH, {"batch_id": batch_id, "count": len(held), "bytes": bytes_})
+        return batch_id, forge_batch_id, held
+
+    def mark_submitted(self, batch_id: int, provider_batch_id: str, input_file_id: str | None) -> bool:
+        with self._pool.connection() as conn:
+            cur = conn.execute(
+                batch_sql.MARK_SUBMITTED,
+                {
+                    "batch_id": batch_id,
+                    "provider_batch_id": provider_batch_id,
+                    "input_file_id": input_file_id,
+                },
+            )
+            return cur.rowcount == 1
+
+    def mark_resumed(self, batch_id: int) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(batch_sql.MARK_RESUMED, {"batch_id": batch_id})
+
+    def fail_submission(self, batch_id: int, error: str) -> bool:
+        """The provider refused the batch: it ends failed (its jobs are settled by the caller)."""
+        with self._pool.connection() as conn:
+            return (
+                conn.execute(
+                    batch_sql.FAIL_SUBMISSION, {"batch_id": batch_id, "error": error[:2000]}
+                ).rowcount
+                == 1
+            )
+
+    def stale_submitting(self, older_than_s: float) -> list[int]:
+        with self._pool.connection() as conn:
+            return [r[0] for r in conn.execute(batch_sql.STALE_SUBMITTING, {"older_than": older_than_s})]
+
+    # -- reading ---------------------------------------------------------------------------------
+    def get(self, batch_id: int) -> dict[str, Any] | None:
+        rows = self._rows(batch_sql.GET_BATCH, {"batch_id": batch_id})
+        return rows[0] if rows else None
+
+    def members(self, batch_id: int) -> list[dict[str, Any]]:
+        return self._rows(batch_sql.BATCH_MEMBERS, {"batch_id": batch_id})
+
+    def members_in(self, batch_id: int, states: Sequence[str]) -> int:
+        """How many of the batch's jobs are in `states`."""
+        return sum(1 for m in self.members(batch_id) if m["state"] in states)
+
+    def open_batches(self) -> list[dict[str, Any]]:
+        """Batches the provider is still working on."""
+        return self._rows(batch_sql.OPEN_BATCHES, {})
+
+    def ended_uncollected(self) -> list[int]:
+        with self._pool.connection() as conn:
+            return [r[0] for r in conn.execute(batch_sql.ENDED_UNCOLLECTED)]
+
+    def pending_work(self) -> tuple[int, int]:
+        """(batch-mode jobs due now, highest such id)."""
+        with self._pool.connection() as conn:
+            n, top = conn.execute(batch_sql.PENDING_BATCH_WORK).fetchone()
+        return int(n), int(top)
+
+    def cost(self, batch_id: int | None = None) -> Decimal:
+        with self._pool.connection() as conn:
+            if batch_id is None:
+                return conn.execute(batch_sql.TOTAL_COST).fetchone()[0]
+            return conn.execute(batch_sql.BATCH_COST, {"batch_id": batch_id}).fetchone()[0]
+
+    # -- status and results ----------------------------------------------------------------------
+    def update_status(self, batch_id: int, state: str, counts: dict[str, int], raw_status: str) -> bool:
+        with self._pool.connection() as conn:
+            return (
+                conn.execute(
+                    batch_sql.UPDATE_STATUS,
+                    {
+                        "batch_id": batch_id,
+                        "state": state,
+                        "counts": Jsonb(counts),
+                        "raw_status": raw_status,
+                    },
+                ).rowcount
+                == 1
+            )
+
+    def store_results(self, batch_id: int, items: Sequence[tuple[int, int, ResultItem]]) -> int:
+        """Store (job id, attempt, result) lines as received and move their jobs to collected.
+        Idempotent: returns how many jobs moved now."""
+        cols: dict[str, list[Any]] = {
+            k: []
+            for k in (
+                "custom_ids",
+                "job_ids",
+                "attempts",
+                "outcomes",
+                "status_codes",
+                "texts",
+                "tool_inputs",
+                "stop_reasons",
+                "usages",
+                "error_classes",
+                "error_messages",
+                "raws",
+            )
+        }
+        for job_id, attempt, item in items:
+            cols["custom_ids"].append(item.custom_id)
+            cols["job_ids"].append(job_id)
+            cols["attempts"].append(attempt)
+            cols["outcomes"].append(str(item.outcome))
+            cols["status_codes"].append(item.status_code)
+            cols["texts"].append(item.text)
+            cols["tool_inputs"].append(_json_or_none(item.tool_input))
+            cols["stop_reasons"].append(item.stop_reason)
+            cols["usages"].append(Jsonb(item.usage.to_dict()))
+            cols["error_classes"].append(str(item.error.error_class) if item.error else None)
+            cols["error_messages"].append(item.error.message[:4000] if item.error else None)
+            cols["raws"].append(_json_or_none(item.raw))
+        with self._pool.connection() as conn:
+            conn.execute(batch_sql.INSERT_RESULTS, {"batch_id": batch_id, **cols})
+            return conn.execute(
+                batch_sql.MARK_COLLECTED, {"batch_id": batch_id, "actor": self.owner}
+            ).fetchone()[0]
+
+    def stored_results(self, batch_id: int) -> list[dict[str, Any]]:
+        return self._rows(batch_sql.STORED_RESULTS, {"batch_id": batch_id})
+
+    def settle(
+        self,
+        batch_id: int,
+        settlements: Sequence[Settlement],
+        *,
+        from_states: Sequence[str],
+        provider: str,
+        model: str,
+        processor: str | None,
+        pricing_version: str,
+        batch_priced: bool = True,
+    ) -> dict[int, str]:
+        """Apply settlements to jobs still in `from_states` in this batch; book each cost once.
+        Returns {job id: new state} for the jobs that changed now."""
+        if not settlements:
+            return {}
+        params = {
+            "ids": [s.job_id for s in settlements],
+            "custom_ids": [s.custom_id for s in settlements],
+            "kinds": [s.kind for s in settlements],
+            "outputs": [_json_or_none(s.output) for s in settlements],
+            "raw_outputs": [s.raw_output for s in settlements],
+            "reasons": [s.reason for s in settlements],
+            "exhausted": [s.exhausted for s in settlements],
+            "delays": [s.delay_s for s in settlements],
+            "usages": [_json_or_none(s.usage) for s in settlements],
+            "costs": [s.cost_usd for s in settlements],
+            "batch_id": batch_id,
+            "from_states": list(from_states),
+            "provider": provider,
+            "model": model,
+            "processor": processor,
+            "pricing_version": pricing_version,
+            "batch_priced": batch_priced,
+            "actor": self.owner,
+        }
+        with self._pool.connection() as conn:
+            return {row[0]: row[1] for row in conn.execute(batch_sql.SETTLE_JOBS, params)}
+
+    def mark_collected(self, batch_id: int) -> bool:
+        with self._pool.connection() as conn:
+            return conn.execute(batch_sql.MARK_BATCH_COLLECTED, {"batch_id": batch_id}).rowcount == 1

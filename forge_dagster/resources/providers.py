@@ -1,0 +1,64 @@
+"""Provider ports and the processor catalog as Dagster resources."""
+
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from forge_dagster.core.models import Provider
+from forge_dagster.core.processors import ProcessorCatalog, load_processors
+from forge_dagster.core.providers.base import ProviderCredentials
+from forge_dagster.core.providers.registry import ProviderRegistry
+from forge_dagster.core.secrets import register_secret
+
+SIMULATOR_KEY = "sim-no-key"  # sent to the local simulator when no real key is configured
+
+
+class ProviderPortsResource(dg.ConfigurableResource):
+    """One port per provider over the official clients. Keys come from `dg.EnvVar`; with no key, the
+    port talks to the local simulator at `simulator_url` (a test double, never a provider)."""
+
+    openai_api_key: str | None = None
+    anthropic_api_key: str | None = None
+    openai_base_url: str | None = None
+    anthropic_base_url: str | None = None
+    simulator_url: str | None = None
+    timeout_s: float = 60.0
+
+    _registry: ProviderRegistry | None = PrivateAttr(default=None)
+
+    def _credentials(self) -> dict[Provider, ProviderCredentials]:
+        creds = {}
+        for provider, key, base, sim_base in (
+            (Provider.OPENAI, self.openai_api_key, self.openai_base_url, "/v1"),
+            (Provider.ANTHROPIC, self.anthropic_api_key, self.anthropic_base_url, ""),
+        ):
+            if key:
+                register_secret(key)
+                creds[provider] = ProviderCredentials(key, base, timeout_s=self.timeout_s)
+            elif self.simulator_url:
+                creds[provider] = ProviderCredentials(SIMULATOR_KEY, self.simulator_url.rstrip("/") + sim_base,
+                                                      alias="simulator", timeout_s=self.timeout_s)
+        return creds
+
+    @property
+    def ports(self) -> ProviderRegistry:
+        if self._registry is None:
+            self._registry = ProviderRegistry.from_credentials(self._credentials())
+        return self._registry
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._registry is not None:
+            self._registry.close()
+            self._registry = None
+
+
+class ProcessorCatalogResource(dg.ConfigurableResource):
+    """The processors (YAML definitions): the packaged examples plus `directory` when given."""
+
+    directory: str | None = None
+
+    def load(self) -> ProcessorCatalog:
+        from forge_dagster.core.processors import default_processor_dirs
+
+        dirs = default_processor_dirs() + ([self.directory] if self.directory else [])
+        return load_processors(dirs)
