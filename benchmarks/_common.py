@@ -37,9 +37,12 @@ def database(url: str | None) -> Iterator[tuple[str, str]]:
 
     home = Path(tempfile.mkdtemp(prefix="forge-bench-"))
     try:
-        yield start_embedded_postgres(home), "embedded"
+        url = start_embedded_postgres(home)
+        try:
+            yield url, "embedded"
+        finally:
+            _stop_embedded(home / "pg")
     finally:
-        _stop_embedded(home / "pg")
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -93,7 +96,7 @@ def libpq_env(url: str, schema: str) -> dict[str, str]:
     params = conninfo_to_dict(url)
     names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "dbname": "PGDATABASE",
              "password": "PGPASSWORD", "sslmode": "PGSSLMODE"}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env = dict(os.environ)  # as psycopg sees it: the URL wins over PG* variables
     env.update({names[k]: str(v) for k, v in params.items() if k in names and v not in (None, "")})
     env["PGOPTIONS"] = schema_options(schema)
     return env

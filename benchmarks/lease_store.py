@@ -13,7 +13,7 @@ Every repeat re-fills the table (TRUNCATE, COPY, ANALYZE), times from the releas
 workers to the last one finding the queue empty, and checks that every job succeeded.
 Cells that move one job per statement (k=1, procrastinate) drain --jobs-single jobs: each of those jobs costs
 two commits, so on a disk with millisecond fsync they would otherwise dominate the run. The defaults
-(5,000 / 1,000 jobs, 3 repeats) take about three minutes on two cores.
+(5,000 / 500 jobs, 3 repeats) take two to three minutes on two cores.
 """
 
 from __future__ import annotations
@@ -370,8 +370,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database-url", help="default: FORGE_DATABASE_URL, FORGE_TEST_DATABASE_URL, "
                                                "else an embedded PostgreSQL in a temporary directory")
     parser.add_argument("--jobs", type=int, default=5000, help="jobs per cell (default 5000)")
-    parser.add_argument("--jobs-single", type=int, default=1000,
-                        help="jobs per cell that moves one job per statement: k=1 and procrastinate (default 1000)")
+    parser.add_argument("--jobs-single", type=int, default=500,
+                        help="jobs per cell that moves one job per statement: k=1 and procrastinate (default 500)")
     parser.add_argument("--repeat", type=int, default=3, help="repeats per cell; the median is reported")
     parser.add_argument("--no-peers", action="store_true", help="skip procrastinate and pgqueuer")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")

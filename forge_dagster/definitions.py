@@ -22,7 +22,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
 
     return {
         "lease_store": LeaseStoreResource(),
-        "processors": ProcessorCatalogResource(directory=os.environ.get("FORGE_PROCESSORS_DIR")),
+        "processors": ProcessorCatalogResource(),
         "providers": ProviderPortsResource(
             openai_api_key=env("OPENAI_API_KEY"), anthropic_api_key=env("ANTHROPIC_API_KEY"),
             openai_base_url=os.environ.get("OPENAI_BASE_URL"), anthropic_base_url=os.environ.get("ANTHROPIC_BASE_URL"),

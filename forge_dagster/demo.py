@@ -73,6 +73,8 @@ def run_demo(args: argparse.Namespace) -> int:
         tmp.write_text("".join(json.dumps(line) + "\n" for line in sample_lines(args.jobs, args.seed)))
         tmp.rename(inbox / name)
         source = f"file:{name}"
+        print(f"forge demo: {args.jobs} jobs dropped in {inbox}; sensors and runs go through Dagster now",
+              file=sys.stderr, flush=True)
 
         resources = {}
         if sim is not None:
@@ -80,8 +82,11 @@ def run_demo(args: argparse.Namespace) -> int:
         defs = build_definitions(resources)
         daemon = InProcessDaemon(
             defs, dg.DagsterInstance.get(), ["pending_work_sensor", "batch_status_sensor"],
-            run_config=lambda job: ({"ops": {"provider_batches": {"config": {"max_requests_per_batch": 100}}}}
-                                    if job == "build_batches" else {}),
+            run_config=lambda job: {
+                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+                **({"ops": {"provider_batches": {"config": {"max_requests_per_batch": 100}}}}
+                   if job == "build_batches" else {}),
+            },
         )
         deadline = time.monotonic() + args.timeout
         while True:

@@ -66,7 +66,7 @@ LIMITS: dict[Provider, ProviderLimits] = {
     Provider.ANTHROPIC: ProviderLimits(max_requests=100_000, max_bytes=256 * 1024 * 1024),
 }
 
-CUSTOM_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+CUSTOM_ID_RE = re.compile(r"\A[a-zA-Z0-9_-]{1,64}\Z")  # \Z: a trailing newline does not match
 
 
 class ErrorClass(StrEnum):

@@ -1,43 +1,48 @@
 """The lease store as a Dagster resource."""
 
+import atexit
+import threading
 
 import dagster as dg
-from pydantic import PrivateAttr
 
 from forge_dagster.core.config import load_settings
 from forge_dagster.core.runtime import open_store
 from forge_dagster.core.store import LeaseStore
 
+_lock = threading.Lock()
+_open_stores: dict[tuple, LeaseStore] = {}
+
+
+def _close_all() -> None:
+    for store in _open_stores.values():
+        store.close()
+
+
+atexit.register(_close_all)
+
 
 class LeaseStoreResource(dg.ConfigurableResource):
-    """Forge's PostgreSQL lease store. With no `database_url`, the embedded default is brought up."""
+    """Forge's PostgreSQL lease store. With no `database_url` (and no FORGE_DATABASE_URL), the embedded
+    default is brought up. One migrated store (and connection pool) is shared per process, so sensor
+    ticks and runs in the same process do not reconnect or re-migrate."""
 
     database_url: str | None = None
-    db_schema: str = "forge"
+    db_schema: str | None = None
     pool_size: int = 4
     lease_ttl_s: float = 30.0
 
-    _store: LeaseStore | None = PrivateAttr(default=None)
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._store = self.open()
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-    def open(self) -> LeaseStore:
-        """A new migrated store (the caller closes it)."""
+    @property
+    def store(self) -> LeaseStore:
         settings = load_settings()
         if self.database_url:
             settings.database_url = self.database_url
-        settings.store_schema = self.db_schema
-        _, store = open_store(settings, pool_size=self.pool_size, lease_ttl_s=self.lease_ttl_s)
+        if self.db_schema:
+            settings.store_schema = self.db_schema
+        key = (settings.database_url, settings.store_schema, str(settings.forge_home), self.pool_size,
+               self.lease_ttl_s)
+        with _lock:
+            store = _open_stores.get(key)
+            if store is None:
+                _, store = open_store(settings, pool_size=self.pool_size, lease_ttl_s=self.lease_ttl_s)
+                _open_stores[key] = store
         return store
-
-    @property
-    def store(self) -> LeaseStore:
-        if self._store is None:
-            self._store = self.open()
-        return self._store

@@ -1,14 +1,19 @@
 """Provider ports and the processor catalog as Dagster resources."""
 
 
+import hashlib
+import threading
+
 import dagster as dg
-from pydantic import PrivateAttr
 
 from forge_dagster.core.models import Provider
 from forge_dagster.core.processors import ProcessorCatalog, load_processors
 from forge_dagster.core.providers.base import ProviderCredentials
 from forge_dagster.core.providers.registry import ProviderRegistry
 from forge_dagster.core.secrets import register_secret
+
+_lock = threading.Lock()
+_registries: dict[tuple, ProviderRegistry] = {}
 
 SIMULATOR_KEY = "sim-no-key"  # sent to the local simulator when no real key is configured
 
@@ -24,7 +29,6 @@ class ProviderPortsResource(dg.ConfigurableResource):
     simulator_url: str | None = None
     timeout_s: float = 60.0
 
-    _registry: ProviderRegistry | None = PrivateAttr(default=None)
 
     def _credentials(self) -> dict[Provider, ProviderCredentials]:
         creds = {}
@@ -42,14 +46,15 @@ class ProviderPortsResource(dg.ConfigurableResource):
 
     @property
     def ports(self) -> ProviderRegistry:
-        if self._registry is None:
-            self._registry = ProviderRegistry.from_credentials(self._credentials())
-        return self._registry
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._registry is not None:
-            self._registry.close()
-            self._registry = None
+        """The ports, shared per process: building a client costs a TLS context (~80 ms)."""
+        credentials = self._credentials()
+        key = tuple(sorted((str(p), hashlib.sha256(c.get_secret_value().encode()).hexdigest(), c.base_url or "",
+                            c.timeout_s) for p, c in credentials.items()))
+        with _lock:
+            registry = _registries.get(key)
+            if registry is None:
+                registry = _registries[key] = ProviderRegistry.from_credentials(credentials)
+        return registry
 
 
 class ProcessorCatalogResource(dg.ConfigurableResource):

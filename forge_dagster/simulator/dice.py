@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import threading
 from typing import Any
@@ -46,6 +47,9 @@ class Dice:
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
+        # Ids differ between simulator instances (a restarted simulator must not hand out the ids of
+        # batches a client already stored); answers and faults depend only on the seed.
+        self._instance = os.urandom(6).hex()
         self._seen: dict[str, int] = {}
         self._counters: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -70,8 +74,8 @@ class Dice:
         return options[int(unit(self.seed, "choice", *about) * len(options))]
 
     def new_id(self, prefix: str, kind: str, length: int = 24) -> str:
-        """A fresh id, deterministic for the seed and the order ids of this kind are made in."""
+        """A fresh id, unique to this simulator instance."""
         with self._lock:
             n = self._counters.get(kind, 0)
             self._counters[kind] = n + 1
-        return prefix + digest(self.seed, "id", kind, n)[:length]
+        return prefix + digest(self.seed, "id", self._instance, kind, n)[:length]
