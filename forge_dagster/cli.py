@@ -93,6 +93,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
             child.terminate()
 
 
+def cmd_stop(args: argparse.Namespace) -> int:
+    from forge_dagster.core.runtime import stop_embedded_postgres
+
+    home = load_settings().forge_home
+    print("stopped the embedded PostgreSQL" if stop_embedded_postgres(home) else "no embedded PostgreSQL running")
+    return 0
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     from forge_dagster.simulator import config_from_args, serve
 
@@ -133,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=3000)
     p.add_argument("--sim-port", type=int, default=8700)
     p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser("stop", help="stop the embedded PostgreSQL under FORGE_HOME")
+    p.set_defaults(func=cmd_stop)
 
     p = sub.add_parser("sim", help="run the provider SIMULATOR (a test double, not a provider)")
     from forge_dagster.simulator import add_cli_arguments

@@ -51,3 +51,22 @@ def schema(database_url: str):
 def store(database_url: str, schema: str):
     with LeaseStore(database_url, schema, lease_ttl_s=30, pool_size=6) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    """One provider simulator (a local test double) for the session."""
+    from forge_dagster.simulator import Simulator
+
+    with Simulator(seed=0) as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim(simulator):
+    """The session simulator with no batches, an empty log and every knob at its fault-free default."""
+    from forge_dagster.simulator import SimConfig
+
+    simulator.configure(**SimConfig().to_dict())
+    simulator.reset()
+    return simulator

@@ -28,6 +28,8 @@ from forge_dagster.core.validation import validate_result
 
 log = logging.getLogger(__name__)
 
+LOST_AT_PROVIDER = "not_found"  # raw_status of a batch the provider answers 404 for
+
 
 @dataclass
 class PollReport:
@@ -43,7 +45,14 @@ def poll_open_batches(store: LeaseStore, ports: Mapping[Provider, ProviderPort])
         report.polled += 1
         try:
             status = ports[Provider(batch["provider"])].status(batch["provider_batch_id"])
-        except (ProviderError, KeyError) as exc:
+        except ProviderError as exc:
+            if exc.status_code == 404:
+                # The provider no longer knows the batch: it ended for us, and its jobs are requeued.
+                store.batches.update_status(batch["id"], "ended_failed", {}, LOST_AT_PROVIDER)
+                report.ended.append(batch["id"])
+            report.errors.append(f"batch {batch['id']}: {exc}")
+            continue
+        except KeyError as exc:
             report.errors.append(f"batch {batch['id']}: {exc}")
             continue
         counts = {
@@ -75,9 +84,9 @@ def collect_results(
     report = ResultsReport()
     if not waiting:
         return report
-    if batch["provider_batch_id"]:
+    if batch["provider_batch_id"] and batch["raw_status"] != LOST_AT_PROVIDER:
         items = ports[Provider(batch["provider"])].results(batch["provider_batch_id"], list(waiting))
-    else:  # the provider never accepted it
+    else:  # the provider never accepted it, or lost it
         items = [ResultItem(cid, ResultOutcome.REQUEUE) for cid in waiting]
     rows = [
         (waiting[i.custom_id]["id"], waiting[i.custom_id]["attempt"], i)

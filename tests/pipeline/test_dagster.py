@@ -1,0 +1,100 @@
+"""The pipeline through Dagster: materialising the asset chain, sensors' run keys, skips and cursors."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from forge_dagster.assets.batch_pipeline import (
+    batch_partitions,
+    job_intake,
+    provider_batches,
+    provider_results,
+    validated_outputs,
+)
+from forge_dagster.assets.checks import no_stranded_jobs, succeeded_outputs_validate
+from forge_dagster.definitions import build_definitions
+from forge_dagster.sensors.batch_sensors import batch_status_sensor, pending_work_sensor
+from tests.pipeline.conftest import review, ticket, write_inbox
+
+
+def _sensor(sensor, instance, resources, cursor=None):
+    with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
+        return sensor(context)
+
+
+def test_asset_chain_takes_inbox_files_to_validated_outputs(tmp_path, resources, store):
+    inbox = write_inbox(tmp_path / "inbox", [ticket(i) for i in range(8)] + [review(i) for i in range(8)]
+                        + [{"processor": "nope", "input": {}}])
+    instance = dg.DagsterInstance.ephemeral()
+    built = dg.materialize([job_intake, provider_batches], instance=instance, resources=resources,
+                           run_config={"ops": {"job_intake": {"config": {"inbox": str(inbox)}}}})
+    assert built.success
+    intake_meta = built.asset_materializations_for_node("job_intake")[0].metadata
+    assert (intake_meta["accepted"].value, intake_meta["rejected"].value) == (16, 1)
+    assert (inbox / "processed" / "jobs.jsonl.report.json").exists()
+    batches_meta = built.asset_materializations_for_node("provider_batches")[0].metadata
+    assert batches_meta["batches_submitted"].value == 2
+
+    result = _sensor(batch_status_sensor, instance, resources)
+    keys = sorted(r.partition_key for r in result.run_requests)
+    assert len(keys) == 2
+    assert sorted(r.run_key for r in result.run_requests) == [f"collect:{k}" for k in keys]
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == keys
+    instance.add_dynamic_partitions(batch_partitions.name, keys)
+
+    for key in keys:
+        collected = dg.materialize([provider_results, validated_outputs, succeeded_outputs_validate,
+                                    no_stranded_jobs], partition_key=key, instance=instance, resources=resources)
+        assert collected.success
+        meta = collected.asset_materializations_for_node("validated_outputs")[0].metadata
+        assert meta["jobs_succeeded"].value == 8
+        assert meta["cost_usd"].value > 0
+        assert any(k.endswith(".input_tokens") for k in meta)
+        checks = collected.get_asset_check_evaluations()
+        assert checks and all(c.passed for c in checks)
+    assert store.counts() == {"succeeded": 16}
+
+    # Once collected, a batch is not requested again.
+    again = _sensor(batch_status_sensor, instance, resources)
+    assert again.run_requests == [] and "none ended" in again.skip_reason.skip_message
+
+
+def test_pending_work_sensor_asks_once_per_new_work_and_explains_skips(resources, store):
+    instance = dg.DagsterInstance.ephemeral()
+    idle = _sensor(pending_work_sensor, instance, resources)
+    assert isinstance(idle, dg.SkipReason) and "no pending batch jobs" in idle.skip_message
+
+    from forge_dagster.core.store import JobSpec
+
+    store.enqueue([JobSpec("ticket_triage", ticket(1)["input"], processor_version="1.0.0")])
+    first = _sensor(pending_work_sensor, instance, resources)
+    second = _sensor(pending_work_sensor, instance, resources)
+    assert first.run_requests[0].run_key == second.run_requests[0].run_key  # same work, same key
+    store.enqueue([JobSpec("ticket_triage", ticket(2)["input"], processor_version="1.0.0")])
+    third = _sensor(pending_work_sensor, instance, resources)
+    assert third.run_requests[0].run_key != first.run_requests[0].run_key
+    assert json.loads(third.cursor)["pending"] == 2
+
+
+def test_batch_status_sensor_polls_in_flight_batches_and_keeps_a_small_cursor(resources, store, sim, tmp_path):
+    sim.configure(batch_processing_s=1000)
+    inbox = write_inbox(tmp_path / "inbox", [ticket(i) for i in range(3)])
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize([job_intake, provider_batches], instance=instance, resources=resources,
+                   run_config={"ops": {"job_intake": {"config": {"inbox": str(inbox)}}}})
+    result = _sensor(batch_status_sensor, instance, resources, cursor=json.dumps({"ticks": 4}))
+    assert result.run_requests == []
+    assert result.skip_reason.skip_message == "polled 1 in-flight batches; none ended"
+    assert json.loads(result.cursor) == {"ticks": 5, "polled": 1, "ended_waiting": 0}
+
+
+def test_definitions_load_with_every_asset_job_and_sensor():
+    defs = build_definitions()
+    repo = defs.get_repository_def()
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} >= {
+        "job_intake", "provider_batches", "provider_results", "validated_outputs"}
+    assert {s.name for s in repo.sensor_defs} == {"pending_work_sensor", "batch_status_sensor",
+                                                 "lease_recovery_sensor"}
+    assert defs.resolve_job_def("collect_batch").partitions_def == batch_partitions

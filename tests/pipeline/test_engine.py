@@ -1,0 +1,121 @@
+"""The batch path through the engine: retries, expiry, fail-closed validation, idempotent collection."""
+
+from __future__ import annotations
+
+import psycopg
+
+from forge_dagster.core.building import build_and_submit
+from forge_dagster.core.collection import collect_results, poll_open_batches, validate_batch
+from forge_dagster.core.store import JobSpec, LeaseStore
+from tests.pipeline.conftest import review, ticket
+
+
+def enqueue(store: LeaseStore, lines: list[dict], max_attempts: int = 3) -> list[int]:
+    specs = [JobSpec(line["processor"], line["input"], external_id=line["id"], processor_version="1.0.0",
+                     max_attempts=max_attempts) for line in lines]
+    return store.enqueue(specs).accepted
+
+
+def run_round(store: LeaseStore, catalog, ports) -> list[int]:
+    """One pass of the whole path: build and submit, poll, collect and validate what ended."""
+    build_and_submit(store, catalog, ports)
+    ended = poll_open_batches(store, ports).ended
+    for batch_id in ended:
+        collect_results(store, ports, batch_id)
+        validate_batch(store, catalog, batch_id)
+    return ended
+
+
+def release_backoff(store: LeaseStore) -> None:
+    """Make requeued jobs due now (the backoff itself is the store's business, tested there)."""
+    with store.transaction() as conn:
+        conn.execute("UPDATE jobs SET run_after = now() WHERE state = 'pending'")
+
+
+def test_jobs_of_both_providers_succeed_with_validated_outputs_and_cost(store, catalog, ports, sim):
+    ids = enqueue(store, [ticket(i) for i in range(6)] + [review(i) for i in range(6)])
+    ended = run_round(store, catalog, ports)
+    assert len(ended) == 2  # one batch per provider/model/processor group
+    assert store.counts() == {"succeeded": 12}
+    job = store.get_job(ids[0])
+    assert set(job["output"]) == {"category", "priority", "summary"}
+    assert job["cost_usd"] > 0
+    assert store.batches.cost() == sum(store.get_job(i)["cost_usd"] for i in ids)
+
+
+def test_expired_batch_keeps_finished_results_and_requeues_the_rest(store, catalog, ports, sim):
+    sim.configure(expire_batches=True, expire_complete_fraction=0.5)
+    ids = enqueue(store, [ticket(i) for i in range(20)])
+    [batch_id] = run_round(store, catalog, ports)
+    assert store.batches.get(batch_id)["state"] == "collected"
+    counts = store.counts()
+    assert 0 < counts["succeeded"] < 20 and counts["succeeded"] + counts["pending"] == 20
+    finished_first = {i for i in ids if store.get_job(i)["state"] == "succeeded"}
+
+    sim.configure(expire_batches=False)
+    release_backoff(store)
+    run_round(store, catalog, ports)
+    assert store.counts() == {"succeeded": 20}
+    for job_id in ids:  # finished results were kept, not run again; the rest ran a second attempt
+        assert store.get_job(job_id)["attempt"] == (1 if job_id in finished_first else 2)
+
+
+def test_malformed_outputs_never_succeed_and_end_invalid_after_max_attempts(store, catalog, ports, sim):
+    sim.configure(malformed_rate=1.0)
+    ids = enqueue(store, [ticket(i) for i in range(5)], max_attempts=2)
+    run_round(store, catalog, ports)
+    assert store.counts() == {"pending": 5}
+    release_backoff(store)
+    run_round(store, catalog, ports)
+    assert store.counts() == {"invalid": 5}
+    job = store.get_job(ids[0])
+    assert job["output"] is None
+    assert job["reason"].startswith("max attempts (2) reached; last: parse")
+    assert job["raw_output"]  # the raw body is kept for the operator
+
+
+def test_schema_violating_outputs_never_succeed(store, catalog, ports, sim):
+    sim.configure(schema_violation_rate=1.0)
+    enqueue(store, [review(i) for i in range(4)], max_attempts=1)
+    run_round(store, catalog, ports)
+    assert store.counts() == {"invalid": 4}
+    with store.transaction() as conn:
+        reasons = [r[0] for r in conn.execute("SELECT reason FROM jobs")]
+    assert all("schema" in r for r in reasons)
+
+
+def test_second_collection_books_nothing_twice(store, catalog, ports, sim, database_url, schema):
+    ids = enqueue(store, [ticket(i) for i in range(5)])
+    [batch_id] = run_round(store, catalog, ports)
+    cost_before = store.batches.cost()
+    again = collect_results(store, ports, batch_id)
+    verdicts = validate_batch(store, catalog, batch_id)
+    assert again.stored_now == 0 and verdicts.by_state == {}
+    assert store.batches.cost() == cost_before
+    with psycopg.connect(database_url, options=f"-c search_path={schema}") as conn:
+        assert conn.execute("SELECT count(*) FROM costs").fetchone()[0] == 5
+        succeeded_events = conn.execute(
+            "SELECT count(*) FROM job_events WHERE to_state = 'succeeded'").fetchone()[0]
+    assert succeeded_events == len(ids)
+
+
+def test_unknown_processor_and_bad_input_fail_with_a_reason_and_the_rest_go_on(store, catalog, ports, sim):
+    good = enqueue(store, [ticket(1)])
+    bad = store.enqueue([JobSpec("no_such", {"x": 1}), JobSpec("ticket_triage", {"subject": "no body"})]).accepted
+    run_round(store, catalog, ports)
+    assert store.get_job(good[0])["state"] == "succeeded"
+    assert [store.get_job(i)["state"] for i in bad] == ["failed", "failed"]
+    assert "unknown processor 'no_such'" in store.get_job(bad[0])["reason"]
+    assert "body" in store.get_job(bad[1])["reason"]
+
+
+def test_batch_the_provider_lost_is_requeued_not_stranded(store, catalog, ports, sim):
+    enqueue(store, [ticket(i) for i in range(3)])
+    sim.configure(batch_processing_s=1000)
+    build_and_submit(store, catalog, ports)
+    sim.reset()  # the provider forgets every batch
+    ended = poll_open_batches(store, ports).ended
+    assert len(ended) == 1
+    collect_results(store, ports, ended[0])
+    validate_batch(store, catalog, ended[0])
+    assert store.counts() == {"pending": 3}
