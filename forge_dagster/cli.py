@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from forge_dagster.core.config import load_settings
 from forge_dagster.core.runtime import open_store
+from forge_dagster.core.secrets import install_redaction
 
 
 def _announce(runtime) -> None:
@@ -158,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_redaction()  # keys never reach a log line
     load_settings()  # fail early on a malformed environment
     return args.func(args)
 

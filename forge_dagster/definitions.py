@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from forge_dagster.assets.batch_pipeline import job_intake, provider_batches, provider_results, validated_outputs
+from forge_dagster.assets.batch_pipeline import (
+    job_intake,
+    provider_batches,
+    provider_results,
+    validated_outputs,
+)
 from forge_dagster.assets.checks import no_stranded_jobs, succeeded_outputs_validate
 from forge_dagster.jobs.batch_jobs import build_batches_job, collect_batch_job
 from forge_dagster.resources.lease_store import LeaseStoreResource

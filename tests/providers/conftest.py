@@ -1,5 +1,5 @@
-"""Fixtures for the provider-port tests: one simulator per session, reset and reconfigured to "no fault"
-before each test, and ports built on the real SDK clients pointed at it."""
+"""Fixtures for the provider-port tests: ports built on the real SDK clients pointed at the session
+simulator (the `sim` fixture of tests/conftest.py, reset to "no fault" before each test)."""
 
 from __future__ import annotations
 
@@ -9,26 +9,9 @@ import pytest
 
 from forge_dagster.core.models import Provider
 from forge_dagster.core.providers import ProviderPort
-from forge_dagster.simulator import SimConfig, Simulator
+from forge_dagster.simulator import Simulator
 
 from .helpers import make_port
-
-
-@pytest.fixture(scope="session")
-def simulator() -> Iterator[Simulator]:
-    sim = Simulator(seed=0, port=0).start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
-
-
-@pytest.fixture
-def sim(simulator: Simulator) -> Simulator:
-    """The session simulator with no batches, no log and every knob back at its default."""
-    simulator.reset()
-    simulator.configure(**SimConfig().to_dict())
-    return simulator
 
 
 @pytest.fixture(params=[Provider.OPENAI, Provider.ANTHROPIC], ids=["openai", "anthropic"])

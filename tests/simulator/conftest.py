@@ -12,34 +12,20 @@ import ollama
 import openai
 import pytest
 
-from forge_dagster.simulator import SimConfig, Simulator
+from forge_dagster.simulator import Simulator
 
 OPENAI_KEY = "sk-test-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
-def _session_sim() -> Iterator[Simulator]:
-    with Simulator(seed=0) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(_session_sim: Simulator) -> Simulator:
-    """The session simulator with default (fault-free) knobs and empty state."""
-    _session_sim.configure(**SimConfig().to_dict())
-    _session_sim.reset()
-    return _session_sim
-
-
-@pytest.fixture(scope="session")
-def _clients(_session_sim: Simulator) -> Iterator[dict[str, Any]]:
+def _clients(simulator: Simulator) -> Iterator[dict[str, Any]]:
     # Built once: SDK clients are costly to construct and hold no simulator state.
     clients = {
-        "openai": openai.OpenAI(base_url=_session_sim.openai_base_url, api_key=OPENAI_KEY, max_retries=0),
-        "anthropic": anthropic.Anthropic(base_url=_session_sim.anthropic_base_url, api_key=ANTHROPIC_KEY,
+        "openai": openai.OpenAI(base_url=simulator.openai_base_url, api_key=OPENAI_KEY, max_retries=0),
+        "anthropic": anthropic.Anthropic(base_url=simulator.anthropic_base_url, api_key=ANTHROPIC_KEY,
                                          max_retries=0),
-        "ollama": ollama.Client(host=_session_sim.ollama_host),
+        "ollama": ollama.Client(host=simulator.ollama_host),
         "http": httpx.Client(timeout=30),
     }
     yield clients
