@@ -126,6 +126,7 @@ def validated_outputs(
         "cost_usd": dg.MetadataValue.float(round(report.cost_usd, 6)),
         "rejections": _md_table([{"reason": k, "jobs": v} for k, v in sorted(report.reasons.items())]),
         "rejected_samples": _md_table(report.samples),
+        "preview": _md_table(report.accepted_preview),
         "batch_state": dg.MetadataValue.text(batch["state"]),
         **_usage_metadata(batch["provider"], report.usage),
     })

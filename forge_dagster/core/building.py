@@ -222,15 +222,7 @@ def _refuse(
         for r in requests
         if r.custom_id in members
     ]
-    states = store.batches.settle(
-        batch_id,
-        settlements,
-        from_states=["submitted"],
-        provider=batch["provider"],
-        model=batch["model"],
-        processor=batch["processor"],
-        pricing_version="-",
-    )
+    states = store.batches.settle(batch, settlements, from_states=["submitted"], pricing_version="-")
     report.requeued_jobs += sum(1 for s in states.values() if s == "pending")
     report.failed_jobs += sum(1 for s in states.values() if s != "pending")
     report.errors.append(f"batch {batch_id}: {reason}")

@@ -128,7 +128,8 @@ class ValidationReport:
     reasons: dict[str, int] = field(default_factory=dict)
     cost_usd: float = 0.0
     usage: dict[str, int] = field(default_factory=dict)
-    samples: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)  # rejected: job and reason
+    accepted_preview: list[dict[str, Any]] = field(default_factory=list)  # accepted: job and output
 
 
 def _settlement(row: Mapping[str, Any], item: ResultItem, verdict, cost) -> Settlement:
@@ -178,15 +179,9 @@ def validate_batch(store: LeaseStore, catalog: ProcessorCatalog, batch_id: int) 
             reasons[verdict.reason.split(":")[0]] += 1
             if len(report.samples) < 5:
                 report.samples.append({"job": row["job_id"], "reason": verdict.reason[:120]})
-    states = store.batches.settle(
-        batch_id,
-        settlements,
-        from_states=["collected"],
-        provider=batch["provider"],
-        model=batch["model"],
-        processor=batch["processor"],
-        pricing_version=PRICING_VERSION,
-    )
+        elif len(report.accepted_preview) < 5:
+            report.accepted_preview.append({"job": row["job_id"], **verdict.output})
+    states = store.batches.settle(batch, settlements, from_states=["collected"], pricing_version=PRICING_VERSION)
     for s in settlements:
         if s.job_id in states and s.usage:
             usage.update(s.usage)

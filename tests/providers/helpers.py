@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
 from typing import Any
 
 from forge_dagster.core.models import BatchSpec, BatchStatus, Provider, ProviderRequest
 from forge_dagster.core.providers import ProviderCredentials, ProviderPort, build_port
 from forge_dagster.simulator import Simulator
+from tests.helpers import wait_until
 
 # Recognisable fake keys: tests assert these never leak into logs, messages or the simulator's log.
 OPENAI_TEST_KEY = "sk-proj-forgetest-OPENAI-7f3a9c2e1b8d4f60a5e7"
@@ -57,18 +57,6 @@ def make_batch(
     return BatchSpec(f"fb-{number:04d}-{time.time_ns() % 10**9}", provider, MODELS[provider], requests)
 
 
-def wait_for(condition: Callable[[], Any], *, deadline_s: float = DEADLINE_S, what: str = "condition") -> Any:
-    """Poll `condition` until it returns something truthy; fail after `deadline_s`."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
-        time.sleep(0.02)
-
-
 def wait_until_ended(port: ProviderPort, provider_batch_id: str) -> BatchStatus:
     """The batch's status once it has ended (bounded by DEADLINE_S)."""
 
@@ -76,7 +64,7 @@ def wait_until_ended(port: ProviderPort, provider_batch_id: str) -> BatchStatus:
         status = port.status(provider_batch_id)
         return status if status.ended else None
 
-    return wait_for(ended, what=f"batch {provider_batch_id} to end")
+    return wait_until(ended, timeout_s=DEADLINE_S, what=f"batch {provider_batch_id} to end")
 
 
 def routes(sim: Simulator) -> list[str]:

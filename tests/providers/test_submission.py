@@ -17,8 +17,9 @@ import pytest
 from forge_dagster.core.models import BatchSpec, ErrorClass, Provider, ProviderError, ProviderRequest
 from forge_dagster.core.providers import BatchLimitError, ProviderPort, check_limits
 from forge_dagster.simulator import Simulator
+from tests.helpers import wait_until
 
-from .helpers import OPENAI_TEST_KEY, TEST_KEYS, base_url, make_batch, routes, wait_for
+from .helpers import OPENAI_TEST_KEY, TEST_KEYS, base_url, make_batch, routes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -191,7 +192,7 @@ def test_crash_between_upload_and_create_is_resumed_without_a_duplicate(
             assert proc.poll() is None, "".join(stderr_seen)
             return False
 
-        wait_for(create_in_flight, deadline_s=20, what="the create call to be in flight")
+        wait_until(create_in_flight, timeout_s=20, what="the create call to be in flight")
         assert routes(sim) == ["POST /v1/files"]  # uploaded; the create is still held by the provider
     finally:
         proc.kill()
@@ -200,7 +201,7 @@ def test_crash_between_upload_and_create_is_resumed_without_a_duplicate(
     assert "submit returned" not in proc.stdout.read()
 
     # The orphaned create still takes effect at the provider (it was in flight when we died).
-    wait_for(lambda: _creates(sim) == 1, what="the orphaned create to land")
+    wait_until(lambda: _creates(sim) == 1, what="the orphaned create to land")
     resumed = openai_port.submit(batch, resume=True)
     assert resumed.reconciled
     assert _provider_batches(sim, Provider.OPENAI, batch.forge_batch_id) == [resumed.provider_batch_id]

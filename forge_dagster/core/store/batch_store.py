@@ -202,18 +202,15 @@ class BatchRepository:
 
     def settle(
         self,
-        batch_id: int,
+        batch: dict[str, Any],
         settlements: Sequence[Settlement],
         *,
         from_states: Sequence[str],
-        provider: str,
-        model: str,
-        processor: str | None,
         pricing_version: str,
         batch_priced: bool = True,
     ) -> dict[int, str]:
-        """Apply settlements to jobs still in `from_states` in this batch; book each cost once.
-        Returns {job id: new state} for the jobs that changed now."""
+        """Apply settlements to jobs of `batch` (a row from `get`) still in `from_states`; book each
+        cost once. Returns {job id: new state} for the jobs that changed now."""
         if not settlements:
             return {}
         params = {
@@ -227,11 +224,11 @@ class BatchRepository:
             "delays": [s.delay_s for s in settlements],
             "usages": [_json_or_none(s.usage) for s in settlements],
             "costs": [s.cost_usd for s in settlements],
-            "batch_id": batch_id,
+            "batch_id": batch["id"],
             "from_states": list(from_states),
-            "provider": provider,
-            "model": model,
-            "processor": processor,
+            "provider": batch["provider"],
+            "model": batch["model"],
+            "processor": batch["processor"],
             "pricing_version": pricing_version,
             "batch_priced": batch_priced,
             "actor": self.owner,
