@@ -41,13 +41,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_work(args: argparse.Namespace) -> int:
+    from forge_dagster.core.relay import background_relay, build_relay
     from forge_dagster.core.worker import Worker, resolve_handler
 
     runtime, store = open_store(pool_size=args.concurrency + 2)
     _announce(runtime)
-    with store:
-        worker = Worker(store, resolve_handler(args.handler), concurrency=args.concurrency, mode=args.mode)
-        stats = worker.run(until_idle=args.until_idle)
+    with store, background_relay(build_relay(store, forge_home=load_settings().forge_home)) as relay:
+        print(relay.describe(), file=sys.stderr, flush=True)  # the outbox drains beside the claim loop
+        if args.realtime or args.handler == "realtime":  # provider calls on asyncio (core/realtime)
+            from forge_dagster.core.realtime.service import run_realtime_worker
+
+            stats = run_realtime_worker(store, concurrency=args.concurrency, until_idle=args.until_idle)
+        else:
+            worker = Worker(store, resolve_handler(args.handler), concurrency=args.concurrency, mode=args.mode)
+            stats = worker.run(until_idle=args.until_idle)
     print(json.dumps({"claimed": stats.claimed, "succeeded": stats.succeeded, "failed": stats.failed,
                       "lease_lost": stats.lease_lost}))
     return 0
@@ -71,27 +78,70 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     import os
+    import signal
     import subprocess
 
-    settings = load_settings()
     from forge_dagster.core.runtime import bring_up
 
+    settings = load_settings()
     runtime = bring_up(settings, dagster=True)
     _announce(runtime)
-    children = []
     env = dict(os.environ)
+    children = []
     if settings.providers_simulated:
         env["FORGE_SIMULATOR_URL"] = f"http://127.0.0.1:{args.sim_port}"
         children.append(subprocess.Popen([sys.executable, "-m", "forge_dagster.cli", "sim", "--port",
                                           str(args.sim_port)], env=env))
+    children.append(subprocess.Popen(["dagster", "dev", "-m", "forge_dagster.definitions", "-h", "127.0.0.1",
+                                      "-p", str(args.port)], env=env))
+    # A SIGTERM (as from `timeout` or a service manager) stops the children too.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return subprocess.call(["dagster", "dev", "-m", "forge_dagster.definitions", "-h", "127.0.0.1",
-                                "-p", str(args.port)], env=env)
+        return children[-1].wait()
+    except KeyboardInterrupt:
+        return 0
     finally:
+        for child in reversed(children):
+            child.send_signal(signal.SIGINT if child is children[-1] else signal.SIGTERM)
         for child in children:
-            child.terminate()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from forge_dagster.core.health import as_json, format_checks, run_checks
+
+    checks = run_checks(load_settings(), skip=tuple(args.skip))
+    print(json.dumps(as_json(checks)) if args.json else format_checks(checks))
+    return 1 if any(c.down for c in checks) else 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    import threading
+
+    from forge_dagster.core import metrics
+
+    runtime, store = open_store(dagster=False, pool_size=2)
+    _announce(runtime)
+    with store:
+        server, _ = metrics.serve(store, port=args.port, host=args.host)
+        print(f"forge: Prometheus metrics on http://{args.host}:{server.server_port}/metrics", file=sys.stderr,
+              flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.shutdown()
+    return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -106,6 +156,50 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from forge_dagster.simulator import config_from_args, serve
 
     serve(host=args.host, port=args.port, seed=args.seed, config=config_from_args(args))
+    return 0
+
+
+def cmd_memories(args: argparse.Namespace) -> int:
+    from forge_dagster.core.knowledge import format_memory, search
+
+    runtime, store = open_store(dagster=False, pool_size=1)
+    _announce(runtime)
+    with store:
+        found = search(store.knowledge, args.query, limit=args.limit, tag=args.tag, include_compressed=args.all)
+    if args.json:
+        print(json.dumps([m.to_dict() for m in found]))
+    else:
+        print("\n".join(format_memory(m) for m in found) or f"no memories match {args.query!r}")
+    return 0
+
+
+def cmd_adapters(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from forge_dagster.core.adapters import AdapterError, AdapterRegistry
+
+    registry = AdapterRegistry(load_settings().forge_home / "adapters")
+    print(f"forge: adapters under {registry.root}", file=sys.stderr, flush=True)
+    try:
+        if args.action == "register":
+            v = registry.register(Path(args.path), args.name, args.version)
+            print(f"registered {v.name} {v.version} at {v.path}")
+        elif args.action == "list":
+            versions = registry.list(args.name)
+            if args.json:
+                print(json.dumps([v.to_dict() for v in versions]))
+            else:
+                print("\n".join(f"{'*' if v.active else ' '} {v.name} {v.version}  {v.registered_at or ''}"
+                                for v in versions) or "no adapters registered")
+        elif args.action == "activate":
+            previous = registry.activate(args.name, args.version)
+            print(f"{args.name}: current -> {args.version} (was {previous or 'none'})")
+        else:
+            old, new = registry.rollback(args.name)
+            print(f"{args.name}: rolled back {old} -> {new}")
+    except AdapterError as exc:
+        print(f"forge adapters: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -125,11 +219,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until-idle", action="store_true", help="stop when no job of this mode is open")
     p.add_argument("--mode", default="realtime", choices=["realtime", "batch"])
     p.add_argument("--handler", default="echo", help="registered handler name or module:function")
+    p.add_argument("--realtime", action="store_true",
+                   help="run realtime jobs: provider calls on asyncio within each key's rate limits "
+                        "(same as --handler realtime; --concurrency is the calls in flight)")
     p.set_defaults(func=cmd_work)
 
     p = sub.add_parser("status", help="jobs and batches by state")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("health", help="check PostgreSQL, Redis, provider keys, Ollama, the Dagster daemon, the outbox")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--skip", action="append", default=[], metavar="CHECK",
+                   help="leave a check out: postgres, redis, providers, ollama, dagster_daemon, outbox")
+    p.set_defaults(func=cmd_health)
+
+    p = sub.add_parser("metrics", help="serve Prometheus metrics (127.0.0.1 by default)")
+    p.add_argument("--port", type=int, default=9464)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("demo", help="run the main job end to end on the embedded default")
     p.add_argument("--jobs", type=int, default=1000)
@@ -151,6 +259,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_cli_arguments(p, include_server=True)
     p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("memories", help="search the nightly chain's memories (full-text)")
+    msub = p.add_subparsers(dest="action", required=True)
+    m = msub.add_parser("search", help="memories matching a query: words, \"phrases\", -exclusions, or")
+    m.add_argument("query")
+    m.add_argument("--limit", type=int, default=10)
+    m.add_argument("--tag", help="only memories with this tag")
+    m.add_argument("--all", action="store_true", help="include memories folded into a weekly digest")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_memories)
+
+    p = sub.add_parser("adapters", help="LoRA adapter versions: register, list, activate, rollback")
+    asub = p.add_subparsers(dest="action", required=True)
+    a = asub.add_parser("register", help="copy an adapter folder (or file) in as NAME VERSION")
+    a.add_argument("path")
+    a.add_argument("--name", required=True)
+    a.add_argument("--version", required=True, help="semver X.Y.Z")
+    a = asub.add_parser("list", help="registered versions; * marks the active one")
+    a.add_argument("--name")
+    a.add_argument("--json", action="store_true")
+    a = asub.add_parser("activate", help="point NAME's current link at VERSION (atomic swap)")
+    a.add_argument("--name", required=True)
+    a.add_argument("--version", required=True)
+    a = asub.add_parser("rollback", help="re-activate the version active before the current one")
+    a.add_argument("--name", required=True)
+    p.set_defaults(func=cmd_adapters)
     return parser
 
 

