@@ -95,6 +95,7 @@ def test_definitions_load_with_every_asset_job_and_sensor():
     repo = defs.get_repository_def()
     assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} >= {
         "job_intake", "provider_batches", "provider_results", "validated_outputs"}
-    assert {s.name for s in repo.sensor_defs} == {"pending_work_sensor", "batch_status_sensor",
-                                                 "lease_recovery_sensor"}
+    assert {s.name for s in repo.sensor_defs} == {
+        "pending_work_sensor", "batch_status_sensor", "lease_recovery_sensor", "realtime_work_sensor",
+        "key_probe_sensor", "outbox_relay_sensor", "healing_sensor"}
     assert defs.resolve_job_def("collect_batch").partitions_def == batch_partitions
