@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from forge_dagster.cli_platform import add_platform_commands
 from forge_dagster.core.config import load_settings
 from forge_dagster.core.runtime import open_store
 from forge_dagster.core.secrets import install_redaction
@@ -24,13 +25,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from forge_dagster.core.inbox import intake_file
-    from forge_dagster.core.processors import load_processors
+    from forge_dagster.core.processor_registry import load_catalog
 
-    catalog = load_processors()
     runtime, store = open_store()
     _announce(runtime)
     with store:
-        report = intake_file(store, catalog, Path(args.file), source=args.source)
+        report = intake_file(store, load_catalog(store), Path(args.file), source=args.source)
     if args.json:
         print(json.dumps({"accepted": report.accepted, "rejected": report.rejected}))
     else:
@@ -285,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = asub.add_parser("rollback", help="re-activate the version active before the current one")
     a.add_argument("--name", required=True)
     p.set_defaults(func=cmd_adapters)
+    add_platform_commands(sub)  # processors, costs, budgets, export (cli_platform.py)
     return parser
 
 

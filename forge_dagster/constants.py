@@ -4,6 +4,7 @@ INTAKE_GROUP = "intake"
 BATCH_GROUP = "batch_pipeline"
 NIGHTLY_GROUP = "nightly"
 OPERATIONS_GROUP = "operations"
+REALTIME_GROUP = "realtime"
 
 OPENAI_POOL = "openai_api"
 ANTHROPIC_POOL = "anthropic_api"

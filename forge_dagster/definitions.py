@@ -11,11 +11,36 @@ from forge_dagster.assets.batch_pipeline import (
     validated_outputs,
 )
 from forge_dagster.assets.checks import no_stranded_jobs, succeeded_outputs_validate
+from forge_dagster.assets.costs import cost_report
+from forge_dagster.assets.nightly import NIGHTLY_CHAIN, weekly_memory_digest
+from forge_dagster.assets.operations import OPERATIONS_CHECKS, OPERATOR_VIEW_ASSETS, batch_archive
+from forge_dagster.assets.realtime import realtime_job, realtime_outputs
+from forge_dagster.jobs.archive_jobs import (
+    archive_job,
+    archive_schedule,
+    operator_view_job,
+    operator_view_schedule,
+)
 from forge_dagster.jobs.batch_jobs import build_batches_job, collect_batch_job
+from forge_dagster.jobs.nightly_jobs import (
+    nightly_chain_job,
+    nightly_schedule,
+    train_adapter_job,
+    weekly_consolidation,
+    weekly_consolidation_job,
+)
+from forge_dagster.resources.gpu import GpuMutexResource
 from forge_dagster.resources.lease_store import LeaseStoreResource
+from forge_dagster.resources.ollama import OllamaResource
+from forge_dagster.resources.outbox_relay import OutboxRelayResource
+from forge_dagster.resources.provider_keys import ProviderKeysResource
 from forge_dagster.resources.providers import ProcessorCatalogResource, ProviderPortsResource
 from forge_dagster.sensors.batch_sensors import batch_status_sensor, pending_work_sensor
+from forge_dagster.sensors.healing import healing_sensor
 from forge_dagster.sensors.lease_recovery import lease_recovery_sensor
+from forge_dagster.sensors.outbox_relay import outbox_relay_sensor
+from forge_dagster.sensors.quota_sensors import key_probe_sensor
+from forge_dagster.sensors.realtime_sensors import realtime_work_sensor
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
@@ -33,16 +58,31 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             openai_base_url=os.environ.get("OPENAI_BASE_URL"), anthropic_base_url=os.environ.get("ANTHROPIC_BASE_URL"),
             simulator_url=os.environ.get("FORGE_SIMULATOR_URL", "http://127.0.0.1:8700"),
         ),
+        "outbox_relay": OutboxRelayResource(
+            slack_webhook_url=env("FORGE_SLACK_WEBHOOK_URL"), callback_secret=env("FORGE_CALLBACK_SECRET"),
+            simulator_url=os.environ.get("FORGE_SIMULATOR_URL"),
+        ),
+        "provider_keys": ProviderKeysResource(
+            openai_api_key=env("OPENAI_API_KEY"), anthropic_api_key=env("ANTHROPIC_API_KEY"),
+            simulator_url=os.environ.get("FORGE_SIMULATOR_URL", "http://127.0.0.1:8700"),
+        ),
+        "gpu_mutex": GpuMutexResource(redis_url=env("FORGE_REDIS_URL")),
+        "ollama": OllamaResource(host=os.environ.get("OLLAMA_HOST"),
+                                 model=os.environ.get("FORGE_NIGHTLY_MODEL", "llama3.2:3b")),
     }
 
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """The definitions, with `resources` replacing the defaults (tests and the demo pass their own)."""
     return dg.Definitions(
-        assets=[job_intake, provider_batches, provider_results, validated_outputs],
-        asset_checks=[succeeded_outputs_validate, no_stranded_jobs],
-        jobs=[build_batches_job, collect_batch_job],
-        sensors=[pending_work_sensor, batch_status_sensor, lease_recovery_sensor],
+        assets=[job_intake, provider_batches, provider_results, validated_outputs, *OPERATOR_VIEW_ASSETS, batch_archive,
+                *NIGHTLY_CHAIN, weekly_memory_digest, realtime_outputs, cost_report],
+        asset_checks=[succeeded_outputs_validate, no_stranded_jobs, *OPERATIONS_CHECKS],
+        jobs=[build_batches_job, collect_batch_job, archive_job, operator_view_job, nightly_chain_job,
+              weekly_consolidation_job, train_adapter_job, realtime_job],
+        schedules=[archive_schedule, operator_view_schedule, nightly_schedule, weekly_consolidation],
+        sensors=[pending_work_sensor, batch_status_sensor, lease_recovery_sensor, outbox_relay_sensor,
+                 healing_sensor, realtime_work_sensor, key_probe_sensor],
         resources={**default_resources(), **(resources or {})},
     )
 

@@ -52,7 +52,7 @@ def job_intake(
     """New jobs: JSONL files dropped in the inbox, and rows other applications inserted, each checked
     against its processor. A bad line or row is refused with its reason; the rest are enqueued."""
     inbox = Path(config.inbox or os.path.join(load_settings().forge_home, "inbox"))
-    catalog = processors.load()
+    catalog = processors.load(lease_store.store)
     files = drain_inbox(lease_store.store, catalog, inbox)
     external_ok, external_refused = review_external_rows(lease_store.store, catalog)
     return dg.MaterializeResult(metadata={
@@ -75,7 +75,7 @@ def provider_batches(
 ) -> dg.MaterializeResult:
     """Provider batches built from pending jobs: grouped by provider, model and processor version,
     shaped within the provider's limits, and submitted (the intent is stored before each call)."""
-    report = build_and_submit(lease_store.store, processors.load(), providers.ports,
+    report = build_and_submit(lease_store.store, processors.load(lease_store.store), providers.ports,
                               claim_limit=config.claim_limit, max_requests_per_batch=config.max_requests_per_batch)
     for error in report.errors:
         context.log.warning(error)
@@ -85,6 +85,7 @@ def provider_batches(
         "jobs_submitted": dg.MetadataValue.int(report.submitted_jobs),
         "jobs_failed": dg.MetadataValue.int(report.failed_jobs),
         "jobs_requeued": dg.MetadataValue.int(report.requeued_jobs),
+        "jobs_waiting_on_budget": dg.MetadataValue.int(report.budget_held),
         "resumed_submissions": dg.MetadataValue.int(report.resumed),
         "batches": _md_table([{"batch": batch_partition_key(b)} for b in report.batches]),
     })
@@ -119,7 +120,7 @@ def validated_outputs(
     the rest are invalid, failed, or requeued for another attempt. Cost is booked once per attempt."""
     batch_id = batch_id_from_key(context.partition_key)
     store = lease_store.store
-    report = validate_batch(store, processors.load(), batch_id)
+    report = validate_batch(store, processors.load(store), batch_id)
     batch = store.batches.get(batch_id)
     return dg.MaterializeResult(metadata={
         **{f"jobs_{state}": dg.MetadataValue.int(n) for state, n in sorted(report.by_state.items())},

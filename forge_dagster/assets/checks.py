@@ -12,7 +12,7 @@ from forge_dagster.resources.providers import ProcessorCatalogResource
 @dg.asset_check(asset=validated_outputs, blocking=False,
                 description="Every recently succeeded output still validates against its pinned processor schema.")
 def succeeded_outputs_validate(lease_store: LeaseStoreResource, processors: ProcessorCatalogResource):
-    catalog = processors.load()
+    catalog = processors.load(lease_store.store)
     bad = []
     rows = lease_store.store.recent_succeeded(1000)
     for job_id, name, version, output in rows:

@@ -12,10 +12,12 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from forge_dagster.core.budgets import admit_within_budgets
 from forge_dagster.core.models import BatchSpec, ErrorClass, Provider, ProviderError, ProviderRequest
 from forge_dagster.core.processors import ProcessorCatalog, TemplateError, validate_input
 from forge_dagster.core.providers.base import ProviderPort
 from forge_dagster.core.providers.limits import BatchLimitError
+from forge_dagster.core.repair import render_job_request, repairs_for
 from forge_dagster.core.shaping import RequestTooLarge, custom_id_for, group_key, shape_batches
 from forge_dagster.core.store import ClaimedJob, LeaseStore
 from forge_dagster.core.store.batch_store import Settlement
@@ -33,12 +35,13 @@ class BuildReport:
     submitted_jobs: int = 0
     failed_jobs: int = 0
     requeued_jobs: int = 0
+    budget_held: int = 0  # back to pending without an attempt spent: a budget would be exceeded
     resumed: int = 0
     ambiguous: int = 0
     errors: list[str] = field(default_factory=list)
 
 
-def _render(job: ClaimedJob, catalog: ProcessorCatalog, ports: Mapping[Provider, ProviderPort]):
+def _render(job: ClaimedJob, catalog: ProcessorCatalog, ports: Mapping[Provider, ProviderPort], repair=None):
     """(group key, request) for the job, or raise ValueError with the reason it cannot run."""
     try:
         processor = catalog.get_version(job.processor, job.processor_version)
@@ -51,7 +54,7 @@ def _render(job: ClaimedJob, catalog: ProcessorCatalog, ports: Mapping[Provider,
     if problems:
         raise ValueError("input: " + "; ".join(problems))
     try:
-        request = processor.render_request(job.payload, custom_id_for(job.id, job.attempt))
+        request = render_job_request(processor, job.payload, custom_id_for(job.id, job.attempt), repair)
     except TemplateError as exc:
         raise ValueError(f"template: {exc}") from exc
     return group_key(processor.provider, processor.model, processor.name, processor.version), request
@@ -71,16 +74,20 @@ def build_and_submit(
     resume_stale_submissions(store, catalog, ports, report)
     jobs = store.claim(claim_limit, mode="batch", to_state="claimed", ttl_s=lease_ttl_s)
     report.claimed = len(jobs)
+    repairs = repairs_for(store, catalog, [(j.id, j.attempt, j.processor, j.processor_version) for j in jobs])
     by_cid: dict[str, ClaimedJob] = {}
     items, refused = [], []
     for job in jobs:
         try:
-            key, request = _render(job, catalog, ports)
+            key, request = _render(job, catalog, ports, repairs.get(job.id))
         except ValueError as exc:
             refused.append((job, str(exc), False))
             continue
         by_cid[request.custom_id] = job
         items.append((key, request))
+    budget = admit_within_budgets(store, catalog, items, by_cid)
+    items, report.budget_held = budget.admitted, len(budget.held)
+    report.errors += budget.messages
     while True:
         try:
             shaped = shape_batches(items, max_requests=max_requests_per_batch)
@@ -115,11 +122,12 @@ def spec_for_batch(store: LeaseStore, catalog: ProcessorCatalog, batch_id: int) 
     """Rebuild a batch's spec from its stored members (same custom_ids, same rendered bodies)."""
     batch = store.batches.get(batch_id)
     requests = []
-    for m in store.batches.members(batch_id):
-        if m["state"] != "submitted":
-            continue
+    members = [m for m in store.batches.members(batch_id) if m["state"] == "submitted"]
+    repairs = repairs_for(store, catalog, [(m["id"], m["attempt"], m["processor"], m["processor_version"])
+                                           for m in members])
+    for m in members:
         processor = catalog.get_version(m["processor"], m["processor_version"])
-        requests.append(processor.render_request(m["payload"], m["custom_id"]))
+        requests.append(render_job_request(processor, m["payload"], m["custom_id"], repairs.get(m["id"])))
     return BatchSpec(
         batch["forge_batch_id"], Provider(batch["provider"]), batch["model"], requests, batch["processor"]
     )

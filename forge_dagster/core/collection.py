@@ -19,8 +19,10 @@ from forge_dagster.core.models import (
     ResultOutcome,
     Usage,
 )
+from forge_dagster.core.notify import batch_messages
 from forge_dagster.core.processors import ProcessorCatalog
 from forge_dagster.core.providers.base import ProviderPort
+from forge_dagster.core.repair import limit_repairs
 from forge_dagster.core.store import LeaseStore
 from forge_dagster.core.store.batch_store import Settlement
 from forge_dagster.core.store.lease_store import backoff_delay
@@ -181,7 +183,11 @@ def validate_batch(store: LeaseStore, catalog: ProcessorCatalog, batch_id: int) 
                 report.samples.append({"job": row["job_id"], "reason": verdict.reason[:120]})
         elif len(report.accepted_preview) < 5:
             report.accepted_preview.append({"job": row["job_id"], **verdict.output})
-    states = store.batches.settle(batch, settlements, from_states=["collected"], pricing_version=PRICING_VERSION)
+    settlements = limit_repairs(store, processor, settlements)  # repairs stop at their bound
+    with store.transaction() as conn:  # the settling and its notifications commit together
+        states = store.batches.settle(batch, settlements, from_states=["collected"],
+                                      pricing_version=PRICING_VERSION, conn=conn)
+        store.write_outbox(batch_messages(batch, settlements, states), conn=conn)
     for s in settlements:
         if s.job_id in states and s.usage:
             usage.update(s.usage)

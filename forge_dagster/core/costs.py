@@ -18,7 +18,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from forge_dagster.core.models import Provider, Usage
 
-PRICING_VERSION = "2026-11"
+# Bump on every change to the table below: each ledger row keeps the version it was priced with.
+PRICING_VERSION = "2026-11.1"
 _MILLION = Decimal(1_000_000)
 _QUANTUM = Decimal("0.00000001")
 
@@ -55,6 +56,8 @@ _OPENAI = {
     "gpt-4.1": _price("2.00", "0.50", "8.00"),
     "gpt-4.1-mini": _price("0.40", "0.10", "1.60"),
     "gpt-4.1-nano": _price("0.10", "0.025", "0.40"),
+    "o4-mini": _price("1.10", "0.275", "4.40"),
+    "gpt-5-mini": _price("0.25", "0.025", "2.00"),
 }
 _OPENAI_SNAPSHOTS = {
     "gpt-4o-mini-2024-07-18": "gpt-4o-mini",
@@ -63,6 +66,8 @@ _OPENAI_SNAPSHOTS = {
     "gpt-4.1-2025-04-14": "gpt-4.1",
     "gpt-4.1-mini-2025-04-14": "gpt-4.1-mini",
     "gpt-4.1-nano-2025-04-14": "gpt-4.1-nano",
+    "o4-mini-2025-04-16": "o4-mini",
+    "gpt-5-mini-2025-08-07": "gpt-5-mini",
 }
 _ANTHROPIC = {
     "claude-3-5-haiku-latest": _price("0.80", "0.08", "4.00"),
@@ -118,3 +123,11 @@ def cost_usd(provider: Provider | str, model: str, usage: Usage, *, batch: bool)
     if batch:
         total *= Decimal(1) - price.batch_discount
     return total.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def pricing_table() -> list[dict[str, str]]:
+    """Every priced model of this table version: USD per million tokens and the batch discount."""
+    return [{"pricing_version": PRICING_VERSION, "provider": str(provider), "model": model,
+             "input": str(p.input), "cached_input": str(p.cached_input), "output": str(p.output),
+             "batch_discount": str(p.batch_discount)}
+            for (provider, model), p in sorted(PRICES.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))]

@@ -33,7 +33,7 @@ def processor_check(catalog: ProcessorCatalog) -> Callable[[str, str | None, Any
 
     def check(name: str, version: str | None, payload: Any) -> tuple[str, str]:
         try:
-            processor = catalog.get_version(name, version)
+            processor = catalog.for_new_job(name, version)
         except KeyError:
             known = ", ".join(sorted(catalog)) or "none"
             raise ValueError(
@@ -42,6 +42,10 @@ def processor_check(catalog: ProcessorCatalog) -> Callable[[str, str | None, Any
         problems = validate_input(processor, payload)
         if problems:
             raise ValueError("input: " + "; ".join(problems))
+        if processor.mode == "auto":  # small requests run realtime (core/realtime/routing.auto_mode)
+            from forge_dagster.core.realtime.routing import auto_mode
+
+            return processor.version, auto_mode(processor, payload)
         return processor.version, "realtime" if processor.mode == "realtime" else "batch"
 
     return check

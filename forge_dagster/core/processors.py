@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import jinja2
 import jinja2.meta
@@ -140,6 +140,11 @@ class Processor(BaseModel):
     temperature: StrictFloat | None = Field(default=None, ge=0, le=2)
     output_policy: Literal["json", "json_in_text", "text"] = "json"
     max_attempts: StrictInt = Field(default=3, ge=1, le=20)
+    # Answers that fail validation are asked again with the validator's errors, at most this many times.
+    max_repair_attempts: StrictInt = Field(default=2, ge=0, le=10)
+    tags: tuple[Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.:-]{1,40}$")], ...] = ()
+    # Realtime routing: provider key aliases to use, first choice first (empty: every key of the provider).
+    keys: tuple[StrictStr, ...] = ()
 
     @field_validator("version")
     @classmethod
@@ -343,6 +348,11 @@ class ProcessorCatalog(Mapping[str, Processor]):
     def get_version(self, name: str, version: str | None = None) -> Processor:
         """The processor `name` at `version` (latest when None); KeyError when unknown."""
         return self[name] if version is None else self[(name, version)]
+
+    def for_new_job(self, name: str, version: str | None = None) -> Processor:
+        """The processor a new job is pinned to (here: as `get_version`; the registry's catalog also
+        refuses retired versions and resolves no version to the active one)."""
+        return self.get_version(name, version)
 
     def versions(self, name: str) -> list[str]:
         """Known versions of `name`, oldest first."""

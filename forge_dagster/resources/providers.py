@@ -58,12 +58,18 @@ class ProviderPortsResource(dg.ConfigurableResource):
 
 
 class ProcessorCatalogResource(dg.ConfigurableResource):
-    """The processors (YAML definitions): the packaged examples plus `directory` when given."""
+    """The processors: YAML definitions (the packaged examples plus `directory` when given), registered
+    in the store's processor registry, which decides each version's status."""
 
     directory: str | None = None
 
-    def load(self) -> ProcessorCatalog:
+    def load(self, store=None) -> ProcessorCatalog:
+        """The registry's catalog of `store` (synced from the YAML first); the YAML alone without one."""
         from forge_dagster.core.processors import default_processor_dirs
 
         dirs = default_processor_dirs() + ([self.directory] if self.directory else [])
+        if store is not None:
+            from forge_dagster.core.processor_registry import load_catalog
+
+            return load_catalog(store, dirs)
         return load_processors(dirs)

@@ -6,6 +6,7 @@ Reached as `LeaseStore.batches`; it shares the store's connection pool.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -208,9 +209,11 @@ class BatchRepository:
         from_states: Sequence[str],
         pricing_version: str,
         batch_priced: bool = True,
+        conn: Any = None,
     ) -> dict[int, str]:
         """Apply settlements to jobs of `batch` (a row from `get`) still in `from_states`; book each
-        cost once. Returns {job id: new state} for the jobs that changed now."""
+        cost once. Returns {job id: new state} for the jobs that changed now. With `conn`, it runs in
+        the caller's transaction (so outbox rows can be written beside it)."""
         if not settlements:
             return {}
         params = {
@@ -233,8 +236,8 @@ class BatchRepository:
             "batch_priced": batch_priced,
             "actor": self.owner,
         }
-        with self._pool.connection() as conn:
-            return {row[0]: row[1] for row in conn.execute(batch_sql.SETTLE_JOBS, params)}
+        with nullcontext(conn) if conn is not None else self._pool.connection() as c:
+            return {row[0]: row[1] for row in c.execute(batch_sql.SETTLE_JOBS, params)}
 
     def mark_collected(self, batch_id: int) -> bool:
         with self._pool.connection() as conn:

@@ -131,6 +131,34 @@ class LeaseStore:
 
         return BatchRepository(self._pool, self.owner)
 
+    @property
+    def operations(self):
+        """Relay lanes, the archive, metrics and the operator's view over this store."""
+        from forge_dagster.core.store.operations_store import OperationsRepository
+
+        return OperationsRepository(self._pool)
+
+    @property
+    def knowledge(self):
+        """The nightly runtime's tables (memories, fences, research, briefings, healing)."""
+        from forge_dagster.core.store.knowledge_store import KnowledgeRepository
+
+        return KnowledgeRepository(self._pool)
+
+    @property
+    def keys(self):
+        """Provider keys (pause, probe, resume), outages, submission holds and realtime job statements."""
+        from forge_dagster.core.store.key_store import KeyRepository
+
+        return KeyRepository(self)
+
+    @property
+    def processors(self):
+        """The processor registry (versions, status), repair lookups and exports; `.costs` for money."""
+        from forge_dagster.core.store.processor_store import ProcessorRepository
+
+        return ProcessorRepository(self._pool, self.owner)
+
     # -- lifecycle -------------------------------------------------------------------------------
     def migrate(self) -> list[int]:
         """Apply pending migrations; return the versions applied now."""

@@ -1,0 +1,45 @@
+"""Realtime outputs: realtime jobs run through the provider ports on asyncio, within every key's limits.
+
+One asset and its job; the realtime sensor asks for a run when realtime jobs are claimable and no
+realtime run is in flight (one run at a time: the run's limiters pace its calls for the whole deployment).
+"""
+
+import dagster as dg
+
+from forge_dagster.constants import REALTIME_GROUP
+from forge_dagster.core.realtime.executor import RealtimeConfig, RealtimeExecutor
+from forge_dagster.resources.lease_store import LeaseStoreResource
+from forge_dagster.resources.provider_keys import ProviderKeysResource
+from forge_dagster.resources.providers import ProcessorCatalogResource
+
+
+class RealtimeRunConfig(dg.Config):
+    concurrency: int = 64
+    max_jobs: int = 5000  # per run; the sensor asks again while work remains
+
+
+@dg.asset(group_name=REALTIME_GROUP, kinds={"python", "postgres"})
+def realtime_outputs(
+    context: dg.AssetExecutionContext, config: RealtimeRunConfig, lease_store: LeaseStoreResource,
+    processors: ProcessorCatalogResource, provider_keys: ProviderKeysResource,
+) -> dg.MaterializeResult:
+    """Realtime jobs run to the end: claimed from the lease store, called concurrently within each
+    provider key's rate limits, and accepted only after validating against the processor's schema
+    (fail closed). Jobs whose keys are all paused wait in the queue; none fail for it."""
+    executor = RealtimeExecutor(lease_store.store, processors.load(), provider_keys.ring(),
+                                RealtimeConfig(concurrency=config.concurrency))
+    stats = executor.run_sync(until_drained=True, max_jobs=config.max_jobs)
+    if stats.lease_lost:
+        context.log.warning(f"{stats.lease_lost} late results rejected: their leases were taken over")
+    return dg.MaterializeResult(metadata={
+        **{name: dg.MetadataValue.int(getattr(stats, name)) for name in (
+            "claimed", "succeeded", "invalid", "failed", "retried", "dead", "released", "lease_lost", "calls",
+            "rate_limited", "call_retries", "keys_paused")},
+        "cost_usd": dg.MetadataValue.float(round(stats.cost_usd, 6)),
+    })
+
+
+realtime_job = dg.define_asset_job(
+    "run_realtime", selection=dg.AssetSelection.assets(realtime_outputs),
+    description="Run the realtime jobs that are claimable now.",
+)

@@ -1,0 +1,128 @@
+"""Budgets: a daily USD limit per processor, and one for everything together (scope '*').
+
+Before a batch is submitted, each claimed request is priced at its worst case (its prompt at about four
+characters a token, plus the full `max_tokens` of output, at the batch price). A request is admitted
+only while every budget that covers it keeps that much headroom after what was booked today (UTC) and
+what is still in flight (the estimates of admitted attempts not settled yet). The rest wait: back to
+pending without spending an attempt, due again after `BUDGET_RECHECK_S`; the operator is told once per
+scope and day through the outbox (topic `budget.exceeded`). A model without a price cannot be
+checked against a budget, so its requests wait too (fail closed).
+
+Admission runs in one transaction under a lock, so two builders never spend the same headroom.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from forge_dagster.core.costs import UnknownModelPrice, cost_usd
+from forge_dagster.core.models import ProviderRequest, Usage
+from forge_dagster.core.processors import Processor, ProcessorCatalog
+from forge_dagster.core.store.cost_store import ALL_SCOPE
+
+log = logging.getLogger(__name__)
+
+BUDGET_RECHECK_S = 300.0
+CHARS_PER_TOKEN = 4
+
+
+def estimate_input_tokens(body: Mapping[str, Any]) -> int:
+    """Prompt tokens of a request body, estimated from its characters (messages, system, schema)."""
+    parts = [body.get("messages"), body.get("system"), body.get("tools"), body.get("response_format")]
+    chars = sum(len(json.dumps(p, ensure_ascii=False)) for p in parts if p)
+    return math.ceil(chars / CHARS_PER_TOKEN)
+
+
+def estimate_cost(processor: Processor, request: ProviderRequest, *, batch: bool = True) -> Decimal:
+    """The most `request` can cost: its estimated prompt plus `max_tokens` of output. Raises
+    UnknownModelPrice when the model has no price."""
+    usage = Usage(input_tokens=estimate_input_tokens(request.body),
+                  output_tokens=int(request.body.get("max_tokens") or processor.max_tokens))
+    return cost_usd(processor.provider, processor.model, usage, batch=batch)
+
+
+@dataclass
+class _ScopeHold:
+    count: int = 0
+    reason: str = ""
+    processors: set[str] = field(default_factory=set)
+
+
+@dataclass
+class BudgetCheck:
+    """The outcome of admission: what goes on to shaping, what waits, and what the operator is told."""
+
+    admitted: list[tuple[Any, ProviderRequest]]
+    held: list[tuple[Any, str]] = field(default_factory=list)  # (job, reason)
+    messages: list[str] = field(default_factory=list)
+
+
+def _money(value: Decimal) -> str:
+    return f"${Decimal(value).quantize(Decimal('0.000001')).normalize():f}"
+
+
+def admit_within_budgets(
+    store,
+    catalog: ProcessorCatalog,
+    items: Sequence[tuple[Any, ProviderRequest]],
+    jobs_by_custom_id: Mapping[str, Any],
+    *,
+    recheck_s: float = BUDGET_RECHECK_S,
+) -> BudgetCheck:
+    """Admit rendered (group key, request) items within the budgets; hold the rest (see module doc).
+    With no budget set this reads one small table and admits everything."""
+    costs = store.processors.costs
+    check = BudgetCheck(admitted=[])
+    holds: dict[str, _ScopeHold] = {}
+    with costs.budget_window() as window:
+        if not window.budgets:
+            check.admitted = list(items)
+            return check
+        remaining = {scope: window.remaining(scope) for scope in window.budgets}
+        reserve = []
+        for key, request in items:
+            job = jobs_by_custom_id[request.custom_id]
+            name = key.processor_name
+            scopes = [s for s in (name, ALL_SCOPE) if s in window.budgets]
+            if not scopes:
+                check.admitted.append((key, request))
+                continue
+            try:
+                estimate = estimate_cost(catalog.get_version(name, key.processor_version), request)
+            except UnknownModelPrice as exc:
+                reason = f"waiting: {exc}, so budget {scopes[0]!r} cannot be checked"
+                over = scopes[:1]
+            else:
+                over = [s for s in scopes if remaining[s] < estimate]
+                if not over:
+                    for s in scopes:
+                        remaining[s] -= estimate
+                    reserve.append((job.id, job.attempt, name, estimate))
+                    check.admitted.append((key, request))
+                    continue
+                s = over[0]
+                reason = (f"waiting: daily budget {s!r} of {_money(window.budgets[s])} would be exceeded "
+                          f"({_money(window.spent.get(s, Decimal(0)))} booked today, "
+                          f"{_money(window.in_flight.get(s, Decimal(0)))} in flight, "
+                          f"up to {_money(estimate)} for this request)")
+            check.held.append((job, reason))
+            hold = holds.setdefault(over[0], _ScopeHold(reason=reason))
+            hold.count += 1
+            hold.processors.add(name)
+        window.reserve(reserve)
+    if check.held:
+        alerts = [(scope, h.count, {"held_jobs": h.count, "processors": sorted(h.processors),
+                                    "limit_usd": str(window.budgets[scope]), "message": h.reason})
+                  for scope, h in holds.items()]
+        _, told = costs.hold(check.held, delay_s=recheck_s, alerts=alerts)
+        for scope, h in holds.items():
+            note = " (operator told)" if scope in told else ""
+            check.messages.append(f"budget {scope!r}: {h.count} jobs wait{note}; {h.reason}")
+            log.warning("budget %r holds %d jobs: %s", scope, h.count, h.reason)
+    return check

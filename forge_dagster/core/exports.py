@@ -1,0 +1,188 @@
+"""Exports: a processor's validated outputs as a pandas DataFrame, and as Parquet or CSV files.
+
+One row per succeeded job (hot and archived), with `job_id`, `external_id`, `source`,
+`processor_version` and `finished_at`, then one column per property of the processor's response
+schema, nested object properties flattened as `parent.child`. Column types follow the schema: strings,
+nullable integers, floats and booleans; arrays of plain values stay lists; arrays of objects, and
+objects without declared properties, are JSON text. CSV holds only text, so lists are written as JSON
+and `read_export(path, kinds)` turns every column back into its type (an empty string reads as missing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from forge_dagster.core.processors import Processor, ProcessorCatalog
+
+FORMATS = ("parquet", "csv")
+META_COLUMNS = {"job_id": "integer", "external_id": "string", "source": "string",
+                "processor_version": "string", "finished_at": "timestamp"}
+_DTYPES = {"string": "string", "integer": "Int64", "number": "Float64", "boolean": "boolean"}
+
+
+def _kind(schema: Any) -> str:
+    if not isinstance(schema, Mapping):
+        return "json"
+    types = schema.get("type")
+    if isinstance(types, list):
+        types = [t for t in types if t != "null"]
+        types = types[0] if len(types) == 1 else None
+    if types in _DTYPES:
+        return types
+    if types == "array":
+        items = schema.get("items")
+        plain = isinstance(items, Mapping) and items.get("type") in _DTYPES
+        return "array" if plain else "json"
+    if "enum" in schema and all(isinstance(v, str) for v in schema["enum"]):
+        return "string"
+    return "json"
+
+
+def _flatten_schema(schema: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    columns: dict[str, str] = {}
+    for name, sub in (schema.get("properties") or {}).items():
+        path = f"{prefix}{name}"
+        if isinstance(sub, Mapping) and sub.get("type") == "object" and sub.get("properties"):
+            columns.update(_flatten_schema(sub, f"{path}."))
+        else:
+            columns[path] = _kind(sub)
+    return columns
+
+
+def output_columns(processors: Iterable[Processor]) -> dict[str, str]:
+    """Column -> kind for outputs of these processor versions (first version's order first). The text
+    policy without a schema gives one `text` column."""
+    columns: dict[str, str] = {}
+    for processor in processors:
+        schema = processor.response_schema or {"properties": {"text": {"type": "string"}}}
+        for column, kind in _flatten_schema(schema).items():
+            columns.setdefault(column, kind)
+    return columns
+
+
+def _lookup(output: Any, path: str) -> Any:
+    value = output
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _cell(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    if kind == "json":
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if kind == "array":
+        return list(value) if isinstance(value, list) else json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _typed(frame: pd.DataFrame, kinds: Mapping[str, str]) -> pd.DataFrame:
+    for column, kind in kinds.items():
+        if kind == "timestamp":
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+        elif kind in _DTYPES:
+            frame[column] = frame[column].astype(_DTYPES[kind])
+        else:
+            frame[column] = frame[column].astype(object)
+    return frame
+
+
+def _column_name(column: str) -> str:
+    return f"output.{column}" if column in META_COLUMNS else column
+
+
+def frame_kinds(columns: Mapping[str, str]) -> dict[str, str]:
+    """Every column of an export frame -> its kind (metadata columns first)."""
+    return {**META_COLUMNS, **{_column_name(c): k for c, k in columns.items()}}
+
+
+def validated_outputs_frame(
+    store, catalog: ProcessorCatalog, processor: str, *, version: str | None = None
+) -> pd.DataFrame:
+    """The validated outputs of `processor` (one version, or all) as a DataFrame (see module doc)."""
+    rows = store.processors.validated_outputs(processor, version)
+    versions = [version] if version else sorted({r["processor_version"] for r in rows if r["processor_version"]})
+    if processor in catalog:
+        first = catalog[processor].version
+        versions = sorted(versions, key=lambda v: v != first)
+    known = [catalog.get_version(processor, v) for v in versions if (processor, v) in catalog]
+    columns = output_columns(known)
+    covered = {c.split(".")[0] for c in columns}
+    for row in rows:  # keys of outputs from versions this catalog does not know
+        for key in row["output"] or {}:
+            if key not in covered:
+                columns.setdefault(key, "json")
+    records = [
+        {**{k: row[k] for k in META_COLUMNS},
+         **{_column_name(c): _cell(_lookup(row["output"], c), kind) for c, kind in columns.items()}}
+        for row in rows
+    ]
+    kinds = frame_kinds(columns)
+    frame = pd.DataFrame.from_records(records, columns=list(kinds))
+    frame.attrs["kinds"] = kinds
+    return _typed(frame, kinds)
+
+
+def write_export(frame: pd.DataFrame, path: str | Path, fmt: str) -> Path:
+    """Write an export frame as `parquet` or `csv` (lists as JSON text in CSV)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}: use {' or '.join(FORMATS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        frame.to_parquet(path, index=False)
+        return path
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object:
+            out[column] = [json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v for v in out[column]]
+    out.to_csv(path, index=False)
+    return path
+
+
+def read_export(path: str | Path, kinds: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Read an export back. Parquet keeps its types; CSV needs `kinds` (from `frame.attrs['kinds']` or
+    `frame_kinds(output_columns(...))`) to turn text back into typed columns and lists."""
+    path = Path(path)
+    if path.suffix == ".parquet" or (kinds is None and path.suffix != ".csv"):
+        frame = pd.read_parquet(path)
+        for column in frame.columns:
+            if frame[column].dtype == object:
+                frame[column] = [v.tolist() if hasattr(v, "tolist") else v for v in frame[column]]
+        return frame
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    frame = frame.astype(object).where(frame.notna(), None)
+    for column, kind in (kinds or {}).items():
+        if kind == "array" and column in frame:
+            frame[column] = [json.loads(v) if isinstance(v, str) else v for v in frame[column]]
+        elif kind == "boolean" and column in frame:
+            frame[column] = [None if v is None else v == "True" for v in frame[column]]
+        elif kind in ("integer", "number") and column in frame:
+            frame[column] = pd.to_numeric(frame[column])
+    return _typed(frame, {k: v for k, v in (kinds or {}).items() if k in frame})
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    rows: int
+    kinds: dict[str, str]
+
+
+def export_validated_outputs(
+    store, catalog: ProcessorCatalog, processor: str, path: str | Path, fmt: str, *, version: str | None = None
+) -> ExportResult:
+    """Write `processor`'s validated outputs to `path` as `fmt`; returns where, how many rows, and the
+    column kinds (what `read_export` needs for CSV)."""
+    frame = validated_outputs_frame(store, catalog, processor, version=version)
+    written = write_export(frame, path, fmt)
+    return ExportResult(written, len(frame), dict(frame.attrs["kinds"]))

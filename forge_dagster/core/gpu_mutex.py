@@ -1,0 +1,252 @@
+"""A mutex over the local GPU, held in Redis, with fencing tokens.
+
+- Acquire is `SET key token NX PX ttl` with a random token; the fencing counter is then incremented by a
+  script that checks the token, so each holder gets a token strictly greater than every earlier holder's.
+- Release and extend run as Lua scripts that act only while the key still holds the caller's token: a
+  holder that lost the lock can never delete or prolong someone else's.
+- A renewal thread extends the lease every TTL/3 and signals loss at once (an `Event` and a callback)
+  when an extension is refused.
+- Waiters subscribe to a release channel and sleep until a release is published, or until the holder's
+  TTL runs out (a crashed holder never publishes); they do not poll.
+- Results written under the lock carry the fence; the store rejects a write whose fence is lower than
+  one it has already seen (see `KnowledgeRepository.advance_fence`).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import redis
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL_MS = 30_000
+KEY_PREFIX = "forge:mutex"
+
+# Give the holder a fencing token, but only while the lock is still its own.
+_FENCE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('INCR', KEYS[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+class LockLost(Exception):
+    """The lease ran out or was taken over: the holder must stop writing results."""
+
+
+class FencedOut(LockLost):
+    """The store refused a write: a later holder of the lock has already written with a higher fence."""
+
+
+class LockTimeout(Exception):
+    """The mutex was not acquired within the caller's deadline."""
+
+
+@dataclass
+class MutexStats:
+    """How hard this process worked for the lock: attempts (SET NX calls) and releases heard."""
+
+    attempts: int = 0
+    wakeups: int = 0
+
+
+def connect(url: str) -> redis.Redis:
+    """A Redis client for `url` (redis://, rediss:// or unix://)."""
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+
+
+class Lease:
+    """One holding of the mutex: its token, its fencing number, and the renewal that keeps it alive."""
+
+    def __init__(self, mutex: GpuMutex, token: str, fence: int, ttl_ms: int) -> None:
+        self.mutex, self.token, self.fence, self.ttl_ms = mutex, token, fence, ttl_ms
+        self.lost = threading.Event()
+        self._released = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self._on_lost: Callable[[Lease], None] | None = None
+
+    @property
+    def resource(self) -> str:
+        """The name fenced writes are checked against."""
+        return self.mutex.key
+
+    def extend(self, ttl_ms: int | None = None) -> bool:
+        """Push the expiry to now + TTL; False (and loss signalled) when the lock is no longer ours."""
+        ok = bool(self.mutex._extend(keys=[self.mutex.key], args=[self.token, ttl_ms or self.ttl_ms]))
+        if not ok:
+            self._signal_lost()
+        return ok
+
+    def release(self) -> bool:
+        """Delete the lock if it is still ours and wake the waiters; False when it was not ours any more."""
+        self._released.set()
+        if self._renewer is not None and self._renewer is not threading.current_thread():
+            self._renewer.join(timeout=5)
+        keys, args = [self.mutex.key], [self.token, self.mutex.channel]
+        return bool(self.mutex._release(keys=keys, args=args))
+
+    def held(self) -> bool:
+        """Whether Redis still holds this lease's token under the lock key."""
+        value = self.mutex.redis.get(self.mutex.key)
+        return value is not None and value.decode() == self.token
+
+    def check(self) -> None:
+        """Raise LockLost unless the lease is still held (call before writing a result)."""
+        if self.lost.is_set() or not self.held():
+            self._signal_lost()
+            raise LockLost(f"{self.mutex.key}: lease {self.fence} is no longer held")
+
+    def start_renewal(self, on_lost: Callable[[Lease], None] | None = None) -> None:
+        """Extend every TTL/3 in a daemon thread until released; on refusal signal loss at once."""
+        self._on_lost = on_lost
+        self._renewer = threading.Thread(target=self._renew, name=f"gpu-mutex-renew-{self.fence}", daemon=True)
+        self._renewer.start()
+
+    def _renew(self) -> None:
+        interval = self.ttl_ms / 3000.0
+        valid_until = time.monotonic() + self.ttl_ms / 1000.0
+        while not self._released.wait(interval):
+            started = time.monotonic()
+            try:
+                if not self.extend():
+                    return
+                valid_until = started + self.ttl_ms / 1000.0
+            except redis.RedisError as exc:
+                # Redis unreachable: the lease may still be ours until its last known expiry.
+                if time.monotonic() >= valid_until:
+                    log.warning("gpu mutex: cannot renew lease %s (%s); treating it as lost", self.fence, exc)
+                    self._signal_lost()
+                    return
+
+    def _signal_lost(self) -> None:
+        first = not self.lost.is_set()
+        self.lost.set()
+        if not first:
+            return
+        log.warning("gpu mutex: lease %s on %s lost", self.fence, self.mutex.key)
+        if self._on_lost is not None:
+            try:
+                self._on_lost(self)
+            except Exception:  # noqa: BLE001 - a failing callback must not hide the loss
+                log.exception("gpu mutex: on_lost callback failed")
+
+    def __repr__(self) -> str:
+        return f"Lease(key={self.mutex.key!r}, fence={self.fence}, ttl_ms={self.ttl_ms})"
+
+
+class GpuMutex:
+    """A named Redis mutex with fencing. `hold()` is the usual entry point."""
+
+    def __init__(self, client: redis.Redis | str, name: str = "gpu", *, ttl_ms: int = DEFAULT_TTL_MS,
+                 prefix: str = KEY_PREFIX) -> None:
+        self.redis = connect(client) if isinstance(client, str) else client
+        self.key = f"{prefix}:{name}"
+        self.fence_key = f"{self.key}:fence"
+        self.channel = f"{self.key}:released"
+        self.ttl_ms = int(ttl_ms)
+        self.stats = MutexStats()
+        self._fence = self.redis.register_script(_FENCE)
+        self._release = self.redis.register_script(_RELEASE)
+        self._extend = self.redis.register_script(_EXTEND)
+
+    def try_acquire(self, *, ttl_ms: int | None = None) -> Lease | None:
+        """One attempt: a Lease when the lock was free, else None. Does not start renewal."""
+        ttl = int(ttl_ms or self.ttl_ms)
+        token = secrets.token_hex(16)
+        self.stats.attempts += 1
+        if not self.redis.set(self.key, token, nx=True, px=ttl):
+            return None
+        fence = int(self._fence(keys=[self.key, self.fence_key], args=[token]))
+        if fence == 0:  # lost between SET and the fence (frozen past the TTL): not ours after all
+            return None
+        return Lease(self, token, fence, ttl)
+
+    def acquire(self, timeout_s: float | None = None, *, ttl_ms: int | None = None, renew: bool = True,
+                on_lost: Callable[[Lease], None] | None = None) -> Lease:
+        """Block until the lock is ours (or raise LockTimeout after `timeout_s`); renew it unless told not."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        lease = self.try_acquire(ttl_ms=ttl_ms)
+        if lease is None:
+            lease = self._wait_and_acquire(deadline, ttl_ms)
+        if renew:
+            lease.start_renewal(on_lost)
+        return lease
+
+    def _wait_and_acquire(self, deadline: float | None, ttl_ms: int | None) -> Lease:
+        pubsub = self.redis.pubsub()
+        pubsub.subscribe(self.channel)
+        try:
+            while True:
+                # Tried again after subscribing, so a release published before the subscription is not missed.
+                lease = self.try_acquire(ttl_ms=ttl_ms)
+                if lease is not None:
+                    return lease
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise LockTimeout(f"{self.key}: not acquired in time")
+                if self._wait_for_release(pubsub, remaining):
+                    self.stats.wakeups += 1
+        finally:
+            pubsub.close()
+
+    def _wait_for_release(self, pubsub, remaining: float | None) -> bool:
+        """Sleep until a release is published (True), or the holder's TTL or our deadline runs out."""
+        pttl = self.redis.pttl(self.key)
+        # -2: no holder now (released or expired between our attempt and here); -1 cannot happen (PX).
+        holder_left = 0.0 if pttl < 0 else pttl / 1000.0 + 0.005
+        wait = holder_left if remaining is None else min(holder_left, remaining)
+        end = time.monotonic() + wait
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            message = pubsub.get_message(timeout=left)
+            if message and message.get("type") == "message":
+                return True
+
+    @contextmanager
+    def hold(self, timeout_s: float | None = None, *, ttl_ms: int | None = None,
+             on_lost: Callable[[Lease], None] | None = None) -> Iterator[Lease]:
+        """Hold the mutex (renewed) for the block; released at the end even on error."""
+        lease = self.acquire(timeout_s, ttl_ms=ttl_ms, on_lost=on_lost)
+        try:
+            yield lease
+        finally:
+            try:
+                lease.release()
+            except redis.RedisError:
+                log.warning("gpu mutex: release of lease %s failed; it expires after its TTL", lease.fence)
+
+    def holder(self) -> str | None:
+        """The token of the current holder, if any (for operators and tests)."""
+        value = self.redis.get(self.key)
+        return None if value is None else value.decode()
+
+    def current_fence(self) -> int:
+        """The last fencing number handed out (0 before the first acquire)."""
+        value = self.redis.get(self.fence_key)
+        return int(value or 0)

@@ -1,0 +1,141 @@
+"""The morning briefing: what ran, what failed, what it cost and what was learned, as markdown; stored
+once per night and sent through the outbox (topic `briefing.ready`, key `briefing:<night>`) to Slack.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import PurePath
+from typing import Any
+from urllib.parse import urlsplit
+
+BRIEFING_TOPIC = "briefing.ready"
+
+
+def briefing_key(night: str) -> str:
+    """The outbox key (and idempotency key) of one night's briefing."""
+    return f"briefing:{night}"
+
+
+def feed_label(feed: str) -> str:
+    """A short name for a feed: its host for a URL, its file name for a path."""
+    parts = urlsplit(feed)
+    return parts.netloc if parts.scheme in ("http", "https") else PurePath(parts.path or feed).name
+
+
+def _out(steps: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    return (steps.get(name) or {}).get("output") or {}
+
+
+def _ran(steps: dict[str, dict[str, Any]], runs: Sequence[dict[str, Any]], outcomes: dict[str, Any]) -> list[str]:
+    lines = []
+    if steps:
+        done = ", ".join(f"{name} ({s['recorded_at']:%H:%M})" if hasattr(s.get("recorded_at"), "strftime")
+                         else name for name, s in steps.items())
+        lines.append(f"- Nightly steps: {done}")
+    if runs:
+        by_status = Counter(r["status"] for r in runs)
+        jobs = Counter(r["job"] for r in runs)
+        lines.append(f"- Dagster runs: {', '.join(f'{n} {s.lower()}' for s, n in sorted(by_status.items()))} "
+                     f"({', '.join(f'{j} ×{n}' for j, n in jobs.most_common(6))})")
+    states = Counter()
+    for row in outcomes.get("by_state", []):
+        states[row["state"]] += row["count"]
+    if states:
+        lines.append(f"- Forge jobs finished: {', '.join(f'{n} {s}' for s, n in sorted(states.items()))}; "
+                     f"{outcomes.get('retries', 0)} retries")
+    return lines or ["- Nothing ran."]
+
+
+def _failed(steps: dict[str, dict[str, Any]], runs: Sequence[dict[str, Any]], outcomes: dict[str, Any]) -> list[str]:
+    lines = []
+    triage = _out(steps, "triage")
+    for a in triage.get("anomalies", []):
+        lines.append(f"- Health `{a['name']}` {a['status']}: {a['summary']}")
+    assessment = triage.get("assessment") or {}
+    if assessment.get("summary"):
+        lines.append(f"- Local model's assessment ({assessment.get('threat', '?')}): {assessment['summary']}")
+    for r in runs:
+        if r["status"] == "FAILURE":
+            lines.append(f"- Run `{r['job']}` failed ({r['run_id'][:8]})")
+    for row in outcomes.get("top_failures", []):
+        lines.append(f"- Jobs {row['state']} ×{row['count']}: {row['reason']}")
+    for state, n in (outcomes.get("batches_ended_badly") or {}).items():
+        lines.append(f"- Batches {state.removeprefix('ended_')}: {n}")
+    for feed, error in (_out(steps, "research_scan").get("errors") or {}).items():
+        lines.append(f"- Feed {feed_label(feed)}: {error}")
+    return lines or ["- Nothing failed."]
+
+
+def _cost(steps: dict[str, dict[str, Any]], outcomes: dict[str, Any]) -> list[str]:
+    costs = outcomes.get("costs", [])
+    total = sum(c["cost_usd"] for c in costs)
+    local_in = sum((_out(steps, s).get("usage") or {}).get("input_tokens", 0) for s in steps)
+    local_out = sum((_out(steps, s).get("usage") or {}).get("output_tokens", 0) for s in steps)
+    lines = [f"- Provider spend: **${total:.4f}**; local model: {local_in} input / {local_out} output tokens "
+             "(no charge)"]
+    if costs:
+        lines += ["", "| provider | model | jobs | input tokens | output tokens | cost |", "|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {c['provider']} | {c['model']} | {c['jobs']} | {c['input_tokens']} | {c['output_tokens']} "
+                  f"| ${c['cost_usd']:.4f} |" for c in costs]
+    return lines
+
+
+def _learned(steps: dict[str, dict[str, Any]], memories: Sequence[Any]) -> list[str]:
+    lines = []
+    scan = _out(steps, "research_scan")
+    for item in scan.get("new_items", [])[:10]:
+        link = f" — {item['link']}" if item.get("link") else ""
+        lines.append(f"- New in {feed_label(item['feed'])}: {item['title']}{link}")
+    if len(scan.get("new_items", [])) > 10:
+        lines.append(f"- … and {len(scan['new_items']) - 10} more new items")
+    if memories:
+        lines.append(f"- {len(memories)} new memories: " + "; ".join(m.title for m in memories[:8]))
+    return lines or ["- Nothing new."]
+
+
+def render_briefing(night: str, steps: dict[str, dict[str, Any]], runs: Sequence[dict[str, Any]],
+                    memories: Sequence[Any]) -> tuple[str, str]:
+    """(level, markdown) of the night's briefing from its recorded steps, the Dagster runs of the window
+    ({job, status, run_id}) and the memories stored that night."""
+    triage = _out(steps, "triage")
+    outcomes = _out(steps, "job_outcomes")
+    level = triage.get("level", "UNKNOWN")
+    sections = [
+        [f"# Forge morning briefing — {night}", f"**Night status: {level}** (rule score {triage.get('score', '?')})"],
+        ["## What ran", *_ran(steps, runs, outcomes)],
+        ["## What failed", *_failed(steps, runs, outcomes)],
+        ["## What it cost", *_cost(steps, outcomes)],
+        ["## What was learned", *_learned(steps, memories)],
+    ]
+    return level, "\n\n".join(_join(section) for section in sections) + "\n"
+
+
+def _join(section: list[str]) -> str:
+    head, *body = section
+    return head + "\n\n" + "\n".join(body) if body and head.startswith("#") else "\n\n".join(section)
+
+
+def slack_text(markdown: str) -> str:
+    """The briefing in Slack's mrkdwn: headings and **bold** as *bold*, table rows as bullet lines."""
+    out = []
+    for line in markdown.splitlines():
+        if line.startswith("|---"):
+            continue
+        if line.startswith("#"):
+            line = "*" + line.lstrip("#").strip() + "*"
+        elif line.startswith("|"):
+            line = "• " + " · ".join(cell.strip() for cell in line.strip("|").split("|"))
+        out.append(re.sub(r"\*\*(.+?)\*\*", r"*\1*", line))
+    return "\n".join(out)
+
+
+def publish_briefing(repo, night: str, level: str, markdown: str) -> bool:
+    """Store the briefing; the first time for this night also queue it for Slack (same transaction).
+    Returns True when it was queued now."""
+    payload = {"title": f"Morning briefing {night}: {level}", "date": night, "night": night, "level": level,
+               "summary": slack_text(markdown), "markdown": markdown}
+    outbox = {"topic": BRIEFING_TOPIC, "key": briefing_key(night), "payload": payload}
+    return repo.publish_briefing(night, level, markdown, outbox)

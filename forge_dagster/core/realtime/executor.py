@@ -1,0 +1,233 @@
+"""The realtime worker: claims `realtime` jobs from the lease store and runs them concurrently on asyncio.
+
+Leases are fenced as everywhere: claims go pending -> running, heartbeats run as their own task, and
+outcomes are written in small batches (one transaction per flush) through the fenced store calls. A job
+whose lease was taken over is cancelled here and its late result is rejected by the fence. The worker
+also refreshes key states from the store and probes its own paused keys, so `forge work --realtime`
+recovers paused keys without Dagster; the quota sensor does the same inside Dagster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from forge_dagster.core.models import ProviderError
+from forge_dagster.core.processors import ProcessorCatalog
+from forge_dagster.core.quota import PausePolicy, pause_key, probe_due_keys
+from forge_dagster.core.realtime.calls import CallPolicy, JobCall
+from forge_dagster.core.realtime.keyring import KeyRing, ProviderKey
+from forge_dagster.core.realtime.recording import RELEASE, Outcome, RealtimeStats, write_outcomes
+from forge_dagster.core.realtime.routing import KeyRouter
+from forge_dagster.core.store import ClaimedJob, LeaseStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RealtimeConfig:
+    concurrency: int = 64
+    lease_ttl_s: float | None = None  # default: the store's
+    idle_sleep_s: float = 0.2
+    flush_every_s: float = 0.02
+    flush_max: int = 256
+    key_refresh_s: float = 1.0  # how often key states are read from the store (and due probes run)
+    drain_s: float = 10.0  # on stop: time in-flight calls get to finish before they are released
+    retry_base_delay_s: float = 2.0  # backoff base for jobs sent back to the queue
+    call: CallPolicy = field(default_factory=CallPolicy)
+    probe_keys: bool = True
+
+
+class RealtimeExecutor:
+    """Runs realtime jobs with up to `concurrency` calls in flight, within every key's limits."""
+
+    def __init__(self, store: LeaseStore, catalog: ProcessorCatalog, ring: KeyRing,
+                 config: RealtimeConfig | None = None) -> None:
+        self.store, self.catalog, self.ring = store, catalog, ring
+        self.config = config or RealtimeConfig()
+        self.ttl_s = self.config.lease_ttl_s or store.lease_ttl_s
+        self.router = KeyRouter(ring)
+        self.stats = RealtimeStats()
+        self._calls = JobCall(catalog, self.router, self.config.call, self.stats, self._pause, self._confirm)
+        self._in_flight: dict[int, tuple[ClaimedJob, asyncio.Task]] = {}
+        self._outcomes: asyncio.Queue[Outcome] | None = None
+
+    @property
+    def pause_policy(self) -> PausePolicy:
+        return self.config.call.pause
+
+    # -- keys ------------------------------------------------------------------------------------
+    async def _pause(self, key: ProviderKey, error: ProviderError) -> None:
+        result = await asyncio.to_thread(pause_key, self.store, key, error, self.pause_policy)
+        if result.paused:
+            self.stats.keys_paused += 1
+        row = await asyncio.to_thread(self.store.keys.get, str(key.provider), key.alias)
+        if row is not None and row["state"] == "paused":
+            self.router.mark_paused(key, row["paused_until"])
+        elif row is None:
+            self.router.mark_paused(key, None)
+
+    async def _confirm(self, key: ProviderKey) -> None:
+        self.router.mark_confirmed(key)
+        await asyncio.to_thread(self.store.keys.confirm, str(key.provider), key.alias)
+
+    async def _refresh_keys(self) -> None:
+        if self.config.probe_keys:
+            report = await asyncio.to_thread(probe_due_keys, self.store, self.ring, self.pause_policy)
+            for name in report.resumed:
+                log.info("key %s resumed by probe", name)
+        self.router.update(await asyncio.to_thread(self.store.keys.all))
+
+    async def _key_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._refresh_keys()
+            except Exception:  # the database may be restarting; the next round tries again
+                log.warning("key refresh failed", exc_info=True)
+            await _wait(stop, self.config.key_refresh_s)
+
+    # -- leases ----------------------------------------------------------------------------------
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await _wait(stop, self.ttl_s / 3)
+            jobs = [job for job, _ in self._in_flight.values()]
+            if not jobs:
+                continue
+            try:
+                held = await asyncio.to_thread(self.store.heartbeat, jobs, ttl_s=self.ttl_s)
+            except Exception:
+                log.warning("heartbeat failed", exc_info=True)
+                continue
+            for job in jobs:
+                entry = self._in_flight.get(job.id)
+                if job.id not in held and entry is not None and entry[0] is job:
+                    log.warning("job %s: lease lost (taken over or finished elsewhere); call cancelled", job.id)
+                    entry[1].cancel()
+
+    # -- outcomes --------------------------------------------------------------------------------
+    async def _run_job(self, job: ClaimedJob) -> None:
+        assert self._outcomes is not None
+        try:
+            outcome = await self._calls.run(job)
+        except asyncio.CancelledError:
+            outcome = Outcome(job, RELEASE, "released: realtime worker stopping", delay_s=0.0)
+        except Exception as exc:  # a bug must not strand the job: it goes back with its attempt spent
+            log.exception("job %s: unexpected error", job.id)
+            outcome = Outcome(job, "retry", f"worker error: {type(exc).__name__}: {exc}"[:1000])
+        await self._outcomes.put(outcome)
+
+    async def _flush(self, batch: list[Outcome]) -> None:
+        for attempt in range(5):
+            try:
+                result = await asyncio.to_thread(write_outcomes, self.store, batch,
+                                                 retry_base_delay_s=self.config.retry_base_delay_s)
+                break
+            except Exception:
+                log.warning("writing %d outcomes failed (attempt %d)", len(batch), attempt + 1, exc_info=True)
+                await asyncio.sleep(0.2 * 2**attempt)
+        else:  # the leases expire and another worker runs these jobs again; nothing is lost
+            log.error("gave up writing %d outcomes; their leases will expire", len(batch))
+            result = None
+        for o in batch:
+            self._in_flight.pop(o.job.id, None)
+        if result is not None:
+            self.stats.count(result, batch)
+
+    async def _recorder(self, done: asyncio.Event) -> None:
+        assert self._outcomes is not None
+        while not (done.is_set() and self._outcomes.empty()):
+            try:
+                first = await asyncio.wait_for(self._outcomes.get(), timeout=0.1)
+            except TimeoutError:
+                continue
+            batch = [first]
+            await asyncio.sleep(self.config.flush_every_s)  # let a few more finish: one transaction for all
+            while len(batch) < self.config.flush_max and not self._outcomes.empty():
+                batch.append(self._outcomes.get_nowait())
+            await self._flush(batch)
+
+    # -- main loop -------------------------------------------------------------------------------
+    async def run(self, *, until_idle: bool = False, until_drained: bool = False,
+                  stop: threading.Event | None = None, max_jobs: int | None = None) -> RealtimeStats:
+        """Claim and run realtime jobs until `stop` is set, `max_jobs` were claimed, (until_idle) no
+        realtime job is open any more, or (until_drained) none is claimable now and none is in flight
+        (jobs waiting for a paused key stay for a later run). In-flight calls get `drain_s` to finish,
+        then are released."""
+        stop = stop or threading.Event()
+        self._outcomes = asyncio.Queue()
+        background_stop, recorder_done = asyncio.Event(), asyncio.Event()
+        await asyncio.to_thread(self.store.keys.register, self.ring.records())
+        self.router.update(await asyncio.to_thread(self.store.keys.all))
+        background = [asyncio.create_task(self._heartbeat_loop(background_stop)),
+                      asyncio.create_task(self._key_loop(background_stop))]
+        recorder = asyncio.create_task(self._recorder(recorder_done))
+        tasks: set[asyncio.Task] = set()
+        try:
+            while not stop.is_set():
+                free = self.config.concurrency - len(self._in_flight)
+                if max_jobs is not None:
+                    free = min(free, max_jobs - self.stats.claimed)
+                jobs = (await asyncio.to_thread(self.store.claim, free, mode="realtime", ttl_s=self.ttl_s)
+                        if free > 0 else [])
+                self.stats.claimed += len(jobs)
+                for job in jobs:
+                    task = asyncio.create_task(self._run_job(job))
+                    self._in_flight[job.id] = (job, task)
+                    tasks.add(task)
+                tasks = {t for t in tasks if not t.done()}
+                if jobs and len(jobs) == free:
+                    await asyncio.sleep(0)  # full: the wait below happens once a slot frees
+                if max_jobs is not None and self.stats.claimed >= max_jobs and not self._in_flight:
+                    break
+                if not self._in_flight and not jobs and self._outcomes.empty():
+                    if until_drained:
+                        break
+                    if until_idle and await asyncio.to_thread(self.store.open_count, "realtime") == 0:
+                        break
+                if tasks and len(self._in_flight) >= self.config.concurrency:
+                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    await self._settled_slot()
+                elif not jobs:
+                    await _wait_thread_event(stop, self.config.idle_sleep_s)
+        finally:
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=self.config.drain_s)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+            recorder_done.set()
+            await recorder
+            background_stop.set()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self.ring.aclose()
+        return self.stats
+
+    async def _settled_slot(self) -> None:
+        """After a call ends, give the recorder a moment so the slot is free when we claim again."""
+        for _ in range(50):
+            if len(self._in_flight) < self.config.concurrency:
+                return
+            await asyncio.sleep(self.config.flush_every_s)
+
+    def run_sync(self, **kwargs) -> RealtimeStats:
+        """`run` on a new event loop (for threads, the CLI and Dagster ops)."""
+        return asyncio.run(self.run(**kwargs))
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+
+
+async def _wait_thread_event(event: threading.Event, seconds: float) -> None:
+    """Sleep up to `seconds`, waking early (within 50 ms) when the thread event is set."""
+    end = asyncio.get_running_loop().time() + seconds
+    while not event.is_set():
+        left = end - asyncio.get_running_loop().time()
+        if left <= 0:
+            return
+        await asyncio.sleep(min(0.05, left))

@@ -1,0 +1,103 @@
+"""What a realtime call ended as, and writing those outcomes to the store in one transaction per flush:
+fenced transitions (succeeded / invalid / retry-or-dead / failed / released) and the cost ledger."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from forge_dagster.core.costs import PRICING_VERSION
+from forge_dagster.core.models import JobState
+from forge_dagster.core.store import ClaimedJob, LeaseStore
+from forge_dagster.core.store.key_store import BilledAttempt
+
+log = logging.getLogger(__name__)
+
+SUCCEEDED, INVALID, RETRY, FAILED, RELEASE = "succeeded", "invalid", "retry", "failed", "release"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The end of one claimed job's run in this worker.
+
+    kind: succeeded (output accepted), invalid (output rejected for good), retry (back to pending with
+    the attempt spent, or dead when attempts are used up), failed (not retryable), release (back to
+    pending with the attempt given back: the provider never ran it).
+    """
+
+    job: ClaimedJob
+    kind: str
+    reason: str | None = None
+    output: Any = None
+    billed: BilledAttempt | None = None
+    delay_s: float = 0.0
+
+
+@dataclass
+class FlushResult:
+    states: dict[int, str]  # job id -> state written (jobs whose lease was lost are absent)
+    cost_usd: Decimal
+
+
+def write_outcomes(store: LeaseStore, outcomes: list[Outcome], *, retry_base_delay_s: float = 2.0) -> FlushResult:
+    """Write a batch of outcomes in one transaction; every transition is fenced by the job's lease."""
+    states: dict[int, str] = {}
+    by_kind: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        by_kind[o.kind].append(o)
+    with store.transaction() as conn:
+        done = store.finish_many([(o.job, o.output) for o in by_kind[SUCCEEDED]], to_state=JobState.SUCCEEDED,
+                                 reason="validated", conn=conn)
+        states.update(dict.fromkeys(done, JobState.SUCCEEDED))
+        invalid_by_reason: dict[str, list[Outcome]] = defaultdict(list)
+        for o in by_kind[INVALID]:
+            invalid_by_reason[o.reason or "invalid"].append(o)
+        for reason, group in invalid_by_reason.items():
+            done = store.finish_many([(o.job, None) for o in group], to_state=JobState.INVALID, reason=reason,
+                                     conn=conn)
+            states.update(dict.fromkeys(done, JobState.INVALID))
+        failures = [(o.job, o.reason or "failed", o.kind == RETRY) for o in by_kind[RETRY] + by_kind[FAILED]]
+        if failures:
+            states.update(store.fail_many(failures, conn=conn, base_delay_s=retry_base_delay_s))
+        released = store.keys.release([(o.job, o.reason or "released", o.delay_s) for o in by_kind[RELEASE]],
+                                      conn=conn)
+        states.update(dict.fromkeys(released, JobState.PENDING))
+        billed = [o.billed for o in outcomes if o.billed is not None]
+        cost = store.keys.book_usage(billed, settled=set(states), pricing_version=PRICING_VERSION, conn=conn)
+    return FlushResult(states, cost)
+
+
+@dataclass
+class RealtimeStats:
+    claimed: int = 0
+    succeeded: int = 0
+    invalid: int = 0
+    failed: int = 0
+    retried: int = 0  # back to pending with the attempt spent
+    dead: int = 0
+    released: int = 0  # back to pending, attempt given back (keys paused, worker stopping)
+    lease_lost: int = 0
+    calls: int = 0  # provider calls made
+    rate_limited: int = 0  # 429s received
+    call_retries: int = 0  # calls repeated inside this worker (429, transient)
+    keys_paused: int = 0
+    cost_usd: float = 0.0
+
+    def count(self, result: FlushResult, outcomes: list[Outcome]) -> None:
+        """Add one flush's written states to the totals."""
+        written = Counter(result.states.values())
+        self.succeeded += written[JobState.SUCCEEDED]
+        self.invalid += written[JobState.INVALID]
+        self.failed += written[JobState.FAILED]
+        self.dead += written[JobState.DEAD]
+        pending = [o for o in outcomes if result.states.get(o.job.id) == JobState.PENDING]
+        self.released += sum(1 for o in pending if o.kind == RELEASE)
+        self.retried += sum(1 for o in pending if o.kind != RELEASE)
+        self.lease_lost += sum(1 for o in outcomes if o.job.id not in result.states)
+        self.cost_usd += float(result.cost_usd)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)

@@ -1,0 +1,48 @@
+"""`forge work --realtime`: the realtime executor as a long-running process.
+
+SIGTERM / SIGINT stop claiming; calls in flight get `drain_s` to finish, the rest are released to the
+queue with their attempt given back. A SIGKILL leaves leases that expire and are claimed again (fenced,
+so every job still ends once).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+
+from forge_dagster.core.processors import load_processors
+from forge_dagster.core.realtime.executor import RealtimeConfig, RealtimeExecutor
+from forge_dagster.core.realtime.keyring import KeyRing
+from forge_dagster.core.realtime.recording import RealtimeStats
+from forge_dagster.core.store import LeaseStore
+
+
+def _on_signals(stop: threading.Event) -> Callable[[], None]:
+    """Set `stop` on SIGTERM / SIGINT (main thread only); returns a function restoring the handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: stop.set())
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+def run_realtime_worker(
+    store: LeaseStore, *, concurrency: int = 64, until_idle: bool = False, max_jobs: int | None = None,
+    ring: KeyRing | None = None, stop: threading.Event | None = None,
+) -> RealtimeStats:
+    """Run realtime jobs from `store` with the keys from the environment until stopped (or idle)."""
+    stop = stop or threading.Event()
+    restore = _on_signals(stop)
+    try:
+        executor = RealtimeExecutor(store, load_processors(), ring or KeyRing.from_env(),
+                                    RealtimeConfig(concurrency=concurrency))
+        return executor.run_sync(until_idle=until_idle, stop=stop, max_jobs=max_jobs)
+    finally:
+        restore()

@@ -1,0 +1,214 @@
+"""The outbox relay: delivers what transitions wrote to the outbox, at least once, in order per key.
+
+Two lanes, each one short transaction per round:
+- stamps (`job.stamp`): one signed POST per row to the job's callback_url, the row id as idempotency key;
+- notifications (every other topic): all rows the lane may send now become one Slack message, so a
+  storm of events is grouped instead of flooding the channel.
+Rows are read only below the snapshot's xmin (a late commit is read later, never skipped) and only as
+runs of consecutive rows per key (order per key). A failed delivery keeps its last error and is due
+again after an exponential backoff; the rows after it on the same key wait for it. Nothing is sent for
+a transition that rolled back: its rows never existed.
+
+The `outbox_relay_sensor` drains it from Dagster; `forge work` runs it beside the claim loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from forge_dagster.core.notify import SlackNotifier, webhook_url
+from forge_dagster.core.stamps import STAMP_TOPIC, DeliveryError, StampSender, load_callback_secret
+from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store.operations_store import ReadyRow
+
+log = logging.getLogger(__name__)
+
+STAMP_TOPICS = (STAMP_TOPIC,)
+
+
+@dataclass
+class RelayReport:
+    delivered: int = 0
+    failed: int = 0
+    messages: int = 0  # Slack messages posted
+    held: int = 0  # notification rows waiting because no webhook is configured
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, other: RelayReport) -> None:
+        self.delivered += other.delivered
+        self.failed += other.failed
+        self.messages += other.messages
+        self.held = other.held or self.held
+        self.errors += [e for e in other.errors if e not in self.errors]
+        self.notes += [n for n in other.notes if n not in self.notes]
+
+    def summary(self) -> str:
+        text = f"delivered {self.delivered} outbox rows ({self.messages} Slack messages), {self.failed} failed"
+        if self.held:
+            text += f"; {self.held} notifications held"
+        return "; ".join([text, *self.notes, *self.errors[:3]])
+
+
+def retry_delay(attempts: int, *, base_s: float = 2.0, cap_s: float = 900.0) -> float:
+    """Backoff before the next try of a row that has failed `attempts` times so far (now failed again)."""
+    return min(cap_s, base_s * 2 ** min(attempts, 20)) * random.uniform(0.5, 1.0)
+
+
+class Relay:
+    """Drains the outbox of one store to its receivers."""
+
+    def __init__(
+        self, store: LeaseStore, *, stamps: StampSender, notifier: SlackNotifier | None,
+        notifier_note: str = "", stamp_batch: int = 20, notify_batch: int = 500, base_delay_s: float = 2.0,
+        max_delay_s: float = 900.0, lane_budget_s: float = 15.0,
+    ) -> None:
+        self.store, self.stamps, self.notifier = store, stamps, notifier
+        self.notifier_note = notifier_note
+        self.stamp_batch, self.notify_batch = stamp_batch, notify_batch
+        self.base_delay_s, self.max_delay_s, self.lane_budget_s = base_delay_s, max_delay_s, lane_budget_s
+
+    def describe(self) -> str:
+        """One line for the operator: where notifications go (never the webhook's token)."""
+        where = f"Slack webhook at {self.notifier.host} ({self.notifier_note})" if self.notifier else self.notifier_note
+        return f"forge: outbox relay on; notifications -> {where}; stamps -> each job's callback_url, signed"
+
+    def close(self) -> None:
+        self.stamps.close()
+        if self.notifier is not None:
+            self.notifier.close()
+
+    def _delay(self, row: ReadyRow, error: DeliveryError) -> float:
+        if error.retry_after_s:
+            return min(self.max_delay_s, error.retry_after_s)
+        return retry_delay(row.attempts, base_s=self.base_delay_s, cap_s=self.max_delay_s)
+
+    # -- lanes -----------------------------------------------------------------------------------
+    def deliver_stamps(self) -> RelayReport:
+        """One round of the stamp lane (one transaction)."""
+        report = RelayReport()
+        ops = self.store.operations
+        started = time.monotonic()
+        with self.store.transaction() as conn:
+            rows = ops.fetch_ready(conn, STAMP_TOPICS, include=True, limit=self.stamp_batch)
+            blocked: set[str] = set()  # keys whose earlier row failed in this round
+            down: dict[str, DeliveryError] = {}  # hosts that refused connections in this round
+            delivered = []
+            for row in rows:
+                if row.key in blocked or time.monotonic() - started > self.lane_budget_s:
+                    continue  # left as it is: due again next round, order kept
+                host = _host(row)
+                try:
+                    if host in down:
+                        raise down[host]
+                    self.stamps.send(row)
+                    delivered.append(row.id)
+                except DeliveryError as exc:
+                    if exc.host:
+                        down[exc.host] = exc
+                    blocked.add(row.key)
+                    ops.mark_attempt_failed(conn, row.id, str(exc), self._delay(row, exc))
+                    report.failed += 1
+                    report.errors.append(str(exc))
+            self.store.mark_delivered(conn, delivered)
+        report.delivered = len(delivered)
+        return report
+
+    def deliver_notifications(self) -> RelayReport:
+        """One round of the notification lane: every row it may send now, as one Slack message."""
+        report = RelayReport()
+        ops = self.store.operations
+        if self.notifier is None:
+            report.held = ops.count_held(STAMP_TOPICS, include=False)
+            if report.held:
+                report.notes.append(f"notifications not sent: no Slack webhook ({self.notifier_note})")
+            return report
+        with self.store.transaction() as conn:
+            rows = ops.fetch_ready(conn, STAMP_TOPICS, include=False, limit=self.notify_batch)
+            if not rows:
+                return report
+            try:
+                self.notifier.send(rows)
+            except DeliveryError as exc:
+                # The first row of each key takes the failure and the backoff; the rest wait behind it.
+                for row in rows:
+                    if row.prev_id is None:
+                        ops.mark_attempt_failed(conn, row.id, str(exc), self._delay(row, exc))
+                report.failed = len(rows)
+                report.errors.append(str(exc))
+                return report
+            self.store.mark_delivered(conn, [r.id for r in rows])
+        report.delivered, report.messages = len(rows), 1
+        return report
+
+    def drain(self, *, max_rounds: int = 100, deadline_s: float = 30.0) -> RelayReport:
+        """Run both lanes until nothing more is deliverable now (or the deadline): failed rows wait
+        for their backoff, so a round that delivers nothing ends the drain."""
+        total = RelayReport()
+        deadline = time.monotonic() + deadline_s
+        for _ in range(max_rounds):
+            round_report = RelayReport()
+            round_report.add(self.deliver_stamps())
+            round_report.add(self.deliver_notifications())
+            total.add(round_report)
+            if not round_report.delivered or time.monotonic() > deadline:
+                break
+        return total
+
+
+def _host(row: ReadyRow) -> str:
+    url = str(row.payload.get("callback_url") or "")
+    return url.split("/")[2] if url.count("/") >= 2 else url
+
+
+def build_relay(
+    store: LeaseStore, *, forge_home: Path, environ: Mapping[str, str] | None = None,
+    slack_webhook_url: str | None = None, callback_secret: str | None = None, **kwargs,
+) -> Relay:
+    """A relay configured from the environment (or the values given): webhook, callback secret."""
+    env = dict(os.environ if environ is None else environ)
+    if slack_webhook_url:
+        env["FORGE_SLACK_WEBHOOK_URL"] = slack_webhook_url
+    if callback_secret:
+        env["FORGE_CALLBACK_SECRET"] = callback_secret
+    url, source = webhook_url(env)
+    notifier = SlackNotifier(url) if url else None
+    return Relay(store, stamps=StampSender(load_callback_secret(forge_home, env)), notifier=notifier,
+                 notifier_note=source, **kwargs)
+
+
+@contextmanager
+def background_relay(relay: Relay, *, interval_s: float = 5.0) -> Iterator[Relay]:
+    """Drain every `interval_s` on a thread while the block runs, and once more at its end."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            try:
+                report = relay.drain(deadline_s=interval_s * 2)
+                if report.delivered or report.failed:
+                    log.info("outbox relay: %s", report.summary())
+            except Exception:  # the database may be restarting; the next round tries again
+                log.warning("outbox relay round failed", exc_info=True)
+
+    thread = threading.Thread(target=loop, name="forge-outbox-relay", daemon=True)
+    thread.start()
+    try:
+        yield relay
+    finally:
+        stop.set()
+        thread.join(timeout=interval_s * 3)
+        try:
+            report = relay.drain()
+            if report.delivered or report.failed or report.held:
+                log.warning("outbox relay: %s", report.summary())
+        finally:
+            relay.close()

@@ -1,0 +1,207 @@
+"""Provider keys in the store: registration, pause / probe / resume with their outbox notices, provider
+outages (every key paused: told once), batch submission holds, and the realtime path's job statements.
+
+Reached as `LeaseStore.keys`; it shares the store's connection pool. Outbox rows are written in the same
+transaction as the state change they announce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from forge_dagster.core.store import keys_sql
+from forge_dagster.core.store.lease_store import ClaimedJob, OutboxMessage
+
+if TYPE_CHECKING:
+    from forge_dagster.core.store.lease_store import LeaseStore
+
+KEY_PAUSED = "key.paused"
+KEY_RESUMED = "key.resumed"
+ALL_KEYS_PAUSED = "provider.all_keys_paused"
+KEYS_AVAILABLE = "provider.keys_available"
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """A key as the store knows it: never the key itself."""
+
+    provider: str
+    alias: str
+    masked: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class PauseResult:
+    paused: bool  # False: the key was already paused (someone else got there first)
+    until: datetime | None = None
+    probe_count: int = 0
+    all_paused: bool = False  # this pause started an outage of the whole provider (told now)
+
+
+@dataclass(frozen=True)
+class BilledAttempt:
+    """One billed attempt of a realtime job (for the costs ledger and the job row)."""
+
+    job: ClaimedJob
+    provider: str
+    model: str
+    usage: dict[str, int]
+    cost_usd: Decimal | None
+    raw_output: str | None = None
+
+
+class KeyRepository:
+    def __init__(self, store: LeaseStore) -> None:
+        self._store = store
+
+    def _rows(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self._store.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(query, params or {}).fetchall()
+
+    # -- keys ------------------------------------------------------------------------------------
+    def register(self, keys: Sequence[KeyRecord]) -> dict[tuple[str, str], str]:
+        """Insert or refresh key rows; returns {(provider, alias): state}."""
+        states = {}
+        with self._store.transaction() as conn:
+            for k in keys:
+                params = {"provider": k.provider, "alias": k.alias, "masked": k.masked,
+                          "fingerprint": k.fingerprint}
+                states[(k.provider, k.alias)] = conn.execute(keys_sql.UPSERT_KEY, params).fetchone()[0]
+        return states
+
+    def all(self) -> list[dict[str, Any]]:
+        """Every key row (provider, alias, masked, state, reason, paused_until, probe_count, ...)."""
+        return self._rows(keys_sql.LIST_KEYS)
+
+    def get(self, provider: str, alias: str) -> dict[str, Any] | None:
+        rows = self._rows(keys_sql.GET_KEY, {"provider": provider, "alias": alias})
+        return rows[0] if rows else None
+
+    def pause(
+        self, provider: str, alias: str, reason: str, *, base_s: float, cap_s: float, min_s: float = 0.0,
+    ) -> PauseResult:
+        """Pause an active key until its next probe; writes `key.paused`, and `provider.all_keys_paused`
+        when it was the provider's last active key (once per outage)."""
+        params = {"provider": provider, "alias": alias, "reason": reason[:500], "base_s": float(base_s),
+                  "cap_s": float(cap_s), "min_s": float(min_s)}
+        with self._store.transaction() as conn:
+            conn.execute(keys_sql.LOCK_PROVIDER_KEYS, params)
+            row = conn.execute(keys_sql.PAUSE_KEY, params).fetchone()
+            if row is None:
+                return PauseResult(False)
+            probe_count, until = row
+            messages = [OutboxMessage(KEY_PAUSED, f"key:{provider}:{alias}", {
+                "provider": provider, "alias": alias, "reason": reason[:500], "probe_count": probe_count,
+                "next_probe_at": until.isoformat()})]
+            all_paused = False
+            if conn.execute(keys_sql.COUNT_ACTIVE_KEYS, params).fetchone()[0] == 0:
+                all_paused = conn.execute(keys_sql.START_OUTAGE, params).fetchone() is not None
+                if all_paused:
+                    messages.append(OutboxMessage(ALL_KEYS_PAUSED, f"provider:{provider}", {
+                        "provider": provider, "reason": reason[:500],
+                        "message": f"every {provider} key is paused; its jobs wait (none fail) until a "
+                                   "probe brings a key back"}))
+            self._store.write_outbox(messages, conn=conn)
+        return PauseResult(True, until, probe_count, all_paused)
+
+    def claim_due_probes(self, *, limit: int = 20, budget_s: float = 60.0) -> list[dict[str, Any]]:
+        """Paused keys whose probe is due, claimed for `budget_s` so no one else probes them meanwhile."""
+        return self._rows(keys_sql.CLAIM_DUE_PROBES, {"limit": limit, "budget_s": float(budget_s)})
+
+    def resume(self, provider: str, alias: str) -> bool:
+        """The probe answered: back in service (writes `key.resumed`). False if it was not paused."""
+        params = {"provider": provider, "alias": alias}
+        with self._store.transaction() as conn:
+            row = conn.execute(keys_sql.RESUME_KEY, params).fetchone()
+            if row is None:
+                return False
+            self._store.write_outbox([OutboxMessage(KEY_RESUMED, f"key:{provider}:{alias}", {
+                "provider": provider, "alias": alias, "probes": row[0], "paused_for": row[1]})], conn=conn)
+        return True
+
+    def probe_failed(self, provider: str, alias: str, error: str, *, base_s: float, cap_s: float) -> datetime | None:
+        """Record a failed probe and push the next one further out; returns its time."""
+        params = {"provider": provider, "alias": alias, "error": error[:500], "base_s": float(base_s),
+                  "cap_s": float(cap_s)}
+        with self._store.transaction() as conn:
+            row = conn.execute(keys_sql.PROBE_FAILED, params).fetchone()
+        return row[1] if row else None
+
+    def confirm(self, provider: str, alias: str) -> bool:
+        """A real call succeeded on the key: its pause episode (and any provider outage) is over."""
+        params = {"provider": provider, "alias": alias}
+        with self._store.transaction() as conn:
+            confirmed = conn.execute(keys_sql.CONFIRM_KEY, params).fetchone() is not None
+            if conn.execute(keys_sql.END_OUTAGE, params).fetchone() is not None:
+                self._store.write_outbox([OutboxMessage(KEYS_AVAILABLE, f"provider:{provider}", {
+                    "provider": provider, "alias": alias})], conn=conn)
+        return confirmed
+
+    def outages(self) -> list[dict[str, Any]]:
+        """Providers whose every key is paused, with since when."""
+        return self._rows(keys_sql.LIST_OUTAGES)
+
+    # -- realtime jobs ---------------------------------------------------------------------------
+    def release(self, items: Sequence[tuple[ClaimedJob, str, float]], *, conn=None) -> set[int]:
+        """Return leased jobs (job, reason, delay_s) to pending without spending their attempt; returns
+        the ids that were still held."""
+        if not items:
+            return set()
+        released: set[int] = set()
+        with nullcontext(conn) if conn is not None else self._store.transaction() as c:
+            for from_state in {job.state for job, _, _ in items}:
+                chunk = [it for it in items if it[0].state == from_state]
+                params = {"ids": [j.id for j, _, _ in chunk], "tokens": [j.lease_token for j, _, _ in chunk],
+                          "reasons": [r[:500] for _, r, _ in chunk], "delays": [float(d) for _, _, d in chunk],
+                          "from_state": from_state, "actor": self._store.owner}
+                released |= {row[0] for row in c.execute(keys_sql.RELEASE_JOBS, params)}
+        return released
+
+    def book_usage(self, items: Sequence[BilledAttempt], *, settled: set[int], pricing_version: str, conn) -> Decimal:
+        """Book each billed attempt once in the costs ledger (ON CONFLICT DO NOTHING) and note usage and
+        cost on the jobs in `settled` (those this worker's fenced transition just moved). Returns the
+        cost booked now."""
+        if not items:
+            return Decimal(0)
+        params = {
+            "ids": [u.job.id for u in items], "attempts": [u.job.attempt for u in items],
+            "providers": [u.provider for u in items], "models": [u.model for u in items],
+            "processors": [u.job.processor for u in items], "usages": [Jsonb(u.usage) for u in items],
+            "costs": [u.cost_usd for u in items], "pricing_version": pricing_version,
+        }
+        booked = {job_id: cost for job_id, cost in conn.execute(keys_sql.BOOK_REALTIME_COSTS, params)}
+        mine = [u for u in items if u.job.id in settled]
+        if mine:
+            conn.execute(keys_sql.NOTE_JOB_USAGE, {
+                "ids": [u.job.id for u in mine], "usages": [Jsonb(u.usage) for u in mine],
+                "raw_outputs": [u.raw_output for u in mine], "booked": [booked.get(u.job.id) for u in mine]})
+        return sum(booked.values(), Decimal(0))
+
+    def realtime_ready(self) -> tuple[int, int]:
+        """(realtime jobs claimable now, highest such id)."""
+        with self._store.transaction() as conn:
+            count, top = conn.execute(keys_sql.REALTIME_READY).fetchone()
+        return int(count), int(top)
+
+    # -- batch submission holds ------------------------------------------------------------------
+    def hold_submissions(self, provider: str, model: str, reason: str) -> bool:
+        """Hold batch submission for `model` until its in-flight batches drain; True if newly held."""
+        params = {"provider": provider, "model": model, "reason": reason[:500]}
+        with self._store.transaction() as conn:
+            return conn.execute(keys_sql.HOLD_SUBMISSIONS, params).fetchone() is not None
+
+    def holds(self) -> list[dict[str, Any]]:
+        return self._rows(keys_sql.LIST_HOLDS)
+
+    def release_drained_holds(self) -> list[tuple[str, str]]:
+        """End the holds whose model has no batch in flight any more; returns them."""
+        return [(r["provider"], r["model"]) for r in self._rows(keys_sql.RELEASE_DRAINED_HOLDS)]

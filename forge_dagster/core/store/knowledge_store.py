@@ -1,0 +1,211 @@
+"""The nightly runtime's tables: memories, fences, GPU results, research items, night steps, briefings,
+self-healing attempts, and the reports it reads from Forge's jobs.
+
+Reached as `LeaseStore.knowledge`; it shares the store's connection pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from forge_dagster.core.gpu_mutex import FencedOut
+from forge_dagster.core.knowledge import Memory, NewMemory
+from forge_dagster.core.store import knowledge_sql as ksql
+from forge_dagster.core.store import nightly_sql as nsql
+from forge_dagster.core.store import outbox_sql
+
+
+@dataclass(frozen=True)
+class HealingWindow:
+    """A signal's recent history: remedies tried, seconds since the last one, give-ups recorded."""
+
+    remedies: int
+    since_last_s: float | None
+    gave_up: int
+
+
+class KnowledgeRepository:
+    def __init__(self, pool) -> None:
+        self._pool = pool
+
+    # -- fencing -----------------------------------------------------------------------------------
+    @staticmethod
+    def advance_fence(conn: psycopg.Connection, resource: str, fence: int) -> None:
+        """Raise the resource's high-water fence to `fence` in the caller's transaction, or raise FencedOut
+        when a higher one is already recorded (the caller's transaction must then roll back)."""
+        if conn.execute(ksql.ADVANCE_FENCE, {"resource": resource, "fence": fence}).fetchone() is None:
+            raise FencedOut(f"{resource}: fence {fence} is stale; a later lock holder already wrote")
+
+    def current_fence(self, resource: str) -> int | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(ksql.CURRENT_FENCE, {"resource": resource}).fetchone()
+        return None if row is None else int(row[0])
+
+    def record_gpu_result(self, resource: str, fence: int, kind: str, detail: dict[str, Any]) -> int:
+        """Record a result of GPU work under `fence` (FencedOut when a later holder already wrote)."""
+        with self._pool.connection() as conn:
+            self.advance_fence(conn, resource, fence)
+            params = {"resource": resource, "fence": fence, "kind": kind, "detail": Jsonb(detail)}
+            return conn.execute(ksql.INSERT_GPU_RESULT, params).fetchone()[0]
+
+    def gpu_results(self, resource: str) -> list[dict[str, Any]]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(ksql.GPU_RESULTS, {"resource": resource}).fetchall()
+        return [dict(zip(("id", "resource", "fence", "kind", "detail", "created_at"), r, strict=True)) for r in rows]
+
+    # -- memories ----------------------------------------------------------------------------------
+    def write_memories(self, memories: Iterable[NewMemory], *, fence: int | None = None,
+                       resource: str | None = None) -> list[int]:
+        """Insert memories in one transaction, dropping duplicates; fenced when `fence` is given."""
+        ids = []
+        with self._pool.connection() as conn:
+            if fence is not None:
+                self.advance_fence(conn, resource or "gpu", fence)
+            for m in memories:
+                ids.extend(row[0] for row in conn.execute(ksql.INSERT_MEMORY, self._memory_params(m, fence)))
+        return ids
+
+    @staticmethod
+    def _memory_params(m: NewMemory, fence: int | None) -> dict[str, Any]:
+        m = m.with_fingerprint()
+        return {"source": m.source, "title": m.title, "content": m.content, "tags": list(m.tags),
+                "fingerprint": m.fingerprint, "night": m.night, "fence": fence}
+
+    def known_fingerprints(self, fingerprints: Sequence[str]) -> set[str]:
+        with self._pool.connection() as conn:
+            return {r[0] for r in conn.execute(ksql.KNOWN_FINGERPRINTS, {"fingerprints": list(fingerprints)})}
+
+    def _memories(self, query: str, params: dict[str, Any]) -> list[Memory]:
+        with self._pool.connection() as conn:
+            return [Memory(*row[:9], rank=float(row[9])) for row in conn.execute(query, params).fetchall()]
+
+    def search(self, query: str, *, limit: int = 10, tag: str | None = None,
+               include_compressed: bool = False) -> list[Memory]:
+        params = {"query": query, "limit": limit, "tag": tag, "include_compressed": include_compressed}
+        return self._memories(ksql.SEARCH_MEMORIES, params)
+
+    def memories_of_night(self, night: str) -> list[Memory]:
+        return self._memories(ksql.MEMORIES_OF_NIGHT, {"night": night})
+
+    def memories_to_compress(self, since: datetime) -> list[Memory]:
+        return self._memories(ksql.MEMORIES_TO_COMPRESS, {"since": since})
+
+    def write_digest(self, digest: NewMemory, folded_ids: Sequence[int], *, fence: int | None = None,
+                     resource: str | None = None) -> int | None:
+        """Store a digest and mark the memories it folds as compressed into it, in one transaction.
+        Returns the digest's id, or None when the same digest was already stored."""
+        with self._pool.connection() as conn:
+            if fence is not None:
+                self.advance_fence(conn, resource or "gpu", fence)
+            row = conn.execute(ksql.INSERT_MEMORY, self._memory_params(digest, fence)).fetchone()
+            if row is None:
+                return None
+            conn.execute(ksql.MARK_COMPRESSED, {"into": row[0], "ids": list(folded_ids)})
+            return int(row[0])
+
+    def count_memories(self) -> tuple[int, int]:
+        """(memories not folded into a digest, all memories)."""
+        with self._pool.connection() as conn:
+            active, total = conn.execute(ksql.COUNT_MEMORIES).fetchone()
+        return int(active), int(total)
+
+    # -- research and steps ------------------------------------------------------------------------
+    def record_research_items(self, items: Sequence[dict[str, Any]], night: str) -> set[tuple[str, str]]:
+        """Insert feed items; return (feed, item_id) of those never seen before."""
+        new = set()
+        with self._pool.connection() as conn:
+            for item in items:
+                row = conn.execute(ksql.INSERT_RESEARCH_ITEM, {**item, "night": night}).fetchone()
+                if row is not None:
+                    new.add((item["feed"], item["item_id"]))
+        return new
+
+    def save_step(self, night: str, step: str, output: dict[str, Any]) -> None:
+        """Record (or replace) what `step` produced for `night`."""
+        with self._pool.connection() as conn:
+            conn.execute(ksql.SAVE_STEP, {"night": night, "step": step, "output": Jsonb(output)})
+
+    def night_steps(self, night: str) -> dict[str, dict[str, Any]]:
+        """{step: {"output": ..., "recorded_at": ...}} for one night, in the order they were recorded."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(ksql.NIGHT_STEPS, {"night": night}).fetchall()
+        return {step: {"output": output, "recorded_at": at} for step, output, at in rows}
+
+    # -- reports from Forge's own tables -----------------------------------------------------------
+    def job_outcomes(self, since: datetime, *, top_reasons: int = 5) -> dict[str, Any]:
+        """Terminal outcomes, top failure reasons, retries, costs and badly ended batches since `since`."""
+        p = {"since": since, "limit": top_reasons}
+        with self._pool.connection() as conn:
+            by_state = conn.execute(nsql.OUTCOMES_BY_STATE, p).fetchall()
+            reasons = conn.execute(nsql.TOP_FAILURE_REASONS, p).fetchall()
+            retries = conn.execute(nsql.RETRIES_SINCE, p).fetchone()[0]
+            costs = conn.execute(nsql.COSTS_BY_MODEL, p).fetchall()
+            batches = conn.execute(nsql.BATCHES_ENDED_BADLY, p).fetchall()
+        return {
+            "since": since.isoformat(),
+            "by_state": [{"processor": pr, "state": st, "count": n} for pr, st, n in by_state],
+            "top_failures": [{"state": st, "reason": r, "count": n} for st, r, n in reasons],
+            "retries": int(retries),
+            "costs": [{"provider": pv, "model": m, "jobs": n, "input_tokens": int(i), "output_tokens": int(o),
+                       "cost_usd": float(c)} for pv, m, n, i, o, c in costs],
+            "batches_ended_badly": {st: n for st, n in batches},
+        }
+
+    def queue_depths(self) -> dict[str, dict[str, float]]:
+        """{mode: {"pending": n, "oldest_age_s": s}} for pending jobs."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(nsql.QUEUE_DEPTHS).fetchall()
+        return {mode: {"pending": int(n), "oldest_age_s": float(age)} for mode, n, age in rows}
+
+    # -- briefings ---------------------------------------------------------------------------------
+    def publish_briefing(self, night: str, level: str, markdown: str, outbox: dict[str, Any]) -> bool:
+        """Store the night's briefing. The first time, write `outbox` ({topic, key, payload}) in the same
+        transaction and return True; later runs of the same night update the text and send nothing."""
+        params = {"night": night, "level": level, "markdown": markdown}
+        with self._pool.connection() as conn:
+            if conn.execute(nsql.INSERT_BRIEFING, params).fetchone() is None:
+                conn.execute(nsql.UPDATE_BRIEFING, params)
+                return False
+            conn.execute(outbox_sql.INSERT_OUTBOX, {**outbox, "payload": Jsonb(outbox["payload"])})
+            return True
+
+    def get_briefing(self, night: str) -> dict[str, Any] | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(nsql.GET_BRIEFING, {"night": night}).fetchone()
+        keys = ("night", "level", "markdown", "created_at", "updated_at")
+        return None if row is None else dict(zip(keys, row, strict=True))
+
+    # -- self-healing ------------------------------------------------------------------------------
+    def decide_healing(self, signal: str, run_id: str | None, window_s: float, decide) -> tuple[str, int | None]:
+        """Under the signal's lock, `decide(HealingWindow)` returns (action, outcome, detail, outbox):
+        action 'remedy', 'gave_up' or 'skip'. A remedy or give-up is recorded, with `outbox` ({topic, key,
+        payload} or None) written in the same transaction. Returns (action, the recorded row's id)."""
+        with self._pool.connection() as conn:
+            conn.execute(nsql.LOCK_SIGNAL, {"signal": signal})
+            remedies, since_last, gave_up = conn.execute(
+                nsql.HEALING_WINDOW, {"signal": signal, "window_s": window_s}).fetchone()
+            window = HealingWindow(int(remedies), None if since_last is None else float(since_last), int(gave_up))
+            action, outcome, detail, outbox = decide(window)
+            if action == "skip":
+                return action, None
+            row = conn.execute(nsql.INSERT_HEALING, {"signal": signal, "run_id": run_id, "action": action,
+                                                     "outcome": outcome, "detail": detail}).fetchone()
+            if outbox is not None:
+                conn.execute(outbox_sql.INSERT_OUTBOX, {**outbox, "payload": Jsonb(outbox["payload"])})
+            return action, int(row[0])
+
+    def finish_healing(self, row_id: int, outcome: str, detail: str | None) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(nsql.FINISH_HEALING, {"id": row_id, "outcome": outcome, "detail": detail})
+
+    def healing_history(self, signal: str | None = None) -> list[dict[str, Any]]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(nsql.HEALING_HISTORY, {"signal": signal}).fetchall()
+        keys = ("id", "signal", "run_id", "action", "outcome", "detail", "at")
+        return [dict(zip(keys, r, strict=True)) for r in rows]

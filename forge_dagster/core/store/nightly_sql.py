@@ -1,0 +1,75 @@
+"""SQL the nightly chain reads from Forge's own tables (job outcomes, queues, costs), and writes for
+briefings and self-healing attempts."""
+
+# Jobs that reached a terminal state in the window, by processor and state.
+OUTCOMES_BY_STATE = """
+SELECT processor, state, count(*) FROM jobs
+WHERE finished_at >= %(since)s AND state IN ('succeeded', 'invalid', 'failed', 'dead')
+GROUP BY processor, state ORDER BY processor, state
+"""
+
+TOP_FAILURE_REASONS = """
+SELECT state, coalesce(left(reason, 160), '(no reason given)') AS reason, count(*) AS n FROM jobs
+WHERE finished_at >= %(since)s AND state IN ('invalid', 'failed', 'dead')
+GROUP BY state, reason ORDER BY n DESC, reason LIMIT %(limit)s
+"""
+
+# Retryable outcomes that sent a job back to pending (from the append-only audit).
+RETRIES_SINCE = """
+SELECT count(*) FROM job_events
+WHERE at >= %(since)s AND to_state = 'pending' AND from_state IS NOT NULL AND from_state <> 'pending'
+"""
+
+COSTS_BY_MODEL = """
+SELECT provider, model, count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
+       coalesce(sum(cost_usd), 0)
+FROM costs WHERE booked_at >= %(since)s
+GROUP BY provider, model ORDER BY sum(cost_usd) DESC, provider, model
+"""
+
+BATCHES_ENDED_BADLY = """
+SELECT state, count(*) FROM batches
+WHERE ended_at >= %(since)s AND state IN ('ended_failed', 'ended_expired', 'ended_cancelled')
+GROUP BY state ORDER BY state
+"""
+
+QUEUE_DEPTHS = """
+SELECT mode, count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)
+FROM jobs WHERE state = 'pending' GROUP BY mode ORDER BY mode
+"""
+
+INSERT_BRIEFING = """
+INSERT INTO briefings (night, level, markdown) VALUES (%(night)s, %(level)s, %(markdown)s)
+ON CONFLICT (night) DO NOTHING
+RETURNING night
+"""
+
+UPDATE_BRIEFING = """
+UPDATE briefings SET level = %(level)s, markdown = %(markdown)s, updated_at = now() WHERE night = %(night)s
+"""
+
+GET_BRIEFING = "SELECT night, level, markdown, created_at, updated_at FROM briefings WHERE night = %(night)s"
+
+# One healer at a time per signal: the decision (count, cooldown) and its record commit together.
+LOCK_SIGNAL = "SELECT pg_advisory_xact_lock(hashtext('forge.healing'), hashtext(%(signal)s))"
+
+HEALING_WINDOW = """
+SELECT count(*) FILTER (WHERE action = 'remedy'),
+       extract(epoch FROM now() - max(at) FILTER (WHERE action = 'remedy')),
+       count(*) FILTER (WHERE action = 'gave_up')
+FROM healing_attempts
+WHERE signal = %(signal)s AND at >= now() - make_interval(secs => %(window_s)s)
+"""
+
+INSERT_HEALING = """
+INSERT INTO healing_attempts (signal, run_id, action, outcome, detail)
+VALUES (%(signal)s, %(run_id)s, %(action)s, %(outcome)s, %(detail)s)
+RETURNING id
+"""
+
+FINISH_HEALING = "UPDATE healing_attempts SET outcome = %(outcome)s, detail = %(detail)s WHERE id = %(id)s"
+
+HEALING_HISTORY = """
+SELECT id, signal, run_id, action, outcome, detail, at FROM healing_attempts
+WHERE %(signal)s::text IS NULL OR signal = %(signal)s ORDER BY id
+"""

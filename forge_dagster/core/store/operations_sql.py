@@ -1,0 +1,130 @@
+"""SQL for operating Forge: the relay's delivery lanes, the metrics snapshot and the operator's view."""
+
+# The rows one relay lane may deliver now, and for each key the run of consecutive rows that are ready,
+# so a lane can send several rows of one key together (a storm becomes one message) in order.
+# A row is ready when it is due, its transaction is below the snapshot's xmin (every transaction that
+# could still commit an outbox row is newer, so a late commit is read later, never skipped) and its
+# topic belongs to the lane. A key's run stops at its first row that is not ready: later rows wait.
+# SKIP LOCKED may hide a row another relay holds; `prev_id` lets the caller keep, per key, only the
+# rows whose predecessor it holds too, so two relays never deliver one key out of order.
+FETCH_READY_RUNS = """
+WITH open AS (
+    SELECT o.id, o.key,
+           (o.available_at <= now()
+            AND o.txid < pg_snapshot_xmin(pg_current_snapshot())
+            AND (o.topic = ANY(%(topics)s::text[])) = %(include)s) AS ready
+    FROM outbox o
+    WHERE o.delivered_at IS NULL
+), runs AS (
+    SELECT id, lag(id) OVER w AS prev_id, bool_and(ready) OVER w AS run_ready
+    FROM open
+    WINDOW w AS (PARTITION BY key ORDER BY id)
+)
+SELECT o.id, o.topic, o.key, o.payload, o.attempts, r.prev_id
+FROM runs r JOIN outbox o ON o.id = r.id
+WHERE r.run_ready
+ORDER BY o.id
+LIMIT %(limit)s
+FOR UPDATE OF o SKIP LOCKED
+"""
+
+# A failed delivery: due again after `delay`, the last error kept (only while still undelivered).
+MARK_ATTEMPT_FAILED = """
+UPDATE outbox
+SET attempts = attempts + 1, last_error = %(error)s, available_at = now() + make_interval(secs => %(delay)s)
+WHERE id = %(id)s AND delivered_at IS NULL
+"""
+
+COUNT_HELD = """
+SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND (topic = ANY(%(topics)s::text[])) = %(include)s
+"""
+
+UNDELIVERED = """
+SELECT id, topic, key, attempts, last_error, created_at, available_at
+FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT %(limit)s
+"""
+
+OUTBOX_STATS = """
+SELECT count(*) FILTER (WHERE delivered_at IS NULL),
+       coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE delivered_at IS NULL)), 0),
+       count(*) FILTER (WHERE delivered_at IS NULL AND attempts > 0),
+       count(*) FILTER (WHERE delivered_at IS NOT NULL) + (SELECT count(*) FROM outbox_archive)
+FROM outbox
+"""
+
+# Latest outbox event per provider key (key.paused / key.resumed / provider.all_keys_paused), for the
+# operator's view of credentials.
+LATEST_KEY_EVENTS = """
+SELECT DISTINCT ON (key) key, topic, payload, created_at
+FROM (SELECT key, topic, payload, created_at, id FROM outbox WHERE topic LIKE 'key.%%' OR topic LIKE 'provider.%%'
+      UNION ALL
+      SELECT key, topic, row -> 'payload', (row ->> 'created_at')::timestamptz, id FROM outbox_archive
+      WHERE topic LIKE 'key.%%' OR topic LIKE 'provider.%%') e
+ORDER BY key, id DESC
+"""
+
+# -- metrics (computed from the tables at scrape time, so every process's work is counted) ---------
+JOBS_BY_STATE_ALL = """
+SELECT state, count(*) FROM jobs GROUP BY state
+UNION ALL
+SELECT state, count(*) FROM jobs_archive GROUP BY state
+"""
+
+# Claims and takeovers from the append-only audit (never archived, so these only grow).
+CLAIM_EVENTS = """
+SELECT count(*) FILTER (WHERE to_state IN ('claimed', 'running')),
+       count(*) FILTER (WHERE reason = 'reclaimed: lease expired'),
+       count(*) FILTER (WHERE actor = 'sweeper' AND from_state IN ('claimed', 'running'))
+FROM job_events
+"""
+
+# Provider answers by class of outcome: ok, requeue (expired/cancelled/missing) or the error class.
+PROVIDER_OUTCOMES = """
+SELECT b.provider, CASE WHEN r.outcome = 'succeeded' THEN 'ok' WHEN r.outcome = 'requeue' THEN 'requeue'
+                        ELSE coalesce(r.error_class, 'error') END AS outcome, count(*)
+FROM batch_results r JOIN batches b ON b.id = r.batch_id
+GROUP BY 1, 2
+UNION ALL
+SELECT a.provider, CASE WHEN r.row ->> 'outcome' = 'succeeded' THEN 'ok'
+                        WHEN r.row ->> 'outcome' = 'requeue' THEN 'requeue'
+                        ELSE coalesce(r.row ->> 'error_class', 'error') END, count(*)
+FROM batch_results_archive r JOIN batches_archive a ON a.id = r.batch_id
+GROUP BY 1, 2
+"""
+
+COST_AND_TOKENS = """
+SELECT provider, model, sum(input_tokens), sum(cached_input_tokens), sum(output_tokens), sum(reasoning_tokens),
+       sum(cost_usd), count(*)
+FROM costs GROUP BY provider, model ORDER BY provider, model
+"""
+
+COST_SINCE = "SELECT coalesce(sum(cost_usd), 0) FROM costs WHERE booked_at >= now() - make_interval(secs => %(s)s)"
+
+BATCHES_BY_STATE_ALL = """
+SELECT state, count(*) FROM batches GROUP BY state
+UNION ALL
+SELECT 'archived', count(*) FROM batches_archive HAVING count(*) > 0
+"""
+
+# Age of the oldest batch still open (not yet collected), per provider.
+OLDEST_OPEN_BATCH = """
+SELECT provider, extract(epoch FROM now() - min(coalesce(submitted_at, created_at)))
+FROM batches WHERE state NOT IN ('collected', 'archived') GROUP BY provider
+"""
+
+OPEN_BATCHES_VIEW = """
+SELECT id, provider, model, processor, state, request_count,
+       round(extract(epoch FROM now() - coalesce(submitted_at, created_at)))::bigint AS age_s
+FROM batches WHERE state NOT IN ('collected', 'archived') ORDER BY id LIMIT %(limit)s
+"""
+
+RECENT_REJECTED_JOBS = """
+SELECT id, processor, state, left(reason, 160) AS reason, finished_at
+FROM jobs WHERE state IN ('invalid', 'dead', 'failed') ORDER BY finished_at DESC NULLS LAST LIMIT %(limit)s
+"""
+
+FINISHED_SINCE = """
+SELECT count(*) FILTER (WHERE state IN ('invalid', 'dead')), count(*)
+FROM jobs WHERE state IN ('succeeded', 'invalid', 'failed', 'dead')
+  AND finished_at >= now() - make_interval(secs => %(s)s)
+"""

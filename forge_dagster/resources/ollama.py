@@ -1,0 +1,38 @@
+"""The local model (Ollama, over the official client) as a Dagster resource."""
+
+import os
+import threading
+
+import dagster as dg
+
+from forge_dagster.core.ollama_runtime import DEFAULT_MODEL, OllamaRuntime
+
+SIMULATOR_DEFAULT = "http://127.0.0.1:8700"
+
+_lock = threading.Lock()
+_runtimes: dict[tuple, OllamaRuntime] = {}
+
+
+class OllamaResource(dg.ConfigurableResource):
+    """Ollama at `host` (OLLAMA_HOST); with none set, the local simulator (a test double) at
+    FORGE_SIMULATOR_URL. `model` is the model the nightly chain warms up and uses."""
+
+    host: str | None = None
+    model: str = DEFAULT_MODEL
+    timeout_s: float = 120.0
+    keep_alive: str = "30m"
+
+    def resolved_host(self) -> str:
+        return (self.host or os.environ.get("OLLAMA_HOST") or os.environ.get("FORGE_SIMULATOR_URL")
+                or SIMULATOR_DEFAULT)
+
+    @property
+    def runtime(self) -> OllamaRuntime:
+        """The runtime (one HTTP client) shared per process and configuration."""
+        key = (self.resolved_host(), self.model, self.timeout_s, self.keep_alive)
+        with _lock:
+            runtime = _runtimes.get(key)
+            if runtime is None:
+                runtime = _runtimes[key] = OllamaRuntime(key[0], self.model, timeout_s=self.timeout_s,
+                                                         keep_alive=self.keep_alive)
+        return runtime

@@ -1,0 +1,65 @@
+"""Self-healing: a run-failure sensor that maps known failures to remedies (stale leases -> sweep,
+Ollama down -> restart command hook, Redis down -> wait), at most 3 attempts per signal with a cooldown,
+recorded in PostgreSQL; then it notifies once through the outbox and stops trying.
+
+Re-running the failed run is Dagster's own run retries (`run_retries` in the generated dagster.yaml).
+"""
+
+import dagster as dg
+
+from forge_dagster.core.nightly.healing import (
+    HealingPolicy,
+    Signal,
+    classify_failure,
+    heal,
+    restart_command_remedy,
+    sweep_remedy,
+    wait_remedy,
+)
+from forge_dagster.core.nightly.settings import load_nightly_settings
+from forge_dagster.resources.gpu import GpuMutexResource
+from forge_dagster.resources.lease_store import LeaseStoreResource
+from forge_dagster.resources.ollama import OllamaResource
+
+
+def failure_errors(context: dg.RunFailureSensorContext) -> list[tuple[str | None, str]]:
+    """(class name, message) of every step error of the failed run, causes included, then the run's."""
+    found: list[tuple[str | None, str]] = []
+
+    def walk(error) -> None:
+        while error is not None:
+            found.append((error.cls_name, error.message))
+            if error.context is not None:
+                walk(error.context)
+            error = error.cause
+
+    for event in context.get_step_failure_events():
+        walk(event.step_failure_data.error)
+    found.append((None, context.failure_event.message or ""))
+    return found
+
+
+@dg.run_failure_sensor(name="healing_sensor", minimum_interval_seconds=30,
+                       default_status=dg.DefaultSensorStatus.RUNNING)
+def healing_sensor(context: dg.RunFailureSensorContext, lease_store: LeaseStoreResource,
+                   gpu_mutex: GpuMutexResource, ollama: OllamaResource):
+    """Applies the remedy for a failed run's known signal, within the attempt cap and cooldown."""
+    run_id = context.dagster_run.run_id
+    errors = failure_errors(context)
+    signal = classify_failure(errors)
+    if signal is None:
+        return dg.SkipReason(f"run {run_id[:8]}: no known remedy for this failure")
+    settings = load_nightly_settings()
+    policy = HealingPolicy(settings.healing_max_attempts, settings.healing_cooldown_s, settings.healing_window_s)
+    runtime = ollama.runtime
+    remedies = {
+        Signal.STALE_LEASES: lambda: sweep_remedy(lease_store.store),
+        Signal.OLLAMA_DOWN: lambda: restart_command_remedy(settings.ollama_restart_cmd, runtime.available_models,
+                                                           wait_s=settings.healing_wait_s),
+        Signal.REDIS_DOWN: lambda: wait_remedy(gpu_mutex.mutex.redis.ping, wait_s=settings.healing_wait_s),
+    }
+    failure = next((f"{cls}: {msg}" for cls, msg in errors if cls), errors[-1][1])
+    outcome = heal(lease_store.store.knowledge, signal, run_id, remedies[signal](), policy, failure=failure)
+    message = f"run {run_id[:8]}: {signal} -> {outcome.action} ({outcome.outcome}) {outcome.detail or ''}".strip()
+    context.log.info(message)
+    return dg.SkipReason(message)

@@ -1,0 +1,121 @@
+"""Self-healing: known failures map to remedies, at most 3 attempts per signal with a cooldown, recorded
+in PostgreSQL, then one notification and no more tries."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import dagster as dg
+
+from forge_dagster.assets.nightly import gpu_warmup
+from forge_dagster.core.nightly.healing import (
+    HEALING_TOPIC,
+    HealingPolicy,
+    Signal,
+    classify_failure,
+    heal,
+    restart_command_remedy,
+    sweep_remedy,
+)
+from forge_dagster.core.store import JobSpec
+from forge_dagster.resources.ollama import OllamaResource
+from forge_dagster.sensors.healing import healing_sensor
+from tests.helpers import wait_until
+
+
+def _outbox(store, topic: str) -> list[tuple]:
+    with store.transaction() as conn:
+        return conn.execute("SELECT key, payload FROM outbox WHERE topic = %s ORDER BY id", (topic,)).fetchall()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _counting_command(path) -> str:
+    """A restart hook that appends a line to `path` each time it runs (a real process, no shell)."""
+    return f"{sys.executable} -c \"open({str(path)!r}, 'a').write('restart\\n')\""
+
+
+def test_known_failures_map_to_their_signals():
+    assert classify_failure([("ConnectionError", "Failed to connect to Ollama. Please check that Ollama is "
+                                                 "downloaded, running and accessible.")]) == Signal.OLLAMA_DOWN
+    assert classify_failure([("ConnectionError", "Error 111 connecting to 127.0.0.1:6379. Connection refused.")]
+                            ) == Signal.REDIS_DOWN
+    assert classify_failure([("LeaseLost", "job 12: lease 3f2a no longer held")]) == Signal.STALE_LEASES
+    assert classify_failure([("ValueError", "bad processor config")]) is None
+
+
+def test_healing_stops_after_three_attempts_then_notifies_once(store, tmp_path):
+    log = tmp_path / "restarts.log"
+    remedy = restart_command_remedy(_counting_command(log), lambda: None, wait_s=1)
+    policy = HealingPolicy(max_attempts=3, cooldown_s=0)
+    outcomes = [heal(store.knowledge, Signal.OLLAMA_DOWN, f"run{i}", remedy, policy, failure="ollama down")
+                for i in range(6)]
+    assert [o.action for o in outcomes] == ["remedy"] * 3 + ["gave_up", "skip", "skip"]
+    assert all(o.outcome == "ok" for o in outcomes[:3])
+    assert log.read_text().count("restart") == 3  # the hook really ran three times, no more
+    history = store.knowledge.healing_history(Signal.OLLAMA_DOWN)
+    assert [(h["action"], h["outcome"]) for h in history] == [("remedy", "ok")] * 3 + [("gave_up", "notified")]
+    notices = _outbox(store, HEALING_TOPIC)
+    assert len(notices) == 1 and "gave up on `ollama_down` after 3 attempts" in notices[0][1]["text"]
+    # Another signal has its own count.
+    other = heal(store.knowledge, Signal.REDIS_DOWN, "run9", lambda: "up", policy)
+    assert (other.action, other.outcome) == ("remedy", "ok")
+
+
+def test_cooldown_prevents_a_second_remedy_for_the_same_signal(store):
+    policy = HealingPolicy(max_attempts=3, cooldown_s=3600)
+    first = heal(store.knowledge, Signal.REDIS_DOWN, "r1", lambda: "up", policy)
+    second = heal(store.knowledge, Signal.REDIS_DOWN, "r2", lambda: "up", policy)
+    assert first.action == "remedy" and second.action == "skip" and "cooling down" in second.detail
+    assert len(store.knowledge.healing_history(Signal.REDIS_DOWN)) == 1
+
+
+def test_a_failed_remedy_is_recorded_and_counts_as_an_attempt(store):
+    remedy = restart_command_remedy(None, lambda: None)
+    outcome = heal(store.knowledge, Signal.OLLAMA_DOWN, "r1", remedy, HealingPolicy(cooldown_s=0))
+    assert (outcome.action, outcome.outcome) == ("remedy", "failed")
+    assert "no restart command configured" in store.knowledge.healing_history()[0]["detail"]
+
+
+def test_stale_lease_remedy_returns_expired_jobs_to_pending(store):
+    [job_id] = store.enqueue([JobSpec("p", {"n": 1}, mode="realtime")]).accepted
+    store.claim(1, mode="realtime", ttl_s=0.2)
+    wait_until(lambda: _lease_expired(store, job_id), timeout_s=10, what="the lease to expire")
+    outcome = heal(store.knowledge, Signal.STALE_LEASES, "r1", sweep_remedy(store), HealingPolicy())
+    assert outcome.outcome == "ok" and "1 requeued" in outcome.detail
+    assert store.counts() == {"pending": 1}
+
+
+def _lease_expired(store, job_id: int) -> bool:
+    with store.transaction() as conn:
+        return conn.execute("SELECT lease_expires_at < now() FROM jobs WHERE id = %s", (job_id,)).fetchone()[0]
+
+
+def test_run_failure_sensor_runs_the_restart_hook_for_a_run_that_failed_on_ollama(
+        resources, store, tmp_path, monkeypatch):
+    log = tmp_path / "restarts.log"
+    monkeypatch.setenv("FORGE_NIGHTLY_OLLAMA_RESTART_CMD", _counting_command(log))
+    monkeypatch.setenv("FORGE_NIGHTLY_HEALING_COOLDOWN_S", "0")
+    monkeypatch.setenv("FORGE_NIGHTLY_HEALING_WAIT_S", "0.2")
+    down = {**resources, "ollama": OllamaResource(host=f"http://127.0.0.1:{_closed_port()}", timeout_s=5)}
+    instance = dg.DagsterInstance.ephemeral()
+    messages = []
+    for _ in range(4):
+        result = dg.materialize([gpu_warmup], resources=down, instance=instance, raise_on_error=False)
+        assert not result.success
+        context = dg.build_run_status_sensor_context(
+            sensor_name="healing_sensor", dagster_event=result.get_run_failure_event(),
+            dagster_instance=instance, dagster_run=result.dagster_run, resources=down,
+        ).for_run_failure()
+        messages.append(healing_sensor(context).skip_message)
+    assert all("ollama_down" in m for m in messages)
+    # The hook ran for the first three failures (Ollama stayed down, so each attempt is a failed remedy),
+    # then the healer gave up and said so once.
+    assert log.read_text().count("restart") == 3
+    assert "gave_up" in messages[3]
+    assert len(_outbox(store, HEALING_TOPIC)) == 1

@@ -1,0 +1,68 @@
+"""Fixtures for the operations tests: a real HTTP receiver and relays pointed at it."""
+
+from __future__ import annotations
+
+import pytest
+
+from forge_dagster.core.relay import Relay, build_relay
+from tests.operations.receiver import Receiver
+
+SECRET = "test-callback-secret-0123456789"
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def make_relay(tmp_path):
+    """make_relay(store, webhook=url or None) -> a relay with fast backoff (closed after the test)."""
+    relays: list[Relay] = []
+
+    def make(store, *, webhook: str | None = None, base_delay_s: float = 0.05, **kwargs) -> Relay:
+        relay = build_relay(store, forge_home=tmp_path, environ={}, slack_webhook_url=webhook,
+                            callback_secret=SECRET, base_delay_s=base_delay_s, **kwargs)
+        relays.append(relay)
+        return relay
+
+    yield make
+    for relay in relays:
+        relay.close()
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    from forge_dagster.core.processors import load_processors
+
+    return load_processors()
+
+
+@pytest.fixture
+def ports(sim):
+    from forge_dagster.resources.providers import ProviderPortsResource
+
+    return ProviderPortsResource(simulator_url=sim.url).ports
+
+
+def run_batch_round(store, catalog, ports) -> list[int]:
+    """The batch path once: build and submit, poll, collect and validate what ended."""
+    from forge_dagster.core.building import build_and_submit
+    from forge_dagster.core.collection import collect_results, poll_open_batches, validate_batch
+
+    build_and_submit(store, catalog, ports)
+    ended = poll_open_batches(store, ports).ended
+    for batch_id in ended:
+        collect_results(store, ports, batch_id)
+        validate_batch(store, catalog, batch_id)
+    return ended
+
+
+def ticket_specs(n: int, *, callback_url: str | None = None, prefix: str = "t"):
+    from forge_dagster.core.store import JobSpec
+
+    return [JobSpec("ticket_triage", {"subject": f"Ticket {i}", "body": "The export button does nothing."},
+                    external_id=f"{prefix}{i}", processor_version="1.0.0",
+                    callback_url=f"{callback_url}/{i}" if callback_url else None) for i in range(n)]

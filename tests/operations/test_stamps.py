@@ -1,0 +1,73 @@
+"""Stamps: a terminal job's result POSTed to its callback_url through the outbox, signed."""
+
+from __future__ import annotations
+
+from forge_dagster.core.stamps import load_callback_secret, sign, verify_signature
+from forge_dagster.core.store import JobSpec
+from tests.helpers import wait_until
+from tests.operations.conftest import SECRET, run_batch_round, ticket_specs
+
+
+def test_stamp_signature_verifies_and_a_tampered_or_stale_one_does_not(store, receiver, make_relay):
+    store.enqueue([JobSpec("p", {}, mode="realtime", callback_url=receiver.url + "/cb/0")])
+    [job] = store.claim(1)
+    store.finish_many([(job, {"ok": True})])
+    relay = make_relay(store)
+    wait_until(lambda: relay.drain().delivered, timeout_s=10, what="the stamp")
+
+    [stamp] = receiver.accepted("/cb").values()
+    ts, sig = stamp.headers["x-forge-timestamp"], stamp.headers["x-forge-signature"]
+    assert verify_signature(SECRET.encode(), stamp.body, ts, sig)
+    assert not verify_signature(SECRET.encode(), stamp.body.replace(b"true", b"false"), ts, sig)
+    assert not verify_signature(b"another-secret", stamp.body, ts, sig)
+    assert not verify_signature(SECRET.encode(), stamp.body, ts, sig, now=int(ts) + 3600)  # replayed later
+    assert stamp.headers["idempotency-key"] == stamp.json["idempotency_key"]
+
+
+def test_callback_secret_is_made_once_and_kept_private(tmp_path):
+    first = load_callback_secret(tmp_path, {})
+    assert first == load_callback_secret(tmp_path, {}) and len(first) >= 32
+    assert (tmp_path / "callback_secret").stat().st_mode & 0o077 == 0
+    assert load_callback_secret(tmp_path, {"FORGE_CALLBACK_SECRET": "from-env"}) == b"from-env"
+    assert sign(first, b"{}", 1) != sign(b"from-env", b"{}", 1)
+
+
+def test_batch_jobs_are_stamped_once_with_their_validated_result(store, catalog, ports, receiver, make_relay):
+    store.enqueue(ticket_specs(4, callback_url=receiver.url + "/cb") + ticket_specs(2, prefix="quiet"))
+    [batch_id] = run_batch_round(store, catalog, ports)
+    from forge_dagster.core.collection import validate_batch
+
+    validate_batch(store, catalog, batch_id)  # validating again settles nothing, stamps nothing twice
+    relay = make_relay(store)
+    wait_until(lambda: relay.drain() is not None and len(receiver.accepted("/cb")) == 4, timeout_s=15,
+               what="four stamps")
+    assert store.outbox_lag()[0] == 1  # the batch.ended notification (this relay has no webhook)
+
+    stamps = sorted(receiver.accepted("/cb").values(), key=lambda s: s.path)
+    assert [s.path for s in stamps] == [f"/cb/{i}" for i in range(4)]
+    for s in stamps:
+        assert s.json["job"]["state"] == "succeeded" and s.json["failure"] is None
+        assert set(s.json["result"]) == {"category", "priority", "summary"}
+        assert float(s.json["cost_usd"]) > 0
+    assert receiver.state.duplicates == []
+
+
+def test_every_terminal_path_stamps_a_job_with_a_callback(store, receiver, make_relay):
+    url = receiver.url + "/cb"
+    store.enqueue([JobSpec("p", {"i": i}, mode="realtime", max_attempts=1, callback_url=f"{url}/{i}")
+                   for i in range(3)])
+    ok, bad, lost = store.claim(3, ttl_s=0.2)
+    store.finish_many([(ok, {"fine": True})])
+    store.fail(bad, "provider said no", retryable=False)
+    # The third worker crashed: once its lease expires, the sweep ends the job dead (attempts spent).
+    wait_until(lambda: store.sweep_expired().dead == 1, timeout_s=5, what="the lease to expire")
+    relay = make_relay(store)
+    wait_until(lambda: relay.drain() is not None and len(receiver.accepted("/cb")) == 3, timeout_s=10,
+               what="three stamps")
+
+    by_path = {s.path: s.json for s in receiver.accepted("/cb").values()}
+    assert by_path[f"/cb/{ok.payload['i']}"]["result"] == {"fine": True}
+    assert by_path[f"/cb/{bad.payload['i']}"]["failure"]["reason"] == "provider said no"
+    assert by_path[f"/cb/{bad.payload['i']}"]["job"]["state"] == "failed"
+    assert by_path[f"/cb/{lost.payload['i']}"]["job"]["state"] == "dead"
+    assert "lease expired" in by_path[f"/cb/{lost.payload['i']}"]["failure"]["reason"]

@@ -1,0 +1,123 @@
+"""The cost ledger: one row per billed attempt (cached and reasoning tokens included), equal to the sum
+of the attempts, unchanged by a second collection, reconciled against OpenAI's batch usage, reported."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from forge_dagster.core.collection import collect_results, validate_batch
+from forge_dagster.core.costs import PRICING_VERSION, cost_usd
+from forge_dagster.core.models import Provider, Usage
+from forge_dagster.core.processor_registry import load_catalog
+from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR
+from forge_dagster.core.reporting import cost_table, ledger_summary, reconcile_batch, reconcile_collected
+from forge_dagster.core.store import JobSpec
+from tests.platform.conftest import example, make_due, run_round, ticket_input, write_processor
+
+# A reasoning model with a long shared system prompt: the simulator bills reasoning tokens and serves the
+# prompt's prefix from its cache after the first request, like the provider does.
+LONG_SYSTEM = "You triage customer support tickets.\n" + "Follow the routing policy exactly. " * 150
+
+
+@pytest.fixture
+def catalog(store, tmp_path):
+    folder = tmp_path / "processors"
+    write_processor(folder, example("ticket_triage"), name="reasoned_triage", model="o4-mini",
+                    system=LONG_SYSTEM, max_tokens=800)
+    return load_catalog(store, [PACKAGE_PROCESSORS_DIR, folder])
+
+
+def ledger(conn) -> list[tuple]:
+    return conn.execute("SELECT job_id, attempt, batch_id, input_tokens, cached_input_tokens, output_tokens, "
+                        "reasoning_tokens, cost_usd, pricing_version, batch_priced FROM costs "
+                        "ORDER BY job_id, attempt").fetchall()
+
+
+@pytest.fixture
+def conn(database_url, schema):
+    with psycopg.connect(database_url, options=f"-c search_path={schema}", autocommit=True) as c:
+        yield c
+
+
+def run_with_one_repair(store, catalog, ports, sim, n: int = 4) -> list[int]:
+    ids = store.enqueue([JobSpec("reasoned_triage", ticket_input(i), processor_version="1.0.0")
+                         for i in range(n)]).accepted
+    sim.configure(schema_violation_rate=1.0)
+    run_round(store, catalog, ports)
+    sim.configure(schema_violation_rate=0.0)
+    make_due(store)
+    run_round(store, catalog, ports)
+    return ids
+
+
+def test_the_ledger_has_one_row_per_billed_attempt_and_equals_the_sum_of_attempts(store, catalog, ports, sim, conn):
+    ids = run_with_one_repair(store, catalog, ports, sim)
+    assert store.counts() == {"succeeded": 4}
+    rows = ledger(conn)
+    assert [(r[0], r[1]) for r in rows] == [(j, a) for j in ids for a in (1, 2)]  # rejected answers are billed
+    assert all(r[8] == PRICING_VERSION and r[9] for r in rows)
+    assert any(r[4] > 0 for r in rows) and all(r[6] > 0 for r in rows)  # cached and reasoning tokens kept
+
+    # Each row is exactly the price of the usage its result line returned, at the batch price.
+    lines = conn.execute("SELECT job_id, attempt, usage FROM batch_results").fetchall()
+    priced = {(j, a): cost_usd(Provider.OPENAI, "o4-mini", Usage(**u), batch=True) for j, a, u in lines}
+    assert {(r[0], r[1]): r[7] for r in rows} == priced
+    per_job = {j: store.get_job(j)["cost_usd"] for j in ids}
+    assert sum(per_job.values()) == sum(r[7] for r in rows) == store.batches.cost()
+    for job_id, total in per_job.items():
+        assert total == sum(r[7] for r in rows if r[0] == job_id)
+
+
+def test_collecting_a_batch_twice_changes_nothing_in_the_ledger(store, catalog, ports, sim, conn):
+    run_with_one_repair(store, catalog, ports, sim, n=3)
+    before = ledger(conn)
+    for (batch_id,) in conn.execute("SELECT id FROM batches ORDER BY id").fetchall():
+        assert collect_results(store, ports, batch_id).stored_now == 0
+        assert validate_batch(store, catalog, batch_id).by_state == {}
+    assert ledger(conn) == before
+
+
+def test_openai_batches_reconcile_with_the_batch_usage_and_a_lost_booking_shows(store, catalog, ports, sim, conn):
+    run_with_one_repair(store, catalog, ports, sim, n=3)
+    done = reconcile_collected(store, ports)
+    assert len(done) == 2 and all(r.matched for r in done)
+    assert done[0].provider_usage["reasoning_tokens"] == done[0].ledger["reasoning_tokens"] > 0
+    assert reconcile_collected(store, ports) == []  # each batch once
+
+    batch_id = done[1].batch_id
+    lost = conn.execute("DELETE FROM costs WHERE batch_id = %s AND job_id = (SELECT min(job_id) FROM costs "
+                        "WHERE batch_id = %s) RETURNING input_tokens", (batch_id, batch_id)).fetchone()[0]
+    again = reconcile_batch(store, ports[Provider.OPENAI], batch_id)
+    assert not again.matched
+    assert f"ledger input_tokens {done[1].ledger['input_tokens'] - lost} vs provider " in again.notes[0]
+    assert f"({-lost:+d})" in again.notes[0]
+    assert not any(n.startswith("result lines") for n in again.notes)  # every line did come back
+    recorded = {r["batch_id"]: r for r in store.processors.costs.reconciliations()}
+    assert recorded[batch_id]["matched"] is False and "ledger input_tokens" in recorded[batch_id]["note"]
+
+
+def test_anthropic_batches_are_not_reconciled_for_want_of_batch_usage(store, catalog, ports, sim):
+    store.enqueue([JobSpec("review_sentiment", {"review": "Works well."}, processor_version="1.0.0")])
+    run_round(store, catalog, ports)
+    assert store.counts() == {"succeeded": 1}
+    assert reconcile_collected(store, ports) == []
+
+
+def test_cost_reports_by_processor_model_and_day_add_up_to_the_ledger(store, catalog, ports, sim):
+    run_with_one_repair(store, catalog, ports, sim, n=2)
+    store.enqueue([JobSpec("ticket_triage", ticket_input(9), processor_version="1.0.0")])
+    run_round(store, catalog, ports)
+    total = ledger_summary(store)
+    assert total["attempts"] == 5
+    by_processor = {r["processor"]: r for r in cost_table(store, "processor")}
+    assert {k: v["attempts"] for k, v in by_processor.items()} == {"reasoned_triage": 4, "ticket_triage": 1}
+    assert {r["model"] for r in cost_table(store, "model")} == {"openai/o4-mini", "openai/gpt-4o-mini"}
+    [today] = cost_table(store, "day", days=1)
+    assert today["day"] == datetime.now(UTC).date().isoformat()
+    for by in ("processor", "model", "day"):
+        rows = cost_table(store, by)
+        assert sum(r["attempts"] for r in rows) == 5
+        assert sum(r["cost_usd"] for r in rows) == pytest.approx(total["cost_usd"], abs=1e-8)

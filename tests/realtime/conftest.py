@@ -1,0 +1,158 @@
+"""Fixtures for the realtime tests: jobs on a fresh store schema, keys on the session simulator, and an
+executor running on its own thread (as a worker process would) while the test watches the store."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from forge_dagster.core.processors import load_processors
+from forge_dagster.core.realtime import (
+    KeyRing,
+    RealtimeConfig,
+    RealtimeExecutor,
+    RealtimeStats,
+    keys_from_env,
+)
+from forge_dagster.core.store import JobSpec, LeaseStore
+
+TICKET = "ticket_triage"  # OpenAI
+REVIEW = "review_sentiment"  # Anthropic
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    return load_processors()
+
+
+def ring_for(sim, **env: str) -> KeyRing:
+    """Keys as the environment `env` names them (none: the simulator's key), pointed at `sim`."""
+    env = {name: (sim.openai_base_url if value == "SIM_OPENAI" else value) for name, value in env.items()}
+    return KeyRing(keys_from_env(env, simulator_url=sim.url, timeout_s=10))
+
+
+def enqueue(store: LeaseStore, n: int, processor: str = TICKET, *, max_attempts: int = 3,
+            version: str | None = None) -> list[int]:
+    """n realtime jobs for `processor`; returns their ids."""
+    def payload(i: int) -> dict:
+        if processor == TICKET:
+            return {"subject": f"Ticket {i}", "body": "The export button does nothing."}
+        return {"review": f"Review {i}: it works well."}
+
+    version = version or load_processors()[processor].version
+    specs = [JobSpec(processor, payload(i), processor_version=version, mode="realtime", max_attempts=max_attempts)
+             for i in range(n)]
+    return store.enqueue(specs).accepted
+
+
+@dataclass
+class Running:
+    """An executor running on a background thread."""
+
+    executor: RealtimeExecutor
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    stats: RealtimeStats | None = None
+    error: BaseException | None = None
+
+    def start(self, **run_kwargs) -> Running:
+        def target() -> None:
+            try:
+                self.stats = self.executor.run_sync(stop=self.stop, **run_kwargs)
+            except BaseException as exc:  # reported by finish()
+                self.error = exc
+
+        self.thread = threading.Thread(target=target, name="realtime-test-worker", daemon=True)
+        self.thread.start()
+        return self
+
+    def finish(self, timeout_s: float = 30.0) -> RealtimeStats:
+        self.stop.set()
+        assert self.thread is not None
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), "the realtime worker did not stop"
+        if self.error is not None:
+            raise self.error
+        assert self.stats is not None
+        return self.stats
+
+
+@pytest.fixture
+def running() -> Iterator[list[Running]]:
+    """Executors started by a test are stopped after it, whatever happened."""
+    started: list[Running] = []
+    yield started
+    for r in started:
+        r.stop.set()
+        if r.thread is not None:
+            r.thread.join(30)
+
+
+def start_executor(started: list[Running], store: LeaseStore, catalog, ring: KeyRing,
+                   config: RealtimeConfig | None = None, **run_kwargs) -> Running:
+    r = Running(RealtimeExecutor(store, catalog, ring, config or RealtimeConfig()))
+    started.append(r)
+    return r.start(**run_kwargs)
+
+
+def chat_calls(sim, path: str = "/v1/chat/completions") -> list[dict]:
+    """The simulator's log of inference calls on `path`, oldest first."""
+    return sorted((r for r in sim.requests() if r["path"] == path), key=lambda r: r["ts"])
+
+
+class SimulatorProcess:
+    """The simulator in a process of its own (as a provider would be): the test's client work and the
+    server do not share one interpreter lock, so the request times it logs are the times calls arrived."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+
+        self._proc = subprocess.Popen([sys.executable, "-m", "forge_dagster.simulator", "--port", "0"],
+                                      stdout=subprocess.PIPE, text=True)
+        banner = self._proc.stdout.readline()  # "... listening on http://127.0.0.1:PORT"
+        if "listening on " not in banner:
+            self._proc.kill()
+            raise RuntimeError(f"simulator did not start: {banner!r}")
+        self.url = banner.rsplit("listening on ", 1)[1].strip()
+        self.openai_base_url = self.url + "/v1"
+
+    def _call(self, method: str, path: str, body: dict | None = None):
+        import httpx
+
+        response = httpx.request(method, self.url + path, json=body, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def configure(self, **knobs) -> dict:
+        return self._call("POST", "/_sim/config", knobs)
+
+    def reset(self) -> None:
+        from forge_dagster.simulator import SimConfig
+
+        self.configure(**SimConfig().to_dict())
+        self._call("POST", "/_sim/reset")
+
+    def requests(self) -> list[dict]:
+        return self._call("GET", "/_sim/requests")
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def sim_process() -> Iterator[SimulatorProcess]:
+    proc = SimulatorProcess()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def remote_sim(sim_process: SimulatorProcess) -> SimulatorProcess:
+    """The out-of-process simulator with every knob at its fault-free default and an empty log."""
+    sim_process.reset()
+    return sim_process
