@@ -98,7 +98,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         env["FORGE_SIMULATOR_URL"] = f"http://127.0.0.1:{args.sim_port}"
         children.append(subprocess.Popen([sys.executable, "-m", "forge_dagster.cli", "sim", "--port",
                                           str(args.sim_port)], env=env))
-    children.append(subprocess.Popen(["dagster", "dev", "-m", "forge_dagster.definitions", "-h", "127.0.0.1",
+    children.append(subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-m", "forge_dagster.definitions", "-h", "127.0.0.1",
                                       "-p", str(args.port)], env=env))
     # A SIGTERM (as from `timeout` or a service manager) stops the children too.
     signal.signal(signal.SIGTERM, _interrupt)
