@@ -22,7 +22,9 @@ WITH open AS (
 )
 SELECT o.id, o.topic, o.key, o.payload, o.attempts, r.prev_id
 FROM runs r JOIN outbox o ON o.id = r.id
-WHERE r.run_ready
+-- Rechecked on the locked row itself: a row another relay delivered (or failed) after this statement's
+-- snapshot comes back here unlocked, and only these conditions on `o` are re-evaluated (EvalPlanQual).
+WHERE r.run_ready AND o.delivered_at IS NULL AND o.available_at <= now()
 ORDER BY o.id
 LIMIT %(limit)s
 FOR UPDATE OF o SKIP LOCKED
