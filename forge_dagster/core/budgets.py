@@ -9,6 +9,10 @@ scope and day through the outbox (topic `budget.exceeded`). A model without a pr
 checked against a budget, so its requests wait too (fail closed).
 
 Admission runs in one transaction under a lock, so two builders never spend the same headroom.
+
+Realtime workers admit the jobs they claim the same way (`realtime=True`): an attempt is priced at the
+realtime price and at its worst case with every repair call it may make; jobs held back are released by
+the worker (their lease is the worker's), and the operator is told as for batches.
 """
 
 from __future__ import annotations
@@ -47,6 +51,22 @@ def estimate_cost(processor: Processor, request: ProviderRequest, *, batch: bool
     return cost_usd(processor.provider, processor.model, usage, batch=batch)
 
 
+REPAIR_TURN_TOKENS = 200  # a repair turn's errors and instruction, generously
+
+
+def estimate_attempt_cost(processor: Processor, request: ProviderRequest, *, realtime: bool = False) -> Decimal:
+    """The most one attempt can cost. A batch attempt is one request at the batch price (a repair is a
+    later attempt, admitted then). A realtime attempt repairs in place: up to `max_repair_attempts` more
+    calls, each quoting up to that many earlier answers, at the realtime price."""
+    if not realtime:
+        return estimate_cost(processor, request)
+    repairs = processor.max_repair_attempts
+    output = int(request.body.get("max_tokens") or processor.max_tokens)
+    per_call = estimate_input_tokens(request.body) + repairs * (output + REPAIR_TURN_TOKENS)
+    usage = Usage(input_tokens=(1 + repairs) * per_call, output_tokens=(1 + repairs) * output)
+    return cost_usd(processor.provider, processor.model, usage, batch=False)
+
+
 @dataclass
 class _ScopeHold:
     count: int = 0
@@ -74,9 +94,11 @@ def admit_within_budgets(
     jobs_by_custom_id: Mapping[str, Any],
     *,
     recheck_s: float = BUDGET_RECHECK_S,
+    realtime: bool = False,
 ) -> BudgetCheck:
     """Admit rendered (group key, request) items within the budgets; hold the rest (see module doc).
-    With no budget set this reads one small table and admits everything."""
+    With no budget set this reads one small table and admits everything. Batch jobs held are put back
+    to pending here; realtime ones (`realtime`) are left for the worker to release."""
     costs = store.processors.costs
     check = BudgetCheck(admitted=[])
     holds: dict[str, _ScopeHold] = {}
@@ -94,7 +116,8 @@ def admit_within_budgets(
                 check.admitted.append((key, request))
                 continue
             try:
-                estimate = estimate_cost(catalog.get_version(name, key.processor_version), request)
+                estimate = estimate_attempt_cost(catalog.get_version(name, key.processor_version), request,
+                                                 realtime=realtime)
             except UnknownModelPrice as exc:
                 reason = f"waiting: {exc}, so budget {scopes[0]!r} cannot be checked"
                 over = scopes[:1]
@@ -120,7 +143,7 @@ def admit_within_budgets(
         alerts = [(scope, h.count, {"held_jobs": h.count, "processors": sorted(h.processors),
                                     "limit_usd": str(window.budgets[scope]), "message": h.reason})
                   for scope, h in holds.items()]
-        _, told = costs.hold(check.held, delay_s=recheck_s, alerts=alerts)
+        _, told = costs.hold([] if realtime else check.held, delay_s=recheck_s, alerts=alerts)
         for scope, h in holds.items():
             note = " (operator told)" if scope in told else ""
             check.messages.append(f"budget {scope!r}: {h.count} jobs wait{note}; {h.reason}")

@@ -58,6 +58,13 @@ class StoreCollector(Collector):
         for (provider, outcome), n in sorted(snap.provider_outcomes.items()):
             calls.add_metric([provider, outcome], n)
         yield calls
+        realtime = CounterMetricFamily("forge_provider_calls",
+                                       "Realtime provider calls by class of outcome (ok, rate_limited, "
+                                       "quota_exhausted, transient, invalid_request, auth)",
+                                       labels=["provider", "outcome"])
+        for (provider, outcome), n in sorted(snap.provider_calls.items()):
+            realtime.add_metric([provider, outcome], n)
+        yield realtime
 
         tokens = CounterMetricFamily("forge_tokens", "Tokens billed", labels=["provider", "model", "kind"])
         cost = CounterMetricFamily("forge_cost_usd", "Cost booked in USD", labels=["provider", "model"])

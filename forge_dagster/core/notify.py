@@ -77,11 +77,21 @@ def _batch_ended(ps: Sequence[Mapping[str, Any]]) -> tuple[str, list[str]]:
     return f"{len(ps)} batches ended", _more([head] + [line(p) for p in ps[:SAMPLES]], len(ps) + 1)
 
 
+def _origins(ps: Sequence[Mapping[str, Any]]) -> str:
+    """Where rejected jobs came from: "batch b4", "3 batches", "realtime ticket_triage", "the lease sweep"."""
+    batches = sorted({p["batch_id"] for p in ps if p.get("batch_id") is not None})
+    realtime = sorted({str(p.get("processor")) for p in ps if p.get("source") == "realtime"})
+    parts = ([f"batch b{batches[0]}"] if len(batches) == 1 else [f"{len(batches)} batches"] if batches else [])
+    parts += [f"realtime {', '.join(realtime)}"] if realtime else []
+    parts += ["the lease sweep"] if any(p.get("source") == "sweep" for p in ps) else []
+    return " and ".join(parts) or "unknown work"
+
+
 def _invalid_or_dead(ps: Sequence[Mapping[str, Any]]) -> tuple[str, list[str]]:
     invalid = sum(int(p.get("invalid") or 0) for p in ps)
     dead = sum(int(p.get("dead") or 0) for p in ps)
     samples = [s for p in ps for s in p.get("samples") or []]
-    lines = [f"*{invalid} invalid, {dead} dead* in {len(ps)} batch{'es' if len(ps) > 1 else ''}"]
+    lines = [f"*{invalid} invalid, {dead} dead* from {_origins(ps)}"]
     lines += [f"job {s.get('job')} ({s.get('state')}): {s.get('reason')}" for s in samples[:SAMPLES]]
     return f"Jobs turned invalid or dead: {invalid + dead}", _more(lines, len(samples) + 1)
 
@@ -227,10 +237,25 @@ def batch_messages(batch: Mapping[str, Any], settlements: Sequence[Any], states:
     messages = [OutboxMessage("batch.ended", key, {
         **common, "state": batch.get("state"), "counts": dict(counts), "cost_usd": round(cost, 8),
         "duration_s": round(duration, 1), "requests": batch.get("request_count")})]
-    rejected = [s for s in settlements if states.get(s.job_id) in ("invalid", "dead")]
-    if rejected:
-        messages.append(OutboxMessage("jobs.invalid_or_dead", key, {
-            **common, "invalid": counts.get("invalid", 0), "dead": counts.get("dead", 0),
-            "samples": [{"job": s.job_id, "state": states[s.job_id], "reason": (s.reason or "")[:160]}
-                        for s in rejected[:SAMPLES]]}))
+    rejected = [(s.job_id, states[s.job_id], s.reason) for s in settlements
+                if states.get(s.job_id) in ("invalid", "dead")]
+    messages += invalid_or_dead_messages(key, {**common, "source": "batch"}, rejected)
     return messages
+
+
+def invalid_or_dead_messages(key: str, common: Mapping[str, Any],
+                             jobs: Sequence[tuple[int, str, str | None]]) -> list:
+    """The `jobs.invalid_or_dead` outbox row for jobs (id, new state, reason) that a transition just turned
+    invalid or dead (others in `jobs` are ignored): counts and a sample of reasons; none when no job did.
+    `common` says where they came from (`source`: batch, realtime or sweep, and batch_id / processor).
+    Every path that turns jobs invalid or dead writes it in the transaction of that transition."""
+    from forge_dagster.core.store.lease_store import OutboxMessage
+
+    rejected = [(job_id, state, reason) for job_id, state, reason in jobs if state in ("invalid", "dead")]
+    if not rejected:
+        return []
+    counts = {state: sum(1 for _, s, _ in rejected if s == state) for state in ("invalid", "dead")}
+    return [OutboxMessage("jobs.invalid_or_dead", key, {
+        **common, **counts,
+        "samples": [{"job": job_id, "state": state, "reason": (reason or "")[:160]}
+                    for job_id, state, reason in rejected[:SAMPLES]]})]

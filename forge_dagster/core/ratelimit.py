@@ -6,12 +6,18 @@ than its limit. Limits come from configuration and are tightened by the provider
 (OpenAI `x-ratelimit-*`, Anthropic `anthropic-ratelimit-*`); with neither, the first call goes alone
 and its headers set the pace. A 429 blocks the whole key until its `retry-after` has passed, so a storm
 costs one wait for everyone instead of a retry per waiting call. Token use is estimated before a call
-and corrected by the real usage after it.
+and corrected by what the provider counted after it.
+
+Alone, a limiter paces one process. Given a `SharedSchedule` (core/realtime/pacing.py: the key's row in
+the store), every reservation is taken from that one schedule, so all the processes calling with a key
+together stay within its limits: one round trip per call, which also carries this process's news (token
+corrections, changed limits); a 429 or exhausted headers block the key for everyone at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import time
@@ -19,6 +25,9 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 WINDOW_S = 60.0
 _GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -105,16 +114,37 @@ class LimiterStats:
     tightened: int = 0
 
 
+@dataclass(frozen=True)
+class Grant:
+    """A slot taken from a shared schedule: its wait, and the key's limits and generation as shared."""
+
+    wait_s: float
+    rpm: int | None
+    tpm: int | None
+    generation: int
+
+
+class SharedSchedule(Protocol):
+    """One key's pacing shared by every process using it (blocking calls: run them off the event loop)."""
+
+    def reserve(self, *, rpm: int | None, tpm: int | None, tokens: int, correction: float, void: bool,
+                headroom: float, burst_s: float) -> Grant: ...
+
+    def block(self, seconds: float) -> int: ...
+
+
 class KeyLimiter:
-    """Requests and tokens per minute for one provider key, paced; shared by every call on that key."""
+    """Requests and tokens per minute for one provider key, paced; shared by every call on that key
+    (and, with a `SharedSchedule`, by every process)."""
 
     def __init__(
         self, rpm: int | None = None, tpm: int | None = None, *, headroom: float = 0.97, burst_s: float = 0.25,
-        learn: bool = True, clock: Callable[[], float] = time.monotonic,
+        learn: bool = True, clock: Callable[[], float] = time.monotonic, shared: SharedSchedule | None = None,
     ) -> None:
         self.configured_rpm, self.configured_tpm = rpm, tpm
         self.rpm, self.tpm = rpm, tpm
         self.headroom, self.burst_s, self.clock = headroom, burst_s, clock
+        self.shared = shared
         self.stats = LimiterStats()
         self._tat_r: float | None = None  # theoretical arrival times (GCRA)
         self._tat_t: float | None = None
@@ -125,6 +155,11 @@ class KeyLimiter:
         self._first_out = False
         self._learned: asyncio.Event | None = None
         self._recent: deque[float] = deque()  # admissions in the last minute (for a 429 with no limit known)
+        # Shared mode: news for the shared schedule, sent with the next reservation.
+        self._generation = -1
+        self._void_shared = False
+        self._correction = 0.0
+        self._pushes: set[asyncio.Task] = set()
 
     # -- pacing ----------------------------------------------------------------------------------
     def _interval_r(self) -> float:
@@ -134,7 +169,7 @@ class KeyLimiter:
         return WINDOW_S / (self.tpm * self.headroom) if self.tpm else 0.0
 
     def _reserve(self, tokens: int, now: float) -> float:
-        """Take the next slot for a call of `tokens`; returns its time."""
+        """Take the next slot for a call of `tokens` from this process's schedule; returns its time."""
         start = max(now, self._blocked_until)
         admit = start
         t_r, t_t = self._interval_r(), self._interval_t()
@@ -153,22 +188,57 @@ class KeyLimiter:
             self._tat_t = max(self._tat_t, admit) + max(tokens, 0) * t_t
         return admit
 
+    async def _reserve_shared(self, tokens: int) -> float:
+        """Take the next slot from the shared schedule; returns the seconds to wait for it. Adopts the
+        shared limits when this process knows none, and voids this process's older reservations when
+        another process changed the key (a 429, new limits). Falls back to the local schedule when the
+        store does not answer."""
+        assert self.shared is not None
+        correction, void = self._correction, self._void_shared
+        self._correction, self._void_shared = 0.0, False
+        try:
+            grant = await asyncio.to_thread(
+                self.shared.reserve, rpm=self.rpm, tpm=self.tpm, tokens=max(tokens, 0), correction=correction,
+                void=void, headroom=self.headroom, burst_s=self.burst_s)
+        except Exception:
+            log.warning("shared rate limit unavailable: pacing this process alone", exc_info=True)
+            now = self.clock()
+            return self._reserve(tokens, now) - now
+        self._seen_generation(grant.generation)
+        if self.rpm is None and self.tpm is None and (grant.rpm or grant.tpm):
+            self.rpm, self.tpm = grant.rpm, grant.tpm  # another process learned them already
+            self._stop_learning()
+        return grant.wait_s
+
+    def _seen_generation(self, generation: int) -> None:
+        if generation > self._generation:
+            if self._generation >= 0:
+                self._epoch += 1  # the key changed elsewhere: slots reserved before are void
+            self._generation = generation
+
     async def acquire(self, tokens: int = 0) -> float:
         """Wait for this key's next slot for a call estimated at `tokens`; returns the seconds waited."""
         began = self.clock()
         while True:
-            if self._learning:
-                if not self._first_out:
-                    self._first_out = True  # the first call goes alone: its headers set the pace
-                    break
+            if self._learning and self._first_out:  # the learning call is out: its headers set the pace
                 if self._learned is None:
                     self._learned = asyncio.Event()
                 await self._learned.wait()
                 continue
-            epoch, now = self._epoch, self.clock()
-            admit = self._reserve(tokens, now)
-            if admit > now:
-                await asyncio.sleep(admit - now)
+            if self._learning:
+                self._first_out = True
+            if self.shared is not None:
+                wait = await self._reserve_shared(tokens)
+                if self._learning:
+                    break  # no process knows this key's limits yet: this call goes alone to learn them
+            elif self._learning:
+                break  # the first call goes alone: its headers set the pace
+            else:
+                now = self.clock()
+                wait = self._reserve(tokens, now) - now
+            epoch, admit = self._epoch, self.clock() + wait
+            if wait > 0:
+                await asyncio.sleep(wait)
                 if epoch != self._epoch:
                     continue  # the limits changed while waiting (a 429, tighter headers): slot void
                 if self.clock() - admit > self.burst_s:
@@ -187,10 +257,14 @@ class KeyLimiter:
             self._recent.popleft()
         return now - began
 
-    def settle(self, estimated_tokens: int, actual_tokens: int) -> None:
-        """Correct the token reservation of a finished call by its real usage."""
-        if self.tpm and self._tat_t is not None:
-            self._tat_t += (actual_tokens - estimated_tokens) * self._interval_t()
+    def settle(self, estimated_tokens: int, counted_tokens: int) -> None:
+        """Correct the token reservation of a finished call by what the provider counted for it."""
+        if not self.tpm:
+            return
+        if self.shared is not None:
+            self._correction += counted_tokens - estimated_tokens  # sent with the next reservation
+        elif self._tat_t is not None:
+            self._tat_t += (counted_tokens - estimated_tokens) * self._interval_t()
 
     # -- feedback --------------------------------------------------------------------------------
     def _changed(self) -> None:
@@ -198,6 +272,7 @@ class KeyLimiter:
         # Reservations made under the old limits are void: waiters take new ones, paced from the end
         # of any block, with no burst.
         self._tat_r = self._tat_t = None
+        self._void_shared = self.shared is not None
 
     def _stop_learning(self) -> None:
         if self._learning:
@@ -237,7 +312,27 @@ class KeyLimiter:
             return False
         self.stats.blocked_s += until - max(self._blocked_until, self.clock())
         self._blocked_until = until
+        if self.shared is not None:
+            self._push_block(seconds)
         return True
+
+    def _push_block(self, seconds: float) -> None:
+        """Tell the shared schedule at once, so other processes stop calling too."""
+        shared = self.shared
+        assert shared is not None
+
+        async def push() -> None:
+            try:
+                self._seen_generation(await asyncio.to_thread(shared.block, seconds))
+            except Exception:
+                log.warning("could not share a rate-limit block", exc_info=True)
+
+        try:
+            task = asyncio.get_running_loop().create_task(push())
+        except RuntimeError:  # no event loop (headers seen outside a realtime run): nothing waits here
+            return
+        self._pushes.add(task)
+        task.add_done_callback(self._pushes.discard)
 
     def rate_limited(self, retry_after_s: float | None, *, fallback_s: float = 1.0) -> float:
         """A 429 on this key: block every call on it until `retry_after_s` (or `fallback_s`) has passed.
@@ -251,8 +346,4 @@ class KeyLimiter:
         self._block(wait)
         self._changed()
         self._stop_learning()
-        return max(0.0, self._blocked_until - self.clock())
-
-    @property
-    def blocked_for(self) -> float:
         return max(0.0, self._blocked_until - self.clock())

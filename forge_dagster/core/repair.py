@@ -18,7 +18,7 @@ from typing import Any
 
 from forge_dagster.core.models import ProviderRequest, ResultItem, ResultOutcome, Usage
 from forge_dagster.core.processors import Processor, ProcessorCatalog
-from forge_dagster.core.validation import validate_result
+from forge_dagster.core.validation import Verdict, validate_result
 
 MAX_QUOTED_CHARS = 4000  # a longer rejected answer is quoted up to here
 MAX_LISTED_ERRORS = 20
@@ -44,7 +44,11 @@ def answer_text(item: ResultItem) -> str | None:
 
 def repair_for(processor: Processor, item: ResultItem, attempt: int) -> Repair | None:
     """The repair for a rejected answer, or None when validation accepts it or a retry cannot help."""
-    verdict = validate_result(item, processor)
+    return repair_from_verdict(item, validate_result(item, processor), attempt)
+
+
+def repair_from_verdict(item: ResultItem, verdict: Verdict, attempt: int) -> Repair | None:
+    """`repair_for` when the answer's verdict is already known (the realtime path validates first)."""
     if verdict.accepted or not verdict.retryable or item.outcome is not ResultOutcome.SUCCEEDED:
         return None
     truncated = verdict.reason.startswith("truncated")

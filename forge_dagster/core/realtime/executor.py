@@ -5,6 +5,10 @@ outcomes are written in small batches (one transaction per flush) through the fe
 whose lease was taken over is cancelled here and its late result is rejected by the fence. The worker
 also refreshes key states from the store and probes its own paused keys, so `forge work --realtime`
 recovers paused keys without Dagster; the quota sensor does the same inside Dagster.
+
+Claimed jobs are admitted within the daily budgets (core/budgets.py) before any call: those that would
+exceed one go back to wait with their attempt given back. Every key is paced on its schedule in the
+store, shared with the other workers using it (pacing.py).
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from forge_dagster.core.budgets import BUDGET_RECHECK_S, admit_within_budgets
 from forge_dagster.core.models import ProviderError
 from forge_dagster.core.processors import ProcessorCatalog
 from forge_dagster.core.quota import PausePolicy, pause_key, probe_due_keys
-from forge_dagster.core.realtime.calls import CallPolicy, JobCall
+from forge_dagster.core.realtime.calls import CallPolicy, JobCall, PreparedJob, prepare
 from forge_dagster.core.realtime.keyring import KeyRing, ProviderKey
 from forge_dagster.core.realtime.recording import RELEASE, Outcome, RealtimeStats, write_outcomes
 from forge_dagster.core.realtime.routing import KeyRouter
+from forge_dagster.core.shaping import group_key
 from forge_dagster.core.store import ClaimedJob, LeaseStore
 
 log = logging.getLogger(__name__)
@@ -38,6 +44,8 @@ class RealtimeConfig:
     retry_base_delay_s: float = 2.0  # backoff base for jobs sent back to the queue
     call: CallPolicy = field(default_factory=CallPolicy)
     probe_keys: bool = True
+    budget_recheck_s: float = BUDGET_RECHECK_S  # jobs held back by a budget are due again after this
+    shared_pacing: bool = True  # pace keys on their schedules in the store (with every other worker)
 
 
 class RealtimeExecutor:
@@ -50,7 +58,7 @@ class RealtimeExecutor:
         self.ttl_s = self.config.lease_ttl_s or store.lease_ttl_s
         self.router = KeyRouter(ring)
         self.stats = RealtimeStats()
-        self._calls = JobCall(catalog, self.router, self.config.call, self.stats, self._pause, self._confirm)
+        self._calls = JobCall(self.router, self.config.call, self.stats, self._pause, self._confirm)
         self._in_flight: dict[int, tuple[ClaimedJob, asyncio.Task]] = {}
         self._outcomes: asyncio.Queue[Outcome] | None = None
 
@@ -106,11 +114,38 @@ class RealtimeExecutor:
                     log.warning("job %s: lease lost (taken over or finished elsewhere); call cancelled", job.id)
                     entry[1].cancel()
 
-    # -- outcomes --------------------------------------------------------------------------------
-    async def _run_job(self, job: ClaimedJob) -> None:
-        assert self._outcomes is not None
+    # -- admission -------------------------------------------------------------------------------
+    def _admit(self, jobs: list[ClaimedJob]) -> tuple[list[PreparedJob], list[Outcome]]:
+        """Prepare claimed jobs and admit them within the budgets: (to call, already ended or waiting)."""
+        prepared: list[PreparedJob] = []
+        ended: list[Outcome] = []
+        for job in jobs:
+            p = prepare(job, self.catalog, self.router)
+            (ended if isinstance(p, Outcome) else prepared).append(p)
+        if not prepared:
+            return prepared, ended
+        by_cid = {p.request.custom_id: p for p in prepared}
+        items = [(group_key(p.processor.provider, p.processor.model, p.processor.name, p.processor.version),
+                  p.request) for p in prepared]
         try:
-            outcome = await self._calls.run(job)
+            check = admit_within_budgets(self.store, self.catalog, items, {c: p.job for c, p in by_cid.items()},
+                                         recheck_s=self.config.budget_recheck_s, realtime=True)
+        except Exception:  # the store may be restarting: the jobs wait a moment, nothing is spent
+            log.warning("budget admission failed; %d jobs released", len(prepared), exc_info=True)
+            return [], ended + [Outcome(p.job, RELEASE, "waiting: budget admission failed", delay_s=1.0)
+                                for p in prepared]
+        for message in check.messages:
+            log.warning(message)
+        self.stats.budget_held += len(check.held)
+        ended += [Outcome(job, RELEASE, reason, delay_s=self.config.budget_recheck_s) for job, reason in check.held]
+        return [by_cid[request.custom_id] for _, request in check.admitted], ended
+
+    # -- outcomes --------------------------------------------------------------------------------
+    async def _run_job(self, prepared: PreparedJob) -> None:
+        assert self._outcomes is not None
+        job = prepared.job
+        try:
+            outcome = await self._calls.run(prepared)
         except asyncio.CancelledError:
             outcome = Outcome(job, RELEASE, "released: realtime worker stopping", delay_s=0.0)
         except Exception as exc:  # a bug must not strand the job: it goes back with its attempt spent
@@ -159,6 +194,8 @@ class RealtimeExecutor:
         self._outcomes = asyncio.Queue()
         background_stop, recorder_done = asyncio.Event(), asyncio.Event()
         await asyncio.to_thread(self.store.keys.register, self.ring.records())
+        if self.config.shared_pacing:
+            await asyncio.to_thread(self.ring.share_pacing, self.store)
         self.router.update(await asyncio.to_thread(self.store.keys.all))
         background = [asyncio.create_task(self._heartbeat_loop(background_stop)),
                       asyncio.create_task(self._key_loop(background_stop))]
@@ -172,10 +209,14 @@ class RealtimeExecutor:
                 jobs = (await asyncio.to_thread(self.store.claim, free, mode="realtime", ttl_s=self.ttl_s)
                         if free > 0 else [])
                 self.stats.claimed += len(jobs)
-                for job in jobs:
-                    task = asyncio.create_task(self._run_job(job))
-                    self._in_flight[job.id] = (job, task)
-                    tasks.add(task)
+                if jobs:
+                    admitted, ended = await asyncio.to_thread(self._admit, jobs)
+                    for outcome in ended:  # written with the next flush
+                        await self._outcomes.put(outcome)
+                    for prepared in admitted:
+                        task = asyncio.create_task(self._run_job(prepared))
+                        self._in_flight[prepared.job.id] = (prepared.job, task)
+                        tasks.add(task)
                 tasks = {t for t in tasks if not t.done()}
                 if jobs and len(jobs) == free:
                     await asyncio.sleep(0)  # full: the wait below happens once a slot frees

@@ -1,4 +1,5 @@
-"""Provider keys from the environment, each with its own port and rate limiter.
+"""Provider keys from the environment, each with its own port and rate limiter (paced alone, or on the
+key's schedule in the store, shared by every process: `KeyRing.share_pacing`).
 
 Where keys come from (documented in the README, "Realtime"):
 - `OPENAI_API_KEY` / `ANTHROPIC_API_KEY`: alias `primary`, with `OPENAI_BASE_URL` / `ANTHROPIC_BASE_URL`.
@@ -21,12 +22,15 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forge_dagster.core.models import Provider
 from forge_dagster.core.providers.base import ProviderCredentials, ProviderPort
 from forge_dagster.core.ratelimit import KeyLimiter
 from forge_dagster.core.store.key_store import KeyRecord
+
+if TYPE_CHECKING:
+    from forge_dagster.core.store import LeaseStore
 
 SIMULATOR_KEY = "sim-no-key"  # the value resources/providers.py sends to the simulator
 SIMULATOR_ALIAS = "simulator"
@@ -150,6 +154,17 @@ class KeyRing:
 
     def limiter(self, key: ProviderKey) -> KeyLimiter:
         return self.limiters[key.name]
+
+    def share_pacing(self, store: LeaseStore) -> None:
+        """Pace every key on its schedule in `store`, shared with every other process that calls with
+        the same key (see pacing.py); without this, each limiter paces this process alone."""
+        from forge_dagster.core.realtime.pacing import StoreSchedule
+
+        for key in self.keys:
+            record = key.record()
+            schedule = StoreSchedule(store, record.provider, record.fingerprint)
+            schedule.ensure(key.rpm, key.tpm)
+            self.limiters[key.name].shared = schedule
 
     def port(self, key: ProviderKey) -> ProviderPort:
         """The key's port (built on first use, which imports the provider's SDK: seconds, so call it off

@@ -1,16 +1,18 @@
 """What a realtime call ended as, and writing those outcomes to the store in one transaction per flush:
-fenced transitions (succeeded / invalid / retry-or-dead / failed / released) and the cost ledger."""
+fenced transitions (succeeded / invalid / retry-or-dead / failed / released), the cost ledger, the
+provider call counters (for metrics) and the `jobs.invalid_or_dead` notification of jobs turned so."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from forge_dagster.core.costs import PRICING_VERSION
 from forge_dagster.core.models import JobState
+from forge_dagster.core.notify import invalid_or_dead_messages
 from forge_dagster.core.store import ClaimedJob, LeaseStore
 from forge_dagster.core.store.key_store import BilledAttempt
 
@@ -34,6 +36,7 @@ class Outcome:
     output: Any = None
     billed: BilledAttempt | None = None
     delay_s: float = 0.0
+    calls: Counter[tuple[str, str]] = field(default_factory=Counter)  # provider calls made: (provider, class)
 
 
 @dataclass
@@ -67,7 +70,20 @@ def write_outcomes(store: LeaseStore, outcomes: list[Outcome], *, retry_base_del
         states.update(dict.fromkeys(released, JobState.PENDING))
         billed = [o.billed for o in outcomes if o.billed is not None]
         cost = store.keys.book_usage(billed, settled=set(states), pricing_version=PRICING_VERSION, conn=conn)
+        calls = sum((o.calls for o in outcomes), Counter())  # made whether or not the lease still held
+        store.operations.add_provider_calls(calls, conn=conn)
+        store.write_outbox(_rejection_notices(outcomes, states), conn=conn)
     return FlushResult(states, cost)
+
+
+def _rejection_notices(outcomes: list[Outcome], states: dict[int, str]) -> list:
+    """One `jobs.invalid_or_dead` row per processor whose jobs this flush turned invalid or dead."""
+    by_processor: dict[str, list[tuple[int, str, str | None]]] = defaultdict(list)
+    for o in outcomes:
+        if states.get(o.job.id) in (JobState.INVALID, JobState.DEAD):
+            by_processor[o.job.processor].append((o.job.id, str(states[o.job.id]), o.reason))
+    return [m for name, jobs in sorted(by_processor.items())
+            for m in invalid_or_dead_messages(f"realtime:{name}", {"source": "realtime", "processor": name}, jobs)]
 
 
 @dataclass
@@ -80,11 +96,14 @@ class RealtimeStats:
     dead: int = 0
     released: int = 0  # back to pending, attempt given back (keys paused, worker stopping)
     lease_lost: int = 0
+    budget_held: int = 0  # released to wait: a budget would be exceeded
     calls: int = 0  # provider calls made
     rate_limited: int = 0  # 429s received
     call_retries: int = 0  # calls repeated inside this worker (429, transient)
+    repairs: int = 0  # calls repeating a rejected answer with the validator's errors
     keys_paused: int = 0
     cost_usd: float = 0.0
+    usage: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))  # provider -> tokens
 
     def count(self, result: FlushResult, outcomes: list[Outcome]) -> None:
         """Add one flush's written states to the totals."""
@@ -98,6 +117,9 @@ class RealtimeStats:
         self.retried += sum(1 for o in pending if o.kind != RELEASE)
         self.lease_lost += sum(1 for o in outcomes if o.job.id not in result.states)
         self.cost_usd += float(result.cost_usd)
+        for o in outcomes:
+            if o.billed is not None:
+                self.usage[o.billed.provider].update(o.billed.usage)
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "usage": {p: dict(u) for p, u in self.usage.items()}}

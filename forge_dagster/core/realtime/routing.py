@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from forge_dagster.core.models import Provider
+from forge_dagster.core.models import Provider, Usage
 from forge_dagster.core.processors import Processor
 from forge_dagster.core.realtime.keyring import KeyRing, ProviderKey
 
@@ -26,9 +26,23 @@ def estimate_tokens(body: dict[str, Any]) -> int:
     return max(1, len(text) // 4) + int(budget)
 
 
-def auto_mode(processor: Processor, payload: Any, *, max_tokens: int = AUTO_REALTIME_MAX_TOKENS) -> str:
-    """The mode of a job whose processor says `auto`: `realtime` when its request is small (the batch
-    discount saves little and the answer is wanted now), else `batch`."""
+def charged_tokens(body: dict[str, Any], usage: Usage) -> int:
+    """What an answered call counted against the key's tokens per minute: the prompt tokens the provider
+    reports plus the output budget it reserved (`max_tokens`), as OpenAI meters it. Settling the
+    estimate with this corrects the prompt estimate only; the output budget stays counted."""
+    budget = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+    return int(usage.input_tokens) + int(budget)
+
+
+def auto_mode(
+    processor: Processor, payload: Any, *, due_at: datetime | None = None, realtime_within_s: float = 3600.0,
+    max_tokens: int = AUTO_REALTIME_MAX_TOKENS, now: datetime | None = None,
+) -> str:
+    """The mode of a job whose processor says `auto`: `realtime` when the job is due within
+    `realtime_within_s` (a batch may take up to 24 hours) or when its request is small (the batch discount
+    saves little and the answer is wanted now), else `batch`."""
+    if due_at is not None and (due_at - (now or datetime.now(UTC))).total_seconds() <= realtime_within_s:
+        return "realtime"
     try:
         request = processor.render_request(payload, "auto")
     except ValueError:

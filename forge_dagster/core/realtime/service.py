@@ -11,7 +11,7 @@ import signal
 import threading
 from collections.abc import Callable
 
-from forge_dagster.core.processors import load_processors
+from forge_dagster.core.processor_registry import load_catalog
 from forge_dagster.core.realtime.executor import RealtimeConfig, RealtimeExecutor
 from forge_dagster.core.realtime.keyring import KeyRing
 from forge_dagster.core.realtime.recording import RealtimeStats
@@ -37,11 +37,12 @@ def run_realtime_worker(
     store: LeaseStore, *, concurrency: int = 64, until_idle: bool = False, max_jobs: int | None = None,
     ring: KeyRing | None = None, stop: threading.Event | None = None,
 ) -> RealtimeStats:
-    """Run realtime jobs from `store` with the keys from the environment until stopped (or idle)."""
+    """Run realtime jobs from `store` with the keys from the environment until stopped (or idle). The
+    processors are the store's registry (synced from the YAML), so every version a job pins is known."""
     stop = stop or threading.Event()
     restore = _on_signals(stop)
     try:
-        executor = RealtimeExecutor(store, load_processors(), ring or KeyRing.from_env(),
+        executor = RealtimeExecutor(store, load_catalog(store), ring or KeyRing.from_env(),
                                     RealtimeConfig(concurrency=concurrency))
         return executor.run_sync(until_idle=until_idle, stop=stop, max_jobs=max_jobs)
     finally:

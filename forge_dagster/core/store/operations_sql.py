@@ -94,6 +94,16 @@ FROM batch_results_archive r JOIN batches_archive a ON a.id = r.batch_id
 GROUP BY 1, 2
 """
 
+# Realtime provider calls by class of outcome, counted as each flush of outcomes is written.
+PROVIDER_CALLS = "SELECT provider, outcome, calls FROM provider_call_counts"
+
+# Add one flush's calls. The caller sorts the rows, so two flushes never lock them in opposite orders.
+ADD_PROVIDER_CALLS = """
+INSERT INTO provider_call_counts AS c (provider, outcome, calls)
+SELECT * FROM unnest(%(providers)s::text[], %(outcomes)s::text[], %(calls)s::bigint[])
+ON CONFLICT (provider, outcome) DO UPDATE SET calls = c.calls + excluded.calls, updated_at = now()
+"""
+
 COST_AND_TOKENS = """
 SELECT provider, model, sum(input_tokens), sum(cached_input_tokens), sum(output_tokens), sum(reasoning_tokens),
        sum(cost_usd), count(*)

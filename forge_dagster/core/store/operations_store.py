@@ -5,7 +5,7 @@ Reached as `LeaseStore.operations`; it shares the store's connection pool.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +44,8 @@ class MetricsSnapshot:
     claims: int = 0
     reclaims: int = 0
     swept: int = 0
-    provider_outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+    provider_outcomes: dict[tuple[str, str], int] = field(default_factory=dict)  # batch result lines
+    provider_calls: dict[tuple[str, str], int] = field(default_factory=dict)  # realtime calls
     usage: list[dict[str, Any]] = field(default_factory=list)  # provider, model, tokens..., cost_usd
     outbox_undelivered: int = 0
     outbox_lag_s: float = 0.0
@@ -159,6 +160,7 @@ class OperationsRepository:
             snap.claims, snap.reclaims, snap.swept = conn.execute(operations_sql.CLAIM_EVENTS).fetchone()
             for provider, outcome, n in conn.execute(operations_sql.PROVIDER_OUTCOMES):
                 snap.provider_outcomes[(provider, outcome)] = snap.provider_outcomes.get((provider, outcome), 0) + n
+            snap.provider_calls = {(p, o): int(n) for p, o, n in conn.execute(operations_sql.PROVIDER_CALLS)}
             snap.usage = [
                 {"provider": p, "model": m, "input": int(i), "cached_input": int(c), "output": int(o),
                  "reasoning": int(r), "cost_usd": float(cost), "attempts": n}
@@ -170,6 +172,13 @@ class OperationsRepository:
             snap.batches_by_state = dict(conn.execute(operations_sql.BATCHES_BY_STATE_ALL).fetchall())
             snap.oldest_open_batch_s = {p: float(s) for p, s in conn.execute(operations_sql.OLDEST_OPEN_BATCH)}
         return snap
+
+    def add_provider_calls(self, calls: Mapping[tuple[str, str], int], *, conn: psycopg.Connection) -> None:
+        """Count realtime provider calls {(provider, outcome class): n} in the caller's transaction."""
+        rows = sorted((p, o, n) for (p, o), n in calls.items() if n)
+        if rows:
+            conn.execute(operations_sql.ADD_PROVIDER_CALLS, {
+                "providers": [r[0] for r in rows], "outcomes": [r[1] for r in rows], "calls": [r[2] for r in rows]})
 
     def open_batches(self, limit: int = 20) -> list[dict[str, Any]]:
         return self._rows(operations_sql.OPEN_BATCHES_VIEW, {"limit": limit})
