@@ -148,36 +148,64 @@ def _str_size(text: str) -> int:
     return len(encoded) if encoded.isascii() else len(encoded.encode())
 
 
+def _value_size(value: Any, memo: dict[Any, int], keep: list[Any]) -> int:
+    """UTF-8 length of one JSON value as compact JSON. Strings are memoised by value and containers by id,
+    so the parts rendered requests share (a system prompt, a processor's response_format or tools) are
+    encoded once per memo; `keep` holds every memoised container so its id cannot be reused meanwhile."""
+    kind = type(value)
+    if kind is str:
+        size = memo.get(value, -1)
+        if size < 0:
+            size = memo[value] = _str_size(value)
+        return size
+    if kind is int:
+        return len(int.__repr__(value))
+    if kind is float and value - value == 0:  # finite: json writes float.__repr__
+        return len(float.__repr__(value))
+    if kind is dict or kind is list:
+        size = memo.get(id(value), -1)
+        if size < 0:
+            size = memo[id(value)] = _dumps_size(value)
+            keep.append(value)
+        return size
+    return _dumps_size(value)
+
+
+def _objects_size(items: list[Any], memo: dict[Any, int], keep: list[Any]) -> int:
+    """The size of a list of flat objects (the `messages`), or -1 when it is something else. Each request
+    has its own list, but the strings in it (a system prompt) are shared and encoded once."""
+    size = len(items) + 1
+    for obj in items:
+        if type(obj) is not dict:
+            return -1
+        size += 1 + len(obj) if obj else 2
+        for key, value in obj.items():
+            if type(key) is not str:
+                return -1
+            key_size = memo.get(key, -1)
+            if key_size < 0:
+                key_size = memo[key] = _str_size(key)
+            if type(value) is str:
+                part = memo.get(value, -1)
+                if part < 0:
+                    part = memo[value] = _str_size(value)
+            else:
+                part = _value_size(value, memo, keep)
+            size += key_size + 1 + part
+    return size
+
+
 def _body_size(body: dict[str, Any], memo: dict[Any, int], keep: list[Any]) -> int:
-    """UTF-8 length of `body` as compact JSON, as `json.dumps` would write it. The body's top-level values
-    are measured separately so the parts rendered requests share (a processor's response_format or tools,
-    the same objects in every request) are encoded once per call. `memo` maps strings (by value) and
-    containers (by id) to sizes; `keep` holds every memoised container so its id cannot be reused while
-    the memo lives."""
+    """UTF-8 length of `body` as compact JSON, as `json.dumps` would write it, composed from the sizes of
+    its parts (see `_value_size` and `_objects_size`)."""
     size = 1 + len(body) if body else 2
     for key, value in body.items():
-        key_size = memo.get(key, -1) if type(key) is str else -2
-        if key_size == -2:
-            return _dumps_size(body)
-        if key_size < 0:
-            key_size = memo[key] = _str_size(key)
-        kind = type(value)
-        if kind is str:
-            part = memo.get(value, -1)
-            if part < 0:
-                part = memo[value] = _str_size(value)
-        elif kind is int:
-            part = len(int.__repr__(value))
-        elif kind is float and value - value == 0:  # finite: json writes float.__repr__
-            part = len(float.__repr__(value))
-        elif kind is dict or kind is list:
-            part = memo.get(id(value), -1)
-            if part < 0:
-                part = memo[id(value)] = _dumps_size(value)
-                keep.append(value)
-        else:
-            part = _dumps_size(value)
-        size += key_size + 1 + part
+        if type(key) is not str:
+            return _dumps_size(body)  # json converts such keys; let it say how
+        part = _objects_size(value, memo, keep) if type(value) is list and value else -1
+        if part < 0:
+            part = _value_size(value, memo, keep)
+        size += _value_size(key, memo, keep) + 1 + part
     return size
 
 
