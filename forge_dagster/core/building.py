@@ -9,7 +9,7 @@ found at the provider (or created) by the next run, never created twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from forge_dagster.core.budgets import admit_within_budgets
@@ -17,6 +17,7 @@ from forge_dagster.core.models import BatchSpec, ErrorClass, Provider, ProviderE
 from forge_dagster.core.processors import ProcessorCatalog, TemplateError, validate_input
 from forge_dagster.core.providers.base import ProviderPort
 from forge_dagster.core.providers.limits import BatchLimitError
+from forge_dagster.core.quota import BatchGate, KeyPorts, PausePolicy, pause_port_key, pauses_key
 from forge_dagster.core.repair import render_job_request, repairs_for
 from forge_dagster.core.shaping import RequestTooLarge, custom_id_for, group_key, shape_batches
 from forge_dagster.core.store import ClaimedJob, LeaseStore
@@ -68,12 +69,17 @@ def build_and_submit(
     claim_limit: int = 5000,
     max_requests_per_batch: int | None = None,
     lease_ttl_s: float = 300.0,
+    quota: PausePolicy | None = None,
 ) -> BuildReport:
-    """One builder pass: resume stale submissions, then claim, shape and submit new batches."""
+    """One builder pass: resume stale submissions, then claim, shape and submit new batches. `ports` may be
+    a `KeyPorts` (several keys per provider). Jobs whose provider keys are all paused, or whose model's
+    submission is held for its enqueued-token limit, go back to pending without spending an attempt."""
     report = BuildReport()
     resume_stale_submissions(store, catalog, ports, report)
     jobs = store.claim(claim_limit, mode="batch", to_state="claimed", ttl_s=lease_ttl_s)
     report.claimed = len(jobs)
+    if not jobs:
+        return report
     repairs = repairs_for(store, catalog, [(j.id, j.attempt, j.processor, j.processor_version) for j in jobs])
     by_cid: dict[str, ClaimedJob] = {}
     items, refused = [], []
@@ -85,6 +91,11 @@ def build_and_submit(
             continue
         by_cid[request.custom_id] = job
         items.append((key, request))
+    keys = KeyPorts.of(ports)
+    gate = BatchGate(store, keys, quota)
+    items, waiting = gate.split(items, by_cid, catalog)  # paused keys, held models: back to pending, unspent
+    store.keys.release(waiting.jobs)
+    report.errors += waiting.messages
     budget = admit_within_budgets(store, catalog, items, by_cid)
     items, report.budget_held = budget.admitted, len(budget.held)
     report.errors += budget.messages
@@ -99,10 +110,19 @@ def build_and_submit(
                 for c in exc.custom_ids
             ]
             items = [(k, r) for k, r in items if r.custom_id not in too_big]
-    if refused:
-        store.fail_many(refused)
-        report.failed_jobs += len(refused)
     for batch in shaped:
+        processor = catalog.get_version(batch.key.processor_name, batch.key.processor_version)
+        choices = gate.choices(processor)
+        if not choices:
+            jobs_now = [by_cid[r.custom_id] for r in batch.requests]
+            waited = gate.wait(processor)
+            if waited is None:  # it lists keys this process does not have
+                refused += [(j, f"no {processor.provider} key configured for processor {processor.name}", False)
+                            for j in jobs_now]
+            else:  # a key was paused by an earlier batch of this pass
+                store.keys.release([(j, *waited) for j in jobs_now])
+                report.errors.append(f"{len(jobs_now)} jobs {waited[0]}")
+            continue
         members = [(by_cid[r.custom_id], r.custom_id) for r in batch.requests]
         batch_id, forge_batch_id, held = store.batches.record_intent(
             provider=batch.provider,
@@ -114,7 +134,13 @@ def build_and_submit(
         )
         requests = [r for r in batch.requests if by_cid[r.custom_id].id in held]
         spec = BatchSpec(forge_batch_id, batch.provider, batch.model, requests, batch.key.processor_name)
-        submit_batch(store, ports[batch.provider], batch_id, spec, report, resume=False)
+        chosen = [keys.port(k) for k in choices]
+        if not submit_batch(store, chosen[0], batch_id, spec, report, resume=False, fallbacks=chosen[1:],
+                            quota=gate.policy):
+            gate.refresh()  # a key may have been paused: the next batches skip it
+    if refused:
+        store.fail_many(refused)
+        report.failed_jobs += len(refused)
     return report
 
 
@@ -166,44 +192,61 @@ def submit_batch(
     *,
     resume: bool,
     since: float | None = None,
-) -> None:
-    """Submit one intended batch and record the outcome; on refusal its jobs are requeued or failed."""
-    try:
-        submitted = port.submit(spec, resume=resume, since=since)
-    except BatchLimitError as exc:
-        _refuse(
-            store,
-            batch_id,
-            spec.requests,
-            f"batch refused before submit: {exc}",
-            retryable=False,
-            report=report,
-        )
-        return
-    except ProviderError as exc:
-        if exc.ambiguous:
-            # The provider may have it: leave the intent in place; the next run reconciles it.
-            report.ambiguous += 1
-            report.errors.append(f"batch {batch_id}: outcome unknown ({exc.error_class}), will reconcile")
-            return
-        retryable = exc.error_class in (
-            ErrorClass.RATE_LIMITED,
-            ErrorClass.TRANSIENT,
-            ErrorClass.QUOTA_EXHAUSTED,
-        )
-        _refuse(
-            store,
-            batch_id,
-            spec.requests,
-            f"submit {exc.error_class}: {exc.message}",
-            retryable=retryable,
-            report=report,
-            delay_s=exc.retry_after_s,
-        )
-        return
-    store.batches.mark_submitted(batch_id, submitted.provider_batch_id, submitted.input_file_id)
-    report.batches.append(batch_id)
-    report.submitted_jobs += len(spec.requests)
+    fallbacks: Sequence[ProviderPort] = (),
+    quota: PausePolicy | None = None,
+) -> bool:
+    """Submit one intended batch and record the outcome; on refusal its jobs are requeued or failed. A key
+    whose quota or credit is exhausted (or that is refused) is paused, with its outbox notice, and the next
+    of `fallbacks` (other keys of the provider) is tried; when none is left the batch ends failed and its
+    jobs wait for a probe to bring a key back, their attempt unspent. True if the provider has the batch."""
+    policy = quota or PausePolicy()
+    waits: list[float] = []
+    for key_port in (port, *fallbacks):
+        if not resume:  # the key is recorded before the call, so a resumed submission looks with it
+            store.keys.set_batch_key(batch_id, key_port.credentials.alias)
+        try:
+            submitted = key_port.submit(spec, resume=resume, since=since)
+        except BatchLimitError as exc:
+            _refuse(
+                store,
+                batch_id,
+                spec.requests,
+                f"batch refused before submit: {exc}",
+                retryable=False,
+                report=report,
+            )
+            return False
+        except ProviderError as exc:
+            if exc.ambiguous:
+                # The provider may have it: leave the intent in place; the next run reconciles it.
+                report.ambiguous += 1
+                report.errors.append(f"batch {batch_id}: outcome unknown ({exc.error_class}), will reconcile")
+                return False
+            if pauses_key(exc):
+                waits.append(pause_port_key(store, key_port, exc, policy))
+                report.errors.append(f"batch {batch_id}: key {spec.provider}:{key_port.credentials.alias} "
+                                     f"paused ({exc.error_class}: {exc.message})"[:500])
+                continue
+            _refuse(
+                store,
+                batch_id,
+                spec.requests,
+                f"submit {exc.error_class}: {exc.message}",
+                retryable=exc.error_class in (ErrorClass.RATE_LIMITED, ErrorClass.TRANSIENT),
+                report=report,
+                delay_s=exc.retry_after_s,
+            )
+            return False
+        store.batches.mark_submitted(batch_id, submitted.provider_batch_id, submitted.input_file_id)
+        store.keys.confirm(str(spec.provider), key_port.credentials.alias)  # ends a pause episode on trial
+        report.batches.append(batch_id)
+        report.submitted_jobs += len(spec.requests)
+        return True
+    reason = f"waiting: every {spec.provider} key tried for this batch is paused (quota, credit or auth)"
+    requeued = store.keys.requeue_unsubmitted(batch_id, reason, min(waits))
+    report.requeued_jobs += requeued
+    report.errors.append(f"batch {batch_id}: {requeued} jobs {reason}")
+    return False
 
 
 def _refuse(

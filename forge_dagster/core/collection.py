@@ -12,6 +12,7 @@ from typing import Any
 
 from forge_dagster.core.costs import PRICING_VERSION, UnknownModelPrice, cost_usd
 from forge_dagster.core.models import (
+    BatchState,
     ErrorClass,
     Provider,
     ProviderError,
@@ -22,6 +23,14 @@ from forge_dagster.core.models import (
 from forge_dagster.core.notify import batch_messages
 from forge_dagster.core.processors import ProcessorCatalog
 from forge_dagster.core.providers.base import ProviderPort
+from forge_dagster.core.quota import (
+    KeyPorts,
+    PausePolicy,
+    batch_port,
+    hold_for_token_limit,
+    is_enqueued_token_limit,
+    provider_batch_errors,
+)
 from forge_dagster.core.repair import limit_repairs
 from forge_dagster.core.store import LeaseStore
 from forge_dagster.core.store.batch_store import Settlement
@@ -40,13 +49,21 @@ class PollReport:
     errors: list[str] = field(default_factory=list)
 
 
-def poll_open_batches(store: LeaseStore, ports: Mapping[Provider, ProviderPort]) -> PollReport:
-    """One pass over every in-flight batch: read its provider status and record it."""
+def poll_open_batches(
+    store: LeaseStore, ports: Mapping[Provider, ProviderPort], *, quota: PausePolicy | None = None
+) -> PollReport:
+    """One pass over every in-flight batch: read its provider status (through the key it went out with)
+    and record it. A batch the provider failed for the model's enqueued-token limit holds submission for
+    that model and returns its jobs to pending without spending an attempt (see `_token_limited`)."""
     report = PollReport()
-    for batch in store.batches.open_batches():
+    keys = KeyPorts.of(ports)
+    batches = store.batches.open_batches()
+    aliases = store.keys.batch_keys([b["id"] for b in batches]) if batches else {}
+    for batch in batches:
         report.polled += 1
         try:
-            status = ports[Provider(batch["provider"])].status(batch["provider_batch_id"])
+            port = keys.for_batch(batch["provider"], aliases.get(batch["id"]))
+            status = port.status(batch["provider_batch_id"])
         except ProviderError as exc:
             if exc.status_code == 404:
                 # The provider no longer knows the batch: it ended for us, and its jobs are requeued.
@@ -61,11 +78,43 @@ def poll_open_batches(store: LeaseStore, ports: Mapping[Provider, ProviderPort])
             k: getattr(status.counts, k)
             for k in ("total", "processing", "succeeded", "errored", "expired", "canceled")
         }
+        moved = False
         if status.state != batch["state"] or status.ended:
-            store.batches.update_status(batch["id"], str(status.state), counts, status.raw_status)
+            moved = store.batches.update_status(batch["id"], str(status.state), counts, status.raw_status)
+        if moved and status.state == BatchState.ENDED_FAILED:
+            try:
+                _token_limited(store, port, batch["id"], quota or PausePolicy(), report)
+            except ProviderError as exc:  # the reason stays unknown: collection requeues the jobs as usual
+                report.errors.append(f"batch {batch['id']}: failure reason unreadable: {exc}")
         if status.ended:
             report.ended.append(batch["id"])
     return report
+
+
+def _token_limited(store: LeaseStore, port: ProviderPort, batch_id: int, policy: PausePolicy,
+                   report: PollReport) -> None:
+    """If the provider failed the batch for the model's enqueued-token limit: hold the model's submission
+    while batches of ours are in flight, and requeue the jobs. Their attempt is unspent when batches of
+    ours were in flight beside it (they explain the refusal); with none, the batch alone is over the limit
+    (or another application's batches are) and the retry spends an attempt, so it cannot loop forever."""
+    batch = store.batches.get(batch_id)
+    errors = provider_batch_errors(port, batch["provider_batch_id"])
+    if not is_enqueued_token_limit(errors):
+        return
+    provider, model = batch["provider"], batch["model"]
+    if store.keys.in_flight(provider, model):
+        hold_for_token_limit(store, provider, model, errors)
+    if store.keys.in_flight_beside(batch_id):
+        requeued = store.keys.requeue_never_ran(batch_id, f"waiting: {errors}", policy.hold_recheck_s)
+        report.errors.append(f"batch {batch_id}: enqueued-token limit for {model}; {requeued} jobs wait")
+        return
+    settlements = [
+        Settlement(job_id=m["id"], custom_id=m["custom_id"], kind="retry", delay_s=backoff_delay(m["attempt"]),
+                   reason=f"batch failed with nothing of ours in flight: {errors}"[:500])
+        for m in store.batches.members(batch_id) if m["state"] == "submitted"
+    ]
+    store.batches.settle(batch, settlements, from_states=["submitted"], pricing_version="-")
+    report.errors.append(f"batch {batch_id}: enqueued-token limit for {model} with nothing in flight: retried")
 
 
 @dataclass
@@ -87,7 +136,7 @@ def collect_results(
     if not waiting:
         return report
     if batch["provider_batch_id"] and batch["raw_status"] != LOST_AT_PROVIDER:
-        items = ports[Provider(batch["provider"])].results(batch["provider_batch_id"], list(waiting))
+        items = batch_port(store, ports, batch).results(batch["provider_batch_id"], list(waiting))
     else:  # the provider never accepted it, or lost it
         items = [ResultItem(cid, ResultOutcome.REQUEUE) for cid in waiting]
     rows = [

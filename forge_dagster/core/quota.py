@@ -1,26 +1,37 @@
 """Quota recovery: pause a provider key whose quota or credit ran out, probe it back into service with
 a call that spends nothing, at growing intervals; hold batch submission for a model whose enqueued
-tokens hit the provider's limit until its in-flight batches drain.
+tokens hit the provider's limit until its in-flight batches drain. Both paths use it: the realtime
+executor, and the batch builder through `KeyPorts` (the ports of every key) and `BatchGate` (which keys
+may submit now, which models are held).
 
 The probe lists the provider's models: it proves the key is accepted again (auth, billing block lifted)
-without spending a token. Providers do not say whether credit is back without spending some, so a
-resumed key is on trial: if the first real call meets the same wall, the key is paused again and the
-next probe waits twice as long (`probe_count` keeps rising until a real call succeeds).
+without spending a token. It cannot prove that credit is back: OpenAI and Anthropic both list models for
+a key whose quota or credit balance is exhausted, and no zero-spend call reports the balance. So a
+resumed key is on trial: if the first real call (a realtime request, a batch create) meets the same wall,
+the key is paused again and the next probe waits twice as long (`probe_count` keeps rising until a real
+call succeeds, which ends the episode). The simulator answers the probe the same way.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from forge_dagster.core.models import ErrorClass, Provider, ProviderError
+from forge_dagster.core.providers.base import ProviderCredentials, ProviderPort
 from forge_dagster.core.providers.errors import classify
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.secrets import scrub
+from forge_dagster.core.store import ClaimedJob, LeaseStore
 from forge_dagster.core.store.key_store import PauseResult
 
 if TYPE_CHECKING:  # the realtime package imports this module
+    from forge_dagster.core.processors import Processor, ProcessorCatalog
     from forge_dagster.core.realtime.keyring import KeyRing, ProviderKey
+    from forge_dagster.core.shaping import GroupKey
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +47,7 @@ class PausePolicy:
     cap_s: float = 3600.0
     probe_budget_s: float = 30.0  # a claimed probe is not retried by anyone else for this long
     probe_timeout_s: float = 10.0
+    hold_recheck_s: float = 60.0  # batch jobs of a held model are looked at again after this long
 
 
 @dataclass
@@ -63,21 +75,30 @@ def pause_key(
     return result
 
 
-def probe_key(key: ProviderKey, *, timeout_s: float = 10.0) -> None:
-    """A call that spends nothing (list the models); raises a classified ProviderError on failure."""
-    creds = key.credentials
+@contextmanager
+def _sdk_client(provider: Provider, creds: ProviderCredentials, timeout_s: float) -> Iterator[Any]:
+    """A short-lived official client for one call outside the port, with the SDK's own retries off."""
     kwargs = {"api_key": creds.get_secret_value(), "base_url": creds.base_url, "timeout": timeout_s,
               "max_retries": 0}
+    if provider == Provider.OPENAI:
+        import openai
+
+        with openai.OpenAI(**kwargs) as client:
+            yield client
+    else:
+        import anthropic
+
+        with anthropic.Anthropic(**kwargs) as client:
+            yield client
+
+
+def probe_key(key: ProviderKey, *, timeout_s: float = 10.0) -> None:
+    """A call that spends nothing (list the models); raises a classified ProviderError on failure."""
     try:
-        if key.provider == Provider.OPENAI:
-            import openai
-
-            with openai.OpenAI(**kwargs) as client:
+        with _sdk_client(key.provider, key.credentials, timeout_s) as client:
+            if key.provider == Provider.OPENAI:
                 client.models.list()
-        else:
-            import anthropic
-
-            with anthropic.Anthropic(**kwargs) as client:
+            else:
                 client.models.list(limit=1)
     except Exception as exc:
         raise classify(exc) from exc
@@ -125,11 +146,163 @@ def hold_for_token_limit(store: LeaseStore, provider: Provider | str, model: str
     return held
 
 
-def held_models(store: LeaseStore) -> set[tuple[str, str]]:
-    """(provider, model) pairs whose batch submission is held now."""
-    return {(h["provider"], h["model"]) for h in store.keys.holds()}
-
-
 def release_drained_holds(store: LeaseStore) -> list[tuple[str, str]]:
     """End the holds of models with nothing in flight any more."""
     return store.keys.release_drained_holds()
+
+
+def provider_batch_errors(port: ProviderPort, provider_batch_id: str, *, timeout_s: float = 10.0) -> str:
+    """Why the provider failed a whole batch (OpenAI's `errors.data`: code and message), as one text; ''
+    when it gave no reason (Anthropic batches do not fail as a whole). Spends nothing."""
+    if port.provider != Provider.OPENAI:
+        return ""
+    try:
+        with _sdk_client(port.provider, port.credentials, timeout_s) as client:
+            errors = client.batches.retrieve(provider_batch_id).errors
+    except Exception as exc:
+        raise classify(exc) from exc
+    return scrub("; ".join(f"{e.code}: {e.message}" for e in (errors.data if errors and errors.data else [])))
+
+
+# -- batch: which key submits --------------------------------------------------------------------
+def port_key(port: ProviderPort) -> ProviderKey:
+    """The key behind a port, under the alias its credentials carry."""
+    from forge_dagster.core.realtime.keyring import ProviderKey
+
+    return ProviderKey(port.provider, port.credentials.alias, port.credentials)
+
+
+class KeyPorts(Mapping[Provider, ProviderPort]):
+    """Ports for batch work, one per provider key. As a mapping it gives each provider's first key (for
+    code that knows one port per provider); `candidates` are the keys a processor's batches may go out
+    with, first choice first; `for_batch` is the port of the key a batch went out with, since a provider
+    batch is visible only to its key's organization or project."""
+
+    def __init__(self, ring: KeyRing, given: Mapping[str, ProviderPort] | None = None) -> None:
+        self.ring = ring
+        self._given = dict(given or {})  # key name -> a port handed in (see `of`)
+
+    @classmethod
+    def of(cls, ports: Mapping[Provider, ProviderPort]) -> KeyPorts:
+        """`ports` if it is a KeyPorts already; else one key per port, under its credentials' alias."""
+        if isinstance(ports, KeyPorts):
+            return ports
+        from forge_dagster.core.realtime.keyring import KeyRing
+
+        given = {port_key(port).name: port for port in ports.values()}
+        return cls(KeyRing([port_key(port) for port in ports.values()]), given)
+
+    def __getitem__(self, provider: Provider | str) -> ProviderPort:
+        keys = self.ring.for_provider(provider)
+        if not keys:
+            raise KeyError(f"no provider key configured for {provider!r}")
+        return self.port(keys[0])
+
+    def __iter__(self) -> Iterator[Provider]:
+        return iter(dict.fromkeys(k.provider for k in self.ring.keys))
+
+    def __len__(self) -> int:
+        return len({k.provider for k in self.ring.keys})
+
+    def port(self, key: ProviderKey) -> ProviderPort:
+        return self._given.get(key.name) or self.ring.port(key)
+
+    def for_batch(self, provider: Provider | str, alias: str | None) -> ProviderPort:
+        """The port of the key `alias` of `provider`; the provider's first key when unknown here."""
+        key = self.ring.get(provider, alias) if alias else None
+        return self.port(key) if key is not None else self[provider]
+
+    def candidates(self, processor: Processor) -> list[ProviderKey]:
+        """The keys a processor's batches may use, first choice first: the keys it lists (fallbacks), or
+        every key of its provider. Ports handed in one per provider serve every processor."""
+        if processor.keys and not self._given:
+            listed = (self.ring.get(processor.provider, alias) for alias in processor.keys)
+            return [k for k in listed if k is not None]
+        return self.ring.for_provider(processor.provider)
+
+    def close(self) -> None:
+        self.ring.close()
+
+
+def batch_port(store: LeaseStore, ports: Mapping[Provider, ProviderPort], batch: Mapping[str, Any]) -> ProviderPort:
+    """The port of the key `batch` (a batch row) was submitted with."""
+    alias = store.keys.batch_keys([batch["id"]]).get(batch["id"])
+    return KeyPorts.of(ports).for_batch(batch["provider"], alias)
+
+
+def pause_port_key(store: LeaseStore, port: ProviderPort, error: ProviderError, policy: PausePolicy) -> float:
+    """Pause the key behind `port` for `error` (registering it first, so a key the store has not seen is
+    paused too); returns the seconds until its next probe."""
+    key = port_key(port)
+    store.keys.register([key.record()])
+    result = pause_key(store, key, error, policy)
+    until = result.until
+    if until is None:  # paused already by someone else: wait for that pause's probe
+        row = store.keys.get(str(key.provider), key.alias)
+        until = row["paused_until"] if row else None
+    return _seconds_until(until, policy.base_s)
+
+
+def _seconds_until(when: datetime | None, default_s: float, floor_s: float = 0.05) -> float:
+    return default_s if when is None else max(floor_s, (when - datetime.now(UTC)).total_seconds())
+
+
+@dataclass
+class Waiting:
+    """Claimed batch jobs that cannot be submitted now: back to pending without spending an attempt."""
+
+    jobs: list[tuple[ClaimedJob, str, float]] = field(default_factory=list)  # (job, reason, delay_s)
+    messages: list[str] = field(default_factory=list)
+
+
+class BatchGate:
+    """One builder pass's view of what may be submitted: the keys' states from the store (paused keys
+    are skipped) and the models whose submission is held for their enqueued-token limit."""
+
+    def __init__(self, store: LeaseStore, keys: KeyPorts, policy: PausePolicy | None = None) -> None:
+        from forge_dagster.core.realtime.routing import KeyRouter
+
+        self.store, self.keys, self.policy = store, keys, policy or PausePolicy()
+        self.router = KeyRouter(keys.ring)
+        store.keys.register(keys.ring.records())
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the keys' states and the holds again (after a submission paused a key)."""
+        self.router.update(self.store.keys.all())
+        self.holds = {(h["provider"], h["model"]): h["reason"] for h in self.store.keys.holds()}
+
+    def choices(self, processor: Processor) -> list[ProviderKey]:
+        """The active keys a processor's batch may be submitted with, first choice first."""
+        return [k for k in self.keys.candidates(processor) if self.router.active(k)]
+
+    def wait(self, processor: Processor) -> tuple[str, float] | None:
+        """(reason, delay_s) when a processor's batch jobs must wait now; None when they may go."""
+        held = self.holds.get((str(processor.provider), processor.model))
+        if held is not None:
+            return (f"waiting: batch submission for {processor.provider} {processor.model} is held until its "
+                    f"in-flight batches end ({held})"[:500], self.policy.hold_recheck_s)
+        keys = self.keys.candidates(processor)
+        if keys and not self.choices(processor):
+            rows = [self.router.row(k) for k in keys]
+            next_probe = min((r["paused_until"] for r in rows if r and r.get("paused_until")), default=None)
+            return (f"waiting: every {processor.provider} key for {processor.name} is paused",
+                    _seconds_until(next_probe, self.policy.base_s))
+        return None
+
+    def split(
+        self, items: Sequence[tuple[GroupKey, Any]], jobs_by_custom_id: Mapping[str, ClaimedJob],
+        catalog: ProcessorCatalog,
+    ) -> tuple[list[tuple[GroupKey, Any]], Waiting]:
+        """Rendered (group key, request) items that may be submitted now, and the jobs that must wait."""
+        admitted, waiting, counts = [], Waiting(), {}
+        for key, request in items:
+            verdict = self.wait(catalog.get_version(key.processor_name, key.processor_version))
+            if verdict is None:
+                admitted.append((key, request))
+                continue
+            reason, delay = verdict
+            waiting.jobs.append((jobs_by_custom_id[request.custom_id], reason, delay))
+            counts[reason] = counts.get(reason, 0) + 1
+        waiting.messages = [f"{n} jobs {reason}" for reason, n in counts.items()]
+        return admitted, waiting

@@ -1,9 +1,10 @@
-"""Provider keys for realtime calls and quota probes, as a Dagster resource."""
+"""Provider keys for realtime calls, batch work and quota probes, as a Dagster resource."""
 
 import os
 
 import dagster as dg
 
+from forge_dagster.core.quota import KeyPorts
 from forge_dagster.core.realtime.keyring import KeyRing
 
 
@@ -24,3 +25,8 @@ class ProviderKeysResource(dg.ConfigurableResource):
             if value:
                 env[name] = value
         return KeyRing.from_env(env, simulator_url=self.simulator_url, timeout_s=self.timeout_s)
+
+    def key_ports(self) -> KeyPorts:
+        """Ports for batch work, one per key (close them after the run): the builder skips a paused key
+        and falls back to the provider's next one; each batch is polled and collected through its key."""
+        return KeyPorts(self.ring())

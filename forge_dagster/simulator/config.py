@@ -37,6 +37,9 @@ class SimConfig:
     provider over a 60 s sliding window, counting inference calls and batch creates (None or 0 = unlimited).
     quota_tokens: tokens an API key may consume (realtime usage; batch input at create, output when it ends)
     before OpenAI answers insufficient_quota and Anthropic a credit-balance error (None = unlimited).
+    enqueued_token_limit: input tokens an API key may have enqueued per model in unfinished OpenAI batches;
+    a batch that would go over it is created, then fails validation with `token_limit_exceeded`, as OpenAI's
+    do (None = unlimited).
     ambiguous_create: rate at which a batch create takes effect but is answered 503 (or the connection is
     dropped, ambiguous_create_mode="drop"). line_4xx_file: where OpenAI 4xx lines go ("output" or "error").
     """
@@ -47,6 +50,7 @@ class SimConfig:
     rpm_limit: int | None = None
     tpm_limit: int | None = None
     quota_tokens: int | None = None
+    enqueued_token_limit: int | None = None
     error_5xx_rate: float = 0.0
     malformed_rate: float = 0.0
     schema_violation_rate: float = 0.0
@@ -82,6 +86,8 @@ _HELP = {
     "rpm_limit": "requests per minute per API key and provider (429 with retry-after)",
     "tpm_limit": "tokens per minute per API key and provider (429 with retry-after)",
     "quota_tokens": "tokens per API key before insufficient_quota / credit-balance errors",
+    "enqueued_token_limit": "input tokens per API key and model in unfinished OpenAI batches; over it a "
+                            "batch fails with token_limit_exceeded",
     "error_5xx_rate": "share of API requests answered 500/502/503 (Anthropic also 529)",
     "malformed_rate": "share of answers that are not valid JSON",
     "schema_violation_rate": "share of structured answers that are valid JSON violating the schema",

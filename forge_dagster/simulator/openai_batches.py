@@ -4,6 +4,8 @@ A batch is evaluated lazily when read: the create answer says `validating`; the 
 `batch_processing_s` has passed since creation ends it (completed, or expired when `expire_batches`).
 A cancel answers `cancelling`; the next read ends it `cancelled`, with `cancel_complete_fraction` of the
 requests finished. Unfinished requests go to the error file (`batch_expired` / `batch_cancelled`).
+With `enqueued_token_limit`, a batch whose input tokens would take the key's unfinished batches of its
+model over the limit fails at validation with `token_limit_exceeded` (no output or error file).
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ _UNFINISHED = {
     "expired": ("batch_expired", "This request could not be executed before the completion window expired."),
     "cancelled": ("batch_cancelled", "This request was not executed because the batch was cancelled."),
 }
+
+
+def _token_limit_error(model: str | None, limit: int) -> dict[str, Any]:
+    """The errors of a batch refused for the enqueued-token limit, worded as OpenAI words them."""
+    message = (f"Enqueued token limit reached for {model} in organization org-simulator. Limit: {limit:,} "
+               "enqueued tokens. Please try again once some in_progress batches have been completed.")
+    return {"object": "list", "data": [{"code": "token_limit_exceeded", "line": None, "param": None,
+                                        "message": message}]}
 
 
 class BatchInputError(ValueError):
@@ -65,6 +75,7 @@ class Batch:
     error_file_id: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
     usage: dict[str, Any] | None = None
+    input_tokens: int = 0  # counted against the enqueued-token limit while the batch is unfinished
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,22 +159,36 @@ class OpenAIStore:
         return stored
 
     def create_batch(self, input_file_id: str, endpoint: str, window: str, metadata: Any, key: str) -> Batch:
-        """Create a batch from an uploaded file (validation problems surface as status `failed`)."""
+        """Create a batch from an uploaded file (validation problems, and going over the enqueued-token
+        limit, surface as status `failed`). Only a batch that will run spends quota."""
         state = self.state
         with state.lock:
             source = self.files[input_file_id]
         lines = parse_batch_file(source.data)
+        model = next((str(ln["body"].get("model")) for ln in lines if ln["body"].get("model")), None)
+        input_tokens = sum(len(json.dumps(ln["body"])) // 4 for ln in lines)
+        limit = state.config.enqueued_token_limit
+        enqueued = self.enqueued_tokens(key, model) if limit else 0
         with state.lock:
             active = state.content_faults_on(in_batch=True)
             occurrences = [state.occurrence("line", fingerprint(line), active) for line in lines]
             batch = Batch(state.dice.new_id("batch_", "batch"), len(self.batches), input_file_id, endpoint, window,
-                          metadata, state.now(), key, lines, occurrences,
-                          next((str(ln["body"].get("model")) for ln in lines if ln["body"].get("model")), None))
+                          metadata, state.now(), key, lines, occurrences, model, input_tokens=input_tokens)
             batch.errors = self._validation_errors(lines, endpoint)
+            if batch.errors is None and limit and enqueued + input_tokens > limit:
+                batch.errors = _token_limit_error(model, limit)
             self.batches[batch.id] = batch
-        input_tokens = sum(len(json.dumps(ln["body"])) // 4 for ln in lines)
-        state.quota.spend("openai", key, input_tokens)
+        if batch.errors is None:
+            state.quota.spend("openai", key, input_tokens)
         return batch
+
+    def enqueued_tokens(self, key: str, model: str | None) -> int:
+        """Input tokens of the key's unfinished batches for `model` (each is brought up to date first)."""
+        with self.state.lock:
+            mine = [b for b in self.batches.values() if b.key == key and b.model == model and b.status not in ENDED]
+        for batch in mine:
+            self.advance(batch)
+        return sum(b.input_tokens for b in mine if b.status not in ENDED)
 
     @staticmethod
     def _validation_errors(lines: list[dict[str, Any]], endpoint: str) -> dict[str, Any] | None:

@@ -1,5 +1,5 @@
-"""Provider keys from the environment (never stored in clear), the `auto` mode rule at intake, the
-rate-limit headers of both providers, and batch submission holds for enqueued-token limits."""
+"""Provider keys from the environment (never stored in clear), the `auto` mode rule at intake, and the
+rate-limit headers of both providers. (Batch submission holds: tests/pipeline/test_batch_quota.py.)"""
 
 from __future__ import annotations
 
@@ -8,12 +8,6 @@ import json
 from forge_dagster.core.inbox import processor_check
 from forge_dagster.core.models import Provider
 from forge_dagster.core.processors import ProcessorCatalog
-from forge_dagster.core.quota import (
-    held_models,
-    hold_for_token_limit,
-    is_enqueued_token_limit,
-    release_drained_holds,
-)
 from forge_dagster.core.ratelimit import parse_limit_headers
 from forge_dagster.core.realtime import keys_from_env
 from forge_dagster.core.realtime.keyring import SIMULATOR_ALIAS, KeyRing
@@ -87,18 +81,3 @@ def test_rate_limit_headers_of_both_providers_are_read():
                                     now=1893456000.0)  # 2030-01-01T00:00:00Z
     assert (anthropic.rpm, anthropic.tpm, anthropic.remaining_requests) == (50, 40000, 3)
     assert anthropic.reset_requests_s == 10.0
-
-
-def test_token_limit_holds_submission_for_the_model_until_its_batches_drain(store):
-    message = "Enqueued token limit reached for gpt-4o-mini in organization org-x. Limit: 90,000 enqueued tokens."
-    assert is_enqueued_token_limit(message) and not is_enqueued_token_limit("Rate limit reached for requests")
-    with store.transaction() as conn:
-        batch_id = conn.execute("INSERT INTO batches (provider, model, state) VALUES ('openai', 'gpt-4o-mini', "
-                                "'in_progress') RETURNING id").fetchone()[0]
-    assert hold_for_token_limit(store, "openai", "gpt-4o-mini", message)
-    assert not hold_for_token_limit(store, "openai", "gpt-4o-mini", message), "one hold per model"
-    assert release_drained_holds(store) == [] and held_models(store) == {("openai", "gpt-4o-mini")}
-    with store.transaction() as conn:
-        conn.execute("UPDATE batches SET state = 'ended_completed' WHERE id = %s", (batch_id,))
-    assert release_drained_holds(store) == [("openai", "gpt-4o-mini")]
-    assert held_models(store) == set()

@@ -1,5 +1,6 @@
 """Provider keys in the store: registration, pause / probe / resume with their outbox notices, provider
-outages (every key paused: told once), batch submission holds, and the realtime path's job statements.
+outages (every key paused: told once), batch submission holds, the key each batch goes out with, the jobs
+of batches the provider never ran (back to pending, attempt unspent), and the realtime path's job statements.
 
 Reached as `LeaseStore.keys`; it shares the store's connection pool. Outbox rows are written in the same
 transaction as the state change they announce.
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from forge_dagster.core.store import keys_sql
+from forge_dagster.core.store import batch_sql, keys_sql
 from forge_dagster.core.store.lease_store import ClaimedJob, OutboxMessage
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ KEY_PAUSED = "key.paused"
 KEY_RESUMED = "key.resumed"
 ALL_KEYS_PAUSED = "provider.all_keys_paused"
 KEYS_AVAILABLE = "provider.keys_available"
+SUBMISSION_HELD = "batch.submission_held"
 
 
 @dataclass(frozen=True)
@@ -194,10 +196,17 @@ class KeyRepository:
 
     # -- batch submission holds ------------------------------------------------------------------
     def hold_submissions(self, provider: str, model: str, reason: str) -> bool:
-        """Hold batch submission for `model` until its in-flight batches drain; True if newly held."""
+        """Hold batch submission for `model` until its in-flight batches drain; True if newly held (then
+        `batch.submission_held` is written to the outbox, once per hold)."""
         params = {"provider": provider, "model": model, "reason": reason[:500]}
         with self._store.transaction() as conn:
-            return conn.execute(keys_sql.HOLD_SUBMISSIONS, params).fetchone() is not None
+            row = conn.execute(keys_sql.HOLD_SUBMISSIONS, params).fetchone()
+            if row is not None:
+                self._store.write_outbox([OutboxMessage(SUBMISSION_HELD, f"hold:{provider}:{model}", {
+                    "provider": provider, "model": model, "reason": reason[:500], "in_flight_batches": row[0],
+                    "message": f"batch submission for {provider} {model} waits until its in-flight batches "
+                               "end; its jobs wait (none fail)"})], conn=conn)
+        return row is not None
 
     def holds(self) -> list[dict[str, Any]]:
         return self._rows(keys_sql.LIST_HOLDS)
@@ -205,3 +214,41 @@ class KeyRepository:
     def release_drained_holds(self) -> list[tuple[str, str]]:
         """End the holds whose model has no batch in flight any more; returns them."""
         return [(r["provider"], r["model"]) for r in self._rows(keys_sql.RELEASE_DRAINED_HOLDS)]
+
+    def in_flight(self, provider: str, model: str) -> int:
+        """Batches of `model` the provider may still be working on (their tokens are enqueued)."""
+        with self._store.transaction() as conn:
+            return int(conn.execute(keys_sql.IN_FLIGHT_BATCHES, {"provider": provider, "model": model}).fetchone()[0])
+
+    def in_flight_beside(self, batch_id: int) -> int:
+        """Other batches of the batch's model that were in flight when it was submitted."""
+        with self._store.transaction() as conn:
+            return int(conn.execute(keys_sql.IN_FLIGHT_BESIDE, {"batch_id": batch_id}).fetchone()[0])
+
+    # -- batches and their keys ------------------------------------------------------------------
+    def set_batch_key(self, batch_id: int, alias: str) -> None:
+        """Record the key a batch in `submitting` is about to go out with."""
+        with self._store.transaction() as conn:
+            conn.execute(keys_sql.SET_BATCH_KEY, {"batch_id": batch_id, "alias": alias})
+
+    def batch_keys(self, batch_ids: Sequence[int]) -> dict[int, str | None]:
+        """{batch id: alias of the key it was submitted with (None: not recorded)}."""
+        return {r["id"]: r["key_alias"] for r in self._rows(keys_sql.BATCH_KEYS, {"ids": list(batch_ids)})}
+
+    def requeue_unsubmitted(self, batch_id: int, reason: str, delay_s: float) -> int:
+        """Every key refused the batch (quota, credit, auth): it ends failed and its jobs go back to pending
+        without spending their attempt. Returns the jobs requeued (0 if the batch was not `submitting`)."""
+        with self._store.transaction() as conn:
+            if conn.execute(batch_sql.FAIL_SUBMISSION, {"batch_id": batch_id, "error": reason[:2000]}).fetchone() is None:
+                return 0
+            return self._requeue_batch(conn, batch_id, reason, delay_s)
+
+    def requeue_never_ran(self, batch_id: int, reason: str, delay_s: float) -> int:
+        """The provider failed the whole batch before running any of it (e.g. the model's enqueued-token
+        limit): its jobs go back to pending without spending their attempt. Returns the jobs requeued."""
+        with self._store.transaction() as conn:
+            return self._requeue_batch(conn, batch_id, reason, delay_s)
+
+    def _requeue_batch(self, conn, batch_id: int, reason: str, delay_s: float) -> int:
+        params = {"batch_id": batch_id, "reason": reason[:500], "delay": float(delay_s), "actor": self._store.owner}
+        return int(conn.execute(keys_sql.REQUEUE_BATCH_UNSPENT, params).fetchone()[0])

@@ -1,5 +1,6 @@
-"""SQL for provider keys, provider outages, batch submission holds, and the realtime job statements
-(release without spending an attempt, usage and cost booking), one named statement per operation.
+"""SQL for provider keys, provider outages, batch submission holds, the key each batch goes out with, and
+the statements that return jobs without spending an attempt (realtime release, a batch the provider never
+ran) or book realtime usage and cost, one named statement per operation.
 
 Key rows hold an alias, a masked form and a sha256 prefix, never the key. Statements that change a
 leased job are fenced by `lease_token` and state, as everywhere in the store.
@@ -182,4 +183,43 @@ RETURNING provider, model, held_at
 REALTIME_READY = """
 SELECT count(*), coalesce(max(id), 0) FROM jobs
 WHERE state = 'pending' AND mode = 'realtime' AND run_after <= now()
+"""
+
+# -- batches and their keys ----------------------------------------------------------------------
+# The key a batch goes out with, written before each create call so that a resumed submission, the
+# status poll and the results download use the same key.
+SET_BATCH_KEY = "UPDATE batches SET key_alias = %(alias)s WHERE id = %(batch_id)s AND state = 'submitting'"
+
+BATCH_KEYS = "SELECT id, key_alias FROM batches WHERE id = ANY(%(ids)s::bigint[])"
+
+IN_FLIGHT_BATCHES = """
+SELECT count(*) FROM batches
+WHERE provider = %(provider)s AND model = %(model)s AND state IN ('submitting', 'in_progress', 'cancelling')
+"""
+
+# Other batches of the same model that were in flight (as far as we knew) when this one was submitted:
+# the tokens they had enqueued explain a refusal for the model's enqueued-token limit.
+IN_FLIGHT_BESIDE = """
+SELECT count(*)
+FROM batches b JOIN batches o ON o.provider = b.provider AND o.model = b.model AND o.id <> b.id
+WHERE b.id = %(batch_id)s AND o.submitted_at IS NOT NULL AND o.submitted_at <= b.submitted_at
+  AND (o.ended_at IS NULL OR o.ended_at >= b.submitted_at)
+"""
+
+# The provider never ran the batch (every key refused it for quota, or it failed for the model's
+# enqueued-token limit): its jobs go back to pending without spending their attempt. Callers run this in
+# the transaction that moved the batch itself, so the jobs of one batch are requeued once.
+REQUEUE_BATCH_UNSPENT = """
+WITH done AS (
+    UPDATE jobs j
+    SET state = 'pending', attempt = greatest(j.attempt - 1, 0), reason = %(reason)s,
+        run_after = now() + make_interval(secs => %(delay)s), batch_id = NULL, finished_at = NULL,
+        updated_at = now()
+    WHERE j.batch_id = %(batch_id)s AND j.state = 'submitted'
+    RETURNING j.id, j.attempt
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, 'submitted', 'pending', attempt, %(reason)s FROM done
+)
+SELECT count(*) FROM done
 """
