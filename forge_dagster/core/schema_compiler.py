@@ -81,19 +81,30 @@ def _enum_check(members: list[Any]) -> Check:
     return check
 
 
+def _single_type(spec: Any) -> str | None:
+    """The one type a `type` keyword allows, if it allows exactly one."""
+    if isinstance(spec, list) and len(spec) == 1:
+        spec = spec[0]
+    return spec if isinstance(spec, str) else None
+
+
 def _type_check(spec: str | list[str]) -> Check:
     names = [spec] if isinstance(spec, str) else list(spec)
     tests = [_TYPE_TESTS[n] for n in names]
     return tests[0] if len(tests) == 1 else (lambda x: any(t(x) for t in tests))
 
 
-def _string_check(s: dict[str, Any]) -> Check:
+# The keyword checks below pass values of other types, as JSON Schema says, unless `typed`: then the
+# schema's `type` is theirs alone and they fail other values too, which saves a separate type test.
+
+
+def _string_check(s: dict[str, Any], typed: bool) -> Check:
     lo, hi = s.get("minLength", 0), s.get("maxLength")
     pattern = re.compile(s["pattern"]) if "pattern" in s else None
 
     def check(x: Any) -> bool:
         if not isinstance(x, str):
-            return True
+            return not typed
         n = len(x)
         return n >= lo and (hi is None or n <= hi) and (pattern is None or pattern.search(x) is not None)
 
@@ -122,7 +133,7 @@ def _number_check(s: dict[str, Any]) -> Check:
     return check
 
 
-def _object_check(s: dict[str, Any]) -> Check:
+def _object_check(s: dict[str, Any], typed: bool) -> Check:
     props = {k: compile_subschema(v) for k, v in s.get("properties", {}).items()}
     required = list(s.get("required", ()))
     extra = s.get("additionalProperties", True)
@@ -134,7 +145,7 @@ def _object_check(s: dict[str, Any]) -> Check:
 
     def check(x: Any) -> bool:
         if not isinstance(x, dict):
-            return True
+            return not typed
         if len(x) < lo or (hi is not None and len(x) > hi):
             return False
         for k in required:
@@ -152,13 +163,13 @@ def _object_check(s: dict[str, Any]) -> Check:
     return check
 
 
-def _array_check(s: dict[str, Any]) -> Check:
+def _array_check(s: dict[str, Any], typed: bool) -> Check:
     items = compile_subschema(s["items"]) if "items" in s else None
     lo, hi = s.get("minItems", 0), s.get("maxItems")
 
     def check(x: Any) -> bool:
         if not isinstance(x, list):
-            return True
+            return not typed
         if len(x) < lo or (hi is not None and len(x) > hi):
             return False
         if items is not None:
@@ -201,20 +212,24 @@ def compile_subschema(s: Any) -> Check:
     if unknown:
         raise _Unsupported(f"keywords {sorted(unknown)}")
     checks: list[Check] = []
-    if "type" in s:
-        checks.append(_type_check(s["type"]))
-    if "enum" in s:
-        checks.append(_enum_check(s["enum"]))
-    if "const" in s:
-        checks.append(_enum_check([s["const"]]))
+    kind = _single_type(s.get("type"))
+    typed = False  # whether a check below already fails values that are not of the schema's one type
+    for members in ([s["enum"]] if "enum" in s else []) + ([[s["const"]]] if "const" in s else []):
+        checks.append(_enum_check(members))
+        typed = typed or (kind == "string" and all(isinstance(m, str) for m in members))
     if any(k in s for k in _STRING_KW):
-        checks.append(_string_check(s))
+        checks.append(_string_check(s, kind == "string"))
+        typed = typed or kind == "string"
     if any(k in s for k in _NUMBER_KW):
         checks.append(_number_check(s))
     if any(k in s for k in _OBJECT_KW):
-        checks.append(_object_check(s))
+        checks.append(_object_check(s, kind == "object"))
+        typed = typed or kind == "object"
     if any(k in s for k in _ARRAY_KW):
-        checks.append(_array_check(s))
+        checks.append(_array_check(s, kind == "array"))
+        typed = typed or kind == "array"
+    if "type" in s and not typed:
+        checks.insert(0, _type_check(s["type"]))
     if "allOf" in s:
         checks.extend(compile_subschema(sub) for sub in s["allOf"])
     if "anyOf" in s:
