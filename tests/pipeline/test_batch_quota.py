@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import anthropic
 import dagster as dg
 import openai
 
@@ -20,7 +21,7 @@ from forge_dagster.resources.provider_keys import ProviderKeysResource
 from forge_dagster.sensors.quota_sensors import key_probe_sensor
 from forge_dagster.simulator.dice import key_id
 from tests.helpers import wait_until
-from tests.pipeline.conftest import ticket
+from tests.pipeline.conftest import review, ticket
 
 FAST = PausePolicy(base_s=0.2, cap_s=2.0, probe_budget_s=5.0, hold_recheck_s=0.0)
 PRIMARY = "sk-proj-forgetest-BATCHPRIMARY-0123456789ab"
@@ -28,9 +29,9 @@ BACKUP = "sk-proj-forgetest-BATCHBACKUP-0123456789ab"
 KEY_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "FORGE_PROVIDER_KEYS")
 
 
-def enqueue(store: LeaseStore, n: int, *, first: int = 0, max_attempts: int = 3) -> list[int]:
-    specs = [JobSpec(line["processor"], line["input"], external_id=line["id"], processor_version="1.0.0",
-                     max_attempts=max_attempts) for line in (ticket(i) for i in range(first, first + n))]
+def enqueue(store: LeaseStore, n: int, *, first: int = 0, max_attempts: int = 3, line=ticket) -> list[int]:
+    specs = [JobSpec(job["processor"], job["input"], external_id=job["id"], processor_version="1.0.0",
+                     max_attempts=max_attempts) for job in (line(i) for i in range(first, first + n))]
     ids = store.enqueue(specs).accepted
     assert len(ids) == n
     return ids
@@ -151,6 +152,21 @@ def test_a_paused_key_is_skipped_and_the_providers_other_key_keeps_submitting(st
     assert polls and {r["key_id"] for r in polls} == {key_id(BACKUP)}, "a batch is read through its own key"
     assert attempts(store, ids + more) == {1}
     keys.close()
+
+
+def test_anthropic_credit_exhaustion_at_batch_submit_pauses_the_key_and_spends_no_attempt(store, catalog, ports, sim):
+    sim.configure(quota_tokens=1)
+    with anthropic.Anthropic(api_key="sim-no-key", base_url=sim.url, max_retries=0) as client:  # spend it all
+        client.messages.create(model="claude-haiku-4-5", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    ids = enqueue(store, 3, line=review)
+
+    report = build_and_submit(store, catalog, ports, quota=FAST)
+    assert report.batches == [] and report.requeued_jobs == 3
+    key = store.keys.get("anthropic", "simulator")
+    assert key["state"] == "paused" and "credit balance is too low" in key["reason"]
+    assert store.keys.get("openai", "simulator")["state"] == "active", "only the refused provider's key stops"
+    assert store.counts() == {"pending": 3} and attempts(store, ids) == {0}
+    assert topics(store) == ["key.paused", "provider.all_keys_paused"]
 
 
 def _line_tokens(catalog) -> int:
