@@ -2,7 +2,8 @@
 
 Brings up PostgreSQL, Dagster's storage and (with no provider keys) the local simulator; drops a
 sample of jobs across both providers and both example processors into the inbox; then lets the
-sensors and asset jobs run through Dagster in this process until every job has ended.
+sensors and asset jobs run through Dagster in this process until every job has ended, printing where
+the jobs and batches are after every run. Dagster and the SDKs are imported once the first line is out.
 """
 
 from __future__ import annotations
@@ -13,15 +14,10 @@ import random
 import sys
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import dagster as dg
-
-from forge_dagster.core.config import load_settings
-from forge_dagster.core.runtime import bring_up
-from forge_dagster.core.store import LeaseStore
-from forge_dagster.definitions import build_definitions
-from forge_dagster.orchestration import InProcessDaemon
-from forge_dagster.resources.providers import ProviderPortsResource
+if TYPE_CHECKING:
+    from forge_dagster.core.store import LeaseStore
 
 SUBJECTS = ["Cannot log in", "Invoice charged twice", "Export to CSV is slow", "Feature idea: dark mode",
             "App crashes on upload", "How do I reset my password?", "Data missing after sync"]
@@ -55,56 +51,91 @@ def _start_simulator(seed: int):
     return Simulator(seed=seed, config=config).start()
 
 
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Progress:
+    """Prints where the demo's jobs and batches are: after every run, and after each tick without one."""
+
+    def __init__(self, store: LeaseStore, source: str, started: float, since: datetime) -> None:
+        self.store, self.source, self.started, self.since = store, source, started, since
+        self.runs = self.failed = 0
+
+    def __call__(self, job: str | None = None, partition: str | None = None, ok: bool = True) -> dict[str, int]:
+        counts = self.store.counts(source=self.source)
+        if job is not None:
+            self.runs, self.failed = self.runs + 1, self.failed + (not ok)
+        ran = f" | run {job}{'/' + partition if partition else ''}{'' if ok else ' FAILED'}" if job else ""
+        failed = f" ({self.failed} failed)" if self.failed else ""
+        _say(f"[{time.monotonic() - self.started:5.1f}s] jobs {dict(sorted(counts.items()))} | batches "
+             f"{dict(sorted(self.store.batch_counts(since=self.since).items()))} | runs {self.runs}{failed}{ran}")
+        return counts
+
+
+def _drop_sample(n: int, seed: int) -> str:
+    """Write `n` sample jobs into the inbox (atomically, by rename); returns their intake source."""
+    from forge_dagster.assets.batch_pipeline import default_inbox
+
+    name = f"demo-{int(time.time() * 1000)}.jsonl"
+    inbox = default_inbox()
+    inbox.mkdir(parents=True, exist_ok=True)
+    tmp = inbox / (name + ".part")
+    tmp.write_text("".join(json.dumps(line) + "\n" for line in sample_lines(n, seed)))
+    tmp.rename(inbox / name)
+    _say(f"forge demo: {n} jobs dropped in {inbox}; sensors and runs go through Dagster now")
+    return f"file:{name}"
+
+
+def _run_until_settled(daemon, progress: Progress, timeout_s: float) -> dict[str, int]:
+    """Tick the sensors (each run reports through `progress`) until no demo job is open any more."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        tick = daemon.tick()
+        counts = progress.store.counts(source=progress.source) if tick.runs else progress()
+        if sum(counts.values()) and not any(counts.get(s) for s in OPEN_STATES):
+            return counts
+        if time.monotonic() > deadline:
+            _say(f"forge demo: timed out after {timeout_s}s")
+            return counts
+        if not tick.runs:
+            time.sleep(0.5)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     started, since = time.monotonic(), datetime.now(UTC)
+    _say(f"forge demo: starting ({args.jobs} jobs across both providers and both example processors)")
+    import dagster as dg
+
+    from forge_dagster.core.config import load_settings
+    from forge_dagster.core.runtime import bring_up
+    from forge_dagster.core.store import LeaseStore
+    from forge_dagster.definitions import build_definitions
+    from forge_dagster.orchestration import InProcessDaemon
+    from forge_dagster.resources.providers import ProviderPortsResource
+
     settings = load_settings()
     runtime = bring_up(settings, dagster=True)
-    print(runtime.describe(), file=sys.stderr, flush=True)
+    _say(runtime.describe())
     sim = None if not settings.providers_simulated else _start_simulator(args.seed)
     if sim is not None:
-        print(f"forge: providers=simulator (local test double at {sim.url}, not a provider)", file=sys.stderr)
+        _say(f"forge: providers=simulator (local test double at {sim.url}, not a provider)")
     store = LeaseStore(runtime.database_url, settings.store_schema, pool_size=4)
     try:
         store.migrate()
-        name = f"demo-{int(time.time() * 1000)}.jsonl"
-        inbox = settings.forge_home / "inbox"
-        inbox.mkdir(parents=True, exist_ok=True)
-        tmp = inbox / (name + ".part")
-        tmp.write_text("".join(json.dumps(line) + "\n" for line in sample_lines(args.jobs, args.seed)))
-        tmp.rename(inbox / name)
-        source = f"file:{name}"
-        print(f"forge demo: {args.jobs} jobs dropped in {inbox}; sensors and runs go through Dagster now",
-              file=sys.stderr, flush=True)
-
-        resources = {}
-        if sim is not None:
-            resources["providers"] = ProviderPortsResource(simulator_url=sim.url)
-        defs = build_definitions(resources)
+        source = _drop_sample(args.jobs, args.seed)
+        resources = {"providers": ProviderPortsResource(simulator_url=sim.url)} if sim is not None else {}
+        progress = Progress(store, source, started, since)
         daemon = InProcessDaemon(
-            defs, dg.DagsterInstance.get(), ["pending_work_sensor", "batch_status_sensor"],
+            build_definitions(resources), dg.DagsterInstance.get(), ["pending_work_sensor", "batch_status_sensor"],
             run_config=lambda job: {
                 "loggers": {"console": {"config": {"log_level": "WARNING"}}},
                 **({"ops": {"provider_batches": {"config": {"max_requests_per_batch": 100}}}}
                    if job == "build_batches" else {}),
             },
+            on_run=progress,
         )
-        deadline = time.monotonic() + args.timeout
-        while True:
-            tick = daemon.tick()
-            counts = store.counts(source=source)
-            elapsed = time.monotonic() - started
-            failed_runs = sum(1 for _, _, ok in tick.runs if not ok)
-            print(f"[{elapsed:5.1f}s] jobs {dict(sorted(counts.items()))} | batches "
-                  f"{dict(sorted(store.batch_counts(since=since).items()))} | runs {len(tick.runs)}"
-                  + (f" ({failed_runs} failed)" if failed_runs else ""), file=sys.stderr, flush=True)
-            total = sum(counts.values())
-            if total and not any(counts.get(s) for s in OPEN_STATES):
-                break
-            if time.monotonic() > deadline:
-                print(f"forge demo: timed out after {args.timeout}s", file=sys.stderr)
-                break
-            if not tick.runs:
-                time.sleep(0.5)
+        counts = _run_until_settled(daemon, progress, args.timeout)
         summary = {
             "mode": runtime.mode, "jobs_total": sum(counts.values()), "jobs": counts,
             "batches": store.batch_counts(since=since), "cost_usd": round(store.source_cost(source), 6),

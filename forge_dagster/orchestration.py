@@ -20,6 +20,18 @@ class TickReport:
     skips: dict[str, str] = field(default_factory=dict)
 
 
+RunCallback = Callable[[str, str | None, bool], None]  # (job, partition, success), after each run
+
+
+def merged_config(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `extra` laid over it, nested dicts merged key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merged_config(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out
+
+
 def _as_sensor_result(value: Any) -> dg.SensorResult:
     """Whatever a sensor function returned, as a SensorResult."""
     if isinstance(value, dg.SensorResult):
@@ -32,14 +44,17 @@ def _as_sensor_result(value: Any) -> dg.SensorResult:
 
 
 class InProcessDaemon:
-    """Evaluates sensors with their cursors and executes each new run request once (by run key)."""
+    """Evaluates sensors with their cursors and executes each new run request once (by run key), with
+    the run config the request carries laid over `run_config(job)`; `on_run` hears of every run as it
+    ends, so a caller can show progress while a tick's runs go on."""
 
     def __init__(
         self, defs: dg.Definitions, instance: dg.DagsterInstance, sensor_names: list[str],
-        run_config: Callable[[str], dict[str, Any]] | None = None,
+        run_config: Callable[[str], dict[str, Any]] | None = None, on_run: RunCallback | None = None,
     ) -> None:
         self.defs, self.instance, self.sensor_names = defs, instance, sensor_names
         self.run_config = run_config or (lambda job_name: {})
+        self.on_run = on_run
         self.cursors: dict[str, str | None] = {name: None for name in sensor_names}
         self.seen_run_keys: set[str] = set()
         self._resources = defs.resources or {}
@@ -68,7 +83,10 @@ class InProcessDaemon:
                 outcome = job.execute_in_process(
                     instance=self.instance, partition_key=request.partition_key,
                     tags={**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": name},
-                    run_config=self.run_config(job_name), raise_on_error=False,
+                    run_config=merged_config(self.run_config(job_name), request.run_config or {}),
+                    raise_on_error=False,
                 )
                 report.runs.append((job_name, request.partition_key, outcome.success))
+                if self.on_run is not None:
+                    self.on_run(job_name, request.partition_key, outcome.success)
         return report

@@ -4,8 +4,6 @@ Each asset reads its context, calls one engine function and reports counts, a pr
 Polling never happens here: the batch status sensor finds ended batches and asks for their partition.
 """
 
-
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -40,8 +38,13 @@ def _usage_metadata(provider: str, usage: dict[str, int]) -> dict[str, dg.Metada
     return {f"{provider}.{k}": dg.MetadataValue.int(int(v)) for k, v in usage.items()}
 
 
+def default_inbox() -> Path:
+    """The inbox the pending-work sensor watches and intake drains: $FORGE_HOME/inbox."""
+    return load_settings().forge_home / "inbox"
+
+
 class IntakeConfig(dg.Config):
-    inbox: str | None = None  # default: $FORGE_HOME/inbox
+    inbox: str | None = None  # default: default_inbox(); the sensor's runs name the folder it watched
 
 
 @dg.asset(group_name=INTAKE_GROUP, kinds={"python", "postgres"})
@@ -51,7 +54,7 @@ def job_intake(
 ) -> dg.MaterializeResult:
     """New jobs: JSONL files dropped in the inbox, and rows other applications inserted, each checked
     against its processor. A bad line or row is refused with its reason; the rest are enqueued."""
-    inbox = Path(config.inbox or os.path.join(load_settings().forge_home, "inbox"))
+    inbox = Path(config.inbox) if config.inbox else default_inbox()
     catalog = processors.load(lease_store.store)
     files = drain_inbox(lease_store.store, catalog, inbox)
     external_ok, external_refused = review_external_rows(lease_store.store, catalog)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from forge_dagster.core.budgets import admit_within_budgets
 from forge_dagster.core.models import BatchSpec, ErrorClass, Provider, ProviderError, ProviderRequest
 from forge_dagster.core.processors import ProcessorCatalog, TemplateError, validate_input
-from forge_dagster.core.providers.base import ProviderPort
+from forge_dagster.core.providers.anthropic_port import AnthropicPort
+from forge_dagster.core.providers.base import CLOCK_SKEW_S, ProviderPort
 from forge_dagster.core.providers.limits import BatchLimitError
 from forge_dagster.core.quota import BatchGate, KeyPorts, PausePolicy, pause_port_key, pauses_key
 from forge_dagster.core.repair import render_job_request, repairs_for
@@ -26,7 +27,11 @@ from forge_dagster.core.store.lease_store import backoff_delay
 
 log = logging.getLogger(__name__)
 
-STALE_SUBMITTING_S = 60.0
+# How long a batch may sit in `submitting` before a run resumes it. One submission makes at most about six
+# provider calls in a row (a lookup, the upload, the create, three reconcile lookups), each bounded by the
+# client timeout (60 s by default), plus reconcile pauses of a few seconds: some six minutes at worst.
+# Fifteen minutes leaves room, so a submission still under way is never resumed beside itself.
+STALE_SUBMITTING_S = 900.0
 
 
 @dataclass
@@ -166,11 +171,16 @@ def resume_stale_submissions(
     report: BuildReport,
     *,
     older_than_s: float = STALE_SUBMITTING_S,
+    limit: int = 100,
 ) -> None:
-    """Finish submissions a crash left in `submitting`: find the provider's batch, or create it once."""
-    for batch_id in store.batches.stale_submitting(older_than_s):
-        batch = store.batches.get(batch_id)
-        store.batches.mark_resumed(batch_id)
+    """Finish submissions a crash left in `submitting`: find the provider's batch, or create it once.
+    Each batch is claimed by one run alone (two overlapping runs never both resume it), and a lookup by
+    shape (Anthropic) skips the provider batches the store already gives to other Forge batches."""
+    for _ in range(limit):
+        batch = store.batches.claim_stale_submission(older_than_s)
+        if batch is None:
+            return
+        batch_id, provider = batch["id"], Provider(batch["provider"])
         try:
             spec = spec_for_batch(store, catalog, batch_id)
         except KeyError as exc:
@@ -178,9 +188,10 @@ def resume_stale_submissions(
             continue
         report.resumed += 1
         since = batch["created_at"].timestamp() - 60
-        submit_batch(
-            store, ports[Provider(batch["provider"])], batch_id, spec, report, resume=True, since=since
-        )
+        port = ports[provider]
+        if isinstance(port, AnthropicPort):  # OpenAI finds its batch by metadata, Anthropic by shape
+            port.mark_taken(store.batches.known_provider_batch_ids(str(provider), since - 2 * CLOCK_SKEW_S))
+        submit_batch(store, port, batch_id, spec, report, resume=True, since=since)
 
 
 def submit_batch(

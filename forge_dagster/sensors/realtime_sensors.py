@@ -1,27 +1,31 @@
-"""The sensor that starts realtime runs when realtime jobs are waiting."""
+"""The sensor that starts realtime runs when realtime jobs are waiting (one realtime run at a time)."""
 
 import json
+import time
 
 import dagster as dg
 
 from forge_dagster.assets.realtime import realtime_job
 from forge_dagster.resources.lease_store import LeaseStoreResource
-
-_IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-              dg.DagsterRunStatus.STARTED]
+from forge_dagster.sensors.batch_sensors import REPEAT_UNCHANGED_S, run_in_flight, work_run_key
 
 
 @dg.sensor(job=realtime_job, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
 def realtime_work_sensor(context: dg.SensorEvaluationContext, lease_store: LeaseStoreResource):
-    """Requests a realtime run when realtime jobs are claimable and no realtime run is in flight."""
-    ready, top_id = lease_store.store.keys.realtime_ready()
-    if not ready:
-        return dg.SkipReason("no realtime job is claimable now")
-    running = context.instance.get_runs(
-        filters=dg.RunsFilter(job_name=realtime_job.name, statuses=_IN_FLIGHT), limit=1)
-    if running:
-        return dg.SkipReason(f"{ready} realtime jobs wait for run {running[0].run_id[:8]}, still in flight")
+    """Requests a realtime run when realtime jobs are claimable and no realtime run is in flight. Jobs a
+    run released back (every key paused) come due again under a new run key (see batch_sensors)."""
+    due = lease_store.store.batches.due_work("realtime")
+    if not due.jobs:
+        return dg.SensorResult(skip_reason="no realtime job is claimable now", cursor=context.cursor)
+    running = run_in_flight(context.instance, realtime_job.name)
+    if running is not None:
+        return dg.SensorResult(skip_reason=f"{due.jobs} realtime jobs wait for run {running.run_id[:8]}, still "
+                                           "in flight", cursor=context.cursor)
+    run_key, cursor = work_run_key("realtime", due.signature, json.loads(context.cursor or "{}"), time.time())
+    if run_key is None:
+        return dg.SensorResult(skip_reason=f"{due.jobs} realtime jobs unchanged since run key {cursor['run_key']}; "
+                                           f"asking again {REPEAT_UNCHANGED_S}s after it", cursor=context.cursor)
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"realtime:{top_id}:{ready}", tags={"forge/ready": str(ready)})],
-        cursor=json.dumps({"ready": ready, "top_id": top_id}),
+        run_requests=[dg.RunRequest(run_key=run_key, tags={"forge/ready": str(due.jobs)})],
+        cursor=json.dumps(cursor),
     )

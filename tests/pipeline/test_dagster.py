@@ -15,7 +15,7 @@ from forge_dagster.assets.batch_pipeline import (
 )
 from forge_dagster.assets.checks import no_stranded_jobs, succeeded_outputs_validate
 from forge_dagster.definitions import build_definitions
-from forge_dagster.sensors.batch_sensors import batch_status_sensor, pending_work_sensor
+from forge_dagster.sensors.batch_sensors import batch_status_sensor
 from tests.pipeline.conftest import review, ticket, write_inbox
 
 
@@ -59,23 +59,6 @@ def test_asset_chain_takes_inbox_files_to_validated_outputs(tmp_path, resources,
     # Once collected, a batch is not requested again.
     again = _sensor(batch_status_sensor, instance, resources)
     assert again.run_requests == [] and "none ended" in again.skip_reason.skip_message
-
-
-def test_pending_work_sensor_asks_once_per_new_work_and_explains_skips(resources, store):
-    instance = dg.DagsterInstance.ephemeral()
-    idle = _sensor(pending_work_sensor, instance, resources)
-    assert isinstance(idle, dg.SkipReason) and "no pending batch jobs" in idle.skip_message
-
-    from forge_dagster.core.store import JobSpec
-
-    store.enqueue([JobSpec("ticket_triage", ticket(1)["input"], processor_version="1.0.0")])
-    first = _sensor(pending_work_sensor, instance, resources)
-    second = _sensor(pending_work_sensor, instance, resources)
-    assert first.run_requests[0].run_key == second.run_requests[0].run_key  # same work, same key
-    store.enqueue([JobSpec("ticket_triage", ticket(2)["input"], processor_version="1.0.0")])
-    third = _sensor(pending_work_sensor, instance, resources)
-    assert third.run_requests[0].run_key != first.run_requests[0].run_key
-    assert json.loads(third.cursor)["pending"] == 2
 
 
 def test_batch_status_sensor_polls_in_flight_batches_and_keeps_a_small_cursor(resources, store, sim, tmp_path):

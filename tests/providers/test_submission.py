@@ -19,7 +19,7 @@ from forge_dagster.core.providers import BatchLimitError, ProviderPort, check_li
 from forge_dagster.simulator import Simulator
 from tests.helpers import wait_until
 
-from .helpers import OPENAI_TEST_KEY, TEST_KEYS, base_url, make_batch, routes
+from .helpers import OPENAI_TEST_KEY, TEST_KEYS, base_url, make_batch, make_port, routes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -226,3 +226,30 @@ def test_anthropic_lookup_needs_matching_count_and_custom_ids(
     assert anthropic_port.find_submitted(make_batch(Provider.ANTHROPIC, 2), since=0) is None
     found = anthropic_port.find_submitted(ours, since=0)
     assert found is not None and found.provider_batch_id == submitted.provider_batch_id and found.reconciled
+
+
+def test_anthropic_lookup_never_returns_a_batch_of_another_forge_batch(
+    sim: Simulator, anthropic_port: ProviderPort
+) -> None:
+    """Size-capped batches going out together all have the same count; while they run, shape alone
+    cannot tell them apart, so the lookup must skip the ones known to belong to other Forge batches."""
+    sim.configure(batch_processing_s=1000)
+    other = make_batch(Provider.ANTHROPIC, 3)
+    other_id = anthropic_port.submit(other).provider_batch_id  # this port created it, for `other`
+    ours = make_batch(Provider.ANTHROPIC, 3)
+    elsewhere = make_port(sim, Provider.ANTHROPIC)  # ours went out from another process
+    ours_id = elsewhere.submit(ours).provider_batch_id
+    elsewhere.close()
+
+    found = anthropic_port.find_submitted(ours, since=0)
+    assert found is not None and found.provider_batch_id == ours_id
+
+    told_by_caller = make_port(sim, Provider.ANTHROPIC)  # knows neither batch: the caller passes what it knows
+    assert told_by_caller.find_submitted(ours, since=0, exclude={other_id}).provider_batch_id == ours_id
+    told_by_caller.close()
+    told_by_store = make_port(sim, Provider.ANTHROPIC)
+    told_by_store.mark_taken([other_id])
+    assert told_by_store.find_submitted(ours, since=0).provider_batch_id == ours_id
+    told_by_store.mark_taken([ours_id])  # every same-sized batch is somebody else's: none is ours
+    assert told_by_store.find_submitted(ours, since=0) is None
+    told_by_store.close()

@@ -1,6 +1,8 @@
 """Anthropic Message Batches and Messages behind the provider port.
 
-Anthropic batches carry no metadata, so `find_submitted` recognises ours by shape (see its docstring).
+Anthropic batches carry no metadata, so `find_submitted` recognises ours by shape (see its docstring)
+and must be told which provider batches belong to other Forge batches: the port remembers the ones it
+created or was told about (`mark_taken`), and callers may pass more (`exclude`).
 `ended` is split by the request counts, never collapsed: cancel initiated and some requests canceled ->
 ended_cancelled; some expired -> ended_expired; otherwise ended_completed.
 """
@@ -9,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from collections.abc import Collection, Iterator
+from collections import OrderedDict
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 import anthropic
@@ -40,6 +44,8 @@ from forge_dagster.core.providers.wire import anthropic_batch_entry
 log = logging.getLogger(__name__)
 
 MAX_LISTED_BATCHES = 2_000  # find_submitted gives up after scanning this many batches
+MAX_REMEMBERED_BATCHES = 20_000  # provider batch ids the port remembers as belonging to a Forge batch
+_OTHER = ""  # owner recorded for ids known to be taken by some other Forge batch
 
 
 class AnthropicPort(ProviderPort):
@@ -50,6 +56,8 @@ class AnthropicPort(ProviderPort):
     def __init__(self, credentials: ProviderCredentials, **options: Any) -> None:
         super().__init__(credentials, **options)
         self._client = anthropic.Anthropic(**self._client_kwargs())
+        self._owners: OrderedDict[str, str] = OrderedDict()  # provider batch id -> forge batch id
+        self._owners_lock = threading.Lock()
 
     # -- batch -------------------------------------------------------------------------------------
     def _upload(self, batch: BatchSpec) -> list[dict[str, Any]]:
@@ -59,22 +67,49 @@ class AnthropicPort(ProviderPort):
         log.debug("batch %s: creating Anthropic batch of %d requests", batch.forge_batch_id, len(upload))
         created = self._client.messages.batches.create(requests=upload)  # type: ignore[arg-type]
         log.info("batch %s: created Anthropic batch %s", batch.forge_batch_id, created.id)
+        self._remember(created.id, batch.forge_batch_id)
         return SubmittedBatch(provider_batch_id=created.id)
 
-    def find_submitted(self, batch: BatchSpec, *, since: float | None = None) -> SubmittedBatch | None:
+    def mark_taken(self, provider_batch_ids: Iterable[str]) -> None:
+        """Record provider batches that already belong to Forge batches (the ones the store holds), so
+        no lookup for a batch still being submitted returns them."""
+        for provider_batch_id in provider_batch_ids:
+            self._remember(provider_batch_id, _OTHER)
+
+    def _remember(self, provider_batch_id: str, forge_batch_id: str) -> None:
+        with self._owners_lock:
+            self._owners[provider_batch_id] = forge_batch_id
+            self._owners.move_to_end(provider_batch_id)
+            while len(self._owners) > MAX_REMEMBERED_BATCHES:
+                self._owners.popitem(last=False)
+
+    def _taken_by_another(self, provider_batch_id: str, forge_batch_id: str) -> bool:
+        with self._owners_lock:
+            owner = self._owners.get(provider_batch_id)
+        return owner is not None and owner != forge_batch_id
+
+    def find_submitted(
+        self, batch: BatchSpec, *, since: float | None = None, exclude: Collection[str] = ()
+    ) -> SubmittedBatch | None:
         """Rule (Anthropic batches have no metadata): a batch created at or after `since` minus clock
         skew, whose request counts sum to `len(batch.requests)`, and, once it has ended, whose first
-        result line carries one of our custom_ids (results do not exist before the end). If several
-        qualify, the oldest wins and the others are logged: the caller should pass the `since` it
+        result line carries one of our custom_ids (results do not exist before the end). Batches in
+        `exclude` and batches this port created for (or was told belong to) other Forge batches never
+        qualify: several size-capped batches going out together all have the same count. If several
+        still qualify, the oldest wins and the others are logged: the caller should pass the `since` it
         persisted just before the create, which keeps that window small."""
         ours = {r.custom_id for r in batch.requests}
+        excluded = set(exclude)
         if since is None:
             since = time.time() - self.resume_lookback_s
         try:
             candidates = [
                 b
                 for b in self._recent_batches(since)
-                if _total(b) == len(batch.requests) and self._first_result_is_ours(b, ours)
+                if b.id not in excluded
+                and not self._taken_by_another(b.id, batch.forge_batch_id)
+                and _total(b) == len(batch.requests)
+                and self._first_result_is_ours(b, ours)
             ]
         except Exception as exc:
             raise classify(exc) from exc
@@ -89,6 +124,7 @@ class AnthropicPort(ProviderPort):
                 len(batch.requests),
                 candidates[0].id,
             )
+        self._remember(candidates[0].id, batch.forge_batch_id)
         return SubmittedBatch(provider_batch_id=candidates[0].id, reconciled=True)
 
     def _recent_batches(self, since: float | None) -> Iterator[Any]:

@@ -40,16 +40,40 @@ SET state = 'in_progress', provider_batch_id = %(provider_batch_id)s, input_file
 WHERE id = %(batch_id)s AND state = 'submitting'
 """
 
-MARK_RESUMED = """
-UPDATE batches SET submit_attempts = submit_attempts + 1, updated_at = now()
-WHERE id = %(batch_id)s AND state = 'submitting'
-"""
-
 # Batches whose intent was written but whose submission never finished (a crash, an ambiguous answer).
+# Read-only, for the sensor that decides whether a build run is needed; resuming claims them below.
 STALE_SUBMITTING = """
 SELECT id FROM batches
 WHERE state = 'submitting' AND updated_at < now() - make_interval(secs => %(older_than)s)
 ORDER BY id
+"""
+
+# Claim one stale submission for this resumer alone, in one statement. SKIP LOCKED passes over a row
+# another resumer is claiming right now; FOR UPDATE re-checks the WHERE on the newest row version, so a
+# row another resumer claimed (and committed) after this statement's snapshot is no longer stale and is
+# passed over too. Moving updated_at to now() is the claim: nobody sees the batch stale again until
+# `older_than` has passed once more, which the caller keeps well above one submission's longest run.
+# MATERIALIZED so the locking SELECT runs exactly once.
+CLAIM_STALE_SUBMISSION = """
+WITH stale AS MATERIALIZED (
+    SELECT id FROM batches
+    WHERE state = 'submitting' AND updated_at < now() - make_interval(secs => %(older_than)s)
+    ORDER BY id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE batches b SET submit_attempts = b.submit_attempts + 1, updated_at = now()
+FROM stale s
+WHERE b.id = s.id AND b.state = 'submitting'
+RETURNING b.id, b.provider, b.created_at, b.submit_attempts
+"""
+
+# Provider batch ids the store already holds for `provider`, submitted since a time: a lookup for one
+# batch's provider batch must never pick one of these (they belong to other Forge batches).
+KNOWN_PROVIDER_BATCHES = """
+SELECT provider_batch_id FROM batches
+WHERE provider = %(provider)s AND provider_batch_id IS NOT NULL
+  AND coalesce(submitted_at, created_at) >= to_timestamp(%(since)s)
 """
 
 BATCH_MEMBERS = """
@@ -71,7 +95,7 @@ ORDER BY id
 """
 
 ENDED_UNCOLLECTED = """
-SELECT id FROM batches
+SELECT id, provider FROM batches
 WHERE state IN ('ended_completed', 'ended_expired', 'ended_cancelled', 'ended_failed')
 ORDER BY id
 """
@@ -187,7 +211,12 @@ BATCH_COST = "SELECT coalesce(sum(cost_usd), 0) FROM costs WHERE batch_id = %(ba
 
 TOTAL_COST = "SELECT coalesce(sum(cost_usd), 0) FROM costs"
 
-PENDING_BATCH_WORK = """
-SELECT count(*), coalesce(max(id), 0) FROM jobs
-WHERE state = 'pending' AND mode = 'batch' AND run_after <= now()
+# Jobs of one mode due now: how many, the highest id, and their latest change (ms since the epoch).
+# A job that comes due again (requeued, released, held by a budget) was changed when it went back to
+# pending, so the latest change moves and the sensors' run keys with it. A row inserted without a mode
+# counts as batch work: intake, which resolves its mode, runs in the build run.
+DUE_JOBS = """
+SELECT count(*), coalesce(max(id), 0), coalesce(floor(extract(epoch FROM max(updated_at)) * 1000), 0)::bigint
+FROM jobs
+WHERE state = 'pending' AND coalesce(mode, 'batch') = %(mode)s AND run_after <= now()
 """

@@ -35,6 +35,20 @@ class Settlement:
     cost_usd: Decimal | None = None
 
 
+@dataclass(frozen=True)
+class DueWork:
+    """Jobs due now: how many, the highest id and their latest change (ms since the epoch). Two
+    snapshots are equal only if no due job was added, taken or put back in between."""
+
+    jobs: int
+    top_id: int
+    changed_ms: int
+
+    @property
+    def signature(self) -> str:
+        return f"{self.top_id}:{self.jobs}:{self.changed_ms}"
+
+
 def _json_or_none(value: Any) -> Jsonb | None:
     return None if value is None else Jsonb(value)
 
@@ -93,10 +107,6 @@ class BatchRepository:
             )
             return cur.rowcount == 1
 
-    def mark_resumed(self, batch_id: int) -> None:
-        with self._pool.connection() as conn:
-            conn.execute(batch_sql.MARK_RESUMED, {"batch_id": batch_id})
-
     def fail_submission(self, batch_id: int, error: str) -> bool:
         """The provider refused the batch: it ends failed (its jobs are settled by the caller)."""
         with self._pool.connection() as conn:
@@ -108,8 +118,21 @@ class BatchRepository:
             )
 
     def stale_submitting(self, older_than_s: float) -> list[int]:
+        """Ids of batches left in `submitting` for longer than `older_than_s` (read only)."""
         with self._pool.connection() as conn:
             return [r[0] for r in conn.execute(batch_sql.STALE_SUBMITTING, {"older_than": older_than_s})]
+
+    def claim_stale_submission(self, older_than_s: float) -> dict[str, Any] | None:
+        """Claim one batch left in `submitting` for longer than `older_than_s`, for this caller alone
+        (id, provider, created_at, submit_attempts); None when there is none left to claim."""
+        rows = self._rows(batch_sql.CLAIM_STALE_SUBMISSION, {"older_than": older_than_s})
+        return rows[0] if rows else None
+
+    def known_provider_batch_ids(self, provider: str, since: float) -> set[str]:
+        """Provider batch ids already recorded for `provider`'s batches submitted since `since` (unix s)."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(batch_sql.KNOWN_PROVIDER_BATCHES, {"provider": provider, "since": since})
+            return {r[0] for r in rows}
 
     # -- reading ---------------------------------------------------------------------------------
     def get(self, batch_id: int) -> dict[str, Any] | None:
@@ -127,15 +150,16 @@ class BatchRepository:
         """Batches the provider is still working on."""
         return self._rows(batch_sql.OPEN_BATCHES, {})
 
-    def ended_uncollected(self) -> list[int]:
+    def ended_uncollected(self) -> list[tuple[int, str]]:
+        """(id, provider) of the batches that ended and wait for their results to be collected."""
         with self._pool.connection() as conn:
-            return [r[0] for r in conn.execute(batch_sql.ENDED_UNCOLLECTED)]
+            return [(r[0], r[1]) for r in conn.execute(batch_sql.ENDED_UNCOLLECTED)]
 
-    def pending_work(self) -> tuple[int, int]:
-        """(batch-mode jobs due now, highest such id)."""
+    def due_work(self, mode: str = "batch") -> DueWork:
+        """The jobs of `mode` (batch or realtime) that are due now, summed up for the sensors."""
         with self._pool.connection() as conn:
-            n, top = conn.execute(batch_sql.PENDING_BATCH_WORK).fetchone()
-        return int(n), int(top)
+            n, top, changed = conn.execute(batch_sql.DUE_JOBS, {"mode": mode}).fetchone()
+        return DueWork(int(n), int(top), int(changed))
 
     def cost(self, batch_id: int | None = None) -> Decimal:
         with self._pool.connection() as conn:
