@@ -1,19 +1,25 @@
 """A mutex over the local GPU, held in Redis, with fencing tokens.
 
 - Acquire is `SET key token NX PX ttl` with a random token; the fencing counter is then incremented by a
-  script that checks the token, so each holder gets a token strictly greater than every earlier holder's.
+  script that checks the token, so each holder gets a number strictly greater than every earlier holder's.
+  The counter lives in Redis but the highest fence seen lives in PostgreSQL: a mutex built with a
+  `fence_floor` raises the counter above the stored maximum on acquire, so a Redis that lost the counter
+  (FLUSHALL, a restart without persistence, a new FORGE_REDIS_URL) does not fence every write out.
 - Release and extend run as Lua scripts that act only while the key still holds the caller's token: a
   holder that lost the lock can never delete or prolong someone else's.
 - A renewal thread extends the lease every TTL/3 and signals loss at once (an `Event` and a callback)
   when an extension is refused.
 - Waiters subscribe to a release channel and sleep until a release is published, or until the holder's
-  TTL runs out (a crashed holder never publishes); they do not poll.
-- Results written under the lock carry the fence; the store rejects a write whose fence is lower than
-  one it has already seen (see `KnowledgeRepository.advance_fence`).
+  TTL runs out (a crashed holder never publishes); they do not poll. A key without a TTL (set by hand)
+  is waited on for one TTL of ours at a time.
+- Results written under the lock carry a `Fence` (resource, number, a digest of the holder's token); the
+  store rejects a write whose number is lower than one it has seen, or equal to it from another holder
+  (see `KnowledgeRepository.advance_fence`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import threading
@@ -29,10 +35,17 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL_MS = 30_000
 KEY_PREFIX = "forge:mutex"
 
-# Give the holder a fencing token, but only while the lock is still its own.
+# Give the holder a fencing number, but only while the lock is still its own; never one at or below
+# ARGV[2], the highest number the store has recorded (the counter may have been lost with Redis's data).
 _FENCE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('INCR', KEYS[2])
+  local fence = redis.call('INCR', KEYS[2])
+  local floor = tonumber(ARGV[2])
+  if fence <= floor then
+    fence = floor + 1
+    redis.call('SET', KEYS[2], fence)
+  end
+  return fence
 end
 return 0
 """
@@ -66,6 +79,22 @@ class LockTimeout(Exception):
     """The mutex was not acquired within the caller's deadline."""
 
 
+@dataclass(frozen=True)
+class Fence:
+    """What a write under the lock carries: the guarded resource, the fencing number, and a digest of the
+    holder's lock token (so the store can tell two writes of one holder from two holders; the token
+    itself, which could release the lock, never leaves the process)."""
+
+    resource: str
+    number: int
+    holder: str
+
+
+def holder_digest(token: str) -> str:
+    """A short digest of a lock token: stored with fenced writes instead of the token."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
 @dataclass
 class MutexStats:
     """How hard this process worked for the lock: attempts (SET NX calls) and releases heard."""
@@ -74,9 +103,10 @@ class MutexStats:
     wakeups: int = 0
 
 
-def connect(url: str) -> redis.Redis:
-    """A Redis client for `url` (redis://, rediss:// or unix://)."""
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+def connect(url: str, *, timeout_s: float = 10.0) -> redis.Redis:
+    """A Redis client for `url` (redis://, rediss:// or unix://); no call waits longer than `timeout_s`."""
+    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=min(5.0, timeout_s),
+                                health_check_interval=30)
 
 
 class Lease:
@@ -85,6 +115,7 @@ class Lease:
     def __init__(self, mutex: GpuMutex, token: str, fence: int, ttl_ms: int) -> None:
         self.mutex, self.token, self.fence, self.ttl_ms = mutex, token, fence, ttl_ms
         self.lost = threading.Event()
+        self.renewals = 0  # extensions made by the renewal thread
         self._released = threading.Event()
         self._renewer: threading.Thread | None = None
         self._on_lost: Callable[[Lease], None] | None = None
@@ -93,6 +124,11 @@ class Lease:
     def resource(self) -> str:
         """The name fenced writes are checked against."""
         return self.mutex.key
+
+    @property
+    def fencing(self) -> Fence:
+        """The fence every result written under this lease carries."""
+        return Fence(self.mutex.key, self.fence, holder_digest(self.token))
 
     def extend(self, ttl_ms: int | None = None) -> bool:
         """Push the expiry to now + TTL; False (and loss signalled) when the lock is no longer ours."""
@@ -134,6 +170,7 @@ class Lease:
             try:
                 if not self.extend():
                     return
+                self.renewals += 1
                 valid_until = started + self.ttl_ms / 1000.0
             except redis.RedisError as exc:
                 # Redis unreachable: the lease may still be ours until its last known expiry.
@@ -162,13 +199,16 @@ class GpuMutex:
     """A named Redis mutex with fencing. `hold()` is the usual entry point."""
 
     def __init__(self, client: redis.Redis | str, name: str = "gpu", *, ttl_ms: int = DEFAULT_TTL_MS,
-                 prefix: str = KEY_PREFIX) -> None:
+                 prefix: str = KEY_PREFIX, fence_floor: Callable[[str], int | None] | None = None) -> None:
+        """`fence_floor(resource)` returns the highest fence the store has recorded for the lock (None:
+        none yet); each acquire takes a number above it."""
         self.redis = connect(client) if isinstance(client, str) else client
         self.key = f"{prefix}:{name}"
         self.fence_key = f"{self.key}:fence"
         self.channel = f"{self.key}:released"
         self.ttl_ms = int(ttl_ms)
         self.stats = MutexStats()
+        self.fence_floor = fence_floor
         self._fence = self.redis.register_script(_FENCE)
         self._release = self.redis.register_script(_RELEASE)
         self._extend = self.redis.register_script(_EXTEND)
@@ -180,10 +220,19 @@ class GpuMutex:
         self.stats.attempts += 1
         if not self.redis.set(self.key, token, nx=True, px=ttl):
             return None
-        fence = int(self._fence(keys=[self.key, self.fence_key], args=[token]))
+        fence = int(self._fence(keys=[self.key, self.fence_key], args=[token, self._floor()]))
         if fence == 0:  # lost between SET and the fence (frozen past the TTL): not ours after all
             return None
         return Lease(self, token, fence, ttl)
+
+    def _floor(self) -> int:
+        if self.fence_floor is None:
+            return 0
+        try:
+            return int(self.fence_floor(self.key) or 0)
+        except Exception as exc:  # noqa: BLE001 - the store will still refuse a stale fence
+            log.warning("gpu mutex: cannot read the stored fence of %s (%s); using Redis's counter", self.key, exc)
+            return 0
 
     def acquire(self, timeout_s: float | None = None, *, ttl_ms: int | None = None, renew: bool = True,
                 on_lost: Callable[[Lease], None] | None = None) -> Lease:
@@ -216,8 +265,12 @@ class GpuMutex:
     def _wait_for_release(self, pubsub, remaining: float | None) -> bool:
         """Sleep until a release is published (True), or the holder's TTL or our deadline runs out."""
         pttl = self.redis.pttl(self.key)
-        # -2: no holder now (released or expired between our attempt and here); -1 cannot happen (PX).
-        holder_left = 0.0 if pttl < 0 else pttl / 1000.0 + 0.005
+        if pttl == -2:  # no holder now (released or expired between our attempt and here)
+            holder_left = 0.0
+        elif pttl == -1:  # a key without expiry (set by hand): wait for a release, one TTL of ours at a time
+            holder_left = self.ttl_ms / 1000.0
+        else:
+            holder_left = pttl / 1000.0 + 0.005
         wait = holder_left if remaining is None else min(holder_left, remaining)
         end = time.monotonic() + wait
         while True:
@@ -245,8 +298,3 @@ class GpuMutex:
         """The token of the current holder, if any (for operators and tests)."""
         value = self.redis.get(self.key)
         return None if value is None else value.decode()
-
-    def current_fence(self) -> int:
-        """The last fencing number handed out (0 before the first acquire)."""
-        value = self.redis.get(self.fence_key)
-        return int(value or 0)

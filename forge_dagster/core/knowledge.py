@@ -1,7 +1,7 @@
 """Memories: findings kept in PostgreSQL, deduplicated by fingerprint and found by full-text search.
 
-A memory written under the GPU mutex carries the lease's fencing token, and the store rejects it when a
-later holder has already written (`FencedOut`). `remember` checks the lease first as well, so a holder
+A memory written under the GPU mutex carries the lease's fence, and the store rejects it when another
+holder has written since (`FencedOut`). `remember` checks the lease first as well, so a holder
 that knows it lost the lock stops before touching the database.
 """
 
@@ -70,7 +70,7 @@ def remember(repo: KnowledgeRepository, memories: list[NewMemory], lease: Lease 
     """Store memories (duplicates dropped); under a lease, fenced by its token. Returns the new ids."""
     if lease is not None:
         lease.check()
-        return repo.write_memories(memories, fence=lease.fence, resource=lease.resource)
+        return repo.write_memories(memories, fence=lease.fencing)
     return repo.write_memories(memories)
 
 

@@ -1,6 +1,7 @@
 """A separate process that uses the GPU mutex, for the contention, freeze and crash tests.
 
-python -m tests.nightly.mutex_child contend URL NAME ROUNDS   -> contends ROUNDS times, logging to Redis
+python -m tests.nightly.mutex_child contend URL NAME ROUNDS   -> says it is ready, waits for the start signal,
+    contends ROUNDS times logging to Redis, then records how many releases woke it
 python -m tests.nightly.mutex_child hold URL NAME TTL_MS [DB_URL SCHEMA]
     -> acquires, prints {"fence", "token"}, waits for a line on stdin, then tries extend, a fenced write
        and release, and prints what happened as JSON.
@@ -19,6 +20,9 @@ from forge_dagster.core.gpu_mutex import FencedOut, GpuMutex, connect
 def contend(url: str, name: str, rounds: int) -> None:
     client = connect(url)
     mutex = GpuMutex(client, name, ttl_ms=5000)
+    client.rpush(f"{name}:ready", os.getpid())
+    if client.blpop([f"{name}:go"], timeout=60) is None:  # both processes start contending together
+        raise SystemExit("no start signal")
     for _ in range(rounds):
         with mutex.hold(timeout_s=60) as lease:
             if client.incr(f"{name}:occupancy") != 1:
@@ -28,6 +32,7 @@ def contend(url: str, name: str, rounds: int) -> None:
                 client.get(f"{name}:occupancy")
             client.rpush(f"{name}:log", f"exit {lease.fence} {os.getpid()}")
             client.decr(f"{name}:occupancy")
+    client.rpush(f"{name}:wakeups", mutex.stats.wakeups)
 
 
 def hold(url: str, name: str, ttl_ms: int, db_url: str | None, schema: str | None) -> None:
@@ -42,7 +47,7 @@ def hold(url: str, name: str, ttl_ms: int, db_url: str | None, schema: str | Non
 
         with LeaseStore(db_url, schema, pool_size=1) as store:
             try:
-                store.knowledge.record_gpu_result(lease.resource, lease.fence, "test", {"by": "frozen holder"})
+                store.knowledge.record_gpu_result(lease.fencing, "test", {"by": "frozen holder"})
                 outcome["write"] = "accepted"
             except FencedOut as exc:
                 outcome["write"] = f"rejected: {exc}"

@@ -10,10 +10,10 @@ import dagster as dg
 import pytest
 
 from forge_dagster.assets.nightly import weekly_memory_digest
-from forge_dagster.core.gpu_mutex import FencedOut, GpuMutex
+from forge_dagster.core.gpu_mutex import FencedOut, GpuMutex, LockLost
 from forge_dagster.core.knowledge import NewMemory, remember, search
 from forge_dagster.core.store.knowledge_sql import SEARCH_MEMORIES
-from tests.helpers import forge_env, forge_process
+from tests.helpers import forge_env, forge_process, wait_until
 from tests.nightly.conftest import model_calls
 
 
@@ -57,16 +57,18 @@ def test_the_same_finding_is_stored_once(store):
 
 def test_a_memory_written_under_a_lost_lease_is_rejected(store, redis_url, mutex_name):
     repo = store.knowledge
-    mutex = GpuMutex(redis_url, mutex_name, ttl_ms=10_000)
-    old = mutex.acquire(renew=False)
-    old.release()
+    mutex = GpuMutex(redis_url, mutex_name, ttl_ms=300)
+    old = mutex.acquire(renew=False)  # never renewed: lost after 300 ms
+    wait_until(lambda: mutex.holder() is None, timeout_s=10, what="the old lease to expire")
     new = mutex.acquire(renew=False)
     remember(repo, [_memory("written by the new holder", "fence is higher")], new)
-    with pytest.raises(FencedOut):  # the store itself refuses the lower fence, whatever the holder believes
-        repo.write_memories([_memory("late write", "from the old holder")], fence=old.fence, resource=old.resource)
+    with pytest.raises(LockLost):  # the old holder checks its lease and stops before the database
+        remember(repo, [_memory("late write", "from the old holder")], old)
+    with pytest.raises(FencedOut):  # and the store refuses its fence whatever the holder believes
+        repo.write_memories([_memory("late write", "from the old holder")], fence=old.fencing)
     assert [m.title for m in search(repo, "holder")] == ["written by the new holder"]
     assert search(repo, "late write") == []
-    new.release()
+    assert new.release()
 
 
 def test_weekly_consolidation_folds_the_weeks_memories_into_digests(resources, store, sim):

@@ -1,12 +1,15 @@
-"""SQL for memories (full-text search), fencing tokens, GPU results, research items and night steps."""
+"""SQL for memories (full-text search), fences, GPU results, research items and night steps."""
 
-# A write under the GPU mutex first raises the resource's high-water fence to its own token. The row
-# lock taken here serialises fenced writers until commit; a token lower than one already recorded
-# updates nothing, so the caller rolls back (a holder that lost the lock while frozen).
+# A write under the GPU mutex first raises the resource's high-water fence to its own. The row lock taken
+# here serialises fenced writers until commit. A lower number, or the same number from another holder
+# (two holders sharing a number after the Redis counter was lost), updates nothing, so the caller rolls
+# back; the same holder writing again under one lease is accepted. A row from before holders were
+# recorded (holder NULL) accepts only a higher number.
 ADVANCE_FENCE = """
-INSERT INTO fence_tokens (resource, fence) VALUES (%(resource)s, %(fence)s)
-ON CONFLICT (resource) DO UPDATE SET fence = EXCLUDED.fence, updated_at = now()
-    WHERE fence_tokens.fence <= EXCLUDED.fence
+INSERT INTO fence_tokens (resource, fence, holder) VALUES (%(resource)s, %(fence)s, %(holder)s)
+ON CONFLICT (resource) DO UPDATE SET fence = EXCLUDED.fence, holder = EXCLUDED.holder, updated_at = now()
+    WHERE fence_tokens.fence < EXCLUDED.fence
+       OR (fence_tokens.fence = EXCLUDED.fence AND fence_tokens.holder = EXCLUDED.holder)
 RETURNING fence
 """
 
@@ -68,8 +71,8 @@ RETURNING item_id
 """
 
 SAVE_STEP = """
-INSERT INTO nightly_steps (night, step, output) VALUES (%(night)s, %(step)s, %(output)s)
-ON CONFLICT (night, step) DO UPDATE SET output = EXCLUDED.output, recorded_at = now()
+INSERT INTO nightly_steps (night, step, output, fence) VALUES (%(night)s, %(step)s, %(output)s, %(fence)s)
+ON CONFLICT (night, step) DO UPDATE SET output = EXCLUDED.output, fence = EXCLUDED.fence, recorded_at = now()
 """
 
 NIGHT_STEPS = "SELECT step, output, recorded_at FROM nightly_steps WHERE night = %(night)s ORDER BY recorded_at, step"

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from forge_dagster.core.gpu_mutex import FencedOut
+from forge_dagster.core.gpu_mutex import Fence, FencedOut
 from forge_dagster.core.knowledge import Memory, NewMemory
 from forge_dagster.core.store import knowledge_sql as ksql
 from forge_dagster.core.store import nightly_sql as nsql
@@ -36,22 +36,25 @@ class KnowledgeRepository:
 
     # -- fencing -----------------------------------------------------------------------------------
     @staticmethod
-    def advance_fence(conn: psycopg.Connection, resource: str, fence: int) -> None:
+    def advance_fence(conn: psycopg.Connection, fence: Fence) -> None:
         """Raise the resource's high-water fence to `fence` in the caller's transaction, or raise FencedOut
-        when a higher one is already recorded (the caller's transaction must then roll back)."""
-        if conn.execute(ksql.ADVANCE_FENCE, {"resource": resource, "fence": fence}).fetchone() is None:
-            raise FencedOut(f"{resource}: fence {fence} is stale; a later lock holder already wrote")
+        when a higher one is recorded, or the same one by another holder (the transaction must then roll
+        back)."""
+        params = {"resource": fence.resource, "fence": fence.number, "holder": fence.holder}
+        if conn.execute(ksql.ADVANCE_FENCE, params).fetchone() is None:
+            raise FencedOut(f"{fence.resource}: fence {fence.number} is stale; another lock holder already wrote")
 
     def current_fence(self, resource: str) -> int | None:
+        """The highest fence written under `resource` (None before the first fenced write)."""
         with self._pool.connection() as conn:
             row = conn.execute(ksql.CURRENT_FENCE, {"resource": resource}).fetchone()
         return None if row is None else int(row[0])
 
-    def record_gpu_result(self, resource: str, fence: int, kind: str, detail: dict[str, Any]) -> int:
-        """Record a result of GPU work under `fence` (FencedOut when a later holder already wrote)."""
+    def record_gpu_result(self, fence: Fence, kind: str, detail: dict[str, Any]) -> int:
+        """Record a result of GPU work under `fence` (FencedOut when another holder wrote since)."""
         with self._pool.connection() as conn:
-            self.advance_fence(conn, resource, fence)
-            params = {"resource": resource, "fence": fence, "kind": kind, "detail": Jsonb(detail)}
+            self.advance_fence(conn, fence)
+            params = {"resource": fence.resource, "fence": fence.number, "kind": kind, "detail": Jsonb(detail)}
             return conn.execute(ksql.INSERT_GPU_RESULT, params).fetchone()[0]
 
     def gpu_results(self, resource: str) -> list[dict[str, Any]]:
@@ -60,22 +63,21 @@ class KnowledgeRepository:
         return [dict(zip(("id", "resource", "fence", "kind", "detail", "created_at"), r, strict=True)) for r in rows]
 
     # -- memories ----------------------------------------------------------------------------------
-    def write_memories(self, memories: Iterable[NewMemory], *, fence: int | None = None,
-                       resource: str | None = None) -> list[int]:
+    def write_memories(self, memories: Iterable[NewMemory], *, fence: Fence | None = None) -> list[int]:
         """Insert memories in one transaction, dropping duplicates; fenced when `fence` is given."""
         ids = []
         with self._pool.connection() as conn:
             if fence is not None:
-                self.advance_fence(conn, resource or "gpu", fence)
+                self.advance_fence(conn, fence)
             for m in memories:
                 ids.extend(row[0] for row in conn.execute(ksql.INSERT_MEMORY, self._memory_params(m, fence)))
         return ids
 
     @staticmethod
-    def _memory_params(m: NewMemory, fence: int | None) -> dict[str, Any]:
+    def _memory_params(m: NewMemory, fence: Fence | None) -> dict[str, Any]:
         m = m.with_fingerprint()
         return {"source": m.source, "title": m.title, "content": m.content, "tags": list(m.tags),
-                "fingerprint": m.fingerprint, "night": m.night, "fence": fence}
+                "fingerprint": m.fingerprint, "night": m.night, "fence": None if fence is None else fence.number}
 
     def known_fingerprints(self, fingerprints: Sequence[str]) -> set[str]:
         with self._pool.connection() as conn:
@@ -96,13 +98,13 @@ class KnowledgeRepository:
     def memories_to_compress(self, since: datetime) -> list[Memory]:
         return self._memories(ksql.MEMORIES_TO_COMPRESS, {"since": since})
 
-    def write_digest(self, digest: NewMemory, folded_ids: Sequence[int], *, fence: int | None = None,
-                     resource: str | None = None) -> int | None:
+    def write_digest(self, digest: NewMemory, folded_ids: Sequence[int], *, fence: Fence | None = None
+                     ) -> int | None:
         """Store a digest and mark the memories it folds as compressed into it, in one transaction.
         Returns the digest's id, or None when the same digest was already stored."""
         with self._pool.connection() as conn:
             if fence is not None:
-                self.advance_fence(conn, resource or "gpu", fence)
+                self.advance_fence(conn, fence)
             row = conn.execute(ksql.INSERT_MEMORY, self._memory_params(digest, fence)).fetchone()
             if row is None:
                 return None
@@ -126,10 +128,14 @@ class KnowledgeRepository:
                     new.add((item["feed"], item["item_id"]))
         return new
 
-    def save_step(self, night: str, step: str, output: dict[str, Any]) -> None:
-        """Record (or replace) what `step` produced for `night`."""
+    def save_step(self, night: str, step: str, output: dict[str, Any], *, fence: Fence | None = None) -> None:
+        """Record (or replace) what `step` produced for `night`; a step that produced it on the GPU passes
+        its lease's fence, and the write is refused (FencedOut) if another holder wrote since."""
+        params = {"night": night, "step": step, "output": Jsonb(output), "fence": None if fence is None else fence.number}
         with self._pool.connection() as conn:
-            conn.execute(ksql.SAVE_STEP, {"night": night, "step": step, "output": Jsonb(output)})
+            if fence is not None:
+                self.advance_fence(conn, fence)
+            conn.execute(ksql.SAVE_STEP, params)
 
     def night_steps(self, night: str) -> dict[str, dict[str, Any]]:
         """{step: {"output": ..., "recorded_at": ...}} for one night, in the order they were recorded."""
@@ -182,12 +188,15 @@ class KnowledgeRepository:
         return None if row is None else dict(zip(keys, row, strict=True))
 
     # -- self-healing ------------------------------------------------------------------------------
-    def decide_healing(self, signal: str, run_id: str | None, window_s: float, decide) -> tuple[str, int | None]:
+    def decide_healing(self, signal: str, run_id: str | None, window_s: float, decide, *,
+                       interrupted_after_s: float = 3600.0) -> tuple[str, int | None]:
         """Under the signal's lock, `decide(HealingWindow)` returns (action, outcome, detail, outbox):
         action 'remedy', 'gave_up' or 'skip'. A remedy or give-up is recorded, with `outbox` ({topic, key,
-        payload} or None) written in the same transaction. Returns (action, the recorded row's id)."""
+        payload} or None) written in the same transaction. Remedies left `running` for longer than
+        `interrupted_after_s` are first marked interrupted. Returns (action, the recorded row's id)."""
         with self._pool.connection() as conn:
             conn.execute(nsql.LOCK_SIGNAL, {"signal": signal})
+            conn.execute(nsql.MARK_INTERRUPTED, {"signal": signal, "after_s": interrupted_after_s})
             remedies, since_last, gave_up = conn.execute(
                 nsql.HEALING_WINDOW, {"signal": signal, "window_s": window_s}).fetchone()
             window = HealingWindow(int(remedies), None if since_last is None else float(since_last), int(gave_up))
