@@ -6,8 +6,15 @@ The symlink is swapped atomically: a new link is made beside it and renamed over
 the old version or the new one, never a missing link. Rollback re-points `current` at the version that
 was active before, in one rename.
 
+`current` is the truth; `.history` is written before each swap and holds both the new stack and the one
+it replaces. If a crash falls between the two, the next reader keeps the stack that ends at what
+`current` really points to, so an interrupted activation or rollback can never make the next rollback
+go forward.
+
 Training holds the GPU mutex and unloads every Ollama model (checked with `/api/ps`) before the trainer
-command starts; its result is recorded under the lease's fence before the new version is registered.
+command starts; the trainer is stopped (SIGTERM, then SIGKILL after a grace period) the moment the lease
+is lost, so a holder that lost the lock does not keep using the GPU. Its result is recorded under the
+lease's fence before the new version is registered.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -155,14 +163,24 @@ class AdapterRegistry:
         return self._dir(name) / "current"
 
     def _history(self, folder: Path) -> list[str]:
+        """The activation stack, ending at the version `current` points to when it can."""
         try:
-            return list(json.loads((folder / ".history").read_text()))
+            data = json.loads((folder / ".history").read_text())
         except (OSError, ValueError):
-            return []
+            data = []
+        stack, before = (data, None) if isinstance(data, list) else (data.get("stack", []), data.get("before"))
+        current = self.current(folder.name)
+        if current is None:  # nothing active: at most a first activation that never swapped
+            return list(before) if before is not None else []
+        for candidate in (stack, before):  # `before`: the swap after this write never happened
+            if candidate and candidate[-1] == current:
+                return list(candidate)
+        return [*stack, current]  # activated before history was kept, or `current` moved by hand
 
-    def _write_history(self, folder: Path, history: list[str]) -> None:
+    def _write_history(self, folder: Path, stack: list[str], before: list[str]) -> None:
+        """Record the stack about to become true, with the one it replaces (written before the swap)."""
         tmp = folder / f".history-{secrets.token_hex(4)}"
-        tmp.write_text(json.dumps(history[-100:]))
+        tmp.write_text(json.dumps({"stack": stack[-100:], "before": before[-100:]}))
         os.replace(tmp, folder / ".history")
 
     @staticmethod
@@ -181,52 +199,97 @@ class AdapterRegistry:
             if previous == version:
                 return previous
             history = self._history(folder)
-            if previous and (not history or history[-1] != previous):
-                history.append(previous)  # activated before history was kept, or by hand
+            self._write_history(folder, [*history, version], history)
             self._swap(folder, version)
-            self._write_history(folder, [*history, version])
             return previous
 
     def rollback(self, name: str) -> tuple[str, str]:
         """Re-activate the version active before the current one, in one step. Returns (from, to)."""
         with self._locked(name) as folder:
-            current = self.current(name)
             history = self._history(folder)
-            if current and (not history or history[-1] != current):
-                history.append(current)
             while len(history) >= 2 and not (folder / history[-2]).is_dir():
                 del history[-2]  # a version removed by hand is skipped
             if len(history) < 2:
                 raise AdapterError(f"{name}: no earlier version to roll back to")
             target = history[-2]
+            self._write_history(folder, history[:-1], history)
             self._swap(folder, target)
-            self._write_history(folder, history[:-1])
             return history[-1], target
+
+
+class _TrainerStop:
+    """Stops the trainer when the GPU lease is lost: SIGTERM at once, SIGKILL after `grace_s`. The lease's
+    renewal thread calls `lease_lost`, possibly before the trainer has started."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._lost = False
+
+    def lease_lost(self, _lease=None) -> None:
+        with self._lock:
+            self._lost = True
+            proc = self._proc
+        if proc is not None:
+            self._stop(proc)
+
+    def started(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._proc, lost = proc, self._lost
+        if lost:
+            self._stop(proc)
+
+    def _stop(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            killer = threading.Timer(self.grace_s, lambda: proc.poll() is None and proc.kill())
+            killer.daemon = True
+            killer.start()
+
+
+def _run_trainer(argv: list[str], env: dict[str, str], stop: _TrainerStop, timeout_s: float | None) -> tuple[int, str]:
+    """Run the trainer to its end (or until the lease is lost, or `timeout_s`); (exit code, stderr tail)."""
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        stop.started(proc)
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            stop.lease_lost()  # same treatment: terminate, then kill after the grace period
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:  # interrupted while waiting: never leave the trainer on the GPU
+                proc.kill()
+                proc.wait()
+        log.seek(0)
+        return code, log.read()[-2000:]
 
 
 def train_adapter(mutex, runtime, registry: AdapterRegistry, repo, *, name: str, version: str, command: str,
                   activate: bool = False, acquire_timeout_s: float | None = 900.0,
-                  train_timeout_s: float | None = None) -> dict[str, Any]:
+                  train_timeout_s: float | None = None, stop_grace_s: float = 10.0) -> dict[str, Any]:
     """Train on the GPU: hold the mutex, unload every Ollama model, run `command` (no shell; `{output}`
     is replaced by the output folder, also in $FORGE_ADAPTER_OUTPUT), record the result under the lease's
-    fence, then register (and optionally activate) the new version."""
+    fence, then register (and optionally activate) the new version. If the lease is lost the trainer is
+    stopped (SIGTERM, SIGKILL after `stop_grace_s`) and LockLost is raised; nothing is registered."""
     semver_key(version)
     registry._dir(name)
     if version in registry.versions(name):
         raise AdapterError(f"{name} {version} is already registered")
-    with mutex.hold(acquire_timeout_s) as lease:
+    stop = _TrainerStop(stop_grace_s)
+    with mutex.hold(acquire_timeout_s, on_lost=stop.lease_lost) as lease:
         unloaded = runtime.unload_all()
         registry.root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".train-", dir=registry.root) as out:
             argv = [part.replace("{output}", out) for part in shlex.split(command)]
             env = {**os.environ, "FORGE_ADAPTER_OUTPUT": out, "FORGE_GPU_FENCE": str(lease.fence)}
-            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=train_timeout_s,
-                                  check=False)
-            if done.returncode != 0:
-                raise RuntimeError(f"trainer exited {done.returncode}: {done.stderr.strip()[-500:]}")
-            lease.check()
+            code, tail = _run_trainer(argv, env, stop, train_timeout_s)
+            lease.check()  # LockLost when the trainer was stopped because the lock went to someone else
+            if code != 0:
+                raise RuntimeError(f"trainer exited {code}: {tail.strip()[-500:]}")
             detail = {"name": name, "version": version, "unloaded": unloaded, "command": argv[0]}
-            result_id = repo.record_gpu_result(lease.resource, lease.fence, "adapter_training", detail)
+            result_id = repo.record_gpu_result(lease.fencing, "adapter_training", detail)
             adapter = registry.register(Path(out), name, version, meta={"fence": lease.fence, "trainer": argv[0]})
         if activate:
             registry.activate(name, version)

@@ -53,12 +53,14 @@ class TrainAdapterConfig(dg.Config):
 @dg.op(pool=GPU_POOL, tags={"kind": "gpu"})
 def train_adapter_op(context: dg.OpExecutionContext, config: TrainAdapterConfig, gpu_mutex: GpuMutexResource,
                      ollama: OllamaResource, lease_store: LeaseStoreResource) -> dict:
-    """Train a LoRA adapter: hold the GPU mutex, unload every Ollama model, run the trainer, record the
-    result under the lease's fence, register the new version (and activate it if asked)."""
+    """Train a LoRA adapter: hold the GPU mutex, unload every Ollama model, run the trainer (stopped if the
+    lock is lost), record the result under the lease's fence, register the new version (and activate it
+    if asked)."""
     registry = AdapterRegistry(load_settings().forge_home / "adapters")
-    result = train_adapter(gpu_mutex.mutex, ollama.runtime, registry, lease_store.store.knowledge,
+    store = lease_store.store
+    result = train_adapter(gpu_mutex.mutex_for(store), ollama.runtime, registry, store.knowledge,
                            name=config.name, version=config.version, command=config.command,
-                           activate=config.activate, acquire_timeout_s=gpu_mutex.acquire_timeout_s)
+                           activate=config.activate, acquire_timeout_s=gpu_mutex.timeout_s)
     context.log.info(f"adapter {config.name} {config.version} trained under fence {result['fence']}")
     return result
 

@@ -1,5 +1,6 @@
-"""Adapter versions: semver folders, an atomically swapped `current` link, one-step rollback, the CLI,
-and training that holds the GPU mutex with every Ollama model unloaded."""
+"""Adapter versions: semver folders, an atomically swapped `current` link, one-step rollback (also after a
+crash between the history and the link), the CLI, and training that holds the GPU mutex with every Ollama
+model unloaded and is stopped when the lock is lost."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
 from forge_dagster.core.adapters import AdapterError, AdapterRegistry, train_adapter
-from forge_dagster.core.gpu_mutex import GpuMutex
+from forge_dagster.core.gpu_mutex import GpuMutex, LockLost, connect
 from forge_dagster.core.ollama_runtime import OllamaRuntime
-from tests.helpers import ROOT, forge_env, forge_process
+from tests.helpers import ROOT, forge_env, forge_process, wait_until
 from tests.nightly.conftest import MODEL
 
 
@@ -51,6 +53,29 @@ def test_activate_then_rollback_restores_the_previous_version(registry):
         registry.rollback("support")
     assert [v.version for v in registry.list("support") if v.active] == ["1.0.0"]
     assert os.readlink(registry.current_path("support")) == "1.0.0"  # relative link
+
+
+def test_an_activation_interrupted_before_its_swap_is_not_replayed_by_rollback(registry):
+    registry.activate("support", "1.0.0")
+    registry.activate("support", "1.1.0")
+    folder = registry.root / "support"
+    # What a crash leaves between writing the history and swapping the link: history says 2.0.0 is
+    # active, `current` still points to 1.1.0.
+    registry._write_history(folder, ["1.0.0", "1.1.0", "2.0.0"], ["1.0.0", "1.1.0"])
+    assert registry.current("support") == "1.1.0"
+    assert registry.rollback("support") == ("1.1.0", "1.0.0")  # back, never forward to 2.0.0
+    assert _marker(registry) == "1.0.0"
+
+
+def test_a_rollback_interrupted_before_its_swap_is_not_undone_by_the_next_one(registry):
+    for version in ("1.0.0", "1.1.0", "2.0.0"):
+        registry.activate("support", version)
+    folder = registry.root / "support"
+    registry._write_history(folder, ["1.0.0", "1.1.0"], ["1.0.0", "1.1.0", "2.0.0"])  # swap never happened
+    assert registry.current("support") == "2.0.0"
+    assert registry.rollback("support") == ("2.0.0", "1.1.0")  # the rollback asked for, done once
+    assert registry.rollback("support") == ("1.1.0", "1.0.0")
+    assert _marker(registry) == "1.0.0"
 
 
 def test_register_refuses_bad_versions_duplicates_and_names(registry, tmp_path):
@@ -147,3 +172,42 @@ def test_training_holds_the_gpu_mutex_with_every_model_unloaded(sim, store, redi
     [recorded] = store.knowledge.gpu_results(mutex.key)
     assert recorded["kind"] == "adapter_training" and recorded["fence"] == result["fence"]
     assert mutex.holder() is None  # released after training
+
+
+def test_training_stops_the_trainer_when_the_gpu_lock_is_lost(sim, store, redis_url, mutex_name, tmp_path):
+    runtime = OllamaRuntime(sim.ollama_host, MODEL)
+    marks = tmp_path / "trainer.log"
+    trainer = tmp_path / "stubborn_trainer.py"
+    trainer.write_text(textwrap.dedent(f"""
+        import os, signal, time
+        def on_term(signum, frame):
+            with open({str(marks)!r}, "a") as f:
+                f.write("term\\n")  # a trainer that ignores SIGTERM: it must be killed after the grace
+        signal.signal(signal.SIGTERM, on_term)
+        with open({str(marks)!r}, "a") as f:
+            f.write(f"started {{os.getpid()}}\\n")
+        time.sleep(120)  # would hold the GPU for two minutes
+    """))
+    registry = AdapterRegistry(tmp_path / "adapters")
+    mutex = GpuMutex(redis_url, mutex_name, ttl_ms=600)
+    outcome = []
+
+    def train() -> None:
+        try:
+            train_adapter(mutex, runtime, registry, store.knowledge, name="support", version="1.0.0",
+                          command=f"{sys.executable} {trainer}", stop_grace_s=0.5)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    wait_until(lambda: marks.exists() and "started" in marks.read_text(), timeout_s=30, what="the trainer")
+    pid = int(marks.read_text().split()[1])
+    connect(redis_url).set(mutex.key, "another holder", px=30_000)  # the lock is taken mid-training
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "training kept running after the lock was lost"
+    assert len(outcome) == 1 and isinstance(outcome[0], LockLost), outcome
+    assert "term" in marks.read_text()  # asked to stop first ...
+    with pytest.raises(ProcessLookupError):  # ... then killed, and reaped
+        os.kill(pid, 0)
+    assert registry.versions("support") == [] and store.knowledge.gpu_results(mutex.key) == []
