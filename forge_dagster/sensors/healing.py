@@ -1,12 +1,15 @@
 """Self-healing: a run-failure sensor that maps known failures to remedies (stale leases -> sweep,
-Ollama down -> restart command hook, Redis down -> wait), at most 3 attempts per signal with a cooldown,
-recorded in PostgreSQL; then it notifies once through the outbox and stops trying.
+GPU lock lost or Redis down -> wait for Redis, Ollama down -> restart command hook), at most 3 attempts per
+signal with a cooldown, recorded in PostgreSQL; then it notifies once through the outbox and stops trying.
 
-Re-running the failed run is Dagster's own run retries (`run_retries` in the generated dagster.yaml).
+A remedy runs in the sensor's tick, bounded by FORGE_NIGHTLY_HEALING_BUDGET_S (30 s) so it ends well
+within the tick's timeout; probes use clients with short timeouts. Re-running the failed run is
+Dagster's own run retries (`run_retries` in the generated dagster.yaml).
 """
 
 import dagster as dg
 
+from forge_dagster.core.gpu_mutex import connect
 from forge_dagster.core.nightly.healing import (
     HealingPolicy,
     Signal,
@@ -17,6 +20,7 @@ from forge_dagster.core.nightly.healing import (
     wait_remedy,
 )
 from forge_dagster.core.nightly.settings import load_nightly_settings
+from forge_dagster.core.ollama_runtime import OllamaRuntime
 from forge_dagster.resources.gpu import GpuMutexResource
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.ollama import OllamaResource
@@ -39,6 +43,9 @@ def failure_errors(context: dg.RunFailureSensorContext) -> list[tuple[str | None
     return found
 
 
+PROBE_TIMEOUT_S = 5.0
+
+
 @dg.run_failure_sensor(name="healing_sensor", minimum_interval_seconds=30,
                        default_status=dg.DefaultSensorStatus.RUNNING)
 def healing_sensor(context: dg.RunFailureSensorContext, lease_store: LeaseStoreResource,
@@ -50,13 +57,24 @@ def healing_sensor(context: dg.RunFailureSensorContext, lease_store: LeaseStoreR
     if signal is None:
         return dg.SkipReason(f"run {run_id[:8]}: no known remedy for this failure")
     settings = load_nightly_settings()
-    policy = HealingPolicy(settings.healing_max_attempts, settings.healing_cooldown_s, settings.healing_window_s)
-    runtime = ollama.runtime
+    policy = HealingPolicy(settings.healing_max_attempts, settings.healing_cooldown_s, settings.healing_window_s,
+                           settings.healing_budget_s)
+    budget, wait_s = settings.healing_budget_s, settings.healing_wait_s
+    probe_ollama = OllamaRuntime(ollama.resolved_host(), timeout_s=PROBE_TIMEOUT_S).available_models
+
+    def ping_redis() -> None:
+        client = connect(gpu_mutex.resolved_url(), timeout_s=PROBE_TIMEOUT_S)
+        try:
+            client.ping()
+        finally:
+            client.close()
+
     remedies = {
         Signal.STALE_LEASES: lambda: sweep_remedy(lease_store.store),
-        Signal.OLLAMA_DOWN: lambda: restart_command_remedy(settings.ollama_restart_cmd, runtime.available_models,
-                                                           wait_s=settings.healing_wait_s),
-        Signal.REDIS_DOWN: lambda: wait_remedy(gpu_mutex.mutex.redis.ping, wait_s=settings.healing_wait_s),
+        Signal.GPU_LOCK_LOST: lambda: wait_remedy(ping_redis, wait_s=wait_s, budget_s=budget),
+        Signal.OLLAMA_DOWN: lambda: restart_command_remedy(settings.ollama_restart_cmd, probe_ollama, wait_s=wait_s,
+                                                           budget_s=budget),
+        Signal.REDIS_DOWN: lambda: wait_remedy(ping_redis, wait_s=wait_s, budget_s=budget),
     }
     failure = next((f"{cls}: {msg}" for cls, msg in errors if cls), errors[-1][1])
     outcome = heal(lease_store.store.knowledge, signal, run_id, remedies[signal](), policy, failure=failure)

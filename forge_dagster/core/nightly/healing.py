@@ -2,11 +2,19 @@
 per signal within a window and never twice within the cooldown; then notify once and stop trying.
 
 Signals and remedies:
-- `stale_leases` (a worker lost its lease): sweep expired leases back to pending.
+- `stale_leases` (a worker lost a job's lease: `LeaseLost`): sweep expired leases back to pending.
+- `gpu_lock_lost` (a GPU step lost the Redis mutex: `LockLost`, `FencedOut`): wait until Redis answers;
+  the run retry takes the lock again. Job leases have nothing to do with it, so nothing is swept.
 - `ollama_down` (Ollama does not answer): run the configured restart command, wait until it answers.
 - `redis_down` (the GPU mutex's Redis does not answer): wait until it answers again.
-Every decision is recorded in PostgreSQL (`healing_attempts`), so several sensors or processes share
-one count; the give-up notification is written to the outbox in the same transaction as its record.
+A failure is matched by its exception class, and by the start of its message where the class alone is
+too common (`ConnectionError`): never by a word anywhere in the text.
+
+A remedy runs inside a sensor tick, so it is bounded by `remedy_budget_s`, well below the tick's timeout
+(60 s by default): the restart command is killed at the budget, and waiting stops there. Every decision
+is recorded in PostgreSQL (`healing_attempts`), so several sensors or processes share one count; the
+give-up notification is written to the outbox in the same transaction as its record. An attempt whose
+process died before recording its outcome is marked `interrupted` by the next decision on its signal.
 """
 
 from __future__ import annotations
@@ -24,25 +32,42 @@ HEALING_TOPIC = "healing.exhausted"
 
 class Signal(StrEnum):
     STALE_LEASES = "stale_leases"
+    GPU_LOCK_LOST = "gpu_lock_lost"
     OLLAMA_DOWN = "ollama_down"
     REDIS_DOWN = "redis_down"
 
 
-_RULES: list[tuple[Signal, re.Pattern[str]]] = [
-    # Checked in order: Ollama's client raises a builtin ConnectionError too, so it comes before Redis.
-    (Signal.OLLAMA_DOWN, re.compile(r"OllamaUnavailable|failed to connect to ollama", re.I)),
-    (Signal.STALE_LEASES, re.compile(r"LeaseLost|lease .* no longer held|lease expired", re.I)),
-    (Signal.REDIS_DOWN, re.compile(r"redis\b.*(connection|timeout)|(ConnectionError|TimeoutError): "
-                                   r"(error \d+ )?(connecting to|while reading from|timeout reading)", re.I)),
+@dataclass(frozen=True)
+class _Rule:
+    signal: Signal
+    classes: frozenset[str]
+    message: re.Pattern[str] | None = None  # matched at the start of the message, when the class is not enough
+
+
+_REDIS_IO = re.compile(r"(Error \d+ connecting to |Error while reading from |Timeout reading from |"
+                       r"Timeout connecting to |Connection closed by server)")
+_RULES = [
+    _Rule(Signal.STALE_LEASES, frozenset({"LeaseLost"})),
+    _Rule(Signal.GPU_LOCK_LOST, frozenset({"LockLost", "FencedOut"})),
+    _Rule(Signal.OLLAMA_DOWN, frozenset({"OllamaUnavailable"})),
+    # The ollama client raises the builtin ConnectionError with this sentence when nothing answers.
+    _Rule(Signal.OLLAMA_DOWN, frozenset({"ConnectionError"}), re.compile(r"Failed to connect to Ollama")),
+    _Rule(Signal.REDIS_DOWN, frozenset({"ConnectionError", "TimeoutError"}), _REDIS_IO),
 ]
+
+
+def _message(cls: str, message: str) -> str:
+    """The message without the `module.Class: ` prefix Dagster's error info puts before it."""
+    return re.sub(rf"^(?:[\w.]+\.)?{re.escape(cls)}: ", "", message.strip(), count=1)
 
 
 def classify_failure(errors: Iterable[tuple[str | None, str]]) -> Signal | None:
     """The signal for a failure given as (exception class name, message) pairs, or None if unknown."""
-    texts = [f"{cls or ''}: {msg}" for cls, msg in errors]
-    for signal, pattern in _RULES:
-        if any(pattern.search(text) for text in texts):
-            return signal
+    errors = [(cls, msg) for cls, msg in errors if cls]
+    for rule in _RULES:
+        for cls, msg in errors:
+            if cls in rule.classes and (rule.message is None or rule.message.match(_message(cls, msg))):
+                return rule.signal
     return None
 
 
@@ -51,6 +76,13 @@ class HealingPolicy:
     max_attempts: int = 3
     cooldown_s: float = 300.0
     window_s: float = 24 * 3600.0
+    remedy_budget_s: float = 30.0  # the most a remedy may take (it runs in a sensor tick)
+
+    @property
+    def interrupted_after_s(self) -> float:
+        """An attempt still `running` this long after it started died with its process (a remedy ends
+        within its budget plus one probe's timeout)."""
+        return 2 * self.remedy_budget_s
 
 
 @dataclass(frozen=True)
@@ -84,7 +116,8 @@ def heal(repo, signal: Signal | str, run_id: str | None, remedy: Callable[[], st
             return "skip", None, None, None
         return "remedy", "running", None, None
 
-    action, row_id = repo.decide_healing(signal, run_id, policy.window_s, decide)
+    action, row_id = repo.decide_healing(signal, run_id, policy.window_s, decide,
+                                         interrupted_after_s=policy.interrupted_after_s)
     if action == "skip":
         return HealingOutcome(signal, "skip", "skipped", why[0] if why else None)
     if action == "gave_up":
@@ -93,12 +126,16 @@ def heal(repo, signal: Signal | str, run_id: str | None, remedy: Callable[[], st
         detail, outcome = remedy(), "ok"
     except Exception as exc:  # noqa: BLE001 - a failed remedy is recorded and counts as an attempt
         detail, outcome = f"{type(exc).__name__}: {exc}"[:500], "failed"
+    except BaseException as exc:  # the tick or the process is being stopped: say so, then stop
+        repo.finish_healing(row_id, "interrupted", f"{type(exc).__name__} while the remedy ran")
+        raise
     repo.finish_healing(row_id, outcome, detail)
     return HealingOutcome(signal, "remedy", outcome, detail)
 
 
 def wait_until_up(probe: Callable[[], object], *, timeout_s: float, every_s: float = 0.5) -> None:
-    """Call `probe` until it stops raising; raise TimeoutError with its last error after `timeout_s`."""
+    """Call `probe` until it stops raising; raise TimeoutError with its last error after `timeout_s`.
+    (A probe must bound its own call: give its client a short timeout.)"""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -107,7 +144,7 @@ def wait_until_up(probe: Callable[[], object], *, timeout_s: float, every_s: flo
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"still down after {timeout_s:g}s: {exc}") from exc
-        time.sleep(every_s)
+        time.sleep(min(every_s, max(0.0, deadline - time.monotonic())))
 
 
 def sweep_remedy(store) -> Callable[[], str]:
@@ -120,27 +157,33 @@ def sweep_remedy(store) -> Callable[[], str]:
     return remedy
 
 
-def restart_command_remedy(command: str | None, probe: Callable[[], object], *, wait_s: float = 30.0
-                           ) -> Callable[[], str]:
-    """Run the operator's restart command (no shell), then wait until `probe` succeeds."""
+def restart_command_remedy(command: str | None, probe: Callable[[], object], *, wait_s: float = 30.0,
+                           budget_s: float = 30.0) -> Callable[[], str]:
+    """Run the operator's restart command (no shell), then wait until `probe` succeeds; the two together
+    take at most `budget_s` (the command is killed at the budget)."""
 
     def remedy() -> str:
         if not command:
             raise RuntimeError("no restart command configured (FORGE_NIGHTLY_OLLAMA_RESTART_CMD)")
-        done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=120, check=False)
+        deadline = time.monotonic() + budget_s
+        argv = shlex.split(command)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=budget_s, check=False)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"restart command still running after {budget_s:g}s; killed") from None
         if done.returncode != 0:
             raise RuntimeError(f"restart command exited {done.returncode}: {done.stderr.strip()[:200]}")
-        wait_until_up(probe, timeout_s=wait_s)
-        return f"restarted with {shlex.split(command)[0]}; answering again"
+        wait_until_up(probe, timeout_s=max(0.0, min(wait_s, deadline - time.monotonic())))
+        return f"restarted with {argv[0]}; answering again"
 
     return remedy
 
 
-def wait_remedy(probe: Callable[[], object], *, wait_s: float = 30.0) -> Callable[[], str]:
-    """Wait (bounded) until `probe` succeeds: for dependencies Forge cannot restart itself."""
+def wait_remedy(probe: Callable[[], object], *, wait_s: float = 30.0, budget_s: float = 30.0) -> Callable[[], str]:
+    """Wait (at most `wait_s`, within `budget_s`) until `probe` succeeds: for what Forge cannot restart."""
 
     def remedy() -> str:
-        wait_until_up(probe, timeout_s=wait_s)
+        wait_until_up(probe, timeout_s=min(wait_s, budget_s))
         return "answering again"
 
     return remedy

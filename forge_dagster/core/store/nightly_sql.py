@@ -53,6 +53,15 @@ GET_BRIEFING = "SELECT night, level, markdown, created_at, updated_at FROM brief
 # One healer at a time per signal: the decision (count, cooldown) and its record commit together.
 LOCK_SIGNAL = "SELECT pg_advisory_xact_lock(hashtext('forge.healing'), hashtext(%(signal)s))"
 
+# A remedy still `running` long after it started died with its process (a sensor tick killed, a code
+# server restarted): it stays counted as an attempt, and now says it was interrupted.
+MARK_INTERRUPTED = """
+UPDATE healing_attempts SET outcome = 'interrupted', detail = 'no outcome recorded: the process running the '
+                                                              || 'remedy stopped before it finished'
+WHERE signal = %(signal)s AND action = 'remedy' AND outcome = 'running'
+  AND at < now() - make_interval(secs => %(after_s)s)
+"""
+
 HEALING_WINDOW = """
 SELECT count(*) FILTER (WHERE action = 'remedy'),
        extract(epoch FROM now() - max(at) FILTER (WHERE action = 'remedy')),
