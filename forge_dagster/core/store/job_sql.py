@@ -8,7 +8,8 @@ row in the same statement (a data-modifying CTE), so the audit cannot drift from
 # Claim up to k jobs in one statement. The two candidate sets are MATERIALIZED so each
 # `SELECT ... FOR UPDATE SKIP LOCKED` runs exactly once: an inlined CTE may be re-evaluated by the
 # planner and lock rows other than the ones the UPDATE touches. Expired leases come first and are
-# reclaimed at once (no operator); fresh work is read through jobs_claim_idx in (run_after, id) order.
+# reclaimed at once (no operator); fresh work is read through jobs_claim_idx in (run_after, id) order,
+# skipping rows another application inserted that intake has not reviewed yet.
 # The attempt is counted here, at claim time, and every claim gets a new random lease token.
 CLAIM_JOBS = """
 WITH expired AS MATERIALIZED (
@@ -22,7 +23,7 @@ WITH expired AS MATERIALIZED (
 ), fresh AS MATERIALIZED (
     SELECT id, 'pending'::text AS from_state
     FROM jobs
-    WHERE state = 'pending' AND mode = %(mode)s AND run_after <= now()
+    WHERE state = 'pending' AND mode = %(mode)s AND run_after <= now() AND reviewed
     ORDER BY run_after, id
     LIMIT %(k)s
     FOR UPDATE SKIP LOCKED
@@ -155,24 +156,28 @@ WITH expired AS MATERIALIZED (
 SELECT id, state FROM done
 """
 
-# Intake: rows are COPYed into a temporary table, then inserted; a duplicate (source, external_id)
-# is skipped here and reported by the caller as rejected.
+# Intake: rows are COPYed into a temporary table, then inserted, already reviewed (Forge checked them);
+# a duplicate (source, external_id) is skipped here and reported by the caller as rejected.
 CREATE_STAGING = """
 CREATE TEMP TABLE intake_staging (
     seq bigint, source text, external_id text, processor text, processor_version text, mode text,
-    payload jsonb, max_attempts integer, callback_url text
+    payload jsonb, max_attempts integer, callback_url text, due_at timestamptz
 ) ON COMMIT DROP
 """
 
 COPY_STAGING = """
 COPY intake_staging (seq, source, external_id, processor, processor_version, mode, payload, max_attempts,
-                     callback_url) FROM STDIN
+                     callback_url, due_at) FROM STDIN
 """
+
+# Used between rows when a batch falls back to one row at a time.
+CLEAR_STAGING = "TRUNCATE intake_staging"
 
 INSERT_FROM_STAGING = """
 WITH inserted AS (
-    INSERT INTO jobs (source, external_id, processor, processor_version, mode, payload, max_attempts, callback_url)
-    SELECT source, external_id, processor, processor_version, mode, payload, max_attempts, callback_url
+    INSERT INTO jobs (source, external_id, processor, processor_version, mode, payload, max_attempts, callback_url,
+                      due_at, reviewed)
+    SELECT source, external_id, processor, processor_version, mode, payload, max_attempts, callback_url, due_at, true
     FROM intake_staging
     ORDER BY seq
     ON CONFLICT (source, external_id) DO NOTHING
@@ -217,32 +222,42 @@ FROM job_events WHERE job_id = %(job_id)s ORDER BY id
 GET_JOB = """
 SELECT id, source, external_id, processor, processor_version, mode, payload, state, attempt, max_attempts,
        lease_owner, lease_token, lease_expires_at, batch_id, custom_id, output, raw_output, errors, reason, usage,
-       cost_usd,
-       created_at, finished_at
+       cost_usd, callback_url, due_at, reviewed, created_at, finished_at
 FROM jobs WHERE id = %(job_id)s
 """
 
-# Rows another application inserted straight into jobs carry no processor_version yet: intake reviews
-# them against the processor catalog before the builder may shape them.
+# Rows another application inserted straight into jobs are not reviewed (the column's default): intake
+# checks each against the processor registry (pinning its version and resolving its mode) before any
+# claim may take it, whatever version the row names.
 UNREVIEWED_JOBS = """
-SELECT id, processor, payload FROM jobs
-WHERE state = 'pending' AND processor_version IS NULL
+SELECT id, processor, processor_version, mode, payload, due_at, callback_url FROM jobs
+WHERE NOT reviewed AND state = 'pending'
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
 
 ACCEPT_REVIEWED = """
-UPDATE jobs j SET processor_version = t.version, mode = t.mode, updated_at = now()
-FROM unnest(%(ids)s::bigint[], %(versions)s::text[], %(modes)s::text[]) AS t(id, version, mode)
-WHERE j.id = t.id AND j.state = 'pending'
+WITH done AS (
+    UPDATE jobs j SET processor_version = t.version, mode = t.mode, reviewed = true, updated_at = now()
+    FROM unnest(%(ids)s::bigint[], %(versions)s::text[], %(modes)s::text[]) AS t(id, version, mode)
+    WHERE j.id = t.id AND j.state = 'pending' AND NOT j.reviewed
+    RETURNING j.id, j.attempt, j.processor, j.processor_version, j.mode
+)
+INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+SELECT id, %(actor)s, 'pending', 'pending', attempt,
+       'reviewed: ' || processor || ' ' || processor_version || ', mode ' || mode
+FROM done
 """
 
+# A refused row fails with its reason. Its stamp goes only to a callback URL the relay can deliver to
+# (an unusable one would be retried forever).
 REFUSE_REVIEWED = """
 WITH done AS (
-    UPDATE jobs j SET state = 'failed', reason = t.reason, finished_at = now(), updated_at = now()
+    UPDATE jobs j SET state = 'failed', reason = t.reason, reviewed = true, finished_at = now(), updated_at = now(),
+                      callback_url = CASE WHEN j.callback_url ~* '^https?://[^/?#[:space:]]+' THEN j.callback_url END
     FROM unnest(%(ids)s::bigint[], %(reasons)s::text[]) AS t(id, reason)
-    WHERE j.id = t.id AND j.state = 'pending'
+    WHERE j.id = t.id AND j.state = 'pending' AND NOT j.reviewed
     RETURNING j.id, j.attempt, j.reason
 )
 INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)

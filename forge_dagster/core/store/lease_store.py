@@ -6,13 +6,13 @@ leased job is fenced by its lease token, and expired leases come back without an
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import socket
+import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,8 +21,11 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from forge_dagster.core.models import JobState
+from forge_dagster.core.models import EnqueueReport, JobSpec, JobState, Rejection
 from forge_dagster.core.store import db, job_sql, outbox_sql
+
+# What PostgreSQL may still refuse in a row that passed JobSpec's checks (a constraint added later, say).
+_ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.RaiseException, UnicodeError)
 
 
 class LeaseLost(Exception):
@@ -30,34 +33,9 @@ class LeaseLost(Exception):
 
 
 @dataclass(frozen=True)
-class JobSpec:
-    """A job to enqueue. `external_id` makes intake idempotent per source; one is generated if absent."""
-
-    processor: str
-    payload: dict[str, Any]
-    external_id: str | None = None
-    processor_version: str | None = None
-    mode: str = "batch"
-    max_attempts: int = 3
-    callback_url: str | None = None
-
-
-@dataclass(frozen=True)
-class Rejection:
-    index: int  # position in the submitted sequence (the caller maps it to a line number)
-    external_id: str | None
-    error: str
-
-
-@dataclass
-class EnqueueReport:
-    accepted: list[int] = field(default_factory=list)  # job ids, in input order
-    rejected: list[Rejection] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
 class ClaimedJob:
-    """A job this worker holds a lease on. `state` is the leased state the fence checks."""
+    """A job this worker holds a lease on. `state` is the leased state the fence checks. `lease_lost` is
+    set when a heartbeat finds the lease taken over: whoever works on the job must stop."""
 
     id: int
     external_id: str | None
@@ -71,6 +49,7 @@ class ClaimedJob:
     lease_expires_at: datetime
     callback_url: str | None
     state: str
+    lease_lost: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -180,66 +159,81 @@ class LeaseStore:
         with self._pool.connection() as conn:
             yield conn
 
-    @contextmanager
-    def _use(self, conn: psycopg.Connection | None) -> Iterator[psycopg.Connection]:
-        if conn is not None:
-            yield conn
-        else:
-            with self._pool.connection() as own:
-                yield own
+    def _use(self, conn: psycopg.Connection | None) -> AbstractContextManager[psycopg.Connection]:
+        return nullcontext(conn) if conn is not None else self._pool.connection()
 
     # -- intake ----------------------------------------------------------------------------------
     def enqueue(self, specs: Sequence[JobSpec], *, source: str = "api") -> EnqueueReport:
-        """Enqueue many jobs with one COPY. A duplicate (source, external_id) is rejected, not dropped."""
-        report = EnqueueReport()
-        if not specs:
-            return report
-        ids = [s.external_id or uuid.uuid4().hex for s in specs]
-        with self._pool.connection() as conn:
-            with conn.cursor() as cur:
-                cur.execute(job_sql.CREATE_STAGING)
-                with cur.copy(job_sql.COPY_STAGING) as copy:
-                    for seq, (spec, ext) in enumerate(zip(specs, ids, strict=True)):
-                        copy.write_row(
-                            (seq, source, ext, spec.processor, spec.processor_version, spec.mode,
-                             json.dumps(spec.payload), spec.max_attempts, spec.callback_url)
-                        )
-                cur.execute(job_sql.INSERT_FROM_STAGING, {"actor": self.owner})
-                for seq, job_id in cur.fetchall():
-                    if job_id is None:
-                        report.rejected.append(Rejection(seq, ids[seq], f"duplicate id {ids[seq]!r} for source {source!r}"))
-                    else:
-                        report.accepted.append(job_id)
+        """Enqueue many jobs with one COPY. A job that cannot be stored (a duplicate (source, external_id),
+        a NUL character, a bad mode or max_attempts, a payload too big...) is rejected with its reason;
+        the others still go in. Jobs without a mode are routed as every intake routes them."""
+        report, rows = EnqueueReport(), []
+        if any(s.mode is None for s in specs):
+            from forge_dagster.core.inbox import route_specs  # the processor registry decides
+
+            specs = route_specs(self, specs)  # a str in place of a spec is the reason it is refused
+        for seq, spec in enumerate(specs):
+            try:
+                if isinstance(spec, str):
+                    raise ValueError(spec)
+                rows.append((seq, source, spec.external_id or uuid.uuid4().hex, spec.processor,
+                             spec.processor_version, spec.mode, spec.encoded_payload(), spec.max_attempts,
+                             spec.callback_url, spec.due_at))
+            except ValueError as exc:
+                report.rejected.append(Rejection(seq, getattr(spec, "external_id", None), str(exc)))
+        ext_ids = {row[0]: row[2] for row in rows}
+        with self._pool.connection() as conn, conn.cursor() as cur:
+            inserted = []
+            cur.execute(job_sql.CREATE_STAGING)
+            try:
+                with conn.transaction():
+                    inserted = self._insert_staged(cur, rows)
+            except _ROW_ERRORS:  # find the row(s) PostgreSQL refuses, one at a time
+                for row in rows:
+                    try:
+                        with conn.transaction():
+                            inserted += self._insert_staged(cur, [row], clear=True)
+                    except _ROW_ERRORS as exc:
+                        refusal = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)
+                        report.rejected.append(Rejection(row[0], row[2], f"refused by PostgreSQL: {refusal}"))
+        for seq, job_id in inserted:
+            if job_id is None:
+                report.rejected.append(Rejection(seq, ext_ids[seq], f"duplicate id {ext_ids[seq]!r} for source {source!r}"))
+            else:
+                report.accepted.append(job_id)
+        report.rejected.sort(key=lambda r: r.index)
         return report
 
-    def review_unchecked(self, check, *, limit: int = 10_000) -> tuple[int, list[tuple[int, str]]]:
-        """Review pending rows inserted without a processor version (by other applications).
-        `check(processor, payload)` returns (version, mode) or raises ValueError with the reason.
+    def _insert_staged(self, cur: psycopg.Cursor, rows: list[tuple], *, clear: bool = False) -> list[tuple]:
+        with cur.copy(job_sql.COPY_STAGING) as copy:
+            for row in rows:
+                copy.write_row(row)
+        inserted = cur.execute(job_sql.INSERT_FROM_STAGING, {"actor": self.owner}).fetchall()
+        if clear:
+            cur.execute(job_sql.CLEAR_STAGING)
+        return inserted
+
+    def review_unchecked(
+        self, check: Callable[[dict[str, Any]], tuple[str, str]], *, limit: int = 10_000
+    ) -> tuple[int, list[tuple[int, str]]]:
+        """Review pending rows other applications inserted (none is claimable before). `check(row)` gets
+        the row (processor, processor_version, mode, payload, due_at, callback_url) and returns the
+        (version, mode) to pin, or raises ValueError: the row then fails with that reason.
         Returns (accepted count, [(job id, reason) refused])."""
         accepted, refused = [], []
-        with self._pool.connection() as conn:
-            for job_id, processor, payload in conn.execute(
-                job_sql.UNREVIEWED_JOBS, {"limit": limit}
-            ).fetchall():
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            for row in cur.execute(job_sql.UNREVIEWED_JOBS, {"limit": limit}).fetchall():
                 try:
-                    version, mode = check(processor, payload)
-                    accepted.append((job_id, version, mode))
+                    accepted.append((row["id"], *check(row)))
                 except ValueError as exc:
-                    refused.append((job_id, str(exc)))
+                    refused.append((row["id"], str(exc)))
             if accepted:
-                conn.execute(
-                    job_sql.ACCEPT_REVIEWED,
-                    {
-                        "ids": [a[0] for a in accepted],
-                        "versions": [a[1] for a in accepted],
-                        "modes": [a[2] for a in accepted],
-                    },
-                )
+                ids, versions, modes = (list(col) for col in zip(*accepted, strict=True))
+                cur.execute(job_sql.ACCEPT_REVIEWED, {"ids": ids, "versions": versions, "modes": modes,
+                                                      "actor": "intake"})
             if refused:
-                conn.execute(
-                    job_sql.REFUSE_REVIEWED,
-                    {"ids": [r[0] for r in refused], "reasons": [r[1] for r in refused], "actor": "intake"},
-                )
+                cur.execute(job_sql.REFUSE_REVIEWED, {"ids": [r[0] for r in refused],
+                                                      "reasons": [r[1] for r in refused], "actor": "intake"})
         return len(accepted), refused
 
     # -- leases ----------------------------------------------------------------------------------
@@ -255,13 +249,18 @@ class LeaseStore:
         return [ClaimedJob(*row, state=str(to_state)) for row in rows]
 
     def heartbeat(self, jobs: Sequence[ClaimedJob], *, ttl_s: float | None = None) -> set[int]:
-        """Extend the leases; return the ids still held (the rest were taken over or finished)."""
+        """Extend the leases; return the ids still held. The others were taken over or finished: their
+        `lease_lost` is set, so whoever works on them stops."""
         if not jobs:
             return set()
         params = {"ids": [j.id for j in jobs], "tokens": [j.lease_token for j in jobs],
                   "ttl": ttl_s or self.lease_ttl_s}
         with self._pool.connection() as conn:
-            return {row[0] for row in conn.execute(job_sql.HEARTBEAT_JOBS, params)}
+            held = {row[0] for row in conn.execute(job_sql.HEARTBEAT_JOBS, params)}
+        for job in jobs:
+            if job.id not in held:
+                job.lease_lost.set()
+        return held
 
     def finish_many(
         self, items: Sequence[tuple[ClaimedJob, Any]], *, to_state: str = JobState.SUCCEEDED,
@@ -341,17 +340,9 @@ class LeaseStore:
                 ids.append(c.execute(outbox_sql.INSERT_OUTBOX, params).fetchone()[0])
         return ids
 
-    def fetch_deliverable(self, conn: psycopg.Connection, *, limit: int = 100) -> list[OutboxRow]:
-        """Lock and return outbox rows ready to send (see FETCH_DELIVERABLE). Use inside `transaction()`
-        and mark them delivered or failed in the same transaction."""
-        rows = conn.execute(outbox_sql.FETCH_DELIVERABLE, {"limit": limit}).fetchall()
-        return [OutboxRow(*row) for row in rows]
-
     def mark_delivered(self, conn: psycopg.Connection, ids: Sequence[int]) -> None:
+        """Mark relayed outbox rows delivered, in the relay's transaction (rows from `operations.fetch_ready`)."""
         conn.execute(outbox_sql.MARK_DELIVERED, {"ids": list(ids)})
-
-    def mark_delivery_failed(self, conn: psycopg.Connection, row_id: int, error: str, delay_s: float) -> None:
-        conn.execute(outbox_sql.MARK_FAILED, {"id": row_id, "error": error[:2000], "delay": delay_s})
 
     # -- reading ---------------------------------------------------------------------------------
     def counts(self, *, source: str | None = None) -> dict[str, int]:
