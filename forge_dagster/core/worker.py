@@ -2,6 +2,10 @@
 
 Heartbeats run on their own thread, so a handler busy on the CPU does not lose its lease. A handler
 returns the job's output, or raises `JobFailed` (with `retryable`) or any exception (retryable).
+
+A worker whose lease was taken over must stop (DESIGN.md section 4): the heartbeat that finds it sets
+`job.lease_lost`, which a long handler watches (`job.lease_lost.wait(...)` or `.is_set()` between
+steps) to return early; whatever it returns then is discarded, never written.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from forge_dagster.core.store import ClaimedJob, LeaseStore
 log = logging.getLogger(__name__)
 
 Handler = Callable[[ClaimedJob], Any]
+SWEEP_EVERY_S = 5.0  # how often a worker frees expired leases (its claims also take them at once)
 
 
 class JobFailed(Exception):
@@ -75,13 +80,16 @@ class _Heartbeat(threading.Thread):
             with self.lock:
                 jobs = list(self.in_flight.values())
             try:
-                held = self.store.heartbeat(jobs, ttl_s=self.ttl_s)
+                held = self.store.heartbeat(jobs, ttl_s=self.ttl_s)  # sets lease_lost on the others
             except Exception:  # the database may be restarting; the next beat tries again
                 log.warning("heartbeat failed", exc_info=True)
                 continue
             for job in jobs:
                 if job.id not in held:
-                    log.warning("job %s: lease lost (taken over or finished elsewhere)", job.id)
+                    log.warning("job %s: lease lost (taken over or finished elsewhere): its handler must stop",
+                                job.id)
+                    with self.lock:
+                        self.in_flight.pop(job.id, None)
 
 
 class Worker:
@@ -89,7 +97,7 @@ class Worker:
 
     def __init__(
         self, store: LeaseStore, handler: Handler, *, concurrency: int = 4, mode: str = "realtime",
-        lease_ttl_s: float | None = None, idle_sleep_s: float = 0.2, sweep_every_s: float = 5.0,
+        lease_ttl_s: float | None = None, idle_sleep_s: float = 0.2, sweep_every_s: float = SWEEP_EVERY_S,
         retry_base_delay_s: float = 2.0,
     ) -> None:
         self.store, self.handler, self.mode = store, handler, mode
@@ -109,7 +117,15 @@ class Worker:
             return job, None, JobFailed(f"{type(exc).__name__}: {exc}", retryable=True)
 
     def _record(self, outcomes: list[tuple[ClaimedJob, Any, JobFailed | None]], beat: _Heartbeat) -> None:
-        """Write finished outcomes: one statement for the successes, one for the failures."""
+        """Write finished outcomes: one statement for the successes, one for the failures. A job whose
+        lease was lost is not written at all (its new holder decides)."""
+        with beat.lock:
+            for job, _, _ in outcomes:
+                beat.in_flight.pop(job.id, None)
+        for job, _, _ in outcomes:
+            if job.lease_lost.is_set():
+                self._lost(job)
+        outcomes = [o for o in outcomes if not o[0].lease_lost.is_set()]
         successes = [(job, out) for job, out, err in outcomes if err is None]
         failures = [(job, err.reason, err.retryable) for job, _, err in outcomes if err is not None]
         held = self.store.finish_many(successes) if successes else set()
@@ -118,9 +134,6 @@ class Worker:
             self._count(JobState.SUCCEEDED) if job.id in held else self._lost(job)
         for job, _, _ in failures:
             self._count(states[job.id]) if job.id in states else self._lost(job)
-        with beat.lock:
-            for job, _, _ in outcomes:
-                beat.in_flight.pop(job.id, None)
 
     def _count(self, state: str) -> None:
         self.stats.by_state[state] = self.stats.by_state.get(state, 0) + 1
@@ -131,7 +144,7 @@ class Worker:
 
     def _lost(self, job: ClaimedJob) -> None:
         self.stats.lease_lost += 1
-        log.warning("job %s: late result rejected, the lease was taken over", job.id)
+        log.warning("job %s: result dropped, the lease was taken over", job.id)
 
     def run(self, *, until_idle: bool = False, stop: threading.Event | None = None,
             max_jobs: int | None = None) -> WorkerStats:

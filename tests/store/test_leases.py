@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
+from datetime import datetime, timedelta
 
 import psycopg
 import pytest
 
 from forge_dagster.core.store import JobSpec, LeaseLost, LeaseStore
-from forge_dagster.core.worker import Worker
+from forge_dagster.core.worker import SWEEP_EVERY_S, Worker
 from tests.helpers import forge_env, forge_process, wait_until
 
 
@@ -112,26 +114,82 @@ def test_cpu_busy_worker_keeps_its_lease(store: LeaseStore):
     assert (job["state"], job["attempt"]) == ("succeeded", 1)
 
 
-def test_killed_worker_job_is_reclaimed_without_operator(store: LeaseStore, database_url: str, schema: str):
+def _db_now(store: LeaseStore) -> datetime:
+    with store.transaction() as conn:
+        return conn.execute("SELECT clock_timestamp()").fetchone()[0]
+
+
+def _stderr_lines(proc: subprocess.Popen) -> list[str]:
+    """The lines `proc` writes on stderr, collected by a thread as they come."""
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True).start()
+    return lines
+
+
+def test_killed_worker_job_is_reclaimed_within_ttl_plus_sweep_interval(store: LeaseStore, database_url: str,
+                                                                        schema: str):
+    ttl_s, slack_s = 1.0, 3.0
     [job_id] = store.enqueue([JobSpec("p", {}, mode="realtime")]).accepted
-    env = forge_env(database_url, schema, FORGE_LEASE_TTL_S="1")
+    env = forge_env(database_url, schema, FORGE_LEASE_TTL_S=str(ttl_s))
     hung = forge_process(["work", "--handler", "tests.store.handlers:block_forever"], env=env)
+    rescuer = None
     try:
         wait_until(lambda: store.get_job(job_id)["state"] == "running", timeout_s=60, what="job running")
-    finally:
+        # The rescuer is already in its claim loop (it announces its relay just before) when the kill comes.
+        rescuer = forge_process(["work", "--until-idle"], env=env, stderr=subprocess.PIPE, text=True)
+        said = _stderr_lines(rescuer)
+        wait_until(lambda: any("outbox relay on" in line for line in said), timeout_s=60, what="rescuer up")
+        killed_at = _db_now(store)
         hung.send_signal(signal.SIGKILL)
         hung.wait()
-    first_expiry = store.get_job(job_id)["lease_expires_at"]
-    rescuer = forge_process(["work", "--until-idle"], env=env)
-    assert rescuer.wait(timeout=120) == 0
+        assert rescuer.wait(timeout=120) == 0, said
+    finally:
+        for proc in (hung, rescuer):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     job = store.get_job(job_id)
     assert (job["state"], job["attempt"]) == ("succeeded", 2)
     events = store.events(job_id)
     assert [e["to_state"] for e in events].count("succeeded") == 1
+    first = next(e for e in events if e["attempt"] == 1 and e["to_state"] == "running")
     reclaim = next(e for e in events if e["attempt"] == 2 and e["to_state"] == "running")
-    # Reclaimed by the next worker's claim (or its sweep) once the lease expired: no operator step.
-    assert reclaim["at"] >= first_expiry
+    assert reclaim["actor"] != first["actor"]
+    # No operator: the rescuer's claim (or its sweep) takes the job once the dead worker's lease expires.
+    assert reclaim["at"] - killed_at <= timedelta(seconds=ttl_s + SWEEP_EVERY_S + slack_s)
+
+
+def test_taken_over_worker_stops_its_handler_and_writes_nothing(store: LeaseStore):
+    [job_id] = store.enqueue([JobSpec("p", {}, mode="realtime")]).accepted
+    started, seen = threading.Event(), {}
+
+    def patient(job):
+        started.set()
+        seen["signalled"] = job.lease_lost.wait(timeout=60)  # a long handler watching its lease
+        return {"by": "A"}
+
+    worker = Worker(store, patient, concurrency=1, lease_ttl_s=1.0)
+    runner = threading.Thread(target=lambda: seen.update(stats=worker.run(max_jobs=1)))
+    runner.start()
+    assert started.wait(30)
+
+    def take_over():  # A stalls past its lease (a long pause, a partition): B claims the job
+        with store.transaction() as conn:
+            conn.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (job_id,))
+        return store.claim(1, owner="B")
+
+    [taken] = wait_until(take_over, timeout_s=30, what="B to take the job over")
+    runner.join(timeout=60)
+    assert not runner.is_alive()
+    assert seen["signalled"] is True  # the heartbeat told the handler to stop
+    assert (seen["stats"].lease_lost, seen["stats"].succeeded, seen["stats"].failed) == (1, 0, 0)
+    job = store.get_job(job_id)
+    assert (job["state"], job["lease_owner"], job["output"]) == ("running", "B", None)
+
+    store.complete(taken, {"by": "B"})
+    assert store.get_job(job_id)["output"] == {"by": "B"}
+    assert [e["to_state"] for e in store.events(job_id)].count("succeeded") == 1
 
 
 def test_eight_worker_processes_drain_20000_jobs_exactly_once(store: LeaseStore, database_url: str, schema: str):
