@@ -1,5 +1,5 @@
-"""Quality rules on validated outputs, as asset checks."""
-
+"""Quality rules on validated outputs, as asset checks: what acceptance must leave behind, checked again
+after every collection, so a settling bug, an unpriced model or an output changed after the fact shows."""
 
 import dagster as dg
 
@@ -8,23 +8,40 @@ from forge_dagster.core.validation import schema_errors
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.providers import ProcessorCatalogResource
 
+RECENT = 1000  # succeeded jobs each check looks at, newest first
+
+
+def _examples(problems: list[str]) -> str:
+    return "\n".join(problems[:5]) or "none"
+
 
 @dg.asset_check(asset=validated_outputs, blocking=False,
-                description="Every recently succeeded output still validates against its pinned processor schema.")
+                description="Every recently succeeded batch job has its validated output stored and, when its "
+                            "result used tokens, the cost of that attempt booked in the ledger.")
+def succeeded_jobs_have_output_and_cost(lease_store: LeaseStoreResource):
+    missing = lease_store.store.batches.succeeded_without_output_or_cost(RECENT)
+    return dg.AssetCheckResult(
+        passed=not missing, severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"failing": len(missing), "examples": _examples([f"job {i}: {why}" for i, why in missing])})
+
+
+@dg.asset_check(asset=validated_outputs, blocking=False,
+                description="Every recently succeeded output, as stored now, validates against the response "
+                            "schema pinned in the processor registry for its version.")
 def succeeded_outputs_validate(lease_store: LeaseStoreResource, processors: ProcessorCatalogResource):
     catalog = processors.load(lease_store.store)
     bad = []
-    rows = lease_store.store.recent_succeeded(1000)
+    rows = lease_store.store.recent_succeeded(RECENT)
     for job_id, name, version, output in rows:
         try:
             errors = schema_errors(catalog.get_version(name, version), output)
         except KeyError:
-            errors = [f"processor {name} {version} no longer defined"]
+            errors = [f"processor {name} {version} is not in the registry"]
         if errors:
             bad.append(f"job {job_id}: {errors[0]}")
     return dg.AssetCheckResult(
         passed=not bad, severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"checked": len(rows), "failing": len(bad), "examples": "\n".join(bad[:5]) or "none"})
+        metadata={"checked": len(rows), "failing": len(bad), "examples": _examples(bad)})
 
 
 @dg.asset_check(asset=validated_outputs, blocking=False,
@@ -33,3 +50,6 @@ def no_stranded_jobs(lease_store: LeaseStoreResource):
     stranded = lease_store.store.stranded_count()
     return dg.AssetCheckResult(passed=stranded == 0, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"stranded_jobs": stranded})
+
+
+BATCH_OUTPUT_CHECKS = [succeeded_jobs_have_output_and_cost, succeeded_outputs_validate, no_stranded_jobs]

@@ -174,8 +174,10 @@ def resume_stale_submissions(
     limit: int = 100,
 ) -> None:
     """Finish submissions a crash left in `submitting`: find the provider's batch, or create it once.
-    Each batch is claimed by one run alone (two overlapping runs never both resume it), and a lookup by
+    Each batch is claimed by one run alone (two overlapping runs never both resume it) and resumed with
+    the key it went out with (a provider batch is visible only to its key's organization); a lookup by
     shape (Anthropic) skips the provider batches the store already gives to other Forge batches."""
+    keys = KeyPorts.of(ports)
     for _ in range(limit):
         batch = store.batches.claim_stale_submission(older_than_s)
         if batch is None:
@@ -188,7 +190,7 @@ def resume_stale_submissions(
             continue
         report.resumed += 1
         since = batch["created_at"].timestamp() - 60
-        port = ports[provider]
+        port = keys.for_batch(provider, store.keys.batch_keys([batch_id]).get(batch_id))
         if isinstance(port, AnthropicPort):  # OpenAI finds its batch by metadata, Anthropic by shape
             port.mark_taken(store.batches.known_provider_batch_ids(str(provider), since - 2 * CLOCK_SKEW_S))
         submit_batch(store, port, batch_id, spec, report, resume=True, since=since)

@@ -13,7 +13,7 @@ from forge_dagster.assets.batch_pipeline import (
     provider_results,
     validated_outputs,
 )
-from forge_dagster.assets.checks import no_stranded_jobs, succeeded_outputs_validate
+from forge_dagster.assets.checks import BATCH_OUTPUT_CHECKS
 from forge_dagster.definitions import build_definitions
 from forge_dagster.sensors.batch_sensors import batch_status_sensor
 from tests.pipeline.conftest import review, ticket, write_inbox
@@ -45,15 +45,15 @@ def test_asset_chain_takes_inbox_files_to_validated_outputs(tmp_path, resources,
     instance.add_dynamic_partitions(batch_partitions.name, keys)
 
     for key in keys:
-        collected = dg.materialize([provider_results, validated_outputs, succeeded_outputs_validate,
-                                    no_stranded_jobs], partition_key=key, instance=instance, resources=resources)
+        collected = dg.materialize([provider_results, validated_outputs, *BATCH_OUTPUT_CHECKS],
+                                   partition_key=key, instance=instance, resources=resources)
         assert collected.success
         meta = collected.asset_materializations_for_node("validated_outputs")[0].metadata
         assert meta["jobs_succeeded"].value == 8
         assert meta["cost_usd"].value > 0
         assert any(k.endswith(".input_tokens") for k in meta)
         checks = collected.get_asset_check_evaluations()
-        assert checks and all(c.passed for c in checks)
+        assert len(checks) == len(BATCH_OUTPUT_CHECKS) and all(c.passed for c in checks)
     assert store.counts() == {"succeeded": 16}
 
     # Once collected, a batch is not requested again.

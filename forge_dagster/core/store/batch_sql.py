@@ -207,6 +207,26 @@ WHERE id = %(batch_id)s AND state LIKE 'ended_%%'
 RETURNING id
 """
 
+# Succeeded batch jobs (the newest `limit`) missing what acceptance must leave behind: the validated
+# output, and, when their result reported tokens, the cost of that attempt in the ledger (a model
+# without a price, or a settling bug, leaves it out).
+SUCCEEDED_WITHOUT_OUTPUT_OR_COST = """
+WITH recent AS MATERIALIZED (
+    SELECT id, attempt, output, usage FROM jobs
+    WHERE state = 'succeeded' AND batch_id IS NOT NULL
+    ORDER BY finished_at DESC NULLS LAST
+    LIMIT %(limit)s
+)
+SELECT r.id,
+       CASE WHEN r.output IS NULL OR r.output = 'null'::jsonb THEN 'no validated output stored'
+            ELSE 'tokens used but no cost booked for attempt ' || r.attempt END
+FROM recent r
+WHERE r.output IS NULL OR r.output = 'null'::jsonb
+   OR (coalesce((r.usage ->> 'input_tokens')::int, 0) + coalesce((r.usage ->> 'output_tokens')::int, 0) > 0
+       AND NOT EXISTS (SELECT 1 FROM costs c WHERE c.job_id = r.id AND c.attempt = r.attempt))
+ORDER BY r.id
+"""
+
 BATCH_COST = "SELECT coalesce(sum(cost_usd), 0) FROM costs WHERE batch_id = %(batch_id)s"
 
 TOTAL_COST = "SELECT coalesce(sum(cost_usd), 0) FROM costs"

@@ -161,6 +161,11 @@ class BatchRepository:
             n, top, changed = conn.execute(batch_sql.DUE_JOBS, {"mode": mode}).fetchone()
         return DueWork(int(n), int(top), int(changed))
 
+    def succeeded_without_output_or_cost(self, limit: int = 1000) -> list[tuple[int, str]]:
+        """(job id, what is missing) for recent succeeded batch jobs lacking their output or their cost."""
+        with self._pool.connection() as conn:
+            return [(r[0], r[1]) for r in conn.execute(batch_sql.SUCCEEDED_WITHOUT_OUTPUT_OR_COST, {"limit": limit})]
+
     def cost(self, batch_id: int | None = None) -> Decimal:
         with self._pool.connection() as conn:
             if batch_id is None:

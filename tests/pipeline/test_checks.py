@@ -1,0 +1,50 @@
+"""The asset checks on validated outputs fail when acceptance left something wrong behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from forge_dagster.assets.batch_pipeline import (
+    batch_partition_key,
+    batch_partitions,
+    provider_results,
+    validated_outputs,
+)
+from forge_dagster.assets.checks import BATCH_OUTPUT_CHECKS
+from forge_dagster.core.store import JobSpec
+from forge_dagster.resources.providers import ProcessorCatalogResource
+from tests.pipeline.conftest import ticket
+from tests.pipeline.test_engine import enqueue, run_round
+
+TICKET_YAML = Path(__file__).resolve().parents[2] / "forge_dagster" / "examples" / "processors" / "ticket_triage.yaml"
+
+
+def test_output_checks_fail_on_a_missing_cost_and_on_an_output_changed_after_acceptance(resources, store, tmp_path):
+    # A processor on a model Forge has no price for: its jobs succeed, but no cost can be booked.
+    (tmp_path / "unpriced.yaml").write_text(TICKET_YAML.read_text().replace("name: ticket_triage", "name: unpriced")
+                                            .replace("model: gpt-4o-mini", "model: gpt-4o-mini-unpriced"))
+    resources = {**resources, "processors": ProcessorCatalogResource(directory=str(tmp_path))}
+    catalog = resources["processors"].load(store)
+    [changed, *_] = enqueue(store, [ticket(i) for i in range(3)])
+    [unpriced] = store.enqueue([JobSpec("unpriced", ticket(9)["input"], processor_version="1.0.0")]).accepted
+    batches = run_round(store, catalog, resources["providers"].ports)
+    assert store.counts() == {"succeeded": 4}
+    with store.transaction() as conn:  # someone edits an accepted output in place
+        conn.execute("UPDATE jobs SET output = '{\"category\": \"spam\"}' WHERE id = %s", (changed,))
+
+    instance = dg.DagsterInstance.ephemeral()
+    key = batch_partition_key(batches[0])
+    instance.add_dynamic_partitions(batch_partitions.name, [key])
+    result = dg.materialize([provider_results, validated_outputs, *BATCH_OUTPUT_CHECKS], partition_key=key,
+                            instance=instance, resources=resources)
+    assert result.success  # the checks do not block; they say what is wrong
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    missing = checks["succeeded_jobs_have_output_and_cost"]
+    assert not missing.passed and missing.severity == dg.AssetCheckSeverity.ERROR
+    assert missing.metadata["examples"].value == f"job {unpriced}: tokens used but no cost booked for attempt 1"
+    schema = checks["succeeded_outputs_validate"]
+    assert not schema.passed and schema.metadata["failing"].value == 1
+    assert schema.metadata["examples"].value.startswith(f"job {changed}: ")
+    assert checks["no_stranded_jobs"].passed
