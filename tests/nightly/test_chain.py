@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-import uuid
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -15,7 +14,7 @@ import jsonschema
 from forge_dagster.assets.nightly import NIGHT_TAG, health_checks, research_scan, triage
 from forge_dagster.core.nightly.triage import THREAT_SCHEMA
 from forge_dagster.core.relay import build_relay
-from forge_dagster.core.runtime import ensure_database, with_database, write_dagster_yaml
+from forge_dagster.core.runtime import DAGSTER_DATABASE, ensure_database, with_database, write_dagster_yaml
 from forge_dagster.core.store import JobSpec
 from forge_dagster.definitions import build_definitions
 from forge_dagster.jobs.nightly_jobs import nightly_schedule, weekly_consolidation
@@ -201,22 +200,17 @@ def test_a_model_answering_broken_json_does_not_lose_the_nights_findings(resourc
 
 
 def test_generated_dagster_yaml_enables_run_retries_and_limits_the_gpu_pool_to_one(database_url, tmp_path):
-    database = f"dagster_{uuid.uuid4().hex[:10]}"  # a Dagster storage of its own: pools start unset
-    ensure_database(database_url, database)
-    try:
-        write_dagster_yaml(tmp_path, with_database(database_url, database))
-        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:  # Dagster accepts the file
-            assert instance.run_retries_enabled and instance.run_retries_max_retries == 3
-            assert instance.get_concurrency_config().pool_config.default_pool_limit == 4
-            storage = instance.event_log_storage
-            assert storage.get_concurrency_info("ollama_gpu").slot_count == 1  # no manual step
-            assert {p.name: p.limit for p in storage.get_pool_limits()} == {"ollama_gpu": 1}  # others: default
-    finally:
-        _drop_database(database_url, database)
+    ensure_database(database_url, DAGSTER_DATABASE)
+    dagster_url = with_database(database_url, DAGSTER_DATABASE)
+    write_dagster_yaml(tmp_path / "earlier", dagster_url)
+    with dg.DagsterInstance.from_config(str(tmp_path / "earlier")) as instance:  # as on a fresh storage:
+        instance.event_log_storage.delete_concurrency_limit("ollama_gpu")  # the GPU pool has no limit of its own
+        assert "ollama_gpu" not in {p.name for p in instance.event_log_storage.get_pool_limits()}
 
-
-def _drop_database(url: str, database: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    write_dagster_yaml(tmp_path / "home", dagster_url)  # what `forge dev` writes on its first start
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:  # Dagster accepts the file
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 3
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 4  # the other pools
+        limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
+        assert limits["ollama_gpu"] == 1 and "openai_api" not in limits  # one GPU step at a time, no manual step
+        assert instance.event_log_storage.get_concurrency_info("ollama_gpu").slot_count == 1
