@@ -72,6 +72,11 @@ class Progress:
              f"{dict(sorted(self.store.batch_counts(since=self.since).items()))} | runs {self.runs}{failed}{ran}")
         return counts
 
+    def started_run(self, job: str, partition: str | None) -> None:
+        if job == "build_batches":  # the longest run: intake, shaping and every submission
+            _say(f"[{time.monotonic() - self.started:5.1f}s] run {job} started: taking in the inbox, "
+                 "shaping batches and submitting them")
+
 
 def _drop_sample(n: int, seed: int) -> str:
     """Write `n` sample jobs into the inbox (atomically, by rename); returns their intake source."""
@@ -104,7 +109,8 @@ def _run_until_settled(daemon, progress: Progress, timeout_s: float) -> dict[str
 
 def run_demo(args: argparse.Namespace) -> int:
     started, since = time.monotonic(), datetime.now(UTC)
-    _say(f"forge demo: starting ({args.jobs} jobs across both providers and both example processors)")
+    _say(f"forge demo: {args.jobs} jobs across both providers and both example processors; bringing up the "
+         "database and Dagster's storage (a first start creates them)")
     import dagster as dg
 
     from forge_dagster.core.config import load_settings
@@ -133,7 +139,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 **({"ops": {"provider_batches": {"config": {"max_requests_per_batch": 100}}}}
                    if job == "build_batches" else {}),
             },
-            on_run=progress,
+            on_run=progress, on_start=progress.started_run,
         )
         counts = _run_until_settled(daemon, progress, args.timeout)
         summary = {

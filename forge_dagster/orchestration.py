@@ -21,6 +21,7 @@ class TickReport:
 
 
 RunCallback = Callable[[str, str | None, bool], None]  # (job, partition, success), after each run
+StartCallback = Callable[[str, str | None], None]  # (job, partition), before each run
 
 
 def merged_config(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -45,16 +46,17 @@ def _as_sensor_result(value: Any) -> dg.SensorResult:
 
 class InProcessDaemon:
     """Evaluates sensors with their cursors and executes each new run request once (by run key), with
-    the run config the request carries laid over `run_config(job)`; `on_run` hears of every run as it
-    ends, so a caller can show progress while a tick's runs go on."""
+    the run config the request carries laid over `run_config(job)`; `on_start` and `on_run` hear of
+    every run as it starts and ends, so a caller can show progress while a tick's runs go on."""
 
     def __init__(
         self, defs: dg.Definitions, instance: dg.DagsterInstance, sensor_names: list[str],
         run_config: Callable[[str], dict[str, Any]] | None = None, on_run: RunCallback | None = None,
+        on_start: StartCallback | None = None,
     ) -> None:
         self.defs, self.instance, self.sensor_names = defs, instance, sensor_names
         self.run_config = run_config or (lambda job_name: {})
-        self.on_run = on_run
+        self.on_run, self.on_start = on_run, on_start
         self.cursors: dict[str, str | None] = {name: None for name in sensor_names}
         self.seen_run_keys: set[str] = set()
         self._resources = defs.resources or {}
@@ -80,6 +82,8 @@ class InProcessDaemon:
                 self.seen_run_keys.add(request.run_key)
                 job_name = request.job_name or sensor.job_name
                 job = self.defs.resolve_job_def(job_name)
+                if self.on_start is not None:
+                    self.on_start(job_name, request.partition_key)
                 outcome = job.execute_in_process(
                     instance=self.instance, partition_key=request.partition_key,
                     tags={**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": name},
