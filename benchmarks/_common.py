@@ -76,6 +76,61 @@ def server_version(url: str) -> str:
         return conn.execute("SHOW server_version").fetchone()[0]
 
 
+def server_settings(url: str) -> dict[str, str]:
+    """The settings that decide what a commit costs, for the record."""
+    names = ("server_version", "fsync", "synchronous_commit", "wal_level", "full_page_writes", "shared_buffers")
+    with psycopg.connect(url) as conn:
+        return {n: conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(n))).fetchone()[0] for n in names}
+
+
+# -- commits and WAL --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Usage:
+    """What one drain cost the server: commits (pg_stat_database.xact_commit, every transaction including
+    read-only ones) and WAL bytes (pg_current_wal_lsn), per job. Server-wide counters: on a shared server
+    other sessions add to them."""
+
+    jobs: int
+    commits: int
+    wal_bytes: int
+
+    @property
+    def commits_per_job(self) -> float:
+        return self.commits / self.jobs
+
+    @property
+    def wal_bytes_per_job(self) -> float:
+        return self.wal_bytes / self.jobs
+
+    def as_dict(self) -> dict:
+        return {"commits_per_job": round(self.commits_per_job, 3), "wal_bytes_per_job": round(self.wal_bytes_per_job, 1)}
+
+
+def counters(url: str) -> tuple[int, int]:
+    """(xact_commit of this database, WAL position in bytes), read on a connection of its own."""
+    with psycopg.connect(url, autocommit=True) as conn:  # one statement: one transaction
+        row = conn.execute("SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),"
+                           " (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint").fetchone()
+    return int(row[0]), int(row[1])
+
+
+def flush_stats(conn: psycopg.Connection) -> None:
+    """Make this session's pending statistics visible now (PostgreSQL 15+ holds an idle session's for up
+    to 10 s; sessions that close flush at exit). Older servers send them within half a second."""
+    if conn.info.server_version >= 150000:
+        conn.execute("SELECT pg_stat_force_next_flush()")
+    else:
+        time.sleep(0.6)
+
+
+SESSIONS_EXIT_S = 0.5  # after the clients closed their connections: their backends flush and exit
+
+
+def usage_between(before: tuple[int, int], after: tuple[int, int], jobs: int) -> Usage:
+    # The `before` reading's own session commits once, after it read: not the drain's.
+    return Usage(jobs, after[0] - before[0] - 1, after[1] - before[1])
+
+
 # -- pgbench --------------------------------------------------------------------------------------
 def find_pgbench() -> str:
     """The pgbench binary: on PATH, else a Debian PostgreSQL install, else the embedded build."""
@@ -181,6 +236,7 @@ class Cell:
     samples: list[float] = field(default_factory=list)
     note: str = ""
     ratio: float | None = None  # median / the ceiling's median at the same k and clients
+    usage: Usage | None = None  # commits and WAL of one (untimed) drain
 
     @property
     def median(self) -> float:
@@ -190,19 +246,23 @@ class Cell:
         return {"system": self.system, "k": self.k, "workers": self.workers, "note": self.note,
                 "jobs_per_s_median": round(self.median, 1), "jobs_per_s_min": round(min(self.samples), 1),
                 "jobs_per_s_max": round(max(self.samples), 1), "samples": [round(s, 1) for s in self.samples],
-                "ratio_to_ceiling": None if self.ratio is None else round(self.ratio, 3)}
+                "ratio_to_ceiling": None if self.ratio is None else round(self.ratio, 3),
+                **(self.usage.as_dict() if self.usage else {})}
 
 
 def render_table(cells: list[Cell]) -> str:
     """The results as a fixed-width text table."""
-    head = ("system", "k", "workers", "jobs/s (median)", "spread (min-max)", "vs ceiling", "note")
+    head = ("system", "k", "workers", "jobs/s (median)", "spread (min-max)", "vs ceiling", "commits/job",
+            "WAL B/job", "note")
     rows = [head] + [
         (c.system, str(c.k), str(c.workers), f"{c.median:,.0f}", f"{min(c.samples):,.0f}-{max(c.samples):,.0f}",
-         "-" if c.ratio is None else f"{c.ratio:.0%}", c.note)
+         "-" if c.ratio is None else f"{c.ratio:.0%}",
+         f"{c.usage.commits_per_job:.2f}" if c.usage else "-", f"{c.usage.wal_bytes_per_job:,.0f}" if c.usage else "-",
+         c.note)
         for c in cells
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(v.rjust(w) if 0 < i < 6 else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
+    lines = ["  ".join(v.rjust(w) if 0 < i < 8 else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)

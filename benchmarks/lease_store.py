@@ -11,6 +11,11 @@ Measured on one server, each system in a fresh schema that is dropped afterwards
 3. procrastinate and pgqueuer: their own tables, 4 worker processes, a no-op task, drained.
 Every repeat re-fills the table (TRUNCATE, COPY, ANALYZE), times from the release of the already-connected
 workers to the last one finding the queue empty, and checks that every job succeeded.
+Commits and WAL bytes per job come from one more, untimed drain per cell by workers that connect for it and
+disconnect after it (so their statistics are flushed): the deltas of pg_stat_database.xact_commit and
+pg_current_wal_lsn() around it. They are server-wide: on a shared server other sessions add to them.
+Peers are compared with Forge like for like: pgqueuer (batch 10, 4 processes) with Forge at k=10 and 4
+workers, procrastinate (one job per fetch, 4 processes) with Forge at k=1 and 4 workers.
 Cells that move one job per statement (k=1, procrastinate) drain --jobs-single jobs: each of those jobs costs
 two commits, so on a disk with millisecond fsync they would otherwise dominate the run. The defaults
 (5,000 / 500 jobs, 3 repeats) take two to three minutes on two cores.
@@ -35,17 +40,24 @@ from pathlib import Path
 import psycopg
 
 from benchmarks._common import (
+    SESSIONS_EXIT_S,
     Cell,
+    Usage,
     WorkerGroup,
     child_main,
+    counters,
     database,
     find_pgbench,
+    flush_stats,
     fresh_schema,
     libpq_env,
     render_table,
     schema_options,
+    server_settings,
     server_version,
+    usage_between,
 )
+from benchmarks.report import Ratio, Row
 from forge_dagster.core.runtime import redact_url
 from forge_dagster.core.store import job_sql
 from forge_dagster.core.store.lease_store import JobSpec, LeaseStore
@@ -67,6 +79,8 @@ def refill(store: LeaseStore, n: int) -> None:
     store.enqueue([JobSpec("bench", {"i": i}, external_id=f"b{i}", mode="realtime") for i in range(n)])
     with store.transaction() as conn:
         conn.execute("ANALYZE jobs")
+    with store.transaction() as conn:
+        flush_stats(conn)  # the refill's commits are counted before a drain, not during it
 
 
 def check_succeeded(store: LeaseStore, expected: int) -> None:
@@ -104,18 +118,34 @@ def pgbench_script(k: int) -> str:
     return f"\\set k {k}\n{claim}\n{collect} FROM claimed\n\\gset\n{finish};\n"
 
 
-def ceiling_round(pgbench: str, script: Path, url: str, store: LeaseStore, k: int, clients: int, jobs: int) -> float:
-    """Fill the table, let pgbench claim and finish (almost) all of it; return jobs/s = tps x k."""
+def ceiling_round(pgbench: str, script: Path, url: str, store: LeaseStore, k: int, clients: int,
+                  jobs: int) -> tuple[float, Usage]:
+    """Fill the table, let pgbench claim and finish (almost) all of it; return jobs/s = tps x k, and the
+    commits and WAL of the run (pgbench's sessions end with it, so this round needs no extra drain)."""
     per_client = max(1, jobs // (k * clients))
     refill(store, jobs)
     cmd = [pgbench, "-n", "-M", "prepared", "-f", str(script), "-c", str(clients), "-j", str(clients),
            "-t", str(per_client)]
+    before = counters(url)
     run = subprocess.run(cmd, env=libpq_env(url, store.schema), capture_output=True, text=True, timeout=600)
     tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", run.stdout)
     if run.returncode or not tps:
         raise RuntimeError(f"pgbench failed ({run.returncode}):\n{run.stderr[-2000:]}")
+    time.sleep(SESSIONS_EXIT_S)
+    usage = usage_between(before, counters(url), per_client * k * clients)
     check_succeeded(store, per_client * k * clients)
-    return float(tps.group(1)) * k
+    return float(tps.group(1)) * k, usage
+
+
+def drain_usage(url: str, group: WorkerGroup, arg: object, jobs: int) -> Usage:
+    """Commits and WAL of one drain by `group` (not yet entered): its workers connect, drain, disconnect."""
+    with group:
+        before = counters(url)
+        _, done = group.round(arg)
+    time.sleep(SESSIONS_EXIT_S)
+    if done != jobs:
+        raise RuntimeError(f"accounting drain: {done} jobs done, expected {jobs}")
+    return usage_between(before, counters(url), jobs)
 
 
 # -- 2. Forge: LeaseStore in worker processes ------------------------------------------------------
@@ -145,7 +175,7 @@ def forge_round(group: WorkerGroup, store: LeaseStore, k: int, jobs: int) -> flo
     return jobs / seconds
 
 
-def measure_lease_store(url: str, jobs: dict[int, int], repeat: int, pgbench: str) -> list[Cell]:
+def measure_lease_store(url: str, jobs: dict[int, int], repeat: int, pgbench: str, account: bool) -> list[Cell]:
     """Ceiling and Forge for every k and worker count; their repeats alternate so both see the same load."""
     cells = []
     with fresh_schema(url, "ceiling") as ceiling_schema, fresh_schema(url, "forge") as forge_schema, \
@@ -162,9 +192,14 @@ def measure_lease_store(url: str, jobs: dict[int, int], repeat: int, pgbench: st
                     ceiling = Cell("ceiling (pgbench)", k, workers, note="store SQL in pgbench, no client library")
                     forge = Cell("forge (LeaseStore)", k, workers, note="claim(k) -> finish_many, process/worker")
                     for _ in range(repeat):
-                        ceiling.samples.append(
-                            ceiling_round(pgbench, script, url, ceiling_store, k, workers, jobs[k]))
+                        rate, ceiling.usage = ceiling_round(pgbench, script, url, ceiling_store, k, workers, jobs[k])
+                        ceiling.samples.append(rate)
                         forge.samples.append(forge_round(group, forge_store, k, jobs[k]))
+                    if account:
+                        refill(forge_store, jobs[k])
+                        forge.usage = drain_usage(url, WorkerGroup(_forge_worker, (url, forge_schema), workers),
+                                                  k, jobs[k])
+                        check_succeeded(forge_store, jobs[k])
                     cells += [ceiling, forge]
                     print(f"  k={k:<3} workers={workers}: ceiling {ceiling.median:,.0f}/s, "
                           f"forge {forge.median:,.0f}/s ({jobs[k]:,} jobs)", flush=True)
@@ -232,7 +267,12 @@ async def _procrastinate_fill(url: str, schema: str, jobs: int, install: bool) -
         await app.tasks["noop"].batch_defer_async(*({} for _ in range(jobs)))
 
 
-def measure_procrastinate(url: str, jobs: int, repeat: int) -> Cell:
+def _procrastinate_succeeded(url: str, schema: str) -> int:
+    with psycopg.connect(url, options=schema_options(schema)) as conn:
+        return conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'").fetchone()[0]
+
+
+def measure_procrastinate(url: str, jobs: int, repeat: int, account: bool) -> Cell:
     cell = Cell("procrastinate", 1, PEER_WORKERS, note="4 processes x concurrency 1, 1 job per fetch")
     with fresh_schema(url, "procrastinate") as schema:
         asyncio.run(_procrastinate_fill(url, schema, 0, install=True))
@@ -240,11 +280,14 @@ def measure_procrastinate(url: str, jobs: int, repeat: int) -> Cell:
             for _ in range(repeat):
                 asyncio.run(_procrastinate_fill(url, schema, jobs, install=False))
                 seconds, done = group.round()
-                with psycopg.connect(url, options=schema_options(schema)) as conn:
-                    ok = conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'").fetchone()[0]
+                ok = _procrastinate_succeeded(url, schema)
                 if done != jobs or ok != jobs:
                     raise RuntimeError(f"procrastinate: ran {done}, succeeded {ok}, expected {jobs}")
                 cell.samples.append(jobs / seconds)
+        if account:
+            asyncio.run(_procrastinate_fill(url, schema, jobs, install=False))
+            time.sleep(SESSIONS_EXIT_S)
+            cell.usage = drain_usage(url, WorkerGroup(_procrastinate_worker, (url, schema), PEER_WORKERS), None, jobs)
     return cell
 
 
@@ -301,7 +344,7 @@ async def _pgqueuer_fill(url: str, schema: str, jobs: int, install: bool) -> Non
             await queries.enqueue(["noop"] * jobs, [None] * jobs, [0] * jobs)
 
 
-def measure_pgqueuer(url: str, jobs: int, repeat: int) -> Cell:
+def measure_pgqueuer(url: str, jobs: int, repeat: int, account: bool) -> Cell:
     cell = Cell("pgqueuer", PGQUEUER_BATCH, PEER_WORKERS,
                 note=f"4 processes, batch 10, drain mode, {_pgqueuer_driver()} driver")
     with fresh_schema(url, "pgqueuer") as schema:
@@ -315,35 +358,76 @@ def measure_pgqueuer(url: str, jobs: int, repeat: int) -> Cell:
                 if done != jobs or left:
                     raise RuntimeError(f"pgqueuer: ran {done}, {left} left in the queue, expected {jobs}")
                 cell.samples.append(jobs / seconds)
+        if account:
+            asyncio.run(_pgqueuer_fill(url, schema, jobs, install=False))
+            time.sleep(SESSIONS_EXIT_S)
+            cell.usage = drain_usage(url, WorkerGroup(_pgqueuer_worker, (url, schema), PEER_WORKERS), None, jobs)
     return cell
 
 
 # -- the run --------------------------------------------------------------------------------------
+# Each peer beside the Forge cell that moves jobs the same way: as many jobs per fetch, as many processes.
+LIKE_FOR_LIKE = {"pgqueuer": (PGQUEUER_BATCH, PEER_WORKERS), "procrastinate": (1, PEER_WORKERS)}
+
+
+def _forge_cell(cells: list[Cell], k: int, workers: int) -> Cell | None:
+    return next((c for c in cells if c.system.startswith("forge") and (c.k, c.workers) == (k, workers)), None)
+
+
 def summary_line(cells: list[Cell]) -> tuple[str, dict]:
-    """Forge's best cell against each peer's."""
-    forge = max((c for c in cells if c.system.startswith("forge")), key=lambda c: c.median)
+    """Forge beside each peer, like for like (same jobs per fetch, same number of worker processes)."""
     parts, ratios = [], {}
-    for peer in (c for c in cells if c.system in ("procrastinate", "pgqueuer")):
-        ratios[peer.system] = round(forge.median / peer.median, 2)
-        parts.append(f"{ratios[peer.system]:.1f}x {peer.system} ({peer.median:,.0f}/s)")
-    line = (f"Forge best: {forge.median:,.0f} jobs/s (k={forge.k}, {forge.workers} workers) = "
-            + ", ".join(parts))
-    return line, {"forge_best": forge.as_dict(), "forge_best_over_peer": ratios}
+    for peer in (c for c in cells if c.system in LIKE_FOR_LIKE):
+        forge = _forge_cell(cells, *LIKE_FOR_LIKE[peer.system])
+        if forge is None:
+            continue
+        ratios[peer.system] = {"forge_k": forge.k, "workers": forge.workers,
+                               "ratio": round(forge.median / peer.median, 2)}
+        parts.append(f"{forge.median / peer.median:.2f}x {peer.system} at k={forge.k}, {forge.workers} workers "
+                     f"({forge.median:,.0f}/s vs {peer.median:,.0f}/s)")
+    return "Forge like for like: " + "; ".join(parts), {"forge_over_peer_like_for_like": ratios}
 
 
-def run(url: str, mode: str, jobs: int, jobs_single: int, repeat: int, peers: bool) -> dict:
-    """Measure every cell, print the table and the summary line; return the JSON report."""
+def as_rows(cells: list[Cell]) -> list[Row]:
+    """The cells as rows of the combined table: each Forge cell against the ceiling at its k and worker
+    count (and against the peer that fetches as many jobs with as many processes)."""
+    by_key = {(c.system, c.k, c.workers): c for c in cells}
+    rows = []
+    for c in cells:
+        details = ({"commits/job": round(c.usage.commits_per_job, 2), "WAL B/job": round(c.usage.wal_bytes_per_job)}
+                   if c.usage else {})
+        ratios = []
+        ceiling = by_key.get(("ceiling (pgbench)", c.k, c.workers))
+        if c.system.startswith("forge") and ceiling:
+            ratios.append(Ratio.paired(f"pgbench ceiling k={c.k} {c.workers}w", c.samples, ceiling.samples))
+            for peer, key in LIKE_FOR_LIKE.items():
+                if key == (c.k, c.workers) and (peer_cell := next((x for x in cells if x.system == peer), None)):
+                    ratios.append(Ratio.unpaired(peer, c.samples, peer_cell.samples))
+        elif not c.system.startswith("ceiling") and ceiling:
+            ratios.append(Ratio.unpaired(f"pgbench ceiling k={c.k} {c.workers}w", c.samples, ceiling.samples))
+        what = {"ceiling (pgbench)": f"the store's claim + finish SQL in pgbench, k={c.k}, {c.workers} clients",
+                "forge (LeaseStore)": f"LeaseStore.claim(k={c.k}) -> finish_many, {c.workers} worker processes"}
+        label = {"ceiling (pgbench)": f"pgbench ceiling k={c.k} {c.workers}w",
+                 "forge (LeaseStore)": f"forge k={c.k} {c.workers}w"}.get(c.system, c.system)
+        rows.append(Row("lease store", label, (what.get(c.system) or c.note) + ": no-op jobs drained", "jobs/s",
+                        c.samples, ratios, details, c.note if c.system in LIKE_FOR_LIKE else ""))
+    return rows
+
+
+def run(url: str, mode: str, jobs: int, jobs_single: int, repeat: int, peers: bool, account: bool = True) -> dict:
+    """Measure every cell, print the table and the summary line; return the JSON report (its `cells` are
+    the Cell objects, for the combined table)."""
     pgbench = find_pgbench()
     started = time.perf_counter()
     version = server_version(url)
     per_k = {k: jobs_single if k == 1 else jobs for k in KS}
     print(f"lease-store benchmark: {mode} PostgreSQL {version} at {redact_url(url)}; {jobs:,} jobs per cell "
           f"({jobs_single:,} at one job per statement), median of {repeat}", flush=True)
-    cells = measure_lease_store(url, per_k, repeat, pgbench)
+    cells = measure_lease_store(url, per_k, repeat, pgbench, account)
     if peers:
-        cells.append(measure_procrastinate(url, jobs_single, repeat))
+        cells.append(measure_procrastinate(url, jobs_single, repeat, account))
         print(f"  procrastinate: {cells[-1].median:,.0f}/s ({jobs_single:,} jobs)", flush=True)
-        cells.append(measure_pgqueuer(url, jobs, repeat))
+        cells.append(measure_pgqueuer(url, jobs, repeat, account))
         print(f"  pgqueuer: {cells[-1].median:,.0f}/s ({jobs:,} jobs)", flush=True)
     ceilings = {(c.k, c.workers): c.median for c in cells if c.system.startswith("ceiling")}
     for c in cells:
@@ -356,12 +440,12 @@ def run(url: str, mode: str, jobs: int, jobs_single: int, repeat: int, peers: bo
     print("\n" + render_table(cells) + ("\n" + line if line else ""))
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "database": {"mode": mode, "url": redact_url(url), "server_version": version},
+        "database": {"mode": mode, "url": redact_url(url), **server_settings(url)},
         "pgbench": subprocess.run([pgbench, "--version"], capture_output=True, text=True).stdout.strip(),
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg()},
         "jobs_per_cell": {str(k): n for k, n in per_k.items()}, "repeat": repeat,
         "seconds": round(time.perf_counter() - started, 1),
-        "results": [c.as_dict() for c in cells], "summary": summary,
+        "results": [c.as_dict() for c in cells], "summary": summary, "cells": cells,
     }
 
 
@@ -378,6 +462,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with database(args.database_url) as (url, mode):
         report = run(url, mode, args.jobs, args.jobs_single, args.repeat, peers=not args.no_peers)
+    report.pop("cells")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.output}")
