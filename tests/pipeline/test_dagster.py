@@ -41,6 +41,7 @@ def test_asset_chain_takes_inbox_files_to_validated_outputs(tmp_path, resources,
     keys = sorted(r.partition_key for r in result.run_requests)
     assert len(keys) == 2
     assert sorted(r.run_key for r in result.run_requests) == [f"collect:{k}" for k in keys]
+    assert sorted(r.tags["forge/provider"] for r in result.run_requests) == ["anthropic", "openai"]
     assert list(result.dynamic_partitions_requests[0].partition_keys) == keys
     instance.add_dynamic_partitions(batch_partitions.name, keys)
 

@@ -7,6 +7,8 @@ import json
 import time
 
 import dagster as dg
+import psycopg
+from psycopg.types.json import Jsonb
 
 from forge_dagster.assets.batch_pipeline import job_intake
 from forge_dagster.core.store import JobSpec, LeaseStore
@@ -114,3 +116,18 @@ def test_lease_recovery_sensor_counts_what_it_recovered_in_its_cursor(store: Lea
     assert result.skip_reason.skip_message == "recovered 1 expired leases, 0 jobs dead"
     assert json.loads(result.cursor) == {"ticks": 3, "requeued": 6, "dead": 0}
     assert store.counts() == {"pending": 1}
+
+
+def test_row_another_application_inserted_asks_for_intake_before_any_realtime_run(resources, store, database_url,
+                                                                                schema):
+    """A realtime row nobody reviewed yet cannot be claimed: the build run (whose intake reviews it) must
+    be asked for, not a realtime run that would find nothing to claim."""
+    with psycopg.connect(database_url, options=f"-c search_path={schema}") as conn:
+        conn.execute("INSERT INTO jobs (source, external_id, processor, mode, payload) "
+                     "VALUES ('crm', 'c1', 'ticket_triage', 'realtime', %s)", (Jsonb(ticket(1)["input"]),))
+    instance = dg.DagsterInstance.ephemeral()
+    assert tick(realtime_work_sensor, instance, resources).run_requests == []
+    [request] = tick(pending_work_sensor, instance, resources).run_requests
+    dg.materialize([job_intake], instance=instance, resources=resources, run_config=request.run_config)
+    assert tick(pending_work_sensor, instance, resources).run_requests == []
+    assert requested_key(tick(realtime_work_sensor, instance, resources)).startswith("realtime:")

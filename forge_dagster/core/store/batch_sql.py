@@ -233,10 +233,12 @@ TOTAL_COST = "SELECT coalesce(sum(cost_usd), 0) FROM costs"
 
 # Jobs of one mode due now: how many, the highest id, and their latest change (ms since the epoch).
 # A job that comes due again (requeued, released, held by a budget) was changed when it went back to
-# pending, so the latest change moves and the sensors' run keys with it. A row inserted without a mode
-# counts as batch work: intake, which resolves its mode, runs in the build run.
+# pending, so the latest change moves and the sensors' run keys with it. A row another application
+# inserted counts as batch work whatever mode it asks for until intake has reviewed it: intake runs in the
+# build run, and no claim takes the row before.
 DUE_JOBS = """
 SELECT count(*), coalesce(max(id), 0), coalesce(floor(extract(epoch FROM max(updated_at)) * 1000), 0)::bigint
 FROM jobs
-WHERE state = 'pending' AND coalesce(mode, 'batch') = %(mode)s AND run_after <= now()
+WHERE state = 'pending' AND run_after <= now()
+  AND CASE WHEN reviewed THEN mode = %(mode)s ELSE %(mode)s = 'batch' END
 """
