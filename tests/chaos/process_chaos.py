@@ -1,0 +1,157 @@
+"""Process chaos: real `forge work --realtime` processes on realtime jobs against the simulator, one killed
+(SIGKILL) every few seconds and restarted, and one frozen (SIGSTOP) past its lease and thawed (SIGCONT)
+once others took its jobs over, so whatever it finishes late must be rejected by the lease fence.
+
+Measured: jobs lost, results accepted twice, stale completions accepted (all must be 0), results the
+frozen worker came back with and had rejected, and the recovery time of each job a killed worker held
+(from the kill until another worker finished it: about one lease TTL plus one call).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from forge_dagster.core.store import LeaseStore
+from tests.chaos import conservation
+from tests.chaos.harness import (
+    Fleet,
+    SimulatorProcess,
+    WorkerProcess,
+    counts,
+    enqueue_realtime,
+    fresh_sim,
+    percentile,
+    schema_conn,
+    worker_env,
+)
+
+
+@dataclass
+class Kill:
+    at: float  # database clock (epoch seconds) right after the SIGKILL
+    owner_prefix: str
+    held: list[int]
+
+
+@dataclass
+class ProcessChaosReport:
+    jobs: int
+    workers: int
+    lease_ttl_s: float
+    elapsed_s: float = 0.0
+    kills: list[Kill] = field(default_factory=list)
+    recovery_s: list[float] = field(default_factory=list)  # per job a killed worker held
+    paused_held: list[int] = field(default_factory=list)  # jobs the frozen worker held
+    paused_taken_over: bool = False  # every one of them was taken over before SIGCONT
+    late_rejected: int = 0  # results the frozen worker came back with, refused by the fence
+    conservation: conservation.Conservation | None = None
+    worker_errors: str = ""
+
+    @property
+    def orphaned(self) -> int:
+        return len(self.recovery_s)
+
+    def row(self) -> dict:
+        c = self.conservation
+        return {"scenario": "process chaos", "jobs": self.jobs, "workers": self.workers,
+                "kills": len(self.kills), "orphaned": self.orphaned, "lost": len(c.open_jobs),
+                "duplicates accepted": len(c.accepted_twice), "stale accepted": len(c.stale_transitions),
+                "late rejected": self.late_rejected, "lease ttl s": self.lease_ttl_s,
+                "recovery p50 s": _round(percentile(self.recovery_s, 0.5)),
+                "recovery p99 s": _round(percentile(self.recovery_s, 0.99)),
+                "jobs/s": round(self.jobs / self.elapsed_s, 1) if self.elapsed_s else None}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _running_by_owner(conn) -> dict[str, list[int]]:
+    """Jobs in flight, by lease owner (`host:pid:random`)."""
+    return dict(conn.execute("SELECT lease_owner, array_agg(id ORDER BY id) FROM jobs "
+                             "WHERE state = 'running' GROUP BY lease_owner").fetchall())
+
+
+def _held(running: dict[str, list[int]], worker: WorkerProcess) -> list[int]:
+    return sorted(i for owner, ids in running.items() if owner.startswith(worker.owner_prefix) for i in ids)
+
+
+def _db_now(conn) -> float:
+    return conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
+
+
+def _recovery_times(url: str, schema: str, kills: list[Kill]) -> list[float]:
+    """Per job a killed worker held when it died: seconds from the kill until another worker finished it."""
+    times = []
+    with schema_conn(url, schema) as conn:
+        for kill in kills:
+            for actor, at in conn.execute(
+                    "SELECT actor, extract(epoch FROM at)::float8 FROM job_events "
+                    "WHERE job_id = ANY(%s) AND to_state IN ('succeeded', 'invalid', 'failed', 'dead')",
+                    (kill.held,)):
+                if not (actor or "").startswith(kill.owner_prefix):  # it did not finish before the kill
+                    times.append(at - kill.at)
+    return times
+
+
+def run_process_chaos(
+    database_url: str, schema: str, sim: SimulatorProcess, home: Path, *, jobs: int, workers: int,
+    concurrency: int, kill_every_s: float, lease_ttl_s: float, latency_ms: int = 200, pause: bool = True,
+    timeout_s: float = 120.0, seed: int = 0,
+) -> ProcessChaosReport:
+    """Run the scenario on a fresh store schema; the simulator is configured here."""
+    fresh_sim(sim, latency_ms=latency_ms)
+    with LeaseStore(database_url, schema, pool_size=2) as store:
+        enqueue_realtime(store, jobs)
+    env = worker_env(database_url, schema, sim.url, home, FORGE_LEASE_TTL_S=str(lease_ttl_s))
+    fleet, rng = Fleet(env, concurrency), random.Random(seed)
+    report = ProcessChaosReport(jobs, workers, lease_ttl_s)
+    for _ in range(workers):
+        fleet.start()
+    frozen: WorkerProcess | None = None
+    try:
+        with schema_conn(database_url, schema) as obs:
+            warm_by = time.monotonic() + 120  # processes start slowly on a loaded machine
+            while not counts(database_url, schema).get("succeeded") and time.monotonic() < warm_by:
+                time.sleep(0.1)  # the clock starts when the fleet is working
+            started = time.monotonic()
+            deadline, next_kill = started + timeout_s, started + kill_every_s
+            pause_at, pause_until = started + kill_every_s * 1.5, 0.0
+            while time.monotonic() < deadline:
+                state = dict(obs.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+                if not any(state.get(s) for s in conservation.OPEN):
+                    break
+                now, running = time.monotonic(), _running_by_owner(obs)
+                # A worker still starting up holds nothing: only busy ones are killed or frozen.
+                busy = [w for w in fleet.workers if w is not frozen and _held(running, w)]
+                if now >= next_kill and busy:
+                    victim = rng.choice(busy)
+                    busy.remove(victim)
+                    fleet.kill(victim)
+                    report.kills.append(Kill(_db_now(obs), victim.owner_prefix, _held(running, victim)))
+                    fleet.start()
+                    next_kill = now + kill_every_s
+                if pause and frozen is None and now >= pause_at and busy:
+                    frozen = rng.choice(busy)  # it has calls in flight: late results to come back with
+                    fleet.pause(frozen)
+                    report.paused_held = _held(_running_by_owner(obs), frozen)
+                    pause_until = now + lease_ttl_s * 3 + 10  # past its leases, with room for takeovers
+                if frozen is not None and frozen.stopped:
+                    taken_over = not _held(running, frozen)
+                    if taken_over or now >= pause_until:
+                        report.paused_taken_over = taken_over
+                        fleet.resume(frozen)
+                time.sleep(0.1)
+            report.elapsed_s = time.monotonic() - started
+    finally:
+        fleet.stop_all()
+    if frozen is not None:
+        report.late_rejected = (frozen.stats() or {}).get("lease_lost", 0)
+    report.recovery_s = _recovery_times(database_url, schema, report.kills)
+    with schema_conn(database_url, schema) as conn:
+        report.conservation = conservation.check(conn)
+    report.worker_errors = fleet.errors()
+    return report
