@@ -410,7 +410,7 @@ def as_rows(cells: list[Cell]) -> list[Row]:
         label = {"ceiling (pgbench)": f"pgbench ceiling k={c.k} {c.workers}w",
                  "forge (LeaseStore)": f"forge k={c.k} {c.workers}w"}.get(c.system, c.system)
         rows.append(Row("lease store", label, (what.get(c.system) or c.note) + ": no-op jobs drained", "jobs/s",
-                        c.samples, ratios, details, c.note if c.system in LIKE_FOR_LIKE else ""))
+                        c.samples, ratios, details))
     return rows
 
 
