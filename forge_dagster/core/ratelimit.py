@@ -116,9 +116,11 @@ class LimiterStats:
 
 @dataclass(frozen=True)
 class Grant:
-    """A slot taken from a shared schedule: its wait, and the key's limits and generation as shared."""
+    """A slot taken from a shared schedule: its time and the schedule's time when it was taken (epoch
+    seconds on the schedule's clock), and the key's limits and generation as shared."""
 
-    wait_s: float
+    admit_at: float
+    now: float
     rpm: int | None
     tpm: int | None
     generation: int
@@ -160,6 +162,8 @@ class KeyLimiter:
         self._void_shared = False
         self._correction = 0.0
         self._pushes: set[asyncio.Task] = set()
+        self._offset_s = 0.0  # this machine's clock minus the schedule's, from the quickest round trip
+        self._best_rtt_s = float("inf")
 
     # -- pacing ----------------------------------------------------------------------------------
     def _interval_r(self) -> float:
@@ -196,6 +200,7 @@ class KeyLimiter:
         assert self.shared is not None
         correction, void = self._correction, self._void_shared
         self._correction, self._void_shared = 0.0, False
+        sent = time.time()
         try:
             grant = await asyncio.to_thread(
                 self.shared.reserve, rpm=self.rpm, tpm=self.tpm, tokens=max(tokens, 0), correction=correction,
@@ -204,11 +209,18 @@ class KeyLimiter:
             log.warning("shared rate limit unavailable: pacing this process alone", exc_info=True)
             now = self.clock()
             return self._reserve(tokens, now) - now
+        received = time.time()
+        if received - sent < self._best_rtt_s:
+            # Slots are times on the schedule's clock. Mapped onto this one by the offset seen on the
+            # quickest round trip (error at most half of it), not by "wait from when the answer came":
+            # answers delayed by a busy moment would otherwise push early slots late and squeeze the rest.
+            self._best_rtt_s = received - sent
+            self._offset_s = (sent + received) / 2 - grant.now
         self._seen_generation(grant.generation)
         if self.rpm is None and self.tpm is None and (grant.rpm or grant.tpm):
             self.rpm, self.tpm = grant.rpm, grant.tpm  # another process learned them already
             self._stop_learning()
-        return grant.wait_s
+        return grant.admit_at + self._offset_s - received
 
     def _seen_generation(self, generation: int) -> None:
         if generation > self._generation:
@@ -237,6 +249,8 @@ class KeyLimiter:
                 now = self.clock()
                 wait = self._reserve(tokens, now) - now
             epoch, admit = self._epoch, self.clock() + wait
+            if wait < -self.burst_s:
+                continue  # the slot had passed when its reservation came back: lost, not spent in a burst
             if wait > 0:
                 await asyncio.sleep(wait)
                 if epoch != self._epoch:

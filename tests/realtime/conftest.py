@@ -156,3 +156,61 @@ def remote_sim(sim_process: SimulatorProcess) -> SimulatorProcess:
     """The out-of-process simulator with every knob at its fault-free default and an empty log."""
     sim_process.reset()
     return sim_process
+
+
+class RecordingProxy:
+    """A plain HTTP relay in front of the simulator that keeps every JSON request it forwards with its
+    answer: what the provider was sent, word for word (the simulator's own log keeps no bodies)."""
+
+    def __init__(self, upstream: str) -> None:
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import httpx
+
+        self.exchanges: list[tuple[str, dict, int, dict]] = []  # (path, request body, status, answer body)
+        client = httpx.Client(base_url=upstream, timeout=60)
+        exchanges = self.exchanges
+
+        class Relay(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _relay(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = client.request(self.command, self.path, content=raw, headers=headers)
+                if raw:
+                    exchanges.append((self.path, json.loads(raw), answer.status_code, answer.json()))
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = _relay
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+        self._client = client
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def chats(self) -> list[tuple[dict, int, dict]]:
+        """(request body, status, answer body) of every chat completion, in arrival order."""
+        return [(body, status, answer) for path, body, status, answer in self.exchanges
+                if path.endswith("/chat/completions")]
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._client.close()
+
+
+@pytest.fixture
+def proxy(sim) -> Iterator[RecordingProxy]:
+    p = RecordingProxy(sim.url)
+    yield p
+    p.stop()

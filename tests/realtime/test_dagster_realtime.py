@@ -28,20 +28,26 @@ def _sensor(sensor, instance, resources):
 def test_realtime_sensor_requests_a_run_and_the_asset_runs_every_claimable_job(sim, store, database_url, schema):
     resources = _resources(database_url, schema, sim)
     instance = dg.DagsterInstance.ephemeral()
-    assert isinstance(_sensor(realtime_work_sensor, instance, resources), dg.SkipReason)
+    idle = _sensor(realtime_work_sensor, instance, resources)
+    assert idle.run_requests == [] and idle.skip_reason.skip_message == "no realtime job is claimable now"
 
     ids = enqueue(store, 6, TICKET) + enqueue(store, 4, REVIEW)
     result = _sensor(realtime_work_sensor, instance, resources)
     [request] = result.run_requests
-    assert request.run_key == f"realtime:{max(ids)}:{len(ids)}"
+    assert request.run_key.startswith("realtime:") and request.tags["forge/ready"] == str(len(ids))
 
     run = dg.materialize([realtime_outputs], instance=instance, resources=resources)
     assert run.success
     meta = run.asset_materializations_for_node("realtime_outputs")[0].metadata
     assert (meta["claimed"].value, meta["succeeded"].value, meta["failed"].value) == (10, 10, 0)
     assert meta["cost_usd"].value > 0
+    with store.transaction() as conn:  # token usage per provider, as the batch assets report it
+        booked = dict(conn.execute("SELECT provider, sum(input_tokens) FROM costs GROUP BY provider").fetchall())
+    assert (meta["openai.input_tokens"].value, meta["anthropic.input_tokens"].value) == (
+        booked["openai"], booked["anthropic"])
+    assert meta["openai.output_tokens"].value > 0 and meta["anthropic.output_tokens"].value > 0
     assert store.counts() == {"succeeded": len(ids)}
-    assert isinstance(_sensor(realtime_work_sensor, instance, resources), dg.SkipReason)
+    assert _sensor(realtime_work_sensor, instance, resources).run_requests == []
 
 
 def test_probe_sensor_resumes_a_paused_key_whose_probe_is_due(sim, store, database_url, schema):

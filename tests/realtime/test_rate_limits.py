@@ -20,9 +20,14 @@ CATCH_UP_S = KeyLimiter().burst_s  # catch-up allowance for calls delayed by a b
 
 
 def _rate_and_busiest(stamps: list[float], window_s: float) -> tuple[float, int]:
-    """Requests per second from the first to the last, and the most requests in any `window_s` window."""
+    """Requests per second after the first second, and the most requests in any `window_s` window.
+    The sustained rate leaves the first second out: there the client opens its connections and every
+    worker task starts at once, so calls reach the provider late by however long that takes (on a busy
+    machine, long enough for later ones to catch them up), which says nothing about the pace. The
+    window count includes every call."""
     stamps = sorted(stamps)
-    rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    first = bisect.bisect_left(stamps, stamps[0] + 1.0)
+    rate = (len(stamps) - 1 - first) / (stamps[-1] - stamps[first])
     busiest = max(bisect.bisect_left(stamps, t + window_s) - i for i, t in enumerate(stamps))
     return rate, busiest
 

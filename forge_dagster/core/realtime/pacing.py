@@ -29,8 +29,8 @@ class StoreSchedule:
                   "tokens": float(tokens), "correction": float(correction), "void": void,
                   "headroom": float(headroom), "burst_s": float(burst_s)}
         with self.store.transaction() as conn:
-            wait_s, rpm_, tpm_, generation = conn.execute(sql.RESERVE_SLOT, params).fetchone()
-        return Grant(float(wait_s), rpm_, tpm_, int(generation))
+            admit_at, now, rpm_, tpm_, generation = conn.execute(sql.RESERVE_SLOT, params).fetchone()
+        return Grant(float(admit_at), float(now), rpm_, tpm_, int(generation))
 
     def block(self, seconds: float) -> int:
         """Block the key for every process; returns the key's new generation."""

@@ -17,7 +17,8 @@ ON CONFLICT (provider, fingerprint) DO NOTHING
 # was estimated) and `void` (its limits changed: reservations made before are void, the schedule starts
 # afresh from now or the end of a block, with no burst). `headroom` and `burst_s` are the limiter's.
 # The CTE locks the row (FOR UPDATE returns its latest version after any wait), so concurrent
-# reservations queue on the row and each sees the previous one's schedule.
+# reservations queue on the row and each sees the previous one's schedule. Returns the slot's time and
+# the database's time when it was taken (the caller maps the database clock onto its own).
 RESERVE_SLOT = """
 WITH cur AS MATERIALIZED (
     SELECT k.provider, k.fingerprint, k.tat_r, k.tat_t, k.blocked_until,
@@ -56,7 +57,7 @@ SET rpm = s.rpm, tpm = s.tpm,
     updated_at = now()
 FROM slot s
 WHERE k.provider = s.provider AND k.fingerprint = s.fingerprint
-RETURNING s.admit - s.now AS wait_s, k.rpm, k.tpm, k.generation
+RETURNING s.admit, s.now, k.rpm, k.tpm, k.generation
 """
 
 # A 429 (or exhausted headers): no process calls with the key until `seconds` from now; reservations
