@@ -20,7 +20,8 @@ def test_a_model_answer_made_after_the_lock_was_lost_is_not_recorded(sim, store,
     client = connect(redis_url)
 
     def steal() -> None:
-        wait_until(lambda: mutex.holder() is not None, timeout_s=30, what="the step to take the lock")
+        # The fencing counter appears once the step holds the lock with its fence (then it calls the model).
+        wait_until(lambda: client.get(mutex.fence_key) is not None, timeout_s=30, what="the step to hold the lock")
         client.set(mutex.key, "another holder", px=30_000)
 
     thief = threading.Thread(target=steal)
