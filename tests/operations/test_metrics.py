@@ -54,3 +54,36 @@ def test_metrics_reflect_a_demo_run(tmp_path, database_url, schema, store):
     assert _total(samples, "forge_batches", state="collected") == sum(summary["batches"].values())
     assert _total(samples, "forge_outbox_undelivered") == store.outbox_lag()[0] > 0  # each batch.ended, unsent
     assert _total(samples, "forge_outbox_lag_seconds") > 0
+
+
+def test_realtime_provider_calls_are_counted_by_class_of_outcome(sim, store, catalog):
+    from collections import Counter
+
+    from forge_dagster.core.metrics import render
+    from forge_dagster.core.quota import PausePolicy
+    from forge_dagster.core.realtime import RealtimeConfig, RealtimeExecutor
+    from forge_dagster.core.realtime.calls import CallPolicy
+    from forge_dagster.core.realtime.keyring import SIMULATOR_KEY
+    from forge_dagster.simulator.dice import key_id
+    from tests.realtime.conftest import chat_calls, enqueue, ring_for
+
+    rpm = 600  # the key was used at its limit for the last minute, and Forge is told a limit ten times higher
+    sim.configure(latency_ms=50, rpm_limit=rpm)
+    ring = ring_for(sim, OPENAI_RPM=str(rpm * 10))
+    ring.port(ring.for_provider("openai")[0])  # the SDK loads now, not while the window drains
+    now = sim.state.now()
+    for i in range(rpm):
+        assert sim.state.limiter.check("openai", key_id(SIMULATOR_KEY), 0, rpm, None, now - 60 + i * 60 / rpm).allowed
+    enqueue(store, 20)
+    RealtimeExecutor(store, catalog, ring, RealtimeConfig(concurrency=16)).run_sync(until_idle=True)
+    sim.configure(quota_tokens=0)  # then the credit runs out: the key pauses, its jobs wait
+    enqueue(store, 3)
+    no_probes = RealtimeConfig(concurrency=4, probe_keys=False, call=CallPolicy(pause=PausePolicy(base_s=600)))
+    RealtimeExecutor(store, catalog, ring_for(sim), no_probes).run_sync(until_drained=True)
+
+    seen = Counter(c.get("fault") or ("ok" if c["status"] == 200 else c["status"]) for c in chat_calls(sim))
+    assert seen["rate_limited"] >= 1 and seen["quota_exhausted"] >= 1 and seen["ok"] == 20
+    samples = _samples(render(store).decode())
+    assert {outcome: _total(samples, "forge_provider_calls_total", provider="openai", outcome=outcome)
+            for outcome in seen} == dict(seen)
+    assert _total(samples, "forge_provider_calls_total") == len(chat_calls(sim))
