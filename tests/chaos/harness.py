@@ -210,11 +210,12 @@ def own_database(server_url: str, prefix: str = "forge_chaos") -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def enqueue_realtime(store: LeaseStore, n: int, *, max_attempts: int = 5, processor: str = TICKET) -> list[int]:
-    """n realtime jobs of the ticket processor; their ids."""
+def enqueue_realtime(store: LeaseStore, n: int, *, max_attempts: int = 5, processor: str = TICKET,
+                     tag: str = "rt") -> list[int]:
+    """n realtime jobs of the ticket processor (ids `tag`-0...); their job ids."""
     version = load_processors()[processor].version
     specs = [JobSpec(processor, {"subject": f"Ticket {i}", "body": "The export button does nothing."},
-                     external_id=f"rt-{i}", processor_version=version, mode="realtime",
+                     external_id=f"{tag}-{i}", processor_version=version, mode="realtime",
                      max_attempts=max_attempts) for i in range(n)]
     return store.enqueue(specs, source="chaos").accepted
 

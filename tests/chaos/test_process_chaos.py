@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from forge_dagster.core.store import LeaseStore
+from tests.chaos.harness import Fleet, enqueue_realtime, worker_env
 from tests.chaos.process_chaos import run_process_chaos
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -22,3 +25,22 @@ def test_killed_and_frozen_workers_lose_nothing_and_late_results_are_rejected(
     # Everything the frozen worker held was finished by others; what it came back with was refused.
     assert report.late_rejected == len(report.paused_held)
     assert all(t > 0 for t in report.recovery_s)
+
+
+def test_a_job_whose_last_attempt_died_with_its_worker_ends_dead_under_realtime_workers_alone(
+    database_url, chaos_schema, remote_sim, chaos_home,
+):
+    """No Dagster sensor runs here: `forge work --realtime` processes must free an expired lease whose
+    attempts are spent themselves (the claim only takes over leases with attempts left)."""
+    with LeaseStore(database_url, chaos_schema, pool_size=2) as store:
+        [job_id, other] = enqueue_realtime(store, 2, max_attempts=1)
+        assert [j.id for j in store.claim(1, mode="realtime", ttl_s=0.5, owner="worker-that-died")] == [job_id]
+        fleet = Fleet(worker_env(database_url, chaos_schema, remote_sim.url, chaos_home, FORGE_LEASE_TTL_S="2"), 2)
+        fleet.start()
+        try:
+            wait_until(lambda: store.get_job(other)["state"] == "succeeded", timeout_s=120, what="a worker at work")
+            job = wait_until(lambda: (j := store.get_job(job_id))["state"] not in ("running", "pending") and j,
+                             timeout_s=15, what="the dead worker's job to end")
+        finally:
+            fleet.stop_all()
+    assert job["state"] == "dead" and "lease expired" in job["reason"], job
