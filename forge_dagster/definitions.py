@@ -10,7 +10,7 @@ from forge_dagster.assets.batch_pipeline import (
     provider_results,
     validated_outputs,
 )
-from forge_dagster.assets.checks import no_stranded_jobs, succeeded_outputs_validate
+from forge_dagster.assets.checks import BATCH_OUTPUT_CHECKS
 from forge_dagster.assets.costs import cost_report
 from forge_dagster.assets.nightly import NIGHTLY_CHAIN, weekly_memory_digest
 from forge_dagster.assets.operations import OPERATIONS_CHECKS, OPERATOR_VIEW_ASSETS, batch_archive
@@ -77,7 +77,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[job_intake, provider_batches, provider_results, validated_outputs, *OPERATOR_VIEW_ASSETS, batch_archive,
                 *NIGHTLY_CHAIN, weekly_memory_digest, realtime_outputs, cost_report],
-        asset_checks=[succeeded_outputs_validate, no_stranded_jobs, *OPERATIONS_CHECKS],
+        asset_checks=[*BATCH_OUTPUT_CHECKS, *OPERATIONS_CHECKS],
         jobs=[build_batches_job, collect_batch_job, archive_job, operator_view_job, nightly_chain_job,
               weekly_consolidation_job, train_adapter_job, realtime_job],
         schedules=[archive_schedule, operator_view_schedule, nightly_schedule, weekly_consolidation],

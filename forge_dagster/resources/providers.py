@@ -1,25 +1,23 @@
 """Provider ports and the processor catalog as Dagster resources."""
 
 
-import hashlib
+import os
 import threading
 
 import dagster as dg
 
-from forge_dagster.core.models import Provider
 from forge_dagster.core.processors import ProcessorCatalog, load_processors
-from forge_dagster.core.providers.base import ProviderCredentials
-from forge_dagster.core.providers.registry import ProviderRegistry
+from forge_dagster.core.quota import KeyPorts
+from forge_dagster.core.realtime.keyring import KeyRing, keys_from_env
 from forge_dagster.core.secrets import register_secret
 
 _lock = threading.Lock()
-_registries: dict[tuple, ProviderRegistry] = {}
-
-SIMULATOR_KEY = "sim-no-key"  # sent to the local simulator when no real key is configured
+_key_ports: dict[tuple, KeyPorts] = {}
 
 
 class ProviderPortsResource(dg.ConfigurableResource):
-    """One port per provider over the official clients. Keys come from `dg.EnvVar`; with no key, the
+    """One port per provider key over the official clients (every key the environment names: see
+    core/realtime/keyring.py). The primary keys come from `dg.EnvVar`; with no key at all, each provider's
     port talks to the local simulator at `simulator_url` (a test double, never a provider)."""
 
     openai_api_key: str | None = None
@@ -29,32 +27,26 @@ class ProviderPortsResource(dg.ConfigurableResource):
     simulator_url: str | None = None
     timeout_s: float = 60.0
 
-
-    def _credentials(self) -> dict[Provider, ProviderCredentials]:
-        creds = {}
-        for provider, key, base, sim_base in (
-            (Provider.OPENAI, self.openai_api_key, self.openai_base_url, "/v1"),
-            (Provider.ANTHROPIC, self.anthropic_api_key, self.anthropic_base_url, ""),
-        ):
-            if key:
-                register_secret(key)
-                creds[provider] = ProviderCredentials(key, base, timeout_s=self.timeout_s)
-            elif self.simulator_url:
-                creds[provider] = ProviderCredentials(SIMULATOR_KEY, self.simulator_url.rstrip("/") + sim_base,
-                                                      alias="simulator", timeout_s=self.timeout_s)
-        return creds
-
     @property
-    def ports(self) -> ProviderRegistry:
-        """The ports, shared per process: building a client costs a TLS context (~80 ms)."""
-        credentials = self._credentials()
-        key = tuple(sorted((str(p), hashlib.sha256(c.get_secret_value().encode()).hexdigest(), c.base_url or "",
-                            c.timeout_s) for p, c in credentials.items()))
+    def ports(self) -> KeyPorts:
+        """The ports by provider (its first key) and by key (`candidates`, `for_batch`), shared per
+        process: building a client costs a TLS context (~80 ms)."""
+        env = dict(os.environ)
+        for name, value in (("OPENAI_API_KEY", self.openai_api_key), ("ANTHROPIC_API_KEY", self.anthropic_api_key),
+                            ("OPENAI_BASE_URL", self.openai_base_url),
+                            ("ANTHROPIC_BASE_URL", self.anthropic_base_url)):
+            if value:
+                env[name] = value
+        keys = keys_from_env(env, simulator_url=self.simulator_url, timeout_s=self.timeout_s)
+        for key in keys:
+            register_secret(key.credentials.get_secret_value())
+        cache_key = tuple((k.name, k.record().fingerprint, k.credentials.base_url or "", k.rpm, k.tpm)
+                          for k in keys) + (self.timeout_s,)
         with _lock:
-            registry = _registries.get(key)
-            if registry is None:
-                registry = _registries[key] = ProviderRegistry.from_credentials(credentials)
-        return registry
+            ports = _key_ports.get(cache_key)
+            if ports is None:
+                ports = _key_ports[cache_key] = KeyPorts(KeyRing(keys))
+        return ports
 
 
 class ProcessorCatalogResource(dg.ConfigurableResource):

@@ -188,12 +188,6 @@ class KeyRepository:
                 "raw_outputs": [u.raw_output for u in mine], "booked": [booked.get(u.job.id) for u in mine]})
         return sum(booked.values(), Decimal(0))
 
-    def realtime_ready(self) -> tuple[int, int]:
-        """(realtime jobs claimable now, highest such id)."""
-        with self._store.transaction() as conn:
-            count, top = conn.execute(keys_sql.REALTIME_READY).fetchone()
-        return int(count), int(top)
-
     # -- batch submission holds ------------------------------------------------------------------
     def hold_submissions(self, provider: str, model: str, reason: str) -> bool:
         """Hold batch submission for `model` until its in-flight batches drain; True if newly held (then

@@ -179,12 +179,6 @@ WHERE NOT EXISTS (
 RETURNING provider, model, held_at
 """
 
-# Realtime jobs a worker could claim now (the realtime sensor's question), read through jobs_claim_idx.
-REALTIME_READY = """
-SELECT count(*), coalesce(max(id), 0) FROM jobs
-WHERE state = 'pending' AND mode = 'realtime' AND run_after <= now()
-"""
-
 # -- batches and their keys ----------------------------------------------------------------------
 # The key a batch goes out with, written before each create call so that a resumed submission, the
 # status poll and the results download use the same key.
