@@ -90,10 +90,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     import subprocess
 
     from forge_dagster.core.runtime import bring_up
+    from forge_dagster.dagster_instance import apply_pool_limits
 
     settings = load_settings()
     runtime = bring_up(settings, dagster=True)
     _announce(runtime)
+    apply_pool_limits(runtime.dagster_home)
     env = dict(os.environ)
     children = []
     if settings.providers_simulated:

@@ -116,6 +116,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from forge_dagster.core.config import load_settings
     from forge_dagster.core.runtime import bring_up
     from forge_dagster.core.store import LeaseStore
+    from forge_dagster.dagster_instance import apply_pool_limits
     from forge_dagster.definitions import build_definitions
     from forge_dagster.orchestration import InProcessDaemon
     from forge_dagster.resources.providers import ProviderPortsResource
@@ -123,6 +124,7 @@ def run_demo(args: argparse.Namespace) -> int:
     settings = load_settings()
     runtime = bring_up(settings, dagster=True)
     _say(runtime.describe())
+    apply_pool_limits(runtime.dagster_home)
     sim = None if not settings.providers_simulated else _start_simulator(args.seed)
     if sim is not None:
         _say(f"forge: providers=simulator (local test double at {sim.url}, not a provider)")

@@ -129,14 +129,9 @@ def psycopg2_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query, doseq=True), parts.fragment))
 
 
-# Pools whose limit differs from `concurrency.pools.default_limit` (the only pool setting dagster.yaml
-# takes): one GPU, so one GPU step at a time. Set in Dagster's storage when the yaml is written.
-POOL_LIMITS = {"ollama_gpu": 1}
-
-
 def write_dagster_yaml(dagster_home: Path, dagster_db_url: str) -> Path:
-    """Write `dagster.yaml` so Dagster's runs, events and schedules live in Forge's PostgreSQL, and give
-    the pools in POOL_LIMITS their limits there (other pools keep the default of 4)."""
+    """Write `dagster.yaml` so Dagster's runs, events and schedules live in Forge's PostgreSQL (pools whose
+    limit differs from the default are set in that storage by `forge_dagster.dagster_instance`)."""
     dagster_home.mkdir(parents=True, exist_ok=True)
     target = dagster_home / "dagster.yaml"
     pg_url = psycopg2_url(dagster_db_url)
@@ -164,35 +159,7 @@ def write_dagster_yaml(dagster_home: Path, dagster_db_url: str) -> Path:
     if not target.exists() or target.read_text() != text:
         target.write_text(text)
     os.environ["FORGE_DAGSTER_PG_URL"] = pg_url
-    _apply_pool_limits(dagster_home, pg_url)
     return target
-
-
-def _apply_pool_limits(dagster_home: Path, pg_url: str) -> None:
-    """Set POOL_LIMITS in Dagster's storage through its instance API (what `dagster instance concurrency
-    set` does), once per Dagster home and database: a marker file records what was applied where.
-
-    The one place outside the Dagster layer that imports dagster, lazily: the limits live in Dagster's
-    own tables and must be there before the first GPU step claims a slot (Dagster would otherwise create
-    the pool at the default limit)."""
-    import hashlib
-    import json
-    import logging
-
-    marker = dagster_home / ".forge-pool-limits"
-    applied = hashlib.sha256(json.dumps([redact_url(pg_url), POOL_LIMITS], sort_keys=True).encode()).hexdigest()
-    if marker.exists() and marker.read_text().strip() == applied:
-        return
-    try:
-        import dagster as dg
-
-        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-            for pool, limit in POOL_LIMITS.items():
-                instance.event_log_storage.set_concurrency_slots(pool, limit)
-    except Exception as exc:  # noqa: BLE001 - retried on the next start; the GPU mutex still serialises
-        logging.getLogger(__name__).warning("forge: could not set Dagster pool limits %s: %s", POOL_LIMITS, exc)
-        return
-    marker.write_text(applied + "\n")
 
 
 def bring_up(settings: ForgeSettings, *, dagster: bool = True) -> Runtime:

@@ -16,6 +16,7 @@ from forge_dagster.core.nightly.triage import THREAT_SCHEMA
 from forge_dagster.core.relay import build_relay
 from forge_dagster.core.runtime import DAGSTER_DATABASE, ensure_database, with_database, write_dagster_yaml
 from forge_dagster.core.store import JobSpec
+from forge_dagster.dagster_instance import apply_pool_limits
 from forge_dagster.definitions import build_definitions
 from forge_dagster.jobs.nightly_jobs import nightly_schedule, weekly_consolidation
 from forge_dagster.resources.ollama import OllamaResource
@@ -207,7 +208,8 @@ def test_generated_dagster_yaml_enables_run_retries_and_limits_the_gpu_pool_to_o
         instance.event_log_storage.delete_concurrency_limit("ollama_gpu")  # the GPU pool has no limit of its own
         assert "ollama_gpu" not in {p.name for p in instance.event_log_storage.get_pool_limits()}
 
-    write_dagster_yaml(tmp_path / "home", dagster_url)  # what `forge dev` writes on its first start
+    write_dagster_yaml(tmp_path / "home", dagster_url)  # what `forge dev` does on its first start
+    apply_pool_limits(tmp_path / "home")
     with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:  # Dagster accepts the file
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 3
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 4  # the other pools
