@@ -135,9 +135,16 @@ def collect_results(
     report = ResultsReport()
     if not waiting:
         return report
+    items = None
     if batch["provider_batch_id"] and batch["raw_status"] != LOST_AT_PROVIDER:
-        items = batch_port(store, ports, batch).results(batch["provider_batch_id"], list(waiting))
-    else:  # the provider never accepted it, or lost it
+        try:
+            items = batch_port(store, ports, batch).results(batch["provider_batch_id"], list(waiting))
+        except ProviderError as exc:
+            if exc.status_code != 404:
+                raise
+            # Ended, then forgotten (or its result files gone) before we read it: requeue, never strand.
+            log.warning("batch %s: results are gone at the provider (%s); its jobs are requeued", batch_id, exc)
+    if items is None:  # the provider never accepted it, or lost it
         items = [ResultItem(cid, ResultOutcome.REQUEUE) for cid in waiting]
     rows = [
         (waiting[i.custom_id]["id"], waiting[i.custom_id]["attempt"], i)

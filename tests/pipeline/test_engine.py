@@ -119,3 +119,16 @@ def test_batch_the_provider_lost_is_requeued_not_stranded(store, catalog, ports,
     collect_results(store, ports, ended[0])
     validate_batch(store, catalog, ended[0])
     assert store.counts() == {"pending": 3}
+
+
+def test_batch_whose_results_are_gone_when_collected_is_requeued_not_stranded(store, catalog, ports, sim):
+    enqueue(store, [ticket(i) for i in range(3)])
+    build_and_submit(store, catalog, ports)
+    [batch_id] = poll_open_batches(store, ports).ended  # ended at the provider
+    sim.reset()  # then the provider forgets it before its results are read
+    collect_results(store, ports, batch_id)
+    validate_batch(store, catalog, batch_id)
+    assert store.counts() == {"pending": 3}
+    for member in store.batches.members(batch_id):
+        last = store.events(member["id"])[-1]
+        assert last["to_state"] == "pending" and last["reason"]  # requeued, and says why
