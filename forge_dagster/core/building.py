@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from forge_dagster.core.budgets import admit_within_budgets
 from forge_dagster.core.models import BatchSpec, ErrorClass, Provider, ProviderError, ProviderRequest
 from forge_dagster.core.processors import ProcessorCatalog, TemplateError, validate_input
-from forge_dagster.core.providers.anthropic_port import AnthropicPort
 from forge_dagster.core.providers.base import CLOCK_SKEW_S, ProviderPort
 from forge_dagster.core.providers.limits import BatchLimitError
 from forge_dagster.core.quota import BatchGate, KeyPorts, PausePolicy, pause_port_key, pauses_key
@@ -191,8 +190,7 @@ def resume_stale_submissions(
         report.resumed += 1
         since = batch["created_at"].timestamp() - 60
         port = keys.for_batch(provider, store.keys.batch_keys([batch_id]).get(batch_id))
-        if isinstance(port, AnthropicPort):  # OpenAI finds its batch by metadata, Anthropic by shape
-            port.mark_taken(store.batches.known_provider_batch_ids(str(provider), since - 2 * CLOCK_SKEW_S))
+        port.mark_taken(store.batches.known_provider_batch_ids(str(provider), since - 2 * CLOCK_SKEW_S))
         submit_batch(store, port, batch_id, spec, report, resume=True, since=since)
 
 

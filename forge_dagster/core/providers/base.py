@@ -14,7 +14,7 @@ import inspect
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from forge_dagster.core.models import (
@@ -184,6 +184,11 @@ class ProviderPort(ABC):
     def find_submitted(self, batch: BatchSpec, *, since: float | None = None) -> SubmittedBatch | None:
         """The provider batch created for `batch` at or after `since` (unix seconds), if any,
         returned with `reconciled=True`."""
+
+    def mark_taken(self, provider_batch_ids: Iterable[str]) -> None:
+        """Provider batches that already belong to other Forge batches, so that `find_submitted` never
+        returns them. A port that finds its batch by Forge's own metadata (OpenAI) needs none of this."""
+        return None
 
     @abstractmethod
     def status(self, provider_batch_id: str) -> BatchStatus:
