@@ -93,8 +93,10 @@ def _billed(job: ClaimedJob, processor: Processor, answers: list[ResultItem]) ->
     usage = Usage()
     for item in answers:
         u = item.usage
-        usage = Usage(usage.input_tokens + u.input_tokens, usage.output_tokens + u.output_tokens,
-                      usage.cached_input_tokens + u.cached_input_tokens, usage.reasoning_tokens + u.reasoning_tokens)
+        usage = Usage(input_tokens=usage.input_tokens + u.input_tokens,
+                      output_tokens=usage.output_tokens + u.output_tokens,
+                      cached_input_tokens=usage.cached_input_tokens + u.cached_input_tokens,
+                      reasoning_tokens=usage.reasoning_tokens + u.reasoning_tokens)
     if not (usage.input_tokens or usage.output_tokens):
         return None
     try:
