@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from forge_dagster.core.budgets import admit_within_budgets
 from forge_dagster.core.models import BatchSpec, ErrorClass, Provider, ProviderError, ProviderRequest
+from forge_dagster.core.notify import rejection_messages
 from forge_dagster.core.processors import ProcessorCatalog, TemplateError, validate_input
 from forge_dagster.core.providers.base import CLOCK_SKEW_S, ProviderPort
 from forge_dagster.core.providers.limits import BatchLimitError
@@ -284,7 +285,9 @@ def _refuse(
         for r in requests
         if r.custom_id in members
     ]
-    states = store.batches.settle(batch, settlements, from_states=["submitted"], pricing_version="-")
+    with store.transaction() as conn:  # the settling and its notice commit together
+        states = store.batches.settle(batch, settlements, from_states=["submitted"], pricing_version="-", conn=conn)
+        store.write_outbox(rejection_messages(batch, settlements, states), conn=conn)
     report.requeued_jobs += sum(1 for s in states.values() if s == "pending")
     report.failed_jobs += sum(1 for s in states.values() if s != "pending")
     report.errors.append(f"batch {batch_id}: {reason}")

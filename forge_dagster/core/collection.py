@@ -20,7 +20,7 @@ from forge_dagster.core.models import (
     ResultOutcome,
     Usage,
 )
-from forge_dagster.core.notify import batch_messages
+from forge_dagster.core.notify import batch_messages, rejection_messages
 from forge_dagster.core.processors import ProcessorCatalog
 from forge_dagster.core.providers.base import ProviderPort
 from forge_dagster.core.quota import (
@@ -113,7 +113,9 @@ def _token_limited(store: LeaseStore, port: ProviderPort, batch_id: int, policy:
                    reason=f"batch failed with nothing of ours in flight: {errors}"[:500])
         for m in store.batches.members(batch_id) if m["state"] == "submitted"
     ]
-    store.batches.settle(batch, settlements, from_states=["submitted"], pricing_version="-")
+    with store.transaction() as conn:  # the settling and its notice commit together
+        states = store.batches.settle(batch, settlements, from_states=["submitted"], pricing_version="-", conn=conn)
+        store.write_outbox(rejection_messages(batch, settlements, states), conn=conn)
     report.errors.append(f"batch {batch_id}: enqueued-token limit for {model} with nothing in flight: retried")
 
 

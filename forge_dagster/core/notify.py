@@ -84,6 +84,7 @@ def _origins(ps: Sequence[Mapping[str, Any]]) -> str:
     parts = ([f"batch b{batches[0]}"] if len(batches) == 1 else [f"{len(batches)} batches"] if batches else [])
     parts += [f"realtime {', '.join(realtime)}"] if realtime else []
     parts += ["the lease sweep"] if any(p.get("source") == "sweep" for p in ps) else []
+    parts += ["forge work"] if any(p.get("source") == "worker" for p in ps) else []
     return " and ".join(parts) or "unknown work"
 
 
@@ -237,10 +238,16 @@ def batch_messages(batch: Mapping[str, Any], settlements: Sequence[Any], states:
     messages = [OutboxMessage("batch.ended", key, {
         **common, "state": batch.get("state"), "counts": dict(counts), "cost_usd": round(cost, 8),
         "duration_s": round(duration, 1), "requests": batch.get("request_count")})]
-    rejected = [(s.job_id, states[s.job_id], s.reason) for s in settlements
-                if states.get(s.job_id) in ("invalid", "dead")]
-    messages += invalid_or_dead_messages(key, {**common, "source": "batch"}, rejected)
-    return messages
+    return messages + rejection_messages(batch, settlements, states)
+
+
+def rejection_messages(batch: Mapping[str, Any], settlements: Sequence[Any], states: Mapping[int, str]) -> list:
+    """The `jobs.invalid_or_dead` row for the jobs of `batch` that settling turned invalid or dead (none when
+    no job did), for every path that settles a batch's jobs: validation, a refused submission, a failed batch."""
+    common = {"batch_id": batch["id"], "provider": batch.get("provider"), "model": batch.get("model"),
+              "processor": batch.get("processor"), "source": "batch"}
+    rejected = [(s.job_id, states[s.job_id], s.reason) for s in settlements if s.job_id in states]
+    return invalid_or_dead_messages(f"batch:{batch['id']}", common, rejected)
 
 
 def invalid_or_dead_messages(key: str, common: Mapping[str, Any],

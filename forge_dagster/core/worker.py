@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from forge_dagster.core.models import JobState
+from forge_dagster.core.notify import invalid_or_dead_messages
 from forge_dagster.core.store import ClaimedJob, LeaseStore
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,12 @@ class Worker:
         successes = [(job, out) for job, out, err in outcomes if err is None]
         failures = [(job, err.reason, err.retryable) for job, _, err in outcomes if err is not None]
         held = self.store.finish_many(successes) if successes else set()
-        states = self.store.fail_many(failures, base_delay_s=self.retry_base_delay_s) if failures else {}
+        states: dict[int, str] = {}
+        if failures:
+            with self.store.transaction() as conn:  # the failures and their notice commit together
+                states = self.store.fail_many(failures, conn=conn, base_delay_s=self.retry_base_delay_s)
+                told = [(job.id, states[job.id], reason) for job, reason, _ in failures if job.id in states]
+                self.store.write_outbox(invalid_or_dead_messages("worker", {"source": "worker"}, told), conn=conn)
         for job, _ in successes:
             self._count(JobState.SUCCEEDED) if job.id in held else self._lost(job)
         for job, _, _ in failures:

@@ -60,3 +60,38 @@ def test_relay_does_not_skip_a_transaction_that_commits_late(store: LeaseStore, 
         slow.close()
     assert sorted(delivered) == sorted(set(delivered))  # none twice
     assert store.outbox_lag()[0] == 0
+
+
+def _notices(store: LeaseStore) -> list[tuple[str, dict]]:
+    with store.transaction() as conn:
+        return conn.execute("SELECT key, payload FROM outbox WHERE topic = 'jobs.invalid_or_dead' ORDER BY id"
+                            ).fetchall()
+
+
+def test_jobs_the_sweep_turns_dead_are_told_in_its_transaction(store: LeaseStore):
+    store.enqueue([JobSpec("p", {"i": i}, mode="realtime", max_attempts=1) for i in range(3)])
+    store.claim(3, ttl_s=0.05)
+
+    def all_expired() -> bool:
+        with store.transaction() as conn:
+            return conn.execute("SELECT bool_and(lease_expires_at < now()) FROM jobs").fetchone()[0]
+
+    wait_until(all_expired, timeout_s=10, what="the leases to expire")
+    assert store.sweep_expired().dead == 3
+    [(key, payload)] = _notices(store)
+    assert key == "sweep" and payload["source"] == "sweep" and payload["dead"] == 3
+    assert all(s["reason"].startswith("max attempts (1) reached") for s in payload["samples"])
+
+
+def test_jobs_forge_work_turns_dead_are_told_once(store: LeaseStore):
+    from forge_dagster.core.worker import Worker
+
+    ids = store.enqueue([JobSpec("p", {"i": i}, mode="realtime", max_attempts=1) for i in range(2)]).accepted
+
+    def crash(job):
+        raise RuntimeError("boom")
+
+    Worker(store, crash, concurrency=1, idle_sleep_s=0.01).run(until_idle=True)
+    notices = _notices(store)
+    assert sum(p["dead"] for _, p in notices) == 2 and {k for k, _ in notices} == {"worker"}
+    assert sorted(s["job"] for _, p in notices for s in p["samples"]) == sorted(ids)

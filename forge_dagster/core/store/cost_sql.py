@@ -30,7 +30,7 @@ GROUP BY processor
 IN_FLIGHT = """
 SELECT e.processor, coalesce(sum(e.estimated_usd), 0)
 FROM jobs j JOIN cost_estimates e ON e.job_id = j.id AND e.attempt = j.attempt
-WHERE j.state IN ('claimed', 'submitted', 'collected')
+WHERE j.state IN ('claimed', 'running', 'submitted', 'collected')
 GROUP BY e.processor
 """
 

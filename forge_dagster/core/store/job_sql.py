@@ -153,7 +153,7 @@ WITH expired AS MATERIALIZED (
     INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
     SELECT id, %(actor)s, from_state, state, attempt, reason FROM done
 )
-SELECT id, state FROM done
+SELECT id, state, reason FROM done
 """
 
 # Intake: rows are COPYed into a temporary table, then inserted, already reviewed (Forge checked them);

@@ -325,9 +325,12 @@ class LeaseStore:
 
     def sweep_expired(self, *, limit: int = 1000) -> SweepReport:
         """Free expired leases: back to pending, or dead when the attempts are spent."""
-        with self._pool.connection() as conn:
+        from forge_dagster.core.notify import invalid_or_dead_messages
+
+        with self._pool.connection() as conn:  # the dead are told in the sweep's own transaction
             rows = conn.execute(job_sql.SWEEP_EXPIRED_LEASES, {"limit": limit, "actor": "sweeper"}).fetchall()
-        dead = sum(1 for _, state in rows if state == JobState.DEAD)
+            self.write_outbox(invalid_or_dead_messages("sweep", {"source": "sweep"}, rows), conn=conn)
+        dead = sum(1 for _, state, _ in rows if state == JobState.DEAD)
         return SweepReport(requeued=len(rows) - dead, dead=dead)
 
     # -- outbox ----------------------------------------------------------------------------------
