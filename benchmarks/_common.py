@@ -225,6 +225,17 @@ def _collect(events: mp.Queue, kind: str, n: int, *, timeout_s: float) -> list[i
     return values
 
 
+def drain_usage(url: str, group: WorkerGroup, arg: object, jobs: int) -> Usage:
+    """Commits and WAL of one drain by `group` (not yet entered): its workers connect, drain, disconnect."""
+    with group:
+        before = counters(url)
+        _, done = group.round(arg)
+    time.sleep(SESSIONS_EXIT_S)
+    if done != jobs:
+        raise RuntimeError(f"accounting drain: {done} jobs done, expected {jobs}")
+    return usage_between(before, counters(url), jobs)
+
+
 # -- results --------------------------------------------------------------------------------------
 @dataclass
 class Cell:

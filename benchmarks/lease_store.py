@@ -8,7 +8,7 @@ Measured on one server, each system in a fresh schema that is dropped afterwards
    SQL, parameters as literals, k as a `\\set` variable, prepared statements as psycopg uses after five
    executions) over a pre-filled jobs table, 1 and 4 clients; jobs/s = transactions/s x k;
 2. Forge: 1 and 4 worker processes, each with its own LeaseStore, looping claim(k) -> finish_many(all k);
-3. procrastinate and pgqueuer: their own tables, 4 worker processes, a no-op task, drained.
+3. procrastinate and pgqueuer (queue_peers.py): their own tables, 4 worker processes, a no-op task, drained.
 Every repeat re-fills the table (TRUNCATE, COPY, ANALYZE), times from the release of the already-connected
 workers to the last one finding the queue empty, and checks that every job succeeded.
 Commits and WAL bytes per job come from one more, untimed drain per cell by workers that connect for it and
@@ -24,10 +24,7 @@ two commits, so on a disk with millisecond fsync they would otherwise dominate t
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib.util
 import json
-import logging
 import os
 import platform
 import re
@@ -37,8 +34,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
-
 from benchmarks._common import (
     SESSIONS_EXIT_S,
     Cell,
@@ -47,16 +42,17 @@ from benchmarks._common import (
     child_main,
     counters,
     database,
+    drain_usage,
     find_pgbench,
     flush_stats,
     fresh_schema,
     libpq_env,
     render_table,
-    schema_options,
     server_settings,
     server_version,
     usage_between,
 )
+from benchmarks.queue_peers import PEER_WORKERS, PGQUEUER_BATCH, measure_pgqueuer, measure_procrastinate
 from benchmarks.report import Ratio, Row
 from forge_dagster.core.runtime import redact_url
 from forge_dagster.core.store import job_sql
@@ -64,8 +60,6 @@ from forge_dagster.core.store.lease_store import JobSpec, LeaseStore
 
 KS = (1, 10, 100)
 WORKERS = (1, 4)
-PEER_WORKERS = 4
-PGQUEUER_BATCH = 10  # pgqueuer's default dequeue batch size (PgQueuer.run and its own benchmark tool)
 LEASE_TTL_S = 30.0
 NOOP_OUTPUT: dict = {}
 RESULTS = Path(__file__).parent / "results" / "lease_store.json"
@@ -137,17 +131,6 @@ def ceiling_round(pgbench: str, script: Path, url: str, store: LeaseStore, k: in
     return float(tps.group(1)) * k, usage
 
 
-def drain_usage(url: str, group: WorkerGroup, arg: object, jobs: int) -> Usage:
-    """Commits and WAL of one drain by `group` (not yet entered): its workers connect, drain, disconnect."""
-    with group:
-        before = counters(url)
-        _, done = group.round(arg)
-    time.sleep(SESSIONS_EXIT_S)
-    if done != jobs:
-        raise RuntimeError(f"accounting drain: {done} jobs done, expected {jobs}")
-    return usage_between(before, counters(url), jobs)
-
-
 # -- 2. Forge: LeaseStore in worker processes ------------------------------------------------------
 def _forge_worker(url: str, schema: str, events, commands) -> None:
     """A worker process with its own LeaseStore; each round drains the queue with claim(k) -> finish_many."""
@@ -204,165 +187,6 @@ def measure_lease_store(url: str, jobs: dict[int, int], repeat: int, pgbench: st
                     print(f"  k={k:<3} workers={workers}: ceiling {ceiling.median:,.0f}/s, "
                           f"forge {forge.median:,.0f}/s ({jobs[k]:,} jobs)", flush=True)
     return cells
-
-
-# -- 3. the peers ---------------------------------------------------------------------------------
-_executed = 0  # no-op task executions in this worker process
-
-
-async def _noop_task() -> None:
-    global _executed
-    _executed += 1
-
-
-async def _noop_entrypoint(job) -> None:
-    global _executed
-    _executed += 1
-
-
-def _procrastinate_app(url: str, schema: str):
-    import procrastinate
-
-    logging.getLogger("procrastinate").setLevel(logging.ERROR)  # no per-job or "App in __main__" lines
-    connector = procrastinate.PsycopgConnector(conninfo=url, kwargs={"options": schema_options(schema)})
-    app = procrastinate.App(connector=connector)
-    app.task(name="noop")(_noop_task)
-    return app
-
-
-def _procrastinate_worker(url: str, schema: str, events, commands) -> None:
-    """One procrastinate worker per process (their documented way to scale), concurrency 1, an async no-op
-    task, wait=False so each round ends once the queue is drained; otherwise their defaults."""
-
-    def prepare():
-        runner = asyncio.Runner()
-        app = _procrastinate_app(url, schema)
-
-        async def open_app():
-            await app.open_async()
-
-        runner.run(open_app())
-
-        def work(_: object) -> int:
-            before = _executed
-            runner.run(app.run_worker_async(wait=False, concurrency=1, install_signal_handlers=False))
-            return _executed - before
-
-        def close() -> None:
-            runner.run(app.close_async())
-            runner.close()
-
-        return work, close
-
-    child_main(prepare, events, commands)
-
-
-async def _procrastinate_fill(url: str, schema: str, jobs: int, install: bool) -> None:
-    app = _procrastinate_app(url, schema)
-    async with app.open_async():
-        if install:
-            await app.schema_manager.apply_schema_async()
-        async with await psycopg.AsyncConnection.connect(url, options=schema_options(schema)) as conn:
-            await conn.execute("TRUNCATE procrastinate_jobs, procrastinate_events, procrastinate_workers CASCADE")
-        await app.tasks["noop"].batch_defer_async(*({} for _ in range(jobs)))
-
-
-def _procrastinate_succeeded(url: str, schema: str) -> int:
-    with psycopg.connect(url, options=schema_options(schema)) as conn:
-        return conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'").fetchone()[0]
-
-
-def measure_procrastinate(url: str, jobs: int, repeat: int, account: bool) -> Cell:
-    cell = Cell("procrastinate", 1, PEER_WORKERS, note="4 processes x concurrency 1, 1 job per fetch")
-    with fresh_schema(url, "procrastinate") as schema:
-        asyncio.run(_procrastinate_fill(url, schema, 0, install=True))
-        with WorkerGroup(_procrastinate_worker, (url, schema), PEER_WORKERS) as group:
-            for _ in range(repeat):
-                asyncio.run(_procrastinate_fill(url, schema, jobs, install=False))
-                seconds, done = group.round()
-                ok = _procrastinate_succeeded(url, schema)
-                if done != jobs or ok != jobs:
-                    raise RuntimeError(f"procrastinate: ran {done}, succeeded {ok}, expected {jobs}")
-                cell.samples.append(jobs / seconds)
-        if account:
-            asyncio.run(_procrastinate_fill(url, schema, jobs, install=False))
-            time.sleep(SESSIONS_EXIT_S)
-            cell.usage = drain_usage(url, WorkerGroup(_procrastinate_worker, (url, schema), PEER_WORKERS), None, jobs)
-    return cell
-
-
-def _pgqueuer_driver() -> str:
-    """pgqueuer's default driver is asyncpg; its psycopg driver holds the connection while it waits for
-    NOTIFY (up to 1 s), which stalls a drain, so psycopg is only the fallback."""
-    return "asyncpg" if importlib.util.find_spec("asyncpg") else "psycopg"
-
-
-def _pgqueuer_worker(url: str, schema: str, events, commands) -> None:
-    """One PgQueuer per process on its own connection, async no-op entrypoint, default batch size, drain
-    mode, as in pgqueuer's own drain benchmark (which runs several PgQueuer instances)."""
-    from pgqueuer import PgQueuer
-    from pgqueuer.types import QueueExecutionMode
-
-    def prepare():
-        runner = asyncio.Runner()
-        if _pgqueuer_driver() == "asyncpg":
-            import asyncpg
-
-            conn = runner.run(asyncpg.connect(url, server_settings={"search_path": schema}))
-            build = PgQueuer.from_asyncpg_connection
-        else:
-            conn = runner.run(psycopg.AsyncConnection.connect(url, autocommit=True, options=schema_options(schema)))
-            build = PgQueuer.from_psycopg_connection
-
-        def work(_: object) -> int:
-            before = _executed
-            pgq = build(conn)  # a PgQueuer's shutdown event stays set after a drain: one per round
-            pgq.entrypoint("noop")(_noop_entrypoint)
-            runner.run(pgq.run(batch_size=PGQUEUER_BATCH, mode=QueueExecutionMode.drain))
-            return _executed - before
-
-        def close() -> None:
-            runner.run(conn.close())
-            runner.close()
-
-        return work, close
-
-    child_main(prepare, events, commands)
-
-
-async def _pgqueuer_fill(url: str, schema: str, jobs: int, install: bool) -> None:
-    from pgqueuer import PsycopgDriver, Queries
-
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True, options=schema_options(schema)) as conn:
-        queries = Queries(PsycopgDriver(conn))
-        if install:
-            await queries.install()
-        await queries.clear_queue()
-        await queries.clear_queue_log()
-        await queries.clear_statistics_log()
-        if jobs:
-            await queries.enqueue(["noop"] * jobs, [None] * jobs, [0] * jobs)
-
-
-def measure_pgqueuer(url: str, jobs: int, repeat: int, account: bool) -> Cell:
-    cell = Cell("pgqueuer", PGQUEUER_BATCH, PEER_WORKERS,
-                note=f"4 processes, batch 10, drain mode, {_pgqueuer_driver()} driver")
-    with fresh_schema(url, "pgqueuer") as schema:
-        asyncio.run(_pgqueuer_fill(url, schema, 0, install=True))
-        with WorkerGroup(_pgqueuer_worker, (url, schema), PEER_WORKERS) as group:
-            for _ in range(repeat):
-                asyncio.run(_pgqueuer_fill(url, schema, jobs, install=False))
-                seconds, done = group.round()
-                with psycopg.connect(url, options=schema_options(schema)) as conn:
-                    left = conn.execute("SELECT count(*) FROM pgqueuer").fetchone()[0]
-                if done != jobs or left:
-                    raise RuntimeError(f"pgqueuer: ran {done}, {left} left in the queue, expected {jobs}")
-                cell.samples.append(jobs / seconds)
-        if account:
-            asyncio.run(_pgqueuer_fill(url, schema, jobs, install=False))
-            time.sleep(SESSIONS_EXIT_S)
-            cell.usage = drain_usage(url, WorkerGroup(_pgqueuer_worker, (url, schema), PEER_WORKERS), None, jobs)
-    return cell
 
 
 # -- the run --------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ class Row:
         return statistics.median(self.samples)
 
     def spread(self) -> str:
-        """min-max over the repeats, or IQR-free "n=1" when there was one run."""
+        """min-max over the repeats ("n=1" when there was one run)."""
         if len(self.samples) < 2:
             return "n=1"
         return f"{_number(min(self.samples))}-{_number(max(self.samples))}"
