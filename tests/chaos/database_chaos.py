@@ -66,8 +66,13 @@ def _r(value: float | None) -> float | None:
 
 
 def terminate_backends(admin_url: str, database: str) -> int:
-    """Terminate every session in `database` but the chaos observer's; how many were terminated."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    """Terminate every session in `database` but the chaos observer's; how many were terminated (0 while
+    the server cannot be reached, e.g. restarting)."""
+    try:
+        conn = psycopg.connect(admin_url, autocommit=True)
+    except psycopg.OperationalError:
+        return 0
+    with conn:
         return conn.execute(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid() AND application_name <> %s",

@@ -63,8 +63,8 @@ def batch_scenarios() -> dict[str, dict]:
         "quota exhaustion": {"knobs": {"quota_tokens": 400}, "max_requests_per_batch": 4,
                              "between": refill_after(3)},
         "10% 5xx": {"knobs": {"error_5xx_rate": 0.1}, "max_attempts": 5},
-        "timeouts": {"knobs": {"route_latency_ms": {"POST /v1/batches": 1200, "POST /v1/messages/batches": 1200}},
-                     "timeout_s": 0.6, "between": lift_after(1, route_latency_ms={})},
+        "timeouts": {"knobs": {"route_latency_ms": {"POST /v1/batches": 1200}}, "timeout_s": 0.6,
+                     "between": lift_after(1, route_latency_ms={})},
         "expiry, partial results": {"knobs": {"expire_batches": True, "expire_complete_fraction": 0.5},
                                     "between": lift_after(1, expire_batches=False)},
         "cancellation mid-way": {"knobs": {"batch_processing_s": 600, "cancel_complete_fraction": 0.4},
@@ -72,7 +72,7 @@ def batch_scenarios() -> dict[str, dict]:
         "malformed + truncated": {"knobs": {"malformed_rate": 0.3, "truncation_rate": 0.2}, "max_attempts": 2},
         "out-of-order results": {"knobs": {"out_of_order": True}},
         "ambiguous creates": {"knobs": {"ambiguous_create": 0.5}, "max_requests_per_batch": 4},
-        "mixed": {"knobs": {**MIXED, "ambiguous_create": 0.2, "expire_batches": True}, "max_attempts": 5,
+        "mixed": {"knobs": {**MIXED, "ambiguous_create": 0.1, "expire_batches": True}, "max_attempts": 5,
                   "max_requests_per_batch": 4, "between": lift_after(1, expire_batches=False)},
     }
 

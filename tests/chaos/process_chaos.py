@@ -127,11 +127,15 @@ def run_process_chaos(
                 now, running = time.monotonic(), _running_by_owner(obs)
                 # A worker still starting up holds nothing: only busy ones are killed or frozen.
                 busy = [w for w in fleet.workers if w is not frozen and _held(running, w)]
-                if now >= next_kill and busy:
+                # Kills stop once the last jobs are in flight, so the tail is not orphaned again and again.
+                bulk = state.get("pending", 0) >= concurrency * workers
+                if now >= next_kill and busy and bulk:
                     victim = rng.choice(busy)
                     busy.remove(victim)
                     fleet.kill(victim)
-                    report.kills.append(Kill(_db_now(obs), victim.owner_prefix, _held(running, victim)))
+                    killed_at = _db_now(obs)
+                    time.sleep(0.2)  # a commit already on the wire lands; then what it held is orphaned
+                    report.kills.append(Kill(killed_at, victim.owner_prefix, _held(_running_by_owner(obs), victim)))
                     fleet.start()
                     next_kill = now + kill_every_s
                 if pause and frozen is None and now >= pause_at and busy:
