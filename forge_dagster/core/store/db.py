@@ -8,6 +8,9 @@ tests can run side by side in schemas of their own. Migrations are the plain SQL
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 
 import psycopg
@@ -34,6 +37,21 @@ def connect(url: str, schema: str, *, autocommit: bool = False, application_name
     return psycopg.connect(url, autocommit=autocommit, **connect_kwargs(schema, application_name))
 
 
+# A connection back in the pool within this many seconds is handed out again without a check: a round
+# trip saved on every hot-path call. One that broke meanwhile fails its statement (and is then replaced),
+# which callers of a store must survive anyway, since a server can go away mid-statement too.
+RECENTLY_USED_S = 1.0
+
+
+def _note_return(conn: psycopg.Connection) -> None:
+    conn.info_returned_at = time.monotonic()  # type: ignore[attr-defined]
+
+
+def _check_if_idle(conn: psycopg.Connection) -> None:
+    if time.monotonic() - getattr(conn, "info_returned_at", 0.0) > RECENTLY_USED_S:
+        ConnectionPool.check_connection(conn)
+
+
 def open_pool(url: str, schema: str, *, min_size: int = 1, max_size: int = 8, application_name: str = "forge"):
     """A connection pool whose connections all live in the store's schema; broken ones are replaced."""
     pool = ConnectionPool(
@@ -41,11 +59,25 @@ def open_pool(url: str, schema: str, *, min_size: int = 1, max_size: int = 8, ap
         min_size=min_size,
         max_size=max_size,
         kwargs=connect_kwargs(schema, application_name),
-        check=ConnectionPool.check_connection,
+        check=_check_if_idle,
+        reset=_note_return,
         open=False,
     )
     pool.open(wait=True, timeout=30)
     return pool
+
+
+@contextmanager
+def one_statement(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
+    """A pooled connection in autocommit, for one self-contained statement: no BEGIN and COMMIT round
+    trips around it (a claim or a finish is one statement, atomic on its own)."""
+    with pool.connection() as conn:
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
 
 
 def migration_files() -> list[tuple[int, str, str]]:

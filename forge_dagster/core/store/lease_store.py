@@ -159,8 +159,12 @@ class LeaseStore:
         with self._pool.connection() as conn:
             yield conn
 
-    def _use(self, conn: psycopg.Connection | None) -> AbstractContextManager[psycopg.Connection]:
-        return nullcontext(conn) if conn is not None else self._pool.connection()
+    def _use(self, conn: psycopg.Connection | None, *, statements: int = 2) -> AbstractContextManager[psycopg.Connection]:
+        """`conn` (the caller's transaction), else a pooled one: in a transaction of its own, or in
+        autocommit when the work is a single statement."""
+        if conn is not None:
+            return nullcontext(conn)
+        return db.one_statement(self._pool) if statements == 1 else self._pool.connection()
 
     # -- intake ----------------------------------------------------------------------------------
     def enqueue(self, specs: Sequence[JobSpec], *, source: str = "api") -> EnqueueReport:
@@ -244,7 +248,7 @@ class LeaseStore:
         """Claim up to k jobs of `mode` in one statement; each gets a new lease token."""
         params = {"k": k, "mode": mode, "to_state": str(to_state), "owner": owner or self.owner,
                   "ttl": ttl_s or self.lease_ttl_s}
-        with self._pool.connection() as conn:
+        with db.one_statement(self._pool) as conn:
             rows = conn.execute(job_sql.CLAIM_JOBS, params).fetchall()
         return [ClaimedJob(*row, state=str(to_state)) for row in rows]
 
@@ -255,7 +259,7 @@ class LeaseStore:
             return set()
         params = {"ids": [j.id for j in jobs], "tokens": [j.lease_token for j in jobs],
                   "ttl": ttl_s or self.lease_ttl_s}
-        with self._pool.connection() as conn:
+        with db.one_statement(self._pool) as conn:
             held = {row[0] for row in conn.execute(job_sql.HEARTBEAT_JOBS, params)}
         for job in jobs:
             if job.id not in held:
@@ -271,7 +275,7 @@ class LeaseStore:
             return set()
         states = {job.state for job, _ in items}
         finished: set[int] = set()
-        with self._use(conn) as c:
+        with self._use(conn, statements=len(states)) as c:
             for from_state in states:
                 chunk = [(job, out) for job, out in items if job.state == from_state]
                 params = {
@@ -299,8 +303,9 @@ class LeaseStore:
         """Record failures (job, reason, retryable): retryable ones go back to pending with backoff until
         max_attempts, then dead; the others fail. Returns {job id: new state} for jobs still held."""
         result: dict[int, str] = {}
-        with self._use(conn) as c:
-            for from_state in {job.state for job, _, _ in items}:
+        from_states = {job.state for job, _, _ in items}
+        with self._use(conn, statements=len(from_states)) as c:
+            for from_state in from_states:
                 chunk = [it for it in items if it[0].state == from_state]
                 params = {
                     "ids": [j.id for j, _, _ in chunk], "tokens": [j.lease_token for j, _, _ in chunk],
