@@ -19,6 +19,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+
 from forge_dagster.core.models import JobState
 from forge_dagster.core.notify import invalid_or_dead_messages
 from forge_dagster.core.store import ClaimedJob, LeaseStore
@@ -129,17 +131,43 @@ class Worker:
         outcomes = [o for o in outcomes if not o[0].lease_lost.is_set()]
         successes = [(job, out) for job, out, err in outcomes if err is None]
         failures = [(job, err.reason, err.retryable) for job, _, err in outcomes if err is not None]
-        held = self.store.finish_many(successes) if successes else set()
-        states: dict[int, str] = {}
-        if failures:
-            with self.store.transaction() as conn:  # the failures and their notice commit together
-                states = self.store.fail_many(failures, conn=conn, base_delay_s=self.retry_base_delay_s)
-                told = [(job.id, states[job.id], reason) for job, reason, _ in failures if job.id in states]
-                self.store.write_outbox(invalid_or_dead_messages("worker", {"source": "worker"}, told), conn=conn)
+        held, states = self._write(successes, failures)
         for job, _ in successes:
             self._count(JobState.SUCCEEDED) if job.id in held else self._lost(job)
         for job, _, _ in failures:
             self._count(states[job.id]) if job.id in states else self._lost(job)
+
+    def _write(self, successes: list, failures: list) -> tuple[set[int], dict[int, str]]:
+        """Write the outcomes, trying again while the database is away (see `_retrying`)."""
+        held = self._retrying(lambda: self.store.finish_many(successes), set()) if successes else set()
+        return held, (self._retrying(lambda: self._fail(failures), {}) if failures else {})
+
+    def _fail(self, failures: list) -> dict[int, str]:
+        with self.store.transaction() as conn:  # the failures and their notice commit together
+            states = self.store.fail_many(failures, conn=conn, base_delay_s=self.retry_base_delay_s)
+            told = [(job.id, states[job.id], reason) for job, reason, _ in failures if job.id in states]
+            self.store.write_outbox(invalid_or_dead_messages("worker", {"source": "worker"}, told), conn=conn)
+        return states
+
+    @staticmethod
+    def _retrying(write: Callable[[], Any], gave_up: Any, tries: int = 5) -> Any:
+        """`write()`, tried again while the database is away. A write whose commit was cut off may have
+        landed: the retry then finds the lease gone and the job counts as lost, never done twice. Given up
+        after `tries`, the leases expire and the jobs are done again (at least once)."""
+        for attempt in range(tries):
+            try:
+                return write()
+            except psycopg.OperationalError as exc:
+                log.warning("writing outcomes failed (%s); try %d of %d", str(exc).splitlines()[0], attempt + 1,
+                            tries)
+                time.sleep(min(2.0, 0.1 * 2 ** attempt))
+        return gave_up
+
+    def _none_open(self) -> bool:
+        try:
+            return self.store.open_count(self.mode) == 0
+        except psycopg.OperationalError:
+            return False
 
     def _count(self, state: str) -> None:
         self.stats.by_state[state] = self.stats.by_state.get(state, 0) + 1
@@ -163,14 +191,19 @@ class Worker:
         try:
             with ThreadPoolExecutor(self.concurrency, thread_name_prefix="forge-work") as pool:
                 while not stop.is_set():
-                    if time.monotonic() - last_sweep > self.sweep_every_s:
-                        swept = self.store.sweep_expired()
-                        self.stats.swept += swept.requeued + swept.dead
-                        last_sweep = time.monotonic()
                     free = self.concurrency - len(futures)
                     if max_jobs is not None:
                         free = min(free, max_jobs - self.stats.claimed)
-                    jobs = self.store.claim(free, mode=self.mode, ttl_s=self.ttl_s) if free > 0 else []
+                    try:
+                        if time.monotonic() - last_sweep > self.sweep_every_s:
+                            swept = self.store.sweep_expired()
+                            self.stats.swept += swept.requeued + swept.dead
+                            last_sweep = time.monotonic()
+                        jobs = self.store.claim(free, mode=self.mode, ttl_s=self.ttl_s) if free > 0 else []
+                    except psycopg.OperationalError as exc:  # the database is away: try again shortly
+                        log.warning("claim failed: %s; retrying", str(exc).splitlines()[0])
+                        stop.wait(self.idle_sleep_s)
+                        continue
                     self.stats.claimed += len(jobs)
                     for job in jobs:
                         with beat.lock:
@@ -186,7 +219,7 @@ class Worker:
                         continue
                     if max_jobs is not None and self.stats.claimed >= max_jobs:
                         break
-                    if until_idle and self.store.open_count(self.mode) == 0:
+                    if until_idle and self._none_open():
                         break
                     stop.wait(self.idle_sleep_s)
                 if futures:

@@ -18,6 +18,8 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+import psycopg
+
 from forge_dagster.core.budgets import BUDGET_RECHECK_S, admit_within_budgets
 from forge_dagster.core.models import ProviderError
 from forge_dagster.core.processors import ProcessorCatalog
@@ -206,8 +208,7 @@ class RealtimeExecutor:
                 free = self.config.concurrency - len(self._in_flight)
                 if max_jobs is not None:
                     free = min(free, max_jobs - self.stats.claimed)
-                jobs = (await asyncio.to_thread(self.store.claim, free, mode="realtime", ttl_s=self.ttl_s)
-                        if free > 0 else [])
+                jobs = await self._claim(free) if free > 0 else []
                 self.stats.claimed += len(jobs)
                 if jobs:
                     admitted, ended = await asyncio.to_thread(self._admit, jobs)
@@ -225,7 +226,7 @@ class RealtimeExecutor:
                 if not self._in_flight and not jobs and self._outcomes.empty():
                     if until_drained:
                         break
-                    if until_idle and await asyncio.to_thread(self.store.open_count, "realtime") == 0:
+                    if until_idle and await self._none_open():
                         break
                 if tasks and len(self._in_flight) >= self.config.concurrency:
                     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -244,6 +245,22 @@ class RealtimeExecutor:
             await asyncio.gather(*background, return_exceptions=True)
             await self.ring.aclose()
         return self.stats
+
+    async def _claim(self, k: int) -> list[ClaimedJob]:
+        """Claim up to k jobs; none while the database is away (a claim cut off before it committed
+        changed nothing; one cut off after it committed is swept back when its leases expire)."""
+        try:
+            return await asyncio.to_thread(self.store.claim, k, mode="realtime", ttl_s=self.ttl_s)
+        except psycopg.OperationalError as exc:
+            log.warning("claim failed, the database is away: %s; retrying", str(exc).splitlines()[0])
+            await asyncio.sleep(self.config.idle_sleep_s)
+            return []
+
+    async def _none_open(self) -> bool:
+        try:
+            return await asyncio.to_thread(self.store.open_count, "realtime") == 0
+        except psycopg.OperationalError:
+            return False
 
     async def _settled_slot(self) -> None:
         """After a call ends, give the recorder a moment so the slot is free when we claim again."""
