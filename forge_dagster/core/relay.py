@@ -164,6 +164,17 @@ class Relay:
         return total
 
 
+    def drain_at_exit(self, *, wait_s: float = 10.0) -> RelayReport:
+        """A last drain before the process stops: first wait (up to `wait_s`) for the transactions running
+        now to end, since an outbox row committed by one of them is not readable until then."""
+        ops = self.store.operations
+        horizon = ops.horizon()
+        deadline = time.monotonic() + wait_s
+        while not ops.passed(horizon) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.drain()
+
+
 def _host(row: ReadyRow) -> str:
     url = str(row.payload.get("callback_url") or "")
     return url.split("/")[2] if url.count("/") >= 2 else url
@@ -207,7 +218,7 @@ def background_relay(relay: Relay, *, interval_s: float = 5.0) -> Iterator[Relay
         stop.set()
         thread.join(timeout=interval_s * 3)
         try:
-            report = relay.drain()
+            report = relay.drain_at_exit()
             if report.delivered or report.failed or report.held:
                 log.warning("outbox relay: %s", report.summary())
         finally:

@@ -173,3 +173,24 @@ def test_forge_work_drains_the_stamps_of_the_jobs_it_finished(store, receiver, d
     assert "outbox relay on" in err and "notifications -> none" in err
     assert sorted(s.path for s in receiver.accepted("/cb").values()) == [f"/cb/{i}" for i in range(5)]
     assert store.outbox_lag()[0] == 0
+
+
+def test_exit_drain_horizon_is_passed_only_once_a_transaction_running_at_exit_has_committed(
+    store, receiver, make_relay,
+):
+    """What `drain_at_exit` waits on: a stamp committed by a transaction that was still running when the
+    process began to stop is readable (and delivered) once the horizon is passed, not before."""
+    store.enqueue([JobSpec("p", {"i": 0}, mode="realtime", callback_url=f"{receiver.url}/cb/0")])
+    [job] = store.claim(1)
+    relay = make_relay(store)
+    ops = store.operations
+    with store.transaction() as late:
+        store.finish_many([(job, {"late": True})], conn=late)  # its stamp exists, not yet committed
+        horizon = ops.horizon()
+        assert not ops.passed(horizon)
+        relay.drain()
+        assert receiver.state.seen == []
+    assert ops.passed(horizon)
+    relay.drain_at_exit()
+    [stamp] = receiver.accepted("/cb").values()
+    assert stamp.json["result"] == {"late": True}

@@ -30,6 +30,12 @@ LIMIT %(limit)s
 FOR UPDATE OF o SKIP LOCKED
 """
 
+# Has every transaction that was running when `horizon` was read ended? Until then an outbox row one of
+# them wrote may still commit below the relay's reach (see FETCH_READY_RUNS). The horizon is a new xid of
+# its own: a snapshot's xmax is only past the latest *completed* one, and running xids may lie beyond it.
+HORIZON = "SELECT pg_current_xact_id()::text"
+PASSED_HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= %(horizon)s::xid8"
+
 # A failed delivery: due again after `delay`, the last error kept (only while still undelivered).
 MARK_ATTEMPT_FAILED = """
 UPDATE outbox

@@ -80,6 +80,16 @@ class OperationsRepository:
                 ready.append(ReadyRow(row_id, topic, key, payload, attempts, prev_id))
         return ready
 
+    def horizon(self) -> str:
+        """A mark past every transaction running now (see `passed`)."""
+        with self._pool.connection() as conn:
+            return conn.execute(operations_sql.HORIZON).fetchone()[0]
+
+    def passed(self, horizon: str) -> bool:
+        """Have all transactions that were running at `horizon` ended (their outbox rows now readable)?"""
+        with self._pool.connection() as conn:
+            return bool(conn.execute(operations_sql.PASSED_HORIZON, {"horizon": horizon}).fetchone()[0])
+
     def mark_attempt_failed(self, conn: psycopg.Connection, row_id: int, error: str, delay_s: float) -> None:
         """Record a failed delivery: the row is due again after `delay_s`, its last error kept."""
         conn.execute(operations_sql.MARK_ATTEMPT_FAILED, {"id": row_id, "error": error[:2000], "delay": delay_s})
