@@ -133,3 +133,20 @@ def test_every_job_is_accounted_for_while_batches_are_in_flight(store, catalog, 
             validate_batch(store, catalog, batch_id)
         counts = conservation(store, inputs)
     assert set(counts) <= TERMINAL and counts["failed"] == 1
+
+
+def test_a_result_line_carrying_nul_is_stored_and_judged_not_fatal_to_its_batch(store, catalog, ports, sim):
+    """PostgreSQL text and jsonb refuse NUL; a provider line that carries one must not fail the batch."""
+    ids = enqueue(store, [ticket(1), ticket(2)])
+    build_and_submit(store, catalog, ports)
+    [batch_id] = poll_open_batches(store, ports).ended
+    members = {m["id"]: m for m in store.batches.members(batch_id)}
+    line = {"id": "batch_req_nul", "custom_id": members[ids[0]]["custom_id"], "error": None,
+            "response": {"status_code": 200, "body": {"choices": [{"finish_reason": "stop", "message": {
+                "role": "assistant", "content": "{\"oops\": \"\u0000\"}"}}], "usage": {}}}}
+    assert store.batches.store_results(batch_id, [(ids[0], 1, openai_batch_item(line))]) == 1
+    collect_results(store, ports, batch_id)  # the other job's line, from the provider
+    validate_batch(store, catalog, batch_id)
+    assert store.get_job(ids[1])["state"] == "succeeded"
+    nul_job = store.get_job(ids[0])
+    assert nul_job["state"] == "pending" and "schema" in nul_job["reason"]  # judged like any bad output

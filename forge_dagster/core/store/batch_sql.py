@@ -115,13 +115,15 @@ RETURNING id
 """
 
 # Store result lines as received; a second download of the same batch inserts nothing.
+# The rows come as one JSON document: one parameter to encode instead of twelve arrays of values.
 INSERT_RESULTS = """
 INSERT INTO batch_results (batch_id, custom_id, job_id, attempt, outcome, status_code, text, tool_input,
                            stop_reason, usage, error_class, error_message, raw)
-SELECT %(batch_id)s, * FROM unnest(
-    %(custom_ids)s::text[], %(job_ids)s::bigint[], %(attempts)s::int[], %(outcomes)s::text[],
-    %(status_codes)s::int[], %(texts)s::text[], %(tool_inputs)s::jsonb[], %(stop_reasons)s::text[],
-    %(usages)s::jsonb[], %(error_classes)s::text[], %(error_messages)s::text[], %(raws)s::jsonb[])
+SELECT %(batch_id)s, custom_id, job_id, attempt, outcome, status_code, text, tool_input, stop_reason, usage,
+       error_class, error_message, raw
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
+    custom_id text, job_id bigint, attempt int, outcome text, status_code int, text text, tool_input jsonb,
+    stop_reason text, usage jsonb, error_class text, error_message text, raw jsonb)
 ON CONFLICT (batch_id, custom_id) DO NOTHING
 """
 

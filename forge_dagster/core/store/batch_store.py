@@ -5,6 +5,7 @@ Reached as `LeaseStore.batches`; it shares the store's connection pool.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -51,6 +52,25 @@ class DueWork:
 
 def _json_or_none(value: Any) -> Jsonb | None:
     return None if value is None else Jsonb(value)
+
+
+def _json_without_nul(value: Any) -> str:
+    """`value` as JSON text for PostgreSQL, whose text and jsonb refuse NUL: a provider line that carries one
+    is stored with U+FFFD in its place instead of failing the whole batch's results."""
+    text = json.dumps(value)
+    if "\\u0000" not in text:
+        return text
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, str):
+            return v.replace("\x00", "\ufffd")
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        if isinstance(v, dict):
+            return {clean(k): clean(x) for k, x in v.items()}
+        return v
+
+    return json.dumps(clean(value))
 
 
 class BatchRepository:
@@ -191,38 +211,16 @@ class BatchRepository:
     def store_results(self, batch_id: int, items: Sequence[tuple[int, int, ResultItem]]) -> int:
         """Store (job id, attempt, result) lines as received and move their jobs to collected.
         Idempotent: returns how many jobs moved now."""
-        cols: dict[str, list[Any]] = {
-            k: []
-            for k in (
-                "custom_ids",
-                "job_ids",
-                "attempts",
-                "outcomes",
-                "status_codes",
-                "texts",
-                "tool_inputs",
-                "stop_reasons",
-                "usages",
-                "error_classes",
-                "error_messages",
-                "raws",
-            )
-        }
+        rows = []
         for job_id, attempt, item in items:
-            cols["custom_ids"].append(item.custom_id)
-            cols["job_ids"].append(job_id)
-            cols["attempts"].append(attempt)
-            cols["outcomes"].append(str(item.outcome))
-            cols["status_codes"].append(item.status_code)
-            cols["texts"].append(item.text)
-            cols["tool_inputs"].append(_json_or_none(item.tool_input))
-            cols["stop_reasons"].append(item.stop_reason)
-            cols["usages"].append(Jsonb(item.usage.to_dict()))
-            cols["error_classes"].append(str(item.error.error_class) if item.error else None)
-            cols["error_messages"].append(item.error.message[:4000] if item.error else None)
-            cols["raws"].append(_json_or_none(item.raw))
+            row = {"custom_id": item.custom_id, "job_id": job_id, "attempt": attempt, "outcome": str(item.outcome),
+                   "status_code": item.status_code, "text": item.text, "tool_input": item.tool_input,
+                   "stop_reason": item.stop_reason, "usage": item.usage.to_dict(),
+                   "error_class": str(item.error.error_class) if item.error else None,
+                   "error_message": item.error.message[:4000] if item.error else None, "raw": item.raw}
+            rows.append({k: v for k, v in row.items() if v is not None})  # absent: SQL NULL
         with self._pool.connection() as conn:
-            conn.execute(batch_sql.INSERT_RESULTS, {"batch_id": batch_id, **cols})
+            conn.execute(batch_sql.INSERT_RESULTS, {"batch_id": batch_id, "rows": _json_without_nul(rows)})
             return conn.execute(
                 batch_sql.MARK_COLLECTED, {"batch_id": batch_id, "actor": self.owner}
             ).fetchone()[0]
