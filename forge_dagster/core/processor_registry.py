@@ -109,6 +109,8 @@ class RegistryCatalog(ProcessorCatalog):
         """The version a new job is pinned to: the active one when `version` is None; a named draft or
         active version as asked. A retired version, or a name with nothing active, raises ValueError
         saying so; an unknown name or version raises KeyError."""
+        if version is None and name in self._active:  # the common case, once per intake line
+            return self._active[name]
         versions = self.versions(name)
         if not versions:
             raise KeyError(f"unknown processor {name!r}")
