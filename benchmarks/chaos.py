@@ -8,8 +8,9 @@ with a reason, nothing accepted twice, nothing stale accepted, cost booked once.
 1. process chaos: `forge work --realtime` processes on realtime jobs against the simulator (100 ms
    latency); one SIGKILLed every few seconds and restarted, one SIGSTOPped past its lease and SIGCONTed;
 2. database chaos, on an embedded PostgreSQL this benchmark starts in a temporary directory: every
-   session terminated once a second with a restart of the server halfway, then a transaction holding its
-   snapshot and xid open through a whole run, against the same run with nothing held;
+   session terminated once a second with a restart of the server halfway (a worker that dies is replaced,
+   as a service manager would, and counted), then a transaction holding its snapshot and xid open
+   through a whole run (--held-jobs), against the same run with nothing held;
 3. provider faults, each and mixed, on the batch and the realtime path (the simulator in this process).
 Without --database-url (or FORGE_DATABASE_URL / FORGE_TEST_DATABASE_URL), scenarios 1 and 3 run on an
 embedded PostgreSQL too. Results also go to benchmarks/results/chaos.json.
@@ -73,9 +74,9 @@ def database_chaos(home: Path, args) -> list[dict]:
             terminations = run_terminations(server_url, url, "chaos_terminations", sim, home, jobs=jobs,
                                             workers=args.workers, concurrency=args.concurrency,
                                             chaos_s=args.db_chaos_s, restart=restart, timeout_s=args.timeout_s)
-            baseline = run_held_xmin(url, "chaos_baseline", sim, home, jobs=jobs, workers=args.workers,
+            baseline = run_held_xmin(url, "chaos_baseline", sim, home, jobs=args.held_jobs, workers=args.workers,
                                      concurrency=args.concurrency, hold=False, timeout_s=args.timeout_s)
-            held = run_held_xmin(url, "chaos_held", sim, home, jobs=jobs, workers=args.workers,
+            held = run_held_xmin(url, "chaos_held", sim, home, jobs=args.held_jobs, workers=args.workers,
                                  concurrency=args.concurrency, timeout_s=args.timeout_s)
             held.baseline_s = baseline.elapsed_s
             for report in (terminations, baseline, held):
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-every-s", type=float, default=3.0)
     parser.add_argument("--lease-ttl-s", type=float, default=5.0)
     parser.add_argument("--db-chaos-s", type=float, default=20.0, help="seconds of terminations")
+    parser.add_argument("--held-jobs", type=int, default=10_000,
+                        help="jobs run while a transaction is held open (and again without it)")
     parser.add_argument("--fault-jobs", type=int, default=200, help="jobs per provider-fault scenario")
     parser.add_argument("--timeout-s", type=float, default=300.0, help="give up on a run after this long")
     parser.add_argument("--seed", type=int, default=0)

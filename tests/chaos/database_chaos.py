@@ -96,15 +96,22 @@ def _finished(url: str, schema: str) -> int:
     return sum(n for state, n in counts(url, schema).items() if state in conservation.TERMINAL)
 
 
-def _wait_done(url: str, schema: str, fleet: Fleet, deadline: float) -> None:
+def _supervise(fleet: Fleet) -> None:
+    """As a service manager would: a worker that died on its own is replaced (and counted at the end)."""
+    for w in list(fleet.workers):
+        if not w.alive():
+            fleet.workers.remove(w)
+            fleet.retired.append(w)
+            fleet.start()
+
+
+def _wait_done(url: str, schema: str, fleet: Fleet, deadline: float, on_tick: Callable[[], None] = lambda: None,
+               ) -> None:
     while time.monotonic() < deadline:
         if not any(counts(url, schema).get(s) for s in conservation.OPEN):
             return
-        for w in list(fleet.workers):  # a worker that died on its own is replaced, and counted
-            if not w.alive():
-                fleet.workers.remove(w)
-                fleet.retired.append(w)
-                fleet.start()
+        _supervise(fleet)
+        on_tick()
         time.sleep(0.1)
 
 
@@ -149,21 +156,26 @@ def run_terminations(
         terminator = _Terminator(admin_url, database, every_s)
         terminator.start()
         restarted_at, done_at_restart = None, 0
+
+        def note_first_finish() -> None:
+            if restarted_at is not None and report.first_finish_after_restart_s is None \
+                    and _finished(url, schema) > done_at_restart:
+                report.first_finish_after_restart_s = time.monotonic() - restarted_at
+
         while time.monotonic() - started < chaos_s:
             if restart is not None and restarted_at is None and time.monotonic() - started >= chaos_s / 2:
                 done_at_restart = _finished(url, schema)
                 restart()
                 restarted_at, report.restarts = time.monotonic(), 1
-            if restarted_at is not None and report.first_finish_after_restart_s is None \
-                    and _finished(url, schema) > done_at_restart:
-                report.first_finish_after_restart_s = time.monotonic() - restarted_at
+            note_first_finish()
+            _supervise(fleet)
             time.sleep(0.1)
         terminator.stopped.set()
         terminator.join()
         report.terminated = terminator.terminated
         chaos_end, done_during = time.monotonic(), _finished(url, schema)
         report.rate_during = (done_during - done_before) / (chaos_end - started)
-        _wait_done(url, schema, fleet, chaos_end + timeout_s)
+        _wait_done(url, schema, fleet, chaos_end + timeout_s, note_first_finish)
         report.elapsed_s = time.monotonic() - started
         after = time.monotonic() - chaos_end
         report.rate_after = (_finished(url, schema) - done_during) / after if after > 0.5 else None

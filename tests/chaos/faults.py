@@ -34,11 +34,17 @@ def lift_after(round_: int, **knobs) -> Between:
 
 
 def refill_after(round_: int) -> Between:
+    """After round `round_`, credit is bought: the quota is refilled and no longer runs out."""
     def between(n: int, sim, store: LeaseStore) -> None:
         if n == round_:
-            sim.refill_quota()
+            refill(sim)
 
     return between
+
+
+def refill(sim) -> None:
+    sim.configure(quota_tokens=None)
+    sim.refill_quota()
 
 
 def cancel_at_provider(n: int, sim, store: LeaseStore) -> None:
@@ -84,7 +90,7 @@ def realtime_scenarios() -> dict[str, dict]:
         "429 storm": {"knobs": {"rpm_limit": 1200, "latency_ms": 50}, "ring_env": {"OPENAI_RPM": "12000"},
                       "before": other_application_at_the_limit(1200, free_in_s=1.5)},
         "quota exhaustion": {"knobs": {"quota_tokens": 1500},
-                             "lift": lift_when(key_paused, lambda sim: sim.refill_quota())},
+                             "lift": lift_when(key_paused, refill)},
         "10% 5xx": {"knobs": {"error_5xx_rate": 0.1}},
         "timeouts": {"knobs": {"latency_ms": 800}, "call_timeout_s": 0.3, "max_attempts": 1},
         "malformed + truncated": {"knobs": {"malformed_rate": 0.3, "truncation_rate": 0.2}},

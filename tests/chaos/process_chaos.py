@@ -59,6 +59,7 @@ class ProcessChaosReport:
         return {"scenario": "process chaos", "jobs": self.jobs, "workers": self.workers,
                 "kills": len(self.kills), "orphaned": self.orphaned, "lost": len(c.open_jobs),
                 "duplicates accepted": len(c.accepted_twice), "stale accepted": len(c.stale_transitions),
+                "frozen held": len(self.paused_held), "frozen taken over": self.paused_taken_over,
                 "late rejected": self.late_rejected, "lease ttl s": self.lease_ttl_s,
                 "recovery p50 s": _round(percentile(self.recovery_s, 0.5)),
                 "recovery p99 s": _round(percentile(self.recovery_s, 0.99)),

@@ -19,7 +19,7 @@ from tests.helpers import forge_env, forge_process
 
 pytestmark = pytest.mark.chaos
 
-SETTINGS = settings(max_examples=25, deadline=None,
+SETTINGS = settings(max_examples=25, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 # Text a user may legitimately send: any Unicode but NUL and lone surrogates (which JSON text may carry

@@ -91,7 +91,7 @@ def _judge(provider: str, line: dict):
     return item, validate_result(item, processor), processor
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(result_lines())
 def test_any_malformed_result_line_becomes_its_own_item_and_only_a_valid_answer_is_accepted(case):
     provider, line = case
@@ -104,7 +104,7 @@ def test_any_malformed_result_line_becomes_its_own_item_and_only_a_valid_answer_
         assert verdict.reason.strip()
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50, deadline=None, database=None)
 @given(st.lists(result_lines(), min_size=1, max_size=6), st.randoms(use_true_random=False))
 def test_a_batch_of_good_and_poisoned_lines_keeps_every_good_line_matched_by_custom_id(cases, rnd):
     lines, expected = [], []
@@ -145,7 +145,7 @@ BAD_FIELDS = {
 }
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from([(f, v) for f, values in BAD_FIELDS.items() for v in values]))
 def test_processor_yaml_with_an_invalid_field_is_refused_naming_the_file_and_the_field(tmp_path_factory, bad):
     field, value = bad
