@@ -14,12 +14,13 @@ Normalised fields:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
-from forge_dagster.core.models import ResultItem, ResultOutcome, Usage
+from forge_dagster.core.models import ErrorClass, ProviderError, ResultItem, ResultOutcome, Usage
 from forge_dagster.core.providers.errors import classify_error_object, classify_status
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,28 @@ def openai_completion_item(
     )
 
 
-def openai_batch_item(line: Mapping[str, Any]) -> ResultItem | None:
+def _total(parse: Callable[[str, Mapping[str, Any]], ResultItem]) -> Callable[[Mapping[str, Any]], ResultItem | None]:
+    """A line parser that never raises: a line of the wrong shape (a list where an object belongs, a
+    number for a status...) becomes an ERRORED item of its own (transient: the provider wrote it badly,
+    so the request is tried again), named by its custom_id; the other lines are not affected."""
+
+    @functools.wraps(parse)
+    def parse_line(line: Mapping[str, Any]) -> ResultItem | None:
+        custom_id = line.get("custom_id") if isinstance(line, Mapping) else None
+        if not isinstance(custom_id, str):
+            return None
+        try:
+            return parse(custom_id, line)
+        except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+            problem = ProviderError(ErrorClass.TRANSIENT, f"malformed result line: {type(exc).__name__}: {exc}")
+            return ResultItem(custom_id, ResultOutcome.ERRORED, error=problem, raw=dict(line))
+
+    return parse_line
+
+
+@_total
+def openai_batch_item(custom_id: str, line: Mapping[str, Any]) -> ResultItem:
     """The item for one line of an OpenAI output or error file; None if the line has no custom_id."""
-    custom_id = line.get("custom_id")
-    if not isinstance(custom_id, str):
-        return None
     raw = dict(line)
     error = line.get("error")
     response = line.get("response") or {}
@@ -138,11 +156,9 @@ def anthropic_message_item(
     )
 
 
-def anthropic_batch_item(line: Mapping[str, Any]) -> ResultItem | None:
+@_total
+def anthropic_batch_item(custom_id: str, line: Mapping[str, Any]) -> ResultItem:
     """The item for one line of an Anthropic results stream; None if the line has no custom_id."""
-    custom_id = line.get("custom_id")
-    if not isinstance(custom_id, str):
-        return None
     raw = dict(line)
     result = line.get("result") or {}
     kind = result.get("type")
