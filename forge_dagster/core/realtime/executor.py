@@ -30,6 +30,7 @@ from forge_dagster.core.realtime.recording import RELEASE, Outcome, RealtimeStat
 from forge_dagster.core.realtime.routing import KeyRouter
 from forge_dagster.core.shaping import group_key
 from forge_dagster.core.store import ClaimedJob, LeaseStore
+from forge_dagster.core.worker import SWEEP_EVERY_S
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class RealtimeConfig:
     probe_keys: bool = True
     budget_recheck_s: float = BUDGET_RECHECK_S  # jobs held back by a budget are due again after this
     shared_pacing: bool = True  # pace keys on their schedules in the store (with every other worker)
+    sweep_every_s: float = SWEEP_EVERY_S  # expired leases whose attempts are spent end dead (no claim takes them)
 
 
 class RealtimeExecutor:
@@ -99,6 +101,16 @@ class RealtimeExecutor:
             await _wait(stop, self.config.key_refresh_s)
 
     # -- leases ----------------------------------------------------------------------------------
+    async def _sweep_loop(self, stop: asyncio.Event) -> None:
+        """Free expired leases, as `forge work` does: a claim takes over a lease with attempts left, but
+        only the sweep ends a job whose last attempt died with its worker (no Dagster sensor may run)."""
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.store.sweep_expired)
+            except Exception:  # the database may be restarting; the next round tries again
+                log.warning("lease sweep failed", exc_info=True)
+            await _wait(stop, self.config.sweep_every_s)
+
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await _wait(stop, self.ttl_s / 3)
@@ -200,7 +212,8 @@ class RealtimeExecutor:
             await asyncio.to_thread(self.ring.share_pacing, self.store)
         self.router.update(await asyncio.to_thread(self.store.keys.all))
         background = [asyncio.create_task(self._heartbeat_loop(background_stop)),
-                      asyncio.create_task(self._key_loop(background_stop))]
+                      asyncio.create_task(self._key_loop(background_stop)),
+                      asyncio.create_task(self._sweep_loop(background_stop))]
         recorder = asyncio.create_task(self._recorder(recorder_done))
         tasks: set[asyncio.Task] = set()
         try:
