@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
+from forge_dagster.core.store import LeaseStore
 from tests.chaos.harness import SimulatorProcess, store_schema
 
 
@@ -37,3 +39,22 @@ def chaos_home() -> Iterator[Path]:
 def chaos_schema(database_url: str) -> Iterator[str]:
     with store_schema(database_url) as name:
         yield name
+
+
+@pytest.fixture(scope="module")
+def module_schema(database_url: str) -> Iterator[str]:
+    with store_schema(database_url) as name:
+        yield name
+
+
+@pytest.fixture
+def emptied_store(database_url: str, module_schema: str) -> Iterator[LeaseStore]:
+    """A store on the module's schema with every table emptied first: a fresh store for each scenario,
+    cheaper than migrating a schema for each."""
+    with LeaseStore(database_url, module_schema, lease_ttl_s=30, pool_size=6) as store:
+        with store.transaction() as conn:
+            tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                                                 "AND tablename <> 'schema_version'")]
+            conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
+                sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
+        yield store

@@ -79,7 +79,7 @@ def batch_scenarios() -> dict[str, dict]:
         "out-of-order results": {"knobs": {"out_of_order": True}},
         "ambiguous creates": {"knobs": {"ambiguous_create": 0.5}, "max_requests_per_batch": 4},
         "mixed": {"knobs": {**MIXED, "ambiguous_create": 0.1, "expire_batches": True}, "max_attempts": 5,
-                  "max_requests_per_batch": 4, "between": lift_after(1, expire_batches=False)},
+                  "between": lift_after(1, expire_batches=False)},
     }
 
 

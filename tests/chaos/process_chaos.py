@@ -1,6 +1,7 @@
 """Process chaos: real `forge work --realtime` processes on realtime jobs against the simulator, one killed
 (SIGKILL) every few seconds and restarted, and one frozen (SIGSTOP) past its lease and thawed (SIGCONT)
-once others took its jobs over, so whatever it finishes late must be rejected by the lease fence.
+once others took its jobs over (no kill meanwhile), so whatever it finishes late must be rejected by the
+lease fence.
 
 Measured: jobs lost, results accepted twice, stale completions accepted (all must be 0), results the
 frozen worker came back with and had rejected, and the recovery time of each job a killed worker held
@@ -49,6 +50,7 @@ class ProcessChaosReport:
     late_rejected: int = 0  # results the frozen worker came back with, refused by the fence
     conservation: conservation.Conservation | None = None
     worker_errors: str = ""
+    notes: list[str] = field(default_factory=list)
 
     @property
     def orphaned(self) -> int:
@@ -78,6 +80,13 @@ def _running_by_owner(conn) -> dict[str, list[int]]:
 
 def _held(running: dict[str, list[int]], worker: WorkerProcess) -> list[int]:
     return sorted(i for owner, ids in running.items() if owner.startswith(worker.owner_prefix) for i in ids)
+
+
+def _sessions(conn) -> list[tuple]:
+    """Forge's sessions that are not idle: state, wait, seconds in the transaction, statement start."""
+    return conn.execute("SELECT state, wait_event_type, round(extract(epoch FROM now() - xact_start)), "
+                        "left(query, 60) FROM pg_stat_activity WHERE application_name = 'forge' "
+                        "AND state <> 'idle'").fetchall()
 
 
 def _db_now(conn) -> float:
@@ -130,7 +139,9 @@ def run_process_chaos(
                 busy = [w for w in fleet.workers if w is not frozen and _held(running, w)]
                 # Kills stop once the last jobs are in flight, so the tail is not orphaned again and again.
                 bulk = state.get("pending", 0) >= concurrency * workers
-                if now >= next_kill and busy and bulk:
+                # No kill while a frozen worker waits for its jobs to be taken over by the living ones.
+                waiting = frozen is not None and frozen.stopped
+                if now >= next_kill and busy and bulk and not waiting:
                     victim = rng.choice(busy)
                     busy.remove(victim)
                     fleet.kill(victim)
@@ -143,11 +154,14 @@ def run_process_chaos(
                     frozen = rng.choice(busy)  # it has calls in flight: late results to come back with
                     fleet.pause(frozen)
                     report.paused_held = _held(_running_by_owner(obs), frozen)
-                    pause_until = now + lease_ttl_s * 3 + 10  # past its leases, with room for takeovers
+                    pause_until = now + lease_ttl_s * 3 + 30  # past its leases, with room for slow takeovers
                 if frozen is not None and frozen.stopped:
                     taken_over = not _held(running, frozen)
                     if taken_over or now >= pause_until:
                         report.paused_taken_over = taken_over
+                        if not taken_over:  # what kept its jobs: for the failure message
+                            report.notes.append(f"still held by the frozen worker: {_held(running, frozen)}; "
+                                                f"jobs {state}; sessions {_sessions(obs)}")
                         fleet.resume(frozen)
                 time.sleep(0.1)
             report.elapsed_s = time.monotonic() - started

@@ -24,19 +24,19 @@ def chaos_database(database_url):
 
 
 def test_workers_survive_terminated_connections_and_lose_nothing(database_url, chaos_database, remote_sim, chaos_home):
-    report = run_terminations(database_url, chaos_database, "forge_terminated", remote_sim, chaos_home, jobs=100,
-                              workers=2, concurrency=4, chaos_s=3.0, latency_ms=100, timeout_s=90)
+    report = run_terminations(database_url, chaos_database, "forge_terminated", remote_sim, chaos_home, jobs=80,
+                              workers=2, concurrency=4, chaos_s=2.5, latency_ms=100, timeout_s=90)
     assert not report.conservation.problems, report.conservation.problems
-    assert report.conservation.by_state == {"succeeded": 100}
+    assert report.conservation.by_state == {"succeeded": 80}
     assert report.terminated > 0
     assert report.workers_exited == 0, f"a worker died instead of reconnecting:\n{report.worker_errors}"
 
 
 def test_a_transaction_held_open_does_not_stop_progress(chaos_database, remote_sim, chaos_home):
-    report = run_held_xmin(chaos_database, "forge_held", remote_sim, chaos_home, jobs=60, workers=2, concurrency=4,
+    report = run_held_xmin(chaos_database, "forge_held", remote_sim, chaos_home, jobs=40, workers=2, concurrency=4,
                            timeout_s=90)
     assert not report.conservation.problems, report.conservation.problems
-    assert report.conservation.by_state == {"succeeded": 60}
+    assert report.conservation.by_state == {"succeeded": 40}
     assert report.notes == ["xmin held to the end: True"]
 
 

@@ -49,7 +49,8 @@ def _states(jobs: list[dict]) -> Counter[str]:
 
 
 @pytest.mark.parametrize("name", list(batch_scenarios()))
-def test_batch_path_under_provider_faults_ends_every_job_once_without_duplicate_batches(name, store, sim):
+def test_batch_path_under_provider_faults_ends_every_job_once_without_duplicate_batches(name, emptied_store, sim):
+    store = emptied_store
     report = run_scenario("batch", name, store, sim, JOBS)
     jobs = _assert_sound(report, store)
     routes = _routes(sim)
@@ -77,9 +78,10 @@ def test_batch_path_under_provider_faults_ends_every_job_once_without_duplicate_
 
 
 def test_crash_between_upload_and_batch_creation_is_resumed_without_a_second_batch(
-    store, sim, database_url, schema,
+    emptied_store, sim, database_url, module_schema,
 ):
-    report = crash_between_upload_and_create(store, database_url, schema, sim, jobs=JOBS)
+    store = emptied_store
+    report = crash_between_upload_and_create(store, database_url, module_schema, sim, jobs=JOBS)
     jobs = _assert_sound(report, store)
     assert _states(jobs) == {"succeeded": JOBS}
     routes = _routes(sim)
@@ -87,7 +89,8 @@ def test_crash_between_upload_and_batch_creation_is_resumed_without_a_second_bat
 
 
 @pytest.mark.parametrize("name", list(realtime_scenarios()))
-def test_realtime_path_under_provider_faults_ends_every_job_once(name, store, sim):
+def test_realtime_path_under_provider_faults_ends_every_job_once(name, emptied_store, sim):
+    store = emptied_store
     report = run_scenario("realtime", name, store, sim, JOBS)
     jobs = _assert_sound(report, store)
     statuses = Counter(r["status"] for r in sim.requests())
