@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import LeaseStore, db
 from tests.chaos.harness import Fleet, enqueue_realtime, worker_env
 from tests.chaos.process_chaos import run_process_chaos
 from tests.helpers import wait_until
@@ -48,3 +48,27 @@ def test_a_job_whose_last_attempt_died_with_its_worker_ends_dead_under_realtime_
         finally:
             fleet.stop_all()
     assert job["state"] == "dead" and "lease expired" in job["reason"], job
+
+
+def test_a_worker_frozen_inside_a_pacing_reservation_does_not_stall_the_others(
+    database_url, chaos_schema, remote_sim, chaos_home,
+):
+    """A worker stopped (SIGSTOP, a VM pause) between a statement and its commit holds what the statement
+    locked. Frozen inside the shared pacing reservation, that is the key's `key_pacing` row: the living
+    workers must still get their calls through (seen at scale in the process chaos run, where every
+    worker waited on the frozen one's row until it was thawed). The frozen session here is opened as Forge
+    opens its own, so a server-side timeout on Forge's sessions would end it as it would the real one."""
+    with LeaseStore(database_url, chaos_schema, pool_size=2) as store:
+        [first] = enqueue_realtime(store, 1)
+        fleet = Fleet(worker_env(database_url, chaos_schema, remote_sim.url, chaos_home, FORGE_LEASE_TTL_S="2"), 4)
+        fleet.start()
+        try:
+            wait_until(lambda: store.get_job(first)["state"] == "succeeded", timeout_s=120, what="a worker at work")
+            with db.connect(database_url, chaos_schema) as frozen:
+                assert frozen.execute("SELECT count(*) FROM (SELECT 1 FROM key_pacing FOR UPDATE) AS locked"
+                                      ).fetchone()[0] >= 1
+                ids = enqueue_realtime(store, 5, tag="while-frozen")
+                wait_until(lambda: all(store.get_job(i)["state"] == "succeeded" for i in ids), timeout_s=20,
+                           what="calls to go through while another worker is frozen holding the pacing row")
+        finally:
+            fleet.stop_all()
