@@ -50,25 +50,36 @@ def test_a_job_whose_last_attempt_died_with_its_worker_ends_dead_under_realtime_
     assert job["state"] == "dead" and "lease expired" in job["reason"], job
 
 
-def test_a_worker_frozen_inside_a_pacing_reservation_does_not_stall_the_others(
+def test_workers_frozen_inside_a_pacing_reservation_do_not_stall_a_new_one(
     database_url, chaos_schema, remote_sim, chaos_home,
 ):
-    """A worker stopped (SIGSTOP, a VM pause) between a statement and its commit holds what the statement
-    locked. Frozen inside the shared pacing reservation, that is the key's `key_pacing` row: the living
-    workers must still get their calls through (seen at scale in the process chaos run, where every
-    worker waited on the frozen one's row until it was thawed). The frozen session here is opened as Forge
-    opens its own, so a server-side timeout on Forge's sessions would end it as it would the real one."""
+    """A worker stopped (SIGSTOP, a VM pause) while its pacing reservation runs on the server must not keep
+    the key's `key_pacing` row locked: the reservation commits on the server, with no COMMIT left for the
+    frozen client to send. The reservations are held behind a lock so that every worker is frozen inside
+    one; a worker started after the freeze must get its calls through."""
     with LeaseStore(database_url, chaos_schema, pool_size=2) as store:
         [first] = enqueue_realtime(store, 1)
-        fleet = Fleet(worker_env(database_url, chaos_schema, remote_sim.url, chaos_home, FORGE_LEASE_TTL_S="2"), 4)
-        fleet.start()
+        fleet = Fleet(worker_env(database_url, chaos_schema, remote_sim.url, chaos_home, FORGE_LEASE_TTL_S="2"), 2)
+        frozen = [fleet.start(), fleet.start()]
         try:
             wait_until(lambda: store.get_job(first)["state"] == "succeeded", timeout_s=120, what="a worker at work")
-            with db.connect(database_url, chaos_schema) as frozen:
-                assert frozen.execute("SELECT count(*) FROM (SELECT 1 FROM key_pacing FOR UPDATE) AS locked"
-                                      ).fetchone()[0] >= 1
-                ids = enqueue_realtime(store, 5, tag="while-frozen")
-                wait_until(lambda: all(store.get_job(i)["state"] == "succeeded" for i in ids), timeout_s=20,
-                           what="calls to go through while another worker is frozen holding the pacing row")
+            with db.connect(database_url, chaos_schema) as locker:
+                locker.execute("SELECT 1 FROM key_pacing FOR UPDATE")
+                enqueue_realtime(store, 4, tag="held")
+
+                def reservations_waiting() -> int:
+                    with store.transaction() as conn:
+                        return conn.execute(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "AND query LIKE '%%key_pacing%%' AND pid <> pg_backend_pid()").fetchone()[0]
+
+                wait_until(lambda: reservations_waiting() >= 2, timeout_s=30, what="both workers in a reservation")
+                for worker in frozen:
+                    fleet.pause(worker)
+            # The lock is gone; the frozen workers' reservations run to their end on the server.
+            ids = enqueue_realtime(store, 3, tag="after-freeze")
+            fleet.start()
+            wait_until(lambda: all(store.get_job(i)["state"] == "succeeded" for i in ids), timeout_s=30,
+                       what="a new worker's calls while the others are frozen inside their reservations")
         finally:
             fleet.stop_all()

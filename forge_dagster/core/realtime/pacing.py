@@ -28,13 +28,13 @@ class StoreSchedule:
         params = {"provider": self.provider, "fingerprint": self.fingerprint, "rpm": rpm, "tpm": tpm,
                   "tokens": float(tokens), "correction": float(correction), "void": void,
                   "headroom": float(headroom), "burst_s": float(burst_s)}
-        with self.store.transaction() as conn:
+        with self.store.statement() as conn:  # the row lock ends with the statement, whatever this process does
             admit_at, now, rpm_, tpm_, generation = conn.execute(sql.RESERVE_SLOT, params).fetchone()
         return Grant(float(admit_at), float(now), rpm_, tpm_, int(generation))
 
     def block(self, seconds: float) -> int:
         """Block the key for every process; returns the key's new generation."""
-        with self.store.transaction() as conn:
+        with self.store.statement() as conn:
             row = conn.execute(sql.BLOCK_KEY, {"provider": self.provider, "fingerprint": self.fingerprint,
                                                "seconds": float(seconds)}).fetchone()
         return int(row[0]) if row else -1

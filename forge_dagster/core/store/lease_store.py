@@ -159,6 +159,11 @@ class LeaseStore:
         with self._pool.connection() as conn:
             yield conn
 
+    def statement(self) -> AbstractContextManager[psycopg.Connection]:
+        """A connection in autocommit for one self-contained statement: no transaction is left open (and no
+        row lock held) if the caller stops between the statement and its commit."""
+        return db.one_statement(self._pool)
+
     def _use(self, conn: psycopg.Connection | None, *, statements: int = 2) -> AbstractContextManager[psycopg.Connection]:
         """`conn` (the caller's transaction), else a pooled one: in a transaction of its own, or in
         autocommit when the work is a single statement."""
