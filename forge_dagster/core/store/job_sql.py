@@ -60,10 +60,15 @@ ORDER BY id
 
 # Extend the leases this worker still holds; the ids returned are the ones it still owns.
 HEARTBEAT_JOBS = """
+WITH held AS (
+    SELECT j.id FROM jobs j JOIN unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS h(id, token)
+        ON j.id = h.id AND j.lease_token = h.token
+    WHERE j.state IN ('claimed', 'running')
+    ORDER BY j.id FOR UPDATE OF j  -- in id order, as every other statement that locks several jobs
+)
 UPDATE jobs j
 SET lease_expires_at = now() + make_interval(secs => %(ttl)s)
-FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS h(id, token)
-WHERE j.id = h.id AND j.lease_token = h.token AND j.state IN ('claimed', 'running')
+FROM held WHERE j.id = held.id
 RETURNING j.id
 """
 
@@ -72,13 +77,17 @@ FINISH_JOBS = """
 WITH input AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(outputs)s::jsonb[], %(reasons)s::text[])
         AS t(id, token, output, reason)
+), held AS (
+    SELECT j.id, i.output, i.reason FROM jobs j JOIN input i ON j.id = i.id AND j.lease_token = i.token
+    WHERE j.state = %(from_state)s
+    ORDER BY j.id FOR UPDATE OF j  -- in id order, so a heartbeat over the same jobs cannot deadlock with it
 ), done AS (
     UPDATE jobs j
-    SET state = %(to_state)s, output = i.output, reason = i.reason,
+    SET state = %(to_state)s, output = h.output, reason = h.reason,
         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
         finished_at = now(), updated_at = now()
-    FROM input i
-    WHERE j.id = i.id AND j.lease_token = i.token AND j.state = %(from_state)s
+    FROM held h
+    WHERE j.id = h.id
     RETURNING j.id, j.attempt, j.reason
 ), events AS (
     INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
@@ -101,7 +110,7 @@ WITH input AS (
                 ELSE 'pending' END AS next_state
     FROM jobs j JOIN input i ON j.id = i.id
     WHERE j.lease_token = i.token AND j.state = %(from_state)s
-    FOR UPDATE OF j
+    ORDER BY j.id FOR UPDATE OF j  -- in id order (see FINISH_JOBS)
 ), done AS (
     UPDATE jobs j
     SET state = c.next_state,
