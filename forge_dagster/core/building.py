@@ -239,12 +239,18 @@ def submit_batch(
                 report.errors.append(f"batch {batch_id}: key {spec.provider}:{key_port.credentials.alias} "
                                      f"paused ({exc.error_class}: {exc.message})"[:500])
                 continue
+            if exc.error_class == ErrorClass.RATE_LIMITED:
+                # Nothing ran: the jobs wait as long as the provider asked, their attempt given back.
+                reason = f"waiting: submit rate-limited: {exc.message}"
+                report.requeued_jobs += store.keys.requeue_unsubmitted(batch_id, reason, exc.retry_after_s or 30.0)
+                report.errors.append(f"batch {batch_id}: {reason}"[:500])
+                return False
             _refuse(
                 store,
                 batch_id,
                 spec.requests,
                 f"submit {exc.error_class}: {exc.message}",
-                retryable=exc.error_class in (ErrorClass.RATE_LIMITED, ErrorClass.TRANSIENT),
+                retryable=exc.error_class == ErrorClass.TRANSIENT,
                 report=report,
                 delay_s=exc.retry_after_s,
             )

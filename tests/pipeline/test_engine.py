@@ -6,6 +6,7 @@ import psycopg
 
 from forge_dagster.core.building import build_and_submit
 from forge_dagster.core.collection import collect_results, poll_open_batches, validate_batch
+from forge_dagster.core.models import Provider, ProviderRequest
 from forge_dagster.core.store import JobSpec, LeaseStore
 from tests.pipeline.conftest import review, ticket
 
@@ -132,3 +133,19 @@ def test_batch_whose_results_are_gone_when_collected_is_requeued_not_stranded(st
     for member in store.batches.members(batch_id):
         last = store.events(member["id"])[-1]
         assert last["to_state"] == "pending" and last["reason"]  # requeued, and says why
+
+
+def test_a_rate_limited_batch_create_waits_with_its_attempt_given_back(store, catalog, ports, sim):
+    ids = enqueue(store, [ticket(i) for i in range(3)], max_attempts=1)
+    sim.configure(rpm_limit=1)
+    ports[Provider.OPENAI].complete(ProviderRequest("spend-the-minute", {
+        "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}))
+    build_and_submit(store, catalog, ports)  # the create is answered 429 with a retry-after
+    assert store.counts() == {"pending": 3}  # one attempt allowed, and none spent on a call that never ran
+    for job_id in ids:
+        job = store.get_job(job_id)
+        assert job["attempt"] == 0 and "rate-limited" in job["reason"]
+    sim.configure(rpm_limit=None)
+    release_backoff(store)
+    run_round(store, catalog, ports)
+    assert store.counts() == {"succeeded": 3}
