@@ -46,7 +46,7 @@ def cmd_work(args: argparse.Namespace) -> int:
     from forge_dagster.core.relay import background_relay, build_relay
     from forge_dagster.core.worker import Worker, resolve_handler
 
-    runtime, store = open_store(pool_size=args.concurrency + 2)
+    runtime, store = open_store(pool_size=args.concurrency + 2, wait_s=120.0)  # a worker waits for its database
     _announce(runtime)
     with store, background_relay(build_relay(store, forge_home=load_settings().forge_home)) as relay:
         print(relay.describe(), file=sys.stderr, flush=True)  # the outbox drains beside the claim loop

@@ -221,14 +221,33 @@ def redis_url(settings: ForgeSettings) -> str:
     return f"unix://{server.socket_file}"  # type: ignore[attr-defined]
 
 
-def open_store(settings: ForgeSettings | None = None, *, dagster: bool = True, **kwargs):
-    """Bring up the database, migrate the store's schema and return (runtime, LeaseStore)."""
+def open_store(settings: ForgeSettings | None = None, *, dagster: bool = True, wait_s: float = 0.0, **kwargs):
+    """Bring up the database, migrate the store's schema and return (runtime, LeaseStore). With `wait_s`,
+    a database that is away (restarting, failing over) is tried again until then, as a worker started by
+    a service manager should."""
+    import logging
+    import time
+
     from forge_dagster.core.config import load_settings
     from forge_dagster.core.store import LeaseStore
 
     settings = settings or load_settings()
-    runtime = bring_up(settings, dagster=dagster)
-    kwargs.setdefault("lease_ttl_s", settings.lease_ttl_s)
-    store = LeaseStore(runtime.database_url, settings.store_schema, **kwargs)
-    store.migrate()
-    return runtime, store
+    deadline, attempt = time.monotonic() + wait_s, 0
+    while True:
+        try:
+            runtime = bring_up(settings, dagster=dagster)
+            kwargs.setdefault("lease_ttl_s", settings.lease_ttl_s)
+            store = LeaseStore(runtime.database_url, settings.store_schema, **kwargs)
+            try:
+                store.migrate()
+            except BaseException:
+                store.close()
+                raise
+            return runtime, store
+        except psycopg.OperationalError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            logging.getLogger(__name__).warning("forge: database not ready (%s); retrying",
+                                                str(exc).splitlines()[0])
+            time.sleep(min(5.0, 0.2 * 2 ** attempt))
+            attempt += 1

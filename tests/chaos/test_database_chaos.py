@@ -3,11 +3,14 @@ and a transaction held open through a whole run. Workers reconnect, nothing is l
 
 from __future__ import annotations
 
+import uuid
+
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from forge_dagster.core.runtime import with_database
 from forge_dagster.core.store import LeaseStore, db
 from tests.chaos.database_chaos import OBSERVER, run_held_xmin, run_terminations
 from tests.chaos.harness import Fleet, enqueue_realtime, own_database, worker_env
@@ -68,3 +71,28 @@ def test_a_worker_whose_claim_is_cut_off_mid_statement_reconnects_and_carries_on
             assert worker.alive(), f"the worker exited instead of reconnecting:\n{fleet.errors()}"
         finally:
             fleet.stop_all()
+
+
+def test_a_worker_started_before_its_database_answers_waits_for_it(database_url, remote_sim, chaos_home):
+    """A worker started by a service manager while its database is still coming up (here: not created yet)
+    retries instead of exiting, and works once the database is there."""
+    name = f"forge_late_{uuid.uuid4().hex[:8]}"
+    url = with_database(database_url, name)
+    fleet = Fleet(worker_env(url, "forge_late", remote_sim.url, chaos_home), 2)
+    worker = fleet.start()
+    try:
+        wait_until(lambda: "database not ready" in worker.log.with_suffix(".err").read_text() or not worker.alive(),
+                   timeout_s=60, what="the worker to find no database")
+        assert worker.alive(), fleet.errors()
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        db.migrate(url, "forge_late")
+        with LeaseStore(url, "forge_late", pool_size=1, application_name=OBSERVER) as store:
+            ids = enqueue_realtime(store, 2)
+            wait_until(lambda: all(store.get_job(i)["state"] == "succeeded" for i in ids) or not worker.alive(),
+                       timeout_s=60, what="the worker to come up and work")
+            assert worker.alive(), fleet.errors()
+    finally:
+        fleet.stop_all()
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
