@@ -27,8 +27,8 @@ import psycopg
 from psycopg import sql
 
 from benchmarks._common import SPAWN, database, fresh_schema
-from benchmarks._simulator import SimulatorProcess
 from benchmarks.report import Row, render_table
+from forge_dagster.simulator.process import SimulatorProcess
 
 OPEN_STATES = ("pending", "claimed", "running", "submitted", "collected")
 WARM_UP_JOBS = 20
@@ -132,7 +132,7 @@ def rows(url: str, *, jobs: int, repeat: int) -> list[Row]:
         from forge_dagster.core.store import db
 
         db.migrate(url, schema)
-        sim.configure()  # no latency, batches end when first read, no faults
+        sim.reset()  # no latency, batches end when first read, no faults
         events = SPAWN.Queue()
         child = SPAWN.Process(target=_child, args=(url, schema, dagster_url, sim.url, home, jobs, repeat, events),
                               daemon=True)

@@ -33,13 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks._common import database, fresh_schema
-from benchmarks._simulator import SimulatorProcess
 from benchmarks.parallel_processor import process_requests
 from benchmarks.report import Ratio, Row, render_table
 from forge_dagster.core.processors import load_processors
 from forge_dagster.core.realtime import KeyRing, RealtimeConfig, RealtimeExecutor, keys_from_env
 from forge_dagster.core.shaping import custom_id_for
 from forge_dagster.core.store import JobSpec, LeaseStore
+from forge_dagster.simulator.process import SimulatorProcess
 
 PROCESSOR = "ticket_triage"  # OpenAI chat completions with a json_schema response format
 LATENCY_MS = 100
@@ -145,6 +145,7 @@ def rows(url: str, *, quick: bool, repeat: int) -> list[Row]:
                 systems["local"] = []
             for _ in range(repeat):
                 for name, samples in systems.items():
+                    sim.reset()
                     sim.configure(latency_ms=LATENCY_MS, rpm_limit=scenario.rpm)
                     samples.append(peer_run(sim, scenario, run) if name == "peer" else
                                    forge_run(sim, url, scenario, run, shared_pacing=name == "forge"))

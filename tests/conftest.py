@@ -70,3 +70,19 @@ def sim(simulator):
     simulator.configure(**SimConfig().to_dict())
     simulator.reset()
     return simulator
+
+
+@pytest.fixture(scope="module")
+def sim_process():
+    """The simulator in a process of its own (as a provider would be), for one test module."""
+    from forge_dagster.simulator.process import SimulatorProcess
+
+    with SimulatorProcess(seed=0) as proc:
+        yield proc
+
+
+@pytest.fixture
+def remote_sim(sim_process):
+    """The out-of-process simulator with every knob at its fault-free default and an empty log."""
+    sim_process.reset()
+    return sim_process

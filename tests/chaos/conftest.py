@@ -11,21 +11,7 @@ import pytest
 from psycopg import sql
 
 from forge_dagster.core.store import LeaseStore
-from tests.chaos.harness import SimulatorProcess, store_schema
-
-
-@pytest.fixture(scope="module")
-def sim_process() -> Iterator[SimulatorProcess]:
-    proc = SimulatorProcess(seed=0)
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def remote_sim(sim_process: SimulatorProcess) -> SimulatorProcess:
-    """The out-of-process simulator with every knob at its fault-free default and an empty log."""
-    sim_process.reset()
-    return sim_process
+from tests.chaos.harness import store_schema
 
 
 @pytest.fixture(scope="module")

@@ -19,63 +19,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import psycopg
 from psycopg import sql
 
 from forge_dagster.core.processors import load_processors
 from forge_dagster.core.runtime import with_database
 from forge_dagster.core.store import JobSpec, LeaseStore, db
+from forge_dagster.simulator.process import SimulatorProcess  # noqa: F401 (the scenarios name it)
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDER_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL")
 TICKET = "ticket_triage"  # an OpenAI processor of the examples
-
-
-class SimulatorProcess:
-    """The provider simulator in a process of its own, as a provider would be."""
-
-    def __init__(self, seed: int = 0, *extra_args: str) -> None:
-        self._proc = subprocess.Popen([sys.executable, "-m", "forge_dagster.simulator", "--port", "0",
-                                       "--seed", str(seed), *extra_args],
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-        banner = self._proc.stdout.readline()  # "... listening on http://127.0.0.1:PORT"
-        if "listening on " not in banner:
-            self._proc.kill()
-            raise RuntimeError(f"simulator did not start: {banner!r}")
-        self.url = banner.rsplit("listening on ", 1)[1].strip()
-        self.openai_base_url = self.url + "/v1"
-        self.anthropic_base_url = self.url
-        self.pid = self._proc.pid
-
-    def _call(self, method: str, path: str, body: dict | None = None):
-        response = httpx.request(method, self.url + path, json=body, timeout=60)
-        response.raise_for_status()
-        return response.json()
-
-    def configure(self, **knobs) -> dict:
-        return self._call("POST", "/_sim/config", knobs)
-
-    def reset(self) -> None:
-        """Every knob back to its fault-free default, no batches, an empty request log."""
-        from forge_dagster.simulator import SimConfig
-
-        self.configure(**SimConfig().to_dict())
-        self._call("POST", "/_sim/reset")
-
-    def refill_quota(self) -> None:
-        self._call("POST", "/_sim/quota/refill")
-
-    def requests(self) -> list[dict]:
-        return self._call("GET", "/_sim/requests")
-
-    def stop(self) -> None:
-        self._proc.terminate()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(10)
 
 
 def fresh_sim(sim, **knobs) -> None:

@@ -103,61 +103,6 @@ def chat_calls(sim, path: str = "/v1/chat/completions") -> list[dict]:
     return sorted((r for r in sim.requests() if r["path"] == path), key=lambda r: r["ts"])
 
 
-class SimulatorProcess:
-    """The simulator in a process of its own (as a provider would be): the test's client work and the
-    server do not share one interpreter lock, so the request times it logs are the times calls arrived."""
-
-    def __init__(self) -> None:
-        import subprocess
-        import sys
-
-        self._proc = subprocess.Popen([sys.executable, "-m", "forge_dagster.simulator", "--port", "0"],
-                                      stdout=subprocess.PIPE, text=True)
-        banner = self._proc.stdout.readline()  # "... listening on http://127.0.0.1:PORT"
-        if "listening on " not in banner:
-            self._proc.kill()
-            raise RuntimeError(f"simulator did not start: {banner!r}")
-        self.url = banner.rsplit("listening on ", 1)[1].strip()
-        self.openai_base_url = self.url + "/v1"
-
-    def _call(self, method: str, path: str, body: dict | None = None):
-        import httpx
-
-        response = httpx.request(method, self.url + path, json=body, timeout=30)
-        response.raise_for_status()
-        return response.json()
-
-    def configure(self, **knobs) -> dict:
-        return self._call("POST", "/_sim/config", knobs)
-
-    def reset(self) -> None:
-        from forge_dagster.simulator import SimConfig
-
-        self.configure(**SimConfig().to_dict())
-        self._call("POST", "/_sim/reset")
-
-    def requests(self) -> list[dict]:
-        return self._call("GET", "/_sim/requests")
-
-    def stop(self) -> None:
-        self._proc.terminate()
-        self._proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def sim_process() -> Iterator[SimulatorProcess]:
-    proc = SimulatorProcess()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def remote_sim(sim_process: SimulatorProcess) -> SimulatorProcess:
-    """The out-of-process simulator with every knob at its fault-free default and an empty log."""
-    sim_process.reset()
-    return sim_process
-
-
 class RecordingProxy:
     """A plain HTTP relay in front of the simulator that keeps every JSON request it forwards with its
     answer: what the provider was sent, word for word (the simulator's own log keeps no bodies)."""
