@@ -47,3 +47,23 @@ def forge_env(database_url: str, schema: str, **extra: str) -> dict[str, str]:
 def forge_process(args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
     """Start `python -m forge_dagster.cli ARGS` as a child process."""
     return subprocess.Popen([sys.executable, "-m", "forge_dagster.cli", *args], env=env, cwd=ROOT, **kwargs)
+
+
+def run_batch_round(store, catalog, ports) -> list[int]:
+    """The batch path once, as the Dagster assets run it: build and submit, poll, collect and validate what
+    ended; the ids of the batches that ended."""
+    from forge_dagster.core.building import build_and_submit
+    from forge_dagster.core.collection import collect_results, poll_open_batches, validate_batch
+
+    build_and_submit(store, catalog, ports)
+    ended = poll_open_batches(store, ports).ended
+    for batch_id in ended:
+        collect_results(store, ports, batch_id)
+        validate_batch(store, catalog, batch_id)
+    return ended
+
+
+def make_due(store) -> None:
+    """Make waiting jobs due now (their backoff is the store's business, tested there)."""
+    with store.transaction() as conn:
+        conn.execute("UPDATE jobs SET run_after = now() WHERE state = 'pending'")

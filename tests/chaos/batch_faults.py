@@ -28,6 +28,7 @@ from forge_dagster.core.store import JobSpec, LeaseStore
 from forge_dagster.resources.providers import ProviderPortsResource
 from tests.chaos import conservation
 from tests.chaos.harness import ROOT, fresh_sim
+from tests.helpers import make_due
 
 FAST_PROBES = PausePolicy(base_s=0.2, cap_s=1.0, probe_budget_s=5.0, hold_recheck_s=0.2)
 REVIEW = "review_sentiment"  # the Anthropic example processor
@@ -76,12 +77,6 @@ def batch_jobs(store: LeaseStore, n: int, *, max_attempts: int = 3, tag: str = "
 def simulator_ports(sim_url: str, timeout_s: float = 60.0):
     """The ports the Dagster resources build when no key is configured: the simulator's."""
     return ProviderPortsResource(simulator_url=sim_url, timeout_s=timeout_s).ports
-
-
-def make_due(store: LeaseStore) -> None:
-    """Stand-in for the clock: jobs waiting out a backoff are due now."""
-    with store.transaction() as conn:
-        conn.execute("UPDATE jobs SET run_after = now() WHERE state = 'pending' AND run_after > now()")
 
 
 def drive_batches(

@@ -47,17 +47,6 @@ def ports(sim):
     return ProviderPortsResource(simulator_url=sim.url).ports
 
 
-def run_batch_round(store, catalog, ports) -> list[int]:
-    """The batch path once: build and submit, poll, collect and validate what ended."""
-    from forge_dagster.core.building import build_and_submit
-    from forge_dagster.core.collection import collect_results, poll_open_batches, validate_batch
-
-    build_and_submit(store, catalog, ports)
-    ended = poll_open_batches(store, ports).ended
-    for batch_id in ended:
-        collect_results(store, ports, batch_id)
-        validate_batch(store, catalog, batch_id)
-    return ended
 
 
 def ticket_specs(n: int, *, callback_url: str | None = None, prefix: str = "t"):

@@ -8,7 +8,8 @@ from forge_dagster.assets.operations import archive_is_whole, batch_archive
 from forge_dagster.core.archive import archive_cooled
 from forge_dagster.definitions import build_definitions
 from forge_dagster.resources.lease_store import LeaseStoreResource
-from tests.operations.conftest import run_batch_round, ticket_specs
+from tests.helpers import run_batch_round
+from tests.operations.conftest import ticket_specs
 
 
 def _hot_rows(store) -> tuple[int, int, int]:

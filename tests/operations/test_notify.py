@@ -6,8 +6,8 @@ from forge_dagster.core.notify import render_message
 from forge_dagster.core.relay import build_relay
 from forge_dagster.core.store import JobSpec, OutboxMessage
 from forge_dagster.core.store.lease_store import OutboxRow
-from tests.helpers import wait_until
-from tests.operations.conftest import run_batch_round, ticket_specs
+from tests.helpers import run_batch_round, wait_until
+from tests.operations.conftest import ticket_specs
 
 
 def _texts(message: dict) -> list[str]:

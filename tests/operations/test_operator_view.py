@@ -11,8 +11,8 @@ from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.outbox_relay import OutboxRelayResource
 from forge_dagster.resources.providers import ProviderPortsResource
 from forge_dagster.sensors.outbox_relay import outbox_relay_sensor
-from tests.helpers import wait_until
-from tests.operations.conftest import SECRET, run_batch_round, ticket_specs
+from tests.helpers import run_batch_round, wait_until
+from tests.operations.conftest import SECRET, ticket_specs
 
 FAKE_KEY = "sk-proj-operator-view-test-key-7a7b"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from forge_dagster.core.stamps import load_callback_secret, sign, verify_signature
 from forge_dagster.core.store import JobSpec
-from tests.helpers import wait_until
-from tests.operations.conftest import SECRET, run_batch_round, ticket_specs
+from tests.helpers import run_batch_round, wait_until
+from tests.operations.conftest import SECRET, ticket_specs
 
 
 def test_stamp_signature_verifies_and_a_tampered_or_stale_one_does_not(store, receiver, make_relay):

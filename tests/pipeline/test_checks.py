@@ -15,8 +15,9 @@ from forge_dagster.assets.batch_pipeline import (
 from forge_dagster.assets.checks import BATCH_OUTPUT_CHECKS
 from forge_dagster.core.store import JobSpec
 from forge_dagster.resources.providers import ProcessorCatalogResource
+from tests.helpers import run_batch_round
 from tests.pipeline.conftest import ticket
-from tests.pipeline.test_engine import enqueue, run_round
+from tests.pipeline.test_engine import enqueue
 
 TICKET_YAML = Path(__file__).resolve().parents[2] / "forge_dagster" / "examples" / "processors" / "ticket_triage.yaml"
 
@@ -29,7 +30,7 @@ def test_output_checks_fail_on_a_missing_cost_and_on_an_output_changed_after_acc
     catalog = resources["processors"].load(store)
     [changed, *_] = enqueue(store, [ticket(i) for i in range(3)])
     [unpriced] = store.enqueue([JobSpec("unpriced", ticket(9)["input"], processor_version="1.0.0")]).accepted
-    batches = run_round(store, catalog, resources["providers"].ports)
+    batches = run_batch_round(store, catalog, resources["providers"].ports)
     assert store.counts() == {"succeeded": 4}
     with store.transaction() as conn:  # someone edits an accepted output in place
         conn.execute("UPDATE jobs SET output = '{\"category\": \"spam\"}' WHERE id = %s", (changed,))

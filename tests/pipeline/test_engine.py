@@ -8,6 +8,7 @@ from forge_dagster.core.building import build_and_submit
 from forge_dagster.core.collection import collect_results, poll_open_batches, validate_batch
 from forge_dagster.core.models import Provider, ProviderRequest
 from forge_dagster.core.store import JobSpec, LeaseStore
+from tests.helpers import make_due, run_batch_round
 from tests.pipeline.conftest import review, ticket
 
 
@@ -17,25 +18,13 @@ def enqueue(store: LeaseStore, lines: list[dict], max_attempts: int = 3) -> list
     return store.enqueue(specs).accepted
 
 
-def run_round(store: LeaseStore, catalog, ports) -> list[int]:
-    """One pass of the whole path: build and submit, poll, collect and validate what ended."""
-    build_and_submit(store, catalog, ports)
-    ended = poll_open_batches(store, ports).ended
-    for batch_id in ended:
-        collect_results(store, ports, batch_id)
-        validate_batch(store, catalog, batch_id)
-    return ended
 
 
-def release_backoff(store: LeaseStore) -> None:
-    """Make requeued jobs due now (the backoff itself is the store's business, tested there)."""
-    with store.transaction() as conn:
-        conn.execute("UPDATE jobs SET run_after = now() WHERE state = 'pending'")
 
 
 def test_jobs_of_both_providers_succeed_with_validated_outputs_and_cost(store, catalog, ports, sim):
     ids = enqueue(store, [ticket(i) for i in range(6)] + [review(i) for i in range(6)])
-    ended = run_round(store, catalog, ports)
+    ended = run_batch_round(store, catalog, ports)
     assert len(ended) == 2  # one batch per provider/model/processor group
     assert store.counts() == {"succeeded": 12}
     job = store.get_job(ids[0])
@@ -47,15 +36,15 @@ def test_jobs_of_both_providers_succeed_with_validated_outputs_and_cost(store, c
 def test_expired_batch_keeps_finished_results_and_requeues_the_rest(store, catalog, ports, sim):
     sim.configure(expire_batches=True, expire_complete_fraction=0.5)
     ids = enqueue(store, [ticket(i) for i in range(20)])
-    [batch_id] = run_round(store, catalog, ports)
+    [batch_id] = run_batch_round(store, catalog, ports)
     assert store.batches.get(batch_id)["state"] == "collected"
     counts = store.counts()
     assert 0 < counts["succeeded"] < 20 and counts["succeeded"] + counts["pending"] == 20
     finished_first = {i for i in ids if store.get_job(i)["state"] == "succeeded"}
 
     sim.configure(expire_batches=False)
-    release_backoff(store)
-    run_round(store, catalog, ports)
+    make_due(store)
+    run_batch_round(store, catalog, ports)
     assert store.counts() == {"succeeded": 20}
     for job_id in ids:  # finished results were kept, not run again; the rest ran a second attempt
         assert store.get_job(job_id)["attempt"] == (1 if job_id in finished_first else 2)
@@ -64,10 +53,10 @@ def test_expired_batch_keeps_finished_results_and_requeues_the_rest(store, catal
 def test_malformed_outputs_never_succeed_and_end_invalid_after_max_attempts(store, catalog, ports, sim):
     sim.configure(malformed_rate=1.0)
     ids = enqueue(store, [ticket(i) for i in range(5)], max_attempts=2)
-    run_round(store, catalog, ports)
+    run_batch_round(store, catalog, ports)
     assert store.counts() == {"pending": 5}
-    release_backoff(store)
-    run_round(store, catalog, ports)
+    make_due(store)
+    run_batch_round(store, catalog, ports)
     assert store.counts() == {"invalid": 5}
     job = store.get_job(ids[0])
     assert job["output"] is None
@@ -78,7 +67,7 @@ def test_malformed_outputs_never_succeed_and_end_invalid_after_max_attempts(stor
 def test_schema_violating_outputs_never_succeed(store, catalog, ports, sim):
     sim.configure(schema_violation_rate=1.0)
     enqueue(store, [review(i) for i in range(4)], max_attempts=1)
-    run_round(store, catalog, ports)
+    run_batch_round(store, catalog, ports)
     assert store.counts() == {"invalid": 4}
     with store.transaction() as conn:
         reasons = [r[0] for r in conn.execute("SELECT reason FROM jobs")]
@@ -87,7 +76,7 @@ def test_schema_violating_outputs_never_succeed(store, catalog, ports, sim):
 
 def test_second_collection_books_nothing_twice(store, catalog, ports, sim, database_url, schema):
     ids = enqueue(store, [ticket(i) for i in range(5)])
-    [batch_id] = run_round(store, catalog, ports)
+    [batch_id] = run_batch_round(store, catalog, ports)
     cost_before = store.batches.cost()
     again = collect_results(store, ports, batch_id)
     verdicts = validate_batch(store, catalog, batch_id)
@@ -103,7 +92,7 @@ def test_second_collection_books_nothing_twice(store, catalog, ports, sim, datab
 def test_unknown_processor_and_bad_input_fail_with_a_reason_and_the_rest_go_on(store, catalog, ports, sim):
     good = enqueue(store, [ticket(1)])
     bad = store.enqueue([JobSpec("no_such", {"x": 1}), JobSpec("ticket_triage", {"subject": "no body"})]).accepted
-    run_round(store, catalog, ports)
+    run_batch_round(store, catalog, ports)
     assert store.get_job(good[0])["state"] == "succeeded"
     assert [store.get_job(i)["state"] for i in bad] == ["failed", "failed"]
     assert "unknown processor 'no_such'" in store.get_job(bad[0])["reason"]
@@ -146,6 +135,6 @@ def test_a_rate_limited_batch_create_waits_with_its_attempt_given_back(store, ca
         job = store.get_job(job_id)
         assert job["attempt"] == 0 and "rate-limited" in job["reason"]
     sim.configure(rpm_limit=None)
-    release_backoff(store)
-    run_round(store, catalog, ports)
+    make_due(store)
+    run_batch_round(store, catalog, ports)
     assert store.counts() == {"succeeded": 3}

@@ -10,8 +10,9 @@ from forge_dagster.core.collection import collect_results, poll_open_batches, va
 from forge_dagster.core.models import Provider
 from forge_dagster.core.providers.results import openai_batch_item
 from forge_dagster.core.store import JobSpec, LeaseStore
+from tests.helpers import make_due, run_batch_round
 from tests.pipeline.conftest import review, ticket
-from tests.pipeline.test_engine import enqueue, release_backoff, run_round
+from tests.pipeline.test_engine import enqueue
 
 TERMINAL = {"succeeded", "invalid", "failed", "dead"}
 OPEN = {"pending", "claimed", "running", "submitted", "collected"}
@@ -26,13 +27,13 @@ def backoffs(store: LeaseStore) -> list[timedelta]:
 def test_retry_backoff_puts_run_after_in_the_future_with_jitter(store, catalog, ports, sim):
     sim.configure(malformed_rate=1.0)  # every output fails to parse: retryable
     enqueue(store, [ticket(i) for i in range(12)], max_attempts=3)
-    run_round(store, catalog, ports)
+    run_batch_round(store, catalog, ports)
     first = backoffs(store)
     assert len(first) == 12
     assert all(timedelta(0) < d <= timedelta(seconds=2) for d in first)  # attempt 1: up to 2 s
     assert len(set(first)) > 1  # jittered, not one wave
-    release_backoff(store)
-    run_round(store, catalog, ports)
+    make_due(store)
+    run_batch_round(store, catalog, ports)
     second = backoffs(store)
     assert len(second) == 12 and all(timedelta(0) < d <= timedelta(seconds=4) for d in second)  # attempt 2
 
@@ -52,8 +53,8 @@ def test_cancelled_batch_keeps_finished_results_and_requeues_the_rest(store, cat
     finished = {i for i in ids if store.get_job(i)["state"] == "succeeded"}
 
     sim.configure(batch_processing_s=0)
-    release_backoff(store)
-    run_round(store, catalog, ports)
+    make_due(store)
+    run_batch_round(store, catalog, ports)
     assert store.counts() == {"succeeded": 10}
     for job_id in ids:  # the finished half was kept, not run again
         assert store.get_job(job_id)["attempt"] == (1 if job_id in finished else 2)
@@ -80,7 +81,7 @@ def test_5xx_inside_a_result_line_is_retried_then_dead_with_its_reason(store, ca
         job = store.get_job(job_id)
         if attempt == 1:
             assert job["state"] == "pending" and job["reason"].startswith("http 500: ")
-            release_backoff(store)
+            make_due(store)
     assert job["state"] == "dead"
     assert job["reason"] == ("max attempts (2) reached; last: http 500: "
                              "The server had an error while processing your request.")
@@ -125,7 +126,7 @@ def test_every_job_is_accounted_for_while_batches_are_in_flight(store, catalog, 
     assert mid["submitted"] == 14 and mid.get("succeeded", 0) + mid.get("pending", 0) == 10
 
     for _ in range(4):  # the rest, and the retries, to the end (as the sensors would drive them)
-        release_backoff(store)
+        make_due(store)
         build_and_submit(store, catalog, ports)
         poll_open_batches(store, ports)
         for batch_id, _provider in store.batches.ended_uncollected():

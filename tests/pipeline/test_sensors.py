@@ -17,8 +17,9 @@ from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.sensors.batch_sensors import REPEAT_UNCHANGED_S, pending_work_sensor
 from forge_dagster.sensors.lease_recovery import lease_recovery_sensor
 from forge_dagster.sensors.realtime_sensors import realtime_work_sensor
+from tests.helpers import make_due, run_batch_round
 from tests.pipeline.conftest import ticket, write_inbox
-from tests.pipeline.test_engine import enqueue, release_backoff, run_round
+from tests.pipeline.test_engine import enqueue
 
 
 def tick(sensor, instance, resources, cursor=None) -> dg.SensorResult:
@@ -56,8 +57,8 @@ def test_requeued_cohort_gets_a_new_run_key(resources, store, catalog, ports, si
     enqueue(store, [ticket(i) for i in range(4)])
     first = tick(pending_work_sensor, instance, resources)
     sim.configure(expire_batches=True, expire_complete_fraction=0.0)
-    run_round(store, catalog, ports)
-    release_backoff(store)
+    run_batch_round(store, catalog, ports)
+    make_due(store)
     assert store.counts() == {"pending": 4}
     again = tick(pending_work_sensor, instance, resources, cursor=first.cursor)
     assert requested_key(again) != requested_key(first)
@@ -100,7 +101,7 @@ def test_realtime_jobs_released_back_get_a_new_run_key(store: LeaseStore, databa
     first = tick(realtime_work_sensor, instance, resources)
     jobs = store.claim(2, mode="realtime")
     store.fail_many([(job, "transient: overloaded", True) for job in jobs])  # back to pending, retryable
-    release_backoff(store)
+    make_due(store)
     again = tick(realtime_work_sensor, instance, resources, cursor=first.cursor)
     assert requested_key(again) != requested_key(first)
 

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from forge_dagster.core.building import build_and_submit
-from forge_dagster.core.collection import collect_results, poll_open_batches, validate_batch
 from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR
 from forge_dagster.resources.providers import ProviderPortsResource
 
@@ -36,20 +34,8 @@ def ports(sim):
     return ProviderPortsResource(simulator_url=sim.url).ports
 
 
-def run_round(store, catalog, ports) -> list[int]:
-    """One pass of the batch path: build and submit, poll, collect and validate what ended."""
-    build_and_submit(store, catalog, ports)
-    ended = poll_open_batches(store, ports).ended
-    for batch_id in ended:
-        collect_results(store, ports, batch_id)
-        validate_batch(store, catalog, batch_id)
-    return ended
 
 
-def make_due(store) -> None:
-    """Make waiting jobs due now (their backoff is the store's business, tested there)."""
-    with store.transaction() as conn:
-        conn.execute("UPDATE jobs SET run_after = now() WHERE state = 'pending'")
 
 
 def ticket_input(i: int) -> dict:

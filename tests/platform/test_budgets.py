@@ -14,7 +14,8 @@ from forge_dagster.core.collection import collect_results, poll_open_batches, va
 from forge_dagster.core.processor_registry import load_catalog
 from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.store import JobSpec
-from tests.platform.conftest import example, make_due, run_round, ticket_input, write_processor
+from tests.helpers import make_due, run_batch_round
+from tests.platform.conftest import example, ticket_input, write_processor
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_a_budget_stops_submission_jobs_wait_without_spending_attempts_and_the_o
 
     store.processors.costs.set_budget("ticket_triage", "10")
     make_due(store)
-    run_round(store, catalog, ports)
+    run_batch_round(store, catalog, ports)
     assert store.counts() == {"succeeded": 3}
     assert {store.get_job(j)["attempt"] for j in ids} == {1}  # waiting never cost an attempt
 

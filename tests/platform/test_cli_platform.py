@@ -9,7 +9,8 @@ import pytest
 from forge_dagster.core.processor_registry import load_catalog
 from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.store import JobSpec
-from tests.platform.conftest import example, run_round, ticket_input, write_processor
+from tests.helpers import run_batch_round
+from tests.platform.conftest import example, ticket_input, write_processor
 
 GOOD_REVIEW = {"sentiment": "positive", "score": 0.9, "aspects": ["battery"]}
 OFF_SCHEMA_TICKET = {"category": "printer", "priority": "high", "summary": "Export does nothing."}
@@ -89,7 +90,7 @@ def test_sync_promote_and_retire_from_the_command_line(forge_cli, tmp_path):
 def test_costs_and_budgets_from_the_command_line(forge_cli, store, ports, sim):
     catalog = load_catalog(store, [PACKAGE_PROCESSORS_DIR])
     store.enqueue([JobSpec("ticket_triage", ticket_input(i), processor_version="1.0.0") for i in range(2)])
-    run_round(store, catalog, ports)
+    run_batch_round(store, catalog, ports)
     code, out = forge_cli("costs", "--by", "model", "--json")
     report = json.loads(out)
     assert code == 0 and [r["model"] for r in report["rows"]] == ["openai/gpt-4o-mini"]

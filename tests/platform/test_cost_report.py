@@ -16,7 +16,8 @@ from forge_dagster.core.reporting import ledger_summary
 from forge_dagster.core.store import JobSpec
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.providers import ProviderPortsResource
-from tests.platform.conftest import run_round, ticket_input
+from tests.helpers import run_batch_round
+from tests.platform.conftest import ticket_input
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -38,7 +39,7 @@ def test_cost_report_tables_and_charts_cost_per_day_and_model(store, resources, 
     catalog = load_catalog(store, [PACKAGE_PROCESSORS_DIR])
     store.enqueue([JobSpec("ticket_triage", ticket_input(i), processor_version="1.0.0") for i in range(3)]
                   + [JobSpec("review_sentiment", {"review": f"Nice {i}"}, processor_version="1.0.0") for i in range(2)])
-    run_round(store, catalog, ports)
+    run_batch_round(store, catalog, ports)
     meta = materialize(resources, tmp_path / "reports")
 
     report = meta["report"].value

@@ -15,7 +15,8 @@ from forge_dagster.core.processor_registry import load_catalog
 from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.reporting import cost_table, ledger_summary, reconcile_batch, reconcile_collected
 from forge_dagster.core.store import JobSpec
-from tests.platform.conftest import example, make_due, run_round, ticket_input, write_processor
+from tests.helpers import make_due, run_batch_round
+from tests.platform.conftest import example, ticket_input, write_processor
 
 # A reasoning model with a long shared system prompt: the simulator bills reasoning tokens and serves the
 # prompt's prefix from its cache after the first request, like the provider does.
@@ -46,10 +47,10 @@ def run_with_one_repair(store, catalog, ports, sim, n: int = 4) -> list[int]:
     ids = store.enqueue([JobSpec("reasoned_triage", ticket_input(i), processor_version="1.0.0")
                          for i in range(n)]).accepted
     sim.configure(schema_violation_rate=1.0)
-    run_round(store, catalog, ports)
+    run_batch_round(store, catalog, ports)
     sim.configure(schema_violation_rate=0.0)
     make_due(store)
-    run_round(store, catalog, ports)
+    run_batch_round(store, catalog, ports)
     return ids
 
 
@@ -101,7 +102,7 @@ def test_openai_batches_reconcile_with_the_batch_usage_and_a_lost_booking_shows(
 
 def test_anthropic_batches_are_not_reconciled_for_want_of_batch_usage(store, catalog, ports, sim):
     store.enqueue([JobSpec("review_sentiment", {"review": "Works well."}, processor_version="1.0.0")])
-    run_round(store, catalog, ports)
+    run_batch_round(store, catalog, ports)
     assert store.counts() == {"succeeded": 1}
     assert reconcile_collected(store, ports) == []
 
@@ -109,7 +110,7 @@ def test_anthropic_batches_are_not_reconciled_for_want_of_batch_usage(store, cat
 def test_cost_reports_by_processor_model_and_day_add_up_to_the_ledger(store, catalog, ports, sim):
     run_with_one_repair(store, catalog, ports, sim, n=2)
     store.enqueue([JobSpec("ticket_triage", ticket_input(9), processor_version="1.0.0")])
-    run_round(store, catalog, ports)
+    run_batch_round(store, catalog, ports)
     total = ledger_summary(store)
     assert total["attempts"] == 5
     by_processor = {r["processor"]: r for r in cost_table(store, "processor")}

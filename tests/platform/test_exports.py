@@ -10,7 +10,8 @@ from forge_dagster.core.exports import META_COLUMNS, read_export, validated_outp
 from forge_dagster.core.processor_registry import load_catalog
 from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.store import JobSpec
-from tests.platform.conftest import example, run_round, ticket_input, write_processor
+from tests.helpers import run_batch_round
+from tests.platform.conftest import example, ticket_input, write_processor
 
 NESTED_SCHEMA = {
     "type": "object", "additionalProperties": False, "required": ["route", "labels", "confidence", "steps"],
@@ -33,7 +34,7 @@ def exported(store, tmp_path, ports, sim):
     catalog = load_catalog(store, [PACKAGE_PROCESSORS_DIR, folder])
     store.enqueue([JobSpec(name, ticket_input(i), external_id=f"{name}-{i}", processor_version="1.0.0")
                    for name in ("ticket_triage", "nested_triage") for i in range(4)])
-    run_round(store, catalog, ports)
+    run_batch_round(store, catalog, ports)
     assert store.counts() == {"succeeded": 8}
     return catalog
 

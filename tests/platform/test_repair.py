@@ -14,7 +14,8 @@ from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR, Processor
 from forge_dagster.core.repair import render_job_request, repair_for
 from forge_dagster.core.store import JobSpec
 from forge_dagster.core.validation import schema_errors
-from tests.platform.conftest import example, make_due, run_round, ticket_input, write_processor
+from tests.helpers import make_due, run_batch_round
+from tests.platform.conftest import example, ticket_input, write_processor
 
 
 def strict_triage(repairs: int) -> dict:
@@ -50,13 +51,13 @@ def test_repair_request_quotes_the_rejected_answer_and_every_validator_error(sto
     processor = catalog["triage_r2"]
     [job_id] = enqueue(store, "triage_r2", 1)
     sim.configure(schema_violation_rate=1.0)
-    run_round(store, catalog, ports)
+    run_batch_round(store, catalog, ports)
     first = store.get_job(job_id)
     assert first["state"] == "pending" and first["reason"].startswith("schema")
 
     sim.configure(schema_violation_rate=0.0)
     make_due(store)
-    [batch_id] = run_round(store, catalog, ports)
+    [batch_id] = run_batch_round(store, catalog, ports)
     body = uploaded_bodies(ports, store, batch_id)[f"j{job_id}a2"]
     original = processor.render_request(ticket_input(0), f"j{job_id}a2").body
     assert body["messages"][:2] == original["messages"]  # the processor's own request, then the repair
@@ -78,7 +79,7 @@ def test_the_repair_loop_stops_at_its_bound_even_with_attempts_left(store, catal
     none_allowed = enqueue(store, "triage_r0", 2, max_attempts=5)
     sim.configure(schema_violation_rate=1.0)
     for _ in range(4):  # more rounds than the bound needs: nothing runs past it
-        run_round(store, catalog, ports)
+        run_batch_round(store, catalog, ports)
         make_due(store)
     for job_id in bounded:
         job = store.get_job(job_id)

@@ -12,7 +12,7 @@ from forge_dagster.core.processors import ProcessorCatalog
 from forge_dagster.core.realtime import RealtimeConfig, RealtimeExecutor
 from forge_dagster.core.realtime.calls import CallPolicy
 from forge_dagster.core.store.lease_store import OutboxRow
-from tests.helpers import wait_until
+from tests.helpers import make_due, wait_until
 
 from .conftest import TICKET, chat_calls, enqueue, ring_for, start_executor
 
@@ -33,11 +33,6 @@ def outbox(store, topic: str) -> list[OutboxRow]:
         rows = conn.execute("SELECT id, topic, key, payload, attempts FROM outbox WHERE topic = %s ORDER BY id",
                             (topic,)).fetchall()
     return [OutboxRow(*row) for row in rows]
-
-
-def make_due(store) -> None:
-    with store.transaction() as conn:
-        conn.execute("UPDATE jobs SET run_after = now() WHERE state = 'pending'")
 
 
 def test_a_budget_holds_realtime_jobs_without_spending_attempts_and_the_operator_is_told_once(
