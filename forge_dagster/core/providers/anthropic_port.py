@@ -193,22 +193,22 @@ class AnthropicPort(ProviderPort):
 
     # -- realtime ----------------------------------------------------------------------------------
     def complete(self, request: ProviderRequest) -> ResultItem:
-        method = self._client.messages.create
-        known, extra = split_known_kwargs(method, non_streaming(request.body))
-        try:
-            message = method(**known, extra_body=extra or None)
+        resource = self._client.messages
+        known, extra = split_known_kwargs(resource.create, non_streaming(request.body))
+        try:  # the raw response: its JSON as the provider sent it, without building the SDK's models
+            raw = resource.with_raw_response.create(**known, extra_body=extra or None)
         except Exception as exc:
             raise classify(exc) from exc
-        return anthropic_message_item(request.custom_id, message.to_dict(mode="json"))
+        return anthropic_message_item(request.custom_id, raw.http_response.json())
 
     async def acomplete(self, request: ProviderRequest) -> ResultItem:
-        method = self._async_client().messages.create
-        known, extra = split_known_kwargs(method, non_streaming(request.body))
-        try:
-            message = await method(**known, extra_body=extra or None)
+        resource = self._async_client().messages
+        known, extra = split_known_kwargs(resource.create, non_streaming(request.body))
+        try:  # the raw response: its JSON as the provider sent it, without building the SDK's models
+            raw = await resource.with_raw_response.create(**known, extra_body=extra or None)
         except Exception as exc:
             raise classify(exc) from exc
-        return anthropic_message_item(request.custom_id, message.to_dict(mode="json"))
+        return anthropic_message_item(request.custom_id, raw.http_response.json())
 
     def _new_async_client(self) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(**self._client_kwargs())

@@ -168,22 +168,22 @@ class OpenAIPort(ProviderPort):
 
     # -- realtime ----------------------------------------------------------------------------------
     def complete(self, request: ProviderRequest) -> ResultItem:
-        method = self._client.chat.completions.create
-        known, extra = split_known_kwargs(method, non_streaming(request.body))
-        try:
-            response = method(**known, extra_body=extra or None)
+        resource = self._client.chat.completions
+        known, extra = split_known_kwargs(resource.create, non_streaming(request.body))
+        try:  # the raw response: its JSON as the provider sent it, without building the SDK's models
+            raw = resource.with_raw_response.create(**known, extra_body=extra or None)
         except Exception as exc:
             raise classify(exc) from exc
-        return openai_completion_item(request.custom_id, response.to_dict(mode="json"))
+        return openai_completion_item(request.custom_id, raw.http_response.json())
 
     async def acomplete(self, request: ProviderRequest) -> ResultItem:
-        method = self._async_client().chat.completions.create
-        known, extra = split_known_kwargs(method, non_streaming(request.body))
-        try:
-            response = await method(**known, extra_body=extra or None)
+        resource = self._async_client().chat.completions
+        known, extra = split_known_kwargs(resource.create, non_streaming(request.body))
+        try:  # the raw response: its JSON as the provider sent it, without building the SDK's models
+            raw = await resource.with_raw_response.create(**known, extra_body=extra or None)
         except Exception as exc:
             raise classify(exc) from exc
-        return openai_completion_item(request.custom_id, response.to_dict(mode="json"))
+        return openai_completion_item(request.custom_id, raw.http_response.json())
 
     def _new_async_client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(**self._client_kwargs())
