@@ -43,8 +43,14 @@ def connect(url: str, schema: str, *, autocommit: bool = False, application_name
 RECENTLY_USED_S = 1.0
 
 
-def _note_return(conn: psycopg.Connection) -> None:
-    conn.info_returned_at = time.monotonic()  # type: ignore[attr-defined]
+class _Pool(ConnectionPool):
+    """A pool that notes when each connection came back, and checks one only when it sat idle longer than
+    RECENTLY_USED_S. The note is taken in `putconn` itself: a `reset` callback would send every return
+    through the pool's worker thread (measured: +50 us of CPU and a thread hand-off per statement)."""
+
+    def putconn(self, conn: psycopg.Connection) -> None:
+        conn.info_returned_at = time.monotonic()  # type: ignore[attr-defined]
+        super().putconn(conn)
 
 
 def _check_if_idle(conn: psycopg.Connection) -> None:
@@ -54,13 +60,12 @@ def _check_if_idle(conn: psycopg.Connection) -> None:
 
 def open_pool(url: str, schema: str, *, min_size: int = 1, max_size: int = 8, application_name: str = "forge"):
     """A connection pool whose connections all live in the store's schema; broken ones are replaced."""
-    pool = ConnectionPool(
+    pool = _Pool(
         url,
         min_size=min_size,
         max_size=max_size,
         kwargs=connect_kwargs(schema, application_name),
         check=_check_if_idle,
-        reset=_note_return,
         open=False,
     )
     pool.open(wait=True, timeout=30)
