@@ -43,9 +43,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_work(args: argparse.Namespace) -> int:
+    from forge_dagster.core.costs import PricesFileError, active_prices
     from forge_dagster.core.relay import background_relay, build_relay
     from forge_dagster.core.worker import Worker, resolve_handler
 
+    try:
+        active_prices()  # a wrong FORGE_PRICES_FILE stops a worker at start, naming the file and the entry
+    except PricesFileError as exc:
+        print(f"forge work: {exc}", file=sys.stderr)
+        return 2
     runtime, store = open_store(pool_size=args.concurrency + 2, wait_s=120.0)  # a worker waits for its database
     _announce(runtime)
     with store, background_relay(build_relay(store, forge_home=load_settings().forge_home)) as relay:

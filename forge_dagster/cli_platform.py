@@ -149,11 +149,14 @@ def cmd_costs(args: argparse.Namespace) -> int:
 
     if args.prices:
         from forge_dagster.core.config import load_settings
-        from forge_dagster.core.costs import pricing_table
+        from forge_dagster.core.costs import PricesFileError, pricing_table
         from forge_dagster.core.runtime import mode_line
 
         print(mode_line(load_settings()), file=sys.stderr, flush=True)
-        table = pricing_table()
+        try:
+            table = pricing_table()
+        except PricesFileError as exc:
+            return _fail(str(exc))
         print(json.dumps(table) if args.json else _table(table))
         return 0
     store = _open()
@@ -174,7 +177,9 @@ def cmd_costs(args: argparse.Namespace) -> int:
                                          for r in reconciled]}))
         return 0
     print(_table([{**r, "cost_usd": f"{r['cost_usd']:.6f}"} for r in rows]))
-    print(f"total: {total['attempts']} billed attempts, ${total['cost_usd']:.6f}")
+    unpriced = (f" ({total['unpriced_attempts']} without a price: their tokens are counted, not their cost; "
+                "add the model to a FORGE_PRICES_FILE)") if total["unpriced_attempts"] else ""
+    print(f"total: {total['attempts']} billed attempts, ${total['cost_usd']:.6f}{unpriced}")
     for r in reconciled:
         print(f"batch {r.batch_id}: " + ("reconciled" if r.matched else "DIFFERS: " + "; ".join(r.notes)))
     return 0

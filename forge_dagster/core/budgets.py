@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from forge_dagster.core.costs import UnknownModelPrice, cost_usd
+from forge_dagster.core.costs import NoPrice, cost_usd
 from forge_dagster.core.models import ProviderRequest, Usage
 from forge_dagster.core.processors import Processor, ProcessorCatalog
 from forge_dagster.core.store.cost_store import ALL_SCOPE
@@ -45,7 +45,7 @@ def estimate_input_tokens(body: Mapping[str, Any]) -> int:
 
 def estimate_cost(processor: Processor, request: ProviderRequest, *, batch: bool = True) -> Decimal:
     """The most `request` can cost: its estimated prompt plus `max_tokens` of output. Raises
-    UnknownModelPrice when the model has no price."""
+    NoPrice when the model has no price."""
     usage = Usage(input_tokens=estimate_input_tokens(request.body),
                   output_tokens=int(request.body.get("max_tokens") or processor.max_tokens))
     return cost_usd(processor.provider, processor.model, usage, batch=batch)
@@ -118,7 +118,7 @@ def admit_within_budgets(
             try:
                 estimate = estimate_attempt_cost(catalog.get_version(name, key.processor_version), request,
                                                  realtime=realtime)
-            except UnknownModelPrice as exc:
+            except NoPrice as exc:
                 reason = f"waiting: {exc}, so budget {scopes[0]!r} cannot be checked"
                 over = scopes[:1]
             else:

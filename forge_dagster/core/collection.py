@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from forge_dagster.core.costs import PRICING_VERSION, UnknownModelPrice, cost_usd
+from forge_dagster.core.costs import NoPrice, cost_usd, pricing_version
 from forge_dagster.core.models import (
     BatchState,
     ErrorClass,
@@ -225,6 +225,7 @@ def validate_batch(store: LeaseStore, catalog: ProcessorCatalog, batch_id: int) 
     report = ValidationReport()
     settlements, reasons = [], Counter()
     usage: Counter[str] = Counter()
+    unpriced = None
     for row in store.batches.stored_results(batch_id):
         item = _item_from_row(row)
         verdict = validate_result(item, processor)
@@ -232,8 +233,8 @@ def validate_batch(store: LeaseStore, catalog: ProcessorCatalog, batch_id: int) 
         if item.usage.input_tokens or item.usage.output_tokens:
             try:
                 cost = cost_usd(Provider(batch["provider"]), batch["model"], item.usage, batch=True)
-            except UnknownModelPrice:
-                log.warning("no price for %s %s: cost not booked", batch["provider"], batch["model"])
+            except NoPrice as exc:
+                unpriced = exc
         settlements.append(_settlement(row, item, verdict, cost))
         if not verdict.accepted:
             reasons[verdict.reason.split(":")[0]] += 1
@@ -241,10 +242,12 @@ def validate_batch(store: LeaseStore, catalog: ProcessorCatalog, batch_id: int) 
                 report.samples.append({"job": row["job_id"], "reason": verdict.reason[:120]})
         elif len(report.accepted_preview) < 5:
             report.accepted_preview.append({"job": row["job_id"], **verdict.output})
+    if unpriced is not None:
+        log.warning("batch %s: %s; its tokens are booked without a cost", batch_id, unpriced)
     settlements = limit_repairs(store, processor, settlements)  # repairs stop at their bound
     with store.transaction() as conn:  # the settling and its notifications commit together
         states = store.batches.settle(batch, settlements, from_states=["collected"],
-                                      pricing_version=PRICING_VERSION, conn=conn)
+                                      pricing_version=pricing_version(), conn=conn)
         store.write_outbox(batch_messages(batch, settlements, states), conn=conn)
     for s in settlements:
         if s.job_id in states and s.usage:

@@ -9,26 +9,42 @@ Usage convention (the provider ports normalise to it):
 - `output_tokens` already includes reasoning tokens (OpenAI's `completion_tokens` does);
   `reasoning_tokens` is informational and never billed a second time.
 The batch discount (50% at both providers) applies to every token class, cached input included.
+
+A team adds or overrides prices in a YAML file named by `FORGE_PRICES_FILE` (a model the table lacks, a
+negotiated rate): `version: <name>` and `prices: [{provider, model, input, output, cached_input?,
+batch_discount?}]`. The file's prices win over the built-in ones, and the table's version becomes
+`<built-in>+<file version>`, which every ledger row priced with it keeps.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from pathlib import Path
+
+import yaml
 
 from forge_dagster.core.models import Provider, Usage
 
 # Bump on every change to the table below: each ledger row keeps the version it was priced with.
 PRICING_VERSION = "2026-11.1"
+PRICES_FILE_ENV = "FORGE_PRICES_FILE"
 _MILLION = Decimal(1_000_000)
 _QUANTUM = Decimal("0.00000001")
 
 
-class UnknownModelPrice(KeyError):
-    """No price is known for this provider and model; costs are never guessed."""
+class NoPrice(Exception):
+    """No price can be given (the model is not in the table, or the prices file is wrong): the attempt's
+    tokens are booked without a cost, which is never guessed."""
+
+
+class UnknownModelPrice(NoPrice, KeyError):
+    """No price is known for this provider and model."""
 
     def __init__(self, provider: str, model: str) -> None:
-        super().__init__(f"no price for {provider}/{model} in pricing table {PRICING_VERSION}")
+        super().__init__(f"no price for {provider}/{model} in pricing table {pricing_version()}")
         self.provider = provider
         self.model = model
 
@@ -88,6 +104,82 @@ PRICES: dict[tuple[Provider, str], ModelPrice] = {
 }
 
 
+class PricesFileError(NoPrice, ValueError):
+    """The prices file cannot be used; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    version: str
+    prices: dict[tuple[Provider, str], ModelPrice]
+
+
+def _decimal(value: object, where: str) -> Decimal:
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise PricesFileError(f"{where}: {value!r} is not a number") from None
+    if not number.is_finite() or number < 0:
+        raise PricesFileError(f"{where}: {value!r} must be a number >= 0")
+    return number
+
+
+def _file_prices(path: Path) -> tuple[str, dict[tuple[Provider, str], ModelPrice]]:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise PricesFileError(f"{path}: cannot be read as YAML: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("version"), str | int | float) \
+            or not isinstance(doc.get("prices"), list):
+        raise PricesFileError(f"{path}: expected a mapping with `version` (text) and `prices` (a list)")
+    prices = {}
+    for i, entry in enumerate(doc["prices"]):
+        where = f"{path}: prices[{i}]"
+        if not isinstance(entry, dict):
+            raise PricesFileError(f"{where}: expected a mapping")
+        missing = [f for f in ("provider", "model", "input", "output") if f not in entry]
+        if missing:
+            raise PricesFileError(f"{where}: missing {', '.join(missing)}")
+        try:
+            provider = Provider(entry["provider"])
+        except ValueError:
+            raise PricesFileError(f"{where}.provider: unknown provider {entry['provider']!r}") from None
+        input_ = _decimal(entry["input"], f"{where}.input")
+        discount = _decimal(entry.get("batch_discount", "0.5"), f"{where}.batch_discount")
+        if discount > 1:
+            raise PricesFileError(f"{where}.batch_discount: {discount} is more than the whole price")
+        prices[(provider, str(entry["model"]))] = ModelPrice(
+            input_, _decimal(entry.get("cached_input", input_), f"{where}.cached_input"),
+            _decimal(entry["output"], f"{where}.output"), discount)
+    return str(doc["version"]), prices
+
+
+@functools.lru_cache(maxsize=4)
+def _table(path: str | None, _stamp: tuple[int, int]) -> PriceTable:
+    if path is None:
+        return PriceTable(PRICING_VERSION, PRICES)
+    version, prices = _file_prices(Path(path))
+    return PriceTable(f"{PRICING_VERSION}+{version}", {**PRICES, **prices})
+
+
+def active_prices() -> PriceTable:
+    """The built-in table, with the prices of FORGE_PRICES_FILE over it when set (re-read when the file
+    changes). PricesFileError when that file is missing or wrong."""
+    path = os.environ.get(PRICES_FILE_ENV) or None
+    if path is None:
+        return _table(None, (0, 0))
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise PricesFileError(f"{PRICES_FILE_ENV}={path}: {exc.strerror}") from None
+    return _table(path, (stat.st_mtime_ns, stat.st_size))  # a changed file is read again
+
+
+def pricing_version() -> str:
+    """The version of the active pricing table, as ledger rows record it."""
+    return active_prices().version
+
+
 def _key(provider: Provider | str, model: str) -> tuple[Provider, str] | None:
     try:
         return (Provider(provider), model)
@@ -97,15 +189,15 @@ def _key(provider: Provider | str, model: str) -> tuple[Provider, str] | None:
 
 def has_price(provider: Provider | str, model: str) -> bool:
     """True when the pricing table knows `model` at `provider`."""
-    return _key(provider, model) in PRICES
+    return _key(provider, model) in active_prices().prices
 
 
 def price_for(provider: Provider | str, model: str) -> ModelPrice:
-    """The list price of `model` at `provider`; UnknownModelPrice when there is none."""
-    key = _key(provider, model)
-    if key is None or key not in PRICES:
+    """The price of `model` at `provider`; UnknownModelPrice when there is none."""
+    key, prices = _key(provider, model), active_prices().prices
+    if key is None or key not in prices:
         raise UnknownModelPrice(str(provider), model)
-    return PRICES[key]
+    return prices[key]
 
 
 def cost_usd(provider: Provider | str, model: str, usage: Usage, *, batch: bool) -> Decimal:
@@ -126,8 +218,9 @@ def cost_usd(provider: Provider | str, model: str, usage: Usage, *, batch: bool)
 
 
 def pricing_table() -> list[dict[str, str]]:
-    """Every priced model of this table version: USD per million tokens and the batch discount."""
-    return [{"pricing_version": PRICING_VERSION, "provider": str(provider), "model": model,
+    """Every priced model of the active table: USD per million tokens and the batch discount."""
+    table = active_prices()
+    return [{"pricing_version": table.version, "provider": str(provider), "model": model,
              "input": str(p.input), "cached_input": str(p.cached_input), "output": str(p.output),
              "batch_discount": str(p.batch_discount)}
-            for (provider, model), p in sorted(PRICES.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))]
+            for (provider, model), p in sorted(table.prices.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))]

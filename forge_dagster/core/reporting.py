@@ -38,10 +38,11 @@ def since(days: int | None) -> datetime:
 
 
 def cost_table(store, by: str = "processor", days: int | None = None) -> list[dict[str, Any]]:
-    """Ledger totals grouped `by` processor, model (provider/model) or day: attempts, tokens, USD."""
+    """Ledger totals grouped `by` processor, model (provider/model) or day: attempts, tokens, USD, and the
+    attempts booked without a price (their tokens are counted, their cost is not known)."""
     rows = store.processors.costs.costs_by(by, since(days))
     return [{by: r["key"], "attempts": int(r["attempts"]), **{f: int(r[f]) for f in TOKEN_FIELDS},
-             "cost_usd": float(r["cost_usd"])} for r in rows]
+             "cost_usd": float(r["cost_usd"]), "unpriced_attempts": int(r["unpriced_attempts"])} for r in rows]
 
 
 def cost_by_day_and_model(store, days: int | None = 30) -> pd.DataFrame:
@@ -173,6 +174,6 @@ def reconcile_collected(store, ports: Mapping[Provider, Any], *, limit: int = 10
 
 
 def ledger_summary(store, days: int | None = None) -> dict[str, Any]:
-    """Rows and USD in the ledger for the window, as plain numbers."""
-    rows, total = store.processors.costs.ledger_total(since(days))
-    return {"attempts": rows, "cost_usd": float(Decimal(total))}
+    """Rows, USD and rows without a price in the ledger for the window, as plain numbers."""
+    rows, total, unpriced = store.processors.costs.ledger_total(since(days))
+    return {"attempts": rows, "cost_usd": float(Decimal(total)), "unpriced_attempts": unpriced}

@@ -23,17 +23,18 @@ TICKET_YAML = Path(__file__).resolve().parents[2] / "forge_dagster" / "examples"
 
 
 def test_output_checks_fail_on_a_missing_cost_and_on_an_output_changed_after_acceptance(resources, store, tmp_path):
-    # A processor on a model Forge has no price for: its jobs succeed, but no cost can be booked.
+    # A processor on a model Forge has no price for: its jobs succeed, their tokens are booked without a cost.
     (tmp_path / "unpriced.yaml").write_text(TICKET_YAML.read_text().replace("name: ticket_triage", "name: unpriced")
                                             .replace("model: gpt-4o-mini", "model: gpt-4o-mini-unpriced"))
     resources = {**resources, "processors": ProcessorCatalogResource(directory=str(tmp_path))}
     catalog = resources["processors"].load(store)
-    [changed, *_] = enqueue(store, [ticket(i) for i in range(3)])
+    [changed, lost, _] = enqueue(store, [ticket(i) for i in range(3)])
     [unpriced] = store.enqueue([JobSpec("unpriced", ticket(9)["input"], processor_version="1.0.0")]).accepted
     batches = run_batch_round(store, catalog, resources["providers"].ports)
     assert store.counts() == {"succeeded": 4}
     with store.transaction() as conn:  # someone edits an accepted output in place
         conn.execute("UPDATE jobs SET output = '{\"category\": \"spam\"}' WHERE id = %s", (changed,))
+        conn.execute("DELETE FROM costs WHERE job_id = %s", (lost,))  # and a booking goes missing
 
     instance = dg.DagsterInstance.ephemeral()
     key = batch_partition_key(batches[0])
@@ -44,7 +45,10 @@ def test_output_checks_fail_on_a_missing_cost_and_on_an_output_changed_after_acc
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     missing = checks["succeeded_jobs_have_output_and_cost"]
     assert not missing.passed and missing.severity == dg.AssetCheckSeverity.ERROR
-    assert missing.metadata["examples"].value == f"job {unpriced}: tokens used but no cost booked for attempt 1"
+    assert missing.metadata["failing"].value == 2
+    assert f"job {lost}: tokens used but no cost booked for attempt 1" in missing.metadata["examples"].value
+    assert (f"job {unpriced}: tokens booked without a price for attempt 1 (no price for its model)"
+            in missing.metadata["examples"].value)
     schema = checks["succeeded_outputs_validate"]
     assert not schema.passed and schema.metadata["failing"].value == 1
     assert schema.metadata["examples"].value.startswith(f"job {changed}: ")

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from forge_dagster.core.costs import PRICING_VERSION
 from forge_dagster.core.processor_registry import load_catalog
 from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.store import JobSpec
@@ -104,3 +105,18 @@ def test_costs_and_budgets_from_the_command_line(forge_cli, store, ports, sim):
     assert row["booked_today"] == pytest.approx(float(store.batches.cost()), abs=1e-8)
     assert forge_cli("budgets", "clear", "ticket_triage")[0] == 0
     assert json.loads(forge_cli("budgets", "--json")[1]) == []
+
+
+def test_the_price_list_shows_a_teams_prices_file_and_refuses_a_wrong_one(forge_cli, tmp_path, monkeypatch):
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("version: acme-1\nprices: [{provider: openai, model: ft-triage, input: 0.3, output: 1.2}]\n")
+    monkeypatch.setenv("FORGE_PRICES_FILE", str(prices))
+    code, out = forge_cli("costs", "--prices", "--json")
+    added = [r for r in json.loads(out) if r["model"] == "ft-triage"]
+    assert code == 0 and added == [{"pricing_version": f"{PRICING_VERSION}+acme-1", "provider": "openai",
+                                    "model": "ft-triage", "input": "0.3", "cached_input": "0.3", "output": "1.2",
+                                    "batch_discount": "0.5"}]
+    prices.write_text("version: acme-2\nprices: [{provider: openai, model: ft-triage, input: 0.3}]\n")
+    code, _ = forge_cli("costs", "--prices")
+    assert code == 1 and f"{prices}: prices[0]: missing output" in forge_cli.stderr
+    assert forge_cli("work", "--until-idle")[0] == 2 and "missing output" in forge_cli.stderr

@@ -122,3 +122,42 @@ def test_cost_reports_by_processor_model_and_day_add_up_to_the_ledger(store, cat
         rows = cost_table(store, by)
         assert sum(r["attempts"] for r in rows) == 5
         assert sum(r["cost_usd"] for r in rows) == pytest.approx(total["cost_usd"], abs=1e-8)
+
+
+@pytest.fixture
+def unpriced_catalog(store, tmp_path):
+    folder = tmp_path / "processors"
+    write_processor(folder, example("ticket_triage"), name="inhouse_triage", model="ft:gpt-4o-mini:acme:triage:1")
+    return load_catalog(store, [PACKAGE_PROCESSORS_DIR, folder])
+
+
+def test_an_unpriced_model_books_its_tokens_without_a_cost_and_reports_say_so(store, unpriced_catalog, ports, conn):
+    ids = store.enqueue([JobSpec("inhouse_triage", ticket_input(i), processor_version="1.0.0")
+                         for i in range(3)]).accepted
+    run_batch_round(store, unpriced_catalog, ports)
+    assert store.counts() == {"succeeded": 3}
+    rows = ledger(conn)
+    assert [r[0] for r in rows] == ids
+    assert all(r[3] > 0 and r[5] > 0 and r[7] is None for r in rows)  # tokens kept, cost unknown (not 0)
+
+    [by_model] = cost_table(store, "model")
+    assert by_model["unpriced_attempts"] == 3 and by_model["cost_usd"] == 0.0
+    assert by_model["input_tokens"] == sum(r[3] for r in rows)
+    assert ledger_summary(store) == {"attempts": 3, "cost_usd": 0.0, "unpriced_attempts": 3}
+    # The operator's check names what is missing: a price, not a booking.
+    flagged = dict(store.batches.succeeded_without_output_or_cost())
+    assert set(flagged) == set(ids) and all("without a price" in why for why in flagged.values())
+
+
+def test_a_prices_file_prices_a_model_the_table_lacks(store, unpriced_catalog, ports, conn, tmp_path, monkeypatch):
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("version: acme-2026-12\nprices:\n"
+                      "  - {provider: openai, model: 'ft:gpt-4o-mini:acme:triage:1', input: 0.30, output: 1.20}\n")
+    monkeypatch.setenv("FORGE_PRICES_FILE", str(prices))
+    store.enqueue([JobSpec("inhouse_triage", ticket_input(1), processor_version="1.0.0")])
+    run_batch_round(store, unpriced_catalog, ports)
+    [row] = ledger(conn)
+    usage = Usage(input_tokens=row[3], cached_input_tokens=row[4], output_tokens=row[5])
+    assert row[7] == cost_usd(Provider.OPENAI, "ft:gpt-4o-mini:acme:triage:1", usage, batch=True) > 0
+    assert row[8] == f"{PRICING_VERSION}+acme-2026-12"
+    assert store.batches.succeeded_without_output_or_cost() == []

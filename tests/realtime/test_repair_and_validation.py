@@ -86,6 +86,19 @@ def test_a_repaired_answer_is_accepted_and_every_answer_of_the_attempt_is_billed
     assert repaired >= 1, "no job needed a repair: the scenario did not exercise one"
 
 
+def test_an_answer_from_an_unpriced_model_is_booked_with_its_tokens_and_no_cost(sim, store, catalog):
+    _, unpriced = with_processor(catalog, model="ft:gpt-4o-mini:acme:tickets:1")
+    ids = enqueue(store, 3, TICKET, version="9.2.0")
+    RealtimeExecutor(store, unpriced, ring_for(sim), RealtimeConfig(concurrency=3)).run_sync(until_drained=True)
+
+    assert store.counts() == {"succeeded": 3}
+    with store.transaction() as conn:
+        rows = conn.execute("SELECT job_id, model, input_tokens, output_tokens, cost_usd FROM costs "
+                            "ORDER BY job_id").fetchall()
+    assert [r[0] for r in rows] == ids
+    assert all(r[1] == "ft:gpt-4o-mini:acme:tickets:1" and r[2] > 0 and r[3] > 0 and r[4] is None for r in rows)
+
+
 def test_5xx_answers_are_retried_within_bounds_and_every_job_still_succeeds(sim, store, catalog):
     sim.configure(error_5xx_rate=0.4)
     ids = enqueue(store, 12, TICKET, max_attempts=6)

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from forge_dagster.core.costs import UnknownModelPrice, cost_usd
+from forge_dagster.core.costs import NoPrice, cost_usd
 from forge_dagster.core.models import ErrorClass, ProviderError, ProviderRequest, ResultItem, Usage
 from forge_dagster.core.processors import Processor, ProcessorCatalog, TemplateError, validate_input
 from forge_dagster.core.quota import PausePolicy, pauses_key
@@ -101,8 +101,8 @@ def _billed(job: ClaimedJob, processor: Processor, answers: list[ResultItem]) ->
         return None
     try:
         cost = cost_usd(processor.provider, processor.model, usage, batch=False)
-    except UnknownModelPrice:
-        log.warning("no price for %s/%s: cost not booked", processor.provider, processor.model)
+    except NoPrice as exc:
+        log.warning("%s: tokens booked without a cost", exc)
         cost = None
     return BilledAttempt(job, str(processor.provider), processor.model, usage.to_dict(), cost,
                          answer_text(answers[-1]))

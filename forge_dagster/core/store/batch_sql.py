@@ -194,7 +194,9 @@ WITH input AS (
            coalesce((d.usage ->> 'input_tokens')::int, 0), coalesce((d.usage ->> 'cached_input_tokens')::int, 0),
            coalesce((d.usage ->> 'output_tokens')::int, 0), coalesce((d.usage ->> 'reasoning_tokens')::int, 0),
            d.cost, %(pricing_version)s, %(batch_priced)s
-    FROM done d WHERE d.cost IS NOT NULL
+    FROM done d  -- billed attempts: priced, or unpriced (NULL cost) with tokens
+    WHERE d.cost IS NOT NULL
+       OR coalesce((d.usage ->> 'input_tokens')::int, 0) + coalesce((d.usage ->> 'output_tokens')::int, 0) > 0
     ON CONFLICT (job_id, attempt) DO NOTHING
 ), events AS (
     INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
@@ -221,11 +223,13 @@ WITH recent AS MATERIALIZED (
 )
 SELECT r.id,
        CASE WHEN r.output IS NULL OR r.output = 'null'::jsonb THEN 'no validated output stored'
-            ELSE 'tokens used but no cost booked for attempt ' || r.attempt END
+            WHEN c.job_id IS NULL THEN 'tokens used but no cost booked for attempt ' || r.attempt
+            ELSE 'tokens booked without a price for attempt ' || r.attempt || ' (no price for its model)' END
 FROM recent r
+LEFT JOIN costs c ON c.job_id = r.id AND c.attempt = r.attempt
 WHERE r.output IS NULL OR r.output = 'null'::jsonb
    OR (coalesce((r.usage ->> 'input_tokens')::int, 0) + coalesce((r.usage ->> 'output_tokens')::int, 0) > 0
-       AND NOT EXISTS (SELECT 1 FROM costs c WHERE c.job_id = r.id AND c.attempt = r.attempt))
+       AND (c.job_id IS NULL OR c.cost_usd IS NULL))
 ORDER BY r.id
 """
 

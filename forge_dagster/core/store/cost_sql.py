@@ -1,7 +1,8 @@
 """SQL for money: budgets and the estimates that reserve them, jobs held back by a budget, the cost
 ledger's reports, and the reconciliation of a provider batch's usage with the ledger.
 
-Budget days are UTC days. The ledger (`costs`, migration 002) has one row per billed job attempt.
+Budget days are UTC days. The ledger (`costs`, migration 002) has one row per billed job attempt; an attempt
+at a model with no price has a NULL cost (migration 011) and is counted as unpriced in the reports.
 """
 
 # Budget admission runs under this lock (per schema): two builders never spend the same headroom.
@@ -78,7 +79,8 @@ SELECT CASE %(by)s::text WHEN 'processor' THEN coalesce(processor, '(none)')
                    WHEN 'model' THEN provider || '/' || model
                    ELSE to_char(booked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') END AS key,
        count(*) AS attempts, sum(input_tokens) AS input_tokens, sum(cached_input_tokens) AS cached_input_tokens,
-       sum(output_tokens) AS output_tokens, sum(reasoning_tokens) AS reasoning_tokens, sum(cost_usd) AS cost_usd
+       sum(output_tokens) AS output_tokens, sum(reasoning_tokens) AS reasoning_tokens,
+       coalesce(sum(cost_usd), 0) AS cost_usd, count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced_attempts
 FROM costs
 WHERE booked_at >= %(since)s
 GROUP BY 1 ORDER BY 1
@@ -86,13 +88,16 @@ GROUP BY 1 ORDER BY 1
 
 COSTS_BY_DAY_AND_MODEL = """
 SELECT to_char(booked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, provider, model, count(*) AS attempts,
-       sum(cost_usd) AS cost_usd
+       coalesce(sum(cost_usd), 0) AS cost_usd
 FROM costs
 WHERE booked_at >= %(since)s
 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
 
-LEDGER_TOTAL = "SELECT count(*), coalesce(sum(cost_usd), 0) FROM costs WHERE booked_at >= %(since)s"
+LEDGER_TOTAL = """
+SELECT count(*), coalesce(sum(cost_usd), 0), count(*) FILTER (WHERE cost_usd IS NULL)
+FROM costs WHERE booked_at >= %(since)s
+"""
 
 # The ledger rows of one batch, and the usage of its stored result lines, summed.
 BATCH_LEDGER = """

@@ -130,11 +130,11 @@ class CostRepository:
     def costs_by_day_and_model(self, since: datetime) -> list[dict[str, Any]]:
         return self._rows(sql.COSTS_BY_DAY_AND_MODEL, {"since": since})
 
-    def ledger_total(self, since: datetime) -> tuple[int, Decimal]:
-        """(ledger rows, USD) booked since `since`."""
+    def ledger_total(self, since: datetime) -> tuple[int, Decimal, int]:
+        """(ledger rows, USD, rows without a price) booked since `since`."""
         with self._pool.connection() as conn:
-            n, total = conn.execute(sql.LEDGER_TOTAL, {"since": since}).fetchone()
-        return int(n), Decimal(total)
+            n, total, unpriced = conn.execute(sql.LEDGER_TOTAL, {"since": since}).fetchone()
+        return int(n), Decimal(total), int(unpriced)
 
     # -- reconciliation --------------------------------------------------------------------------
     def batch_sums(self, batch_id: int) -> tuple[dict[str, Any], dict[str, Any]]:

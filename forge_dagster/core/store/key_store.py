@@ -170,8 +170,8 @@ class KeyRepository:
 
     def book_usage(self, items: Sequence[BilledAttempt], *, settled: set[int], pricing_version: str, conn) -> Decimal:
         """Book each billed attempt once in the costs ledger (ON CONFLICT DO NOTHING) and note usage and
-        cost on the jobs in `settled` (those this worker's fenced transition just moved). Returns the
-        cost booked now."""
+        cost on the jobs in `settled` (those this worker's fenced transition just moved). An attempt at a
+        model without a price is booked with its tokens and no cost. Returns the cost booked now."""
         if not items:
             return Decimal(0)
         params = {
@@ -186,7 +186,7 @@ class KeyRepository:
             conn.execute(keys_sql.NOTE_JOB_USAGE, {
                 "ids": [u.job.id for u in mine], "usages": [Jsonb(u.usage) for u in mine],
                 "raw_outputs": [u.raw_output for u in mine], "booked": [booked.get(u.job.id) for u in mine]})
-        return sum(booked.values(), Decimal(0))
+        return sum((cost for cost in booked.values() if cost is not None), Decimal(0))  # None: unpriced
 
     # -- batch submission holds ------------------------------------------------------------------
     def hold_submissions(self, provider: str, model: str, reason: str) -> bool:

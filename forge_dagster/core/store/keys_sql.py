@@ -131,7 +131,8 @@ WITH input AS (
 SELECT id FROM done
 """
 
-# One ledger row per (job, attempt) the provider billed, at realtime (non-batch) prices.
+# One ledger row per (job, attempt) the provider billed, at realtime (non-batch) prices; NULL cost when the
+# model has no price (every BilledAttempt used tokens).
 BOOK_REALTIME_COSTS = """
 INSERT INTO costs (job_id, attempt, batch_id, provider, model, processor, input_tokens, cached_input_tokens,
                    output_tokens, reasoning_tokens, cost_usd, pricing_version, batch_priced)
@@ -142,7 +143,6 @@ SELECT t.id, t.attempt, NULL, t.provider, t.model, t.processor,
 FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(providers)s::text[], %(models)s::text[],
             %(processors)s::text[], %(usages)s::jsonb[], %(costs)s::numeric[])
     AS t(id, attempt, provider, model, processor, usage, cost)
-WHERE t.cost IS NOT NULL
 ON CONFLICT (job_id, attempt) DO NOTHING
 RETURNING job_id, cost_usd
 """

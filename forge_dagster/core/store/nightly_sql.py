@@ -24,7 +24,7 @@ COSTS_BY_MODEL = """
 SELECT provider, model, count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
        coalesce(sum(cost_usd), 0)
 FROM costs WHERE booked_at >= %(since)s
-GROUP BY provider, model ORDER BY sum(cost_usd) DESC, provider, model
+GROUP BY provider, model ORDER BY coalesce(sum(cost_usd), 0) DESC, provider, model
 """
 
 BATCHES_ENDED_BADLY = """

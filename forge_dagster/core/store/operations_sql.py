@@ -112,7 +112,7 @@ ON CONFLICT (provider, outcome) DO UPDATE SET calls = c.calls + excluded.calls, 
 
 COST_AND_TOKENS = """
 SELECT provider, model, sum(input_tokens), sum(cached_input_tokens), sum(output_tokens), sum(reasoning_tokens),
-       sum(cost_usd), count(*)
+       coalesce(sum(cost_usd), 0), count(*)
 FROM costs GROUP BY provider, model ORDER BY provider, model
 """
 
