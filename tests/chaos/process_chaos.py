@@ -4,8 +4,10 @@ once others took its jobs over (no kill meanwhile), so whatever it finishes late
 lease fence.
 
 Measured: jobs lost, results accepted twice, stale completions accepted (all must be 0), results the
-frozen worker came back with and had rejected, and the recovery time of each job a killed worker held
-(from the kill until another worker finished it: about one lease TTL plus one call).
+frozen worker came back with and had rejected, and for each job a killed worker held: the time from the
+kill until another worker claimed it again (about one lease TTL) and until that worker finished it (one
+more call), and how many were orphaned a second time (the worker that took them over was killed too), the
+cause of the long tail.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class ProcessChaosReport:
     lease_ttl_s: float
     elapsed_s: float = 0.0
     kills: list[Kill] = field(default_factory=list)
-    recovery_s: list[float] = field(default_factory=list)  # per job a killed worker held
+    recovery_s: list[float] = field(default_factory=list)  # per job a killed worker held: kill -> finished
+    reclaim_s: list[float] = field(default_factory=list)  # kill -> claimed again by another worker
+    orphaned_again: int = 0  # jobs claimed more than once after their kill (their new worker died too)
     paused_held: list[int] = field(default_factory=list)  # jobs the frozen worker held
     paused_taken_over: bool = False  # every one of them was taken over before SIGCONT
     late_rejected: int = 0  # results the frozen worker came back with, refused by the fence
@@ -63,8 +67,11 @@ class ProcessChaosReport:
                 "duplicates accepted": len(c.accepted_twice), "stale accepted": len(c.stale_transitions),
                 "frozen held": len(self.paused_held), "frozen taken over": self.paused_taken_over,
                 "late rejected": self.late_rejected, "lease ttl s": self.lease_ttl_s,
+                "reclaim p50 s": _round(percentile(self.reclaim_s, 0.5)),
+                "reclaim p99 s": _round(percentile(self.reclaim_s, 0.99)),
                 "recovery p50 s": _round(percentile(self.recovery_s, 0.5)),
                 "recovery p99 s": _round(percentile(self.recovery_s, 0.99)),
+                "orphaned again": self.orphaned_again,
                 "jobs/s": round(self.jobs / self.elapsed_s, 1) if self.elapsed_s else None}
 
 
@@ -93,18 +100,27 @@ def _db_now(conn) -> float:
     return conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
 
 
-def _recovery_times(url: str, schema: str, kills: list[Kill]) -> list[float]:
-    """Per job a killed worker held when it died: seconds from the kill until another worker finished it."""
-    times = []
+def _recovery_times(url: str, schema: str, kills: list[Kill]) -> tuple[list[float], list[float], int]:
+    """Per job a killed worker held when it died and did not finish before: seconds from the kill until
+    another worker claimed it, and until one finished it; and how many jobs were claimed more than once
+    after their kill."""
+    reclaims, recoveries, again = [], [], 0
     with schema_conn(url, schema) as conn:
         for kill in kills:
-            for actor, at in conn.execute(
-                    "SELECT actor, extract(epoch FROM at)::float8 FROM job_events "
-                    "WHERE job_id = ANY(%s) AND to_state IN ('succeeded', 'invalid', 'failed', 'dead')",
-                    (kill.held,)):
-                if not (actor or "").startswith(kill.owner_prefix):  # it did not finish before the kill
-                    times.append(at - kill.at)
-    return times
+            for finisher, finished_at, claims in conn.execute(
+                    "SELECT f.actor, extract(epoch FROM f.at)::float8, c.claims FROM job_events f "
+                    "CROSS JOIN LATERAL (SELECT array_agg(extract(epoch FROM e.at)::float8 ORDER BY e.id) AS claims"
+                    "  FROM job_events e WHERE e.job_id = f.job_id AND e.to_state = 'running' "
+                    "  AND e.at > to_timestamp(%s)) c "
+                    "WHERE f.job_id = ANY(%s) AND f.to_state IN ('succeeded', 'invalid', 'failed', 'dead')",
+                    (kill.at, kill.held)):
+                if (finisher or "").startswith(kill.owner_prefix):  # it finished before the kill
+                    continue
+                recoveries.append(finished_at - kill.at)
+                if claims:
+                    reclaims.append(claims[0] - kill.at)
+                    again += len(claims) > 1
+    return reclaims, recoveries, again
 
 
 def run_process_chaos(
@@ -169,7 +185,7 @@ def run_process_chaos(
         fleet.stop_all()
     if frozen is not None:
         report.late_rejected = (frozen.stats() or {}).get("lease_lost", 0)
-    report.recovery_s = _recovery_times(database_url, schema, report.kills)
+    report.reclaim_s, report.recovery_s, report.orphaned_again = _recovery_times(database_url, schema, report.kills)
     with schema_conn(database_url, schema) as conn:
         report.conservation = conservation.check(conn)
     report.worker_errors = fleet.errors()

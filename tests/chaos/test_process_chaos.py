@@ -29,6 +29,7 @@ def test_killed_and_frozen_workers_lose_nothing_and_late_results_are_rejected(
     # Everything the frozen worker held was finished by others; what it came back with was refused.
     assert report.late_rejected == len(report.paused_held)
     assert all(t > 0 for t in report.recovery_s)
+    assert report.reclaim_s and max(report.reclaim_s) <= max(report.recovery_s)
 
 
 def test_a_job_whose_last_attempt_died_with_its_worker_ends_dead_under_realtime_workers_alone(
