@@ -1,7 +1,7 @@
 """A real HTTP receiver for the relay's tests: a callback endpoint and a Slack-like webhook on 127.0.0.1.
 
-It can refuse the next requests (as a receiver that is down), or take a message and then lose the
-answer (so the sender must retry what was already taken). It dedupes by idempotency key, as a
+It can refuse the next requests (as a receiver that is down), answer slowly, or take a message and then lose
+the answer (so the sender must retry what was already taken). It dedupes by idempotency key, as a
 careful receiver does, and records everything it saw.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -30,6 +31,7 @@ class Seen:
 class ReceiverState:
     refuse_next: int = 0  # answer 503 without taking the message
     lose_answer_next: int = 0  # take the message, then answer 500 (the sender cannot know it arrived)
+    answer_after_s: float = 0.0  # wait this long before handling each request
     seen: list[Seen] = field(default_factory=list)
     accepted: dict[str, Seen] = field(default_factory=dict)  # by idempotency key, first copy only
     duplicates: list[str] = field(default_factory=list)
@@ -49,6 +51,8 @@ class Receiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if state.answer_after_s:
+                    time.sleep(state.answer_after_s)  # a slow receiver
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 key = headers.get("idempotency-key") or "slack:" + headers.get("x-forge-outbox-ids", "")
                 with state.lock:
@@ -88,6 +92,11 @@ class Receiver:
     def refuse(self, n: int) -> None:
         with self.state.lock:
             self.state.refuse_next = n
+
+    def answer_after(self, seconds: float) -> None:
+        """Take `seconds` before answering each request."""
+        with self.state.lock:
+            self.state.answer_after_s = seconds
 
     def lose_answers(self, n: int) -> None:
         with self.state.lock:

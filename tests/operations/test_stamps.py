@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from forge_dagster.core.stamps import load_callback_secret, sign, verify_signature
-from forge_dagster.core.store import JobSpec
+from forge_dagster.core.store import JobSpec, LeaseStore
 from tests.helpers import run_batch_round, wait_until
 from tests.operations.conftest import SECRET, ticket_specs
 
@@ -71,3 +71,19 @@ def test_every_terminal_path_stamps_a_job_with_a_callback(store, receiver, make_
     assert by_path[f"/cb/{bad.payload['i']}"]["job"]["state"] == "failed"
     assert by_path[f"/cb/{lost.payload['i']}"]["job"]["state"] == "dead"
     assert "lease expired" in by_path[f"/cb/{lost.payload['i']}"]["failure"]["reason"]
+
+
+def test_a_slow_receiver_is_served_once_although_the_relay_waits_longer_than_the_store_lets_a_transaction_idle(
+    database_url, schema, receiver, make_relay,
+):
+    """The relay holds its rows locked while it sends; a receiver slower than the store's idle-in-transaction
+    limit must not get its round cut off (and the stamps sent again and again)."""
+    with LeaseStore(database_url, schema, idle_in_transaction_s=0.3) as store:
+        store.enqueue([JobSpec("p", {"i": i}, mode="realtime", callback_url=f"{receiver.url}/cb/{i}")
+                       for i in range(2)])
+        store.finish_many([(job, {"i": job.payload["i"]}) for job in store.claim(2)])
+        receiver.answer_after(0.5)
+        report = make_relay(store).drain()
+        assert (report.delivered, report.failed) == (2, 0)
+        assert len(receiver.accepted("/cb")) == 2 and receiver.state.duplicates == []
+        assert store.outbox_lag()[0] == 0

@@ -49,6 +49,25 @@ def test_stale_worker_cannot_complete_after_takeover(store: LeaseStore):
                            ("running", "running", "B"), ("running", "succeeded", store.owner)]
 
 
+def test_a_worker_frozen_inside_a_transaction_loses_its_locks_and_its_job_is_taken_over(
+    store: LeaseStore, database_url: str, schema: str,
+):
+    """A worker stopped (SIGSTOP, a stalled VM) between a fenced write and its commit holds the row lock;
+    SKIP LOCKED claims would pass the job by for as long as it stays frozen. The server ends such a
+    session once it has sat idle in its transaction past the limit, and the job is taken over."""
+    [job_id] = store.enqueue([JobSpec("p", {}, mode="realtime")]).accepted
+    with LeaseStore(database_url, schema, lease_ttl_s=0.5, idle_in_transaction_s=1.0, owner="frozen") as frozen:
+        job = frozen.claim(1)[0]
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            with frozen.transaction() as conn:
+                assert frozen.finish_many([(job, {"by": "frozen"})], conn=conn) == {job_id}  # row locked
+                taken = wait_until(lambda: store.claim(1, owner="B"), timeout_s=30, what="the takeover")
+                conn.execute("SELECT 1")  # it wakes up: its session is gone, nothing it wrote counts
+    assert [j.id for j in taken] == [job_id]
+    store.complete(taken[0], {"by": "B"})
+    assert store.get_job(job_id)["output"] == {"by": "B"}
+
+
 def test_expired_lease_is_swept_back_to_pending(store: LeaseStore):
     [job_id] = store.enqueue([JobSpec("p", {}, mode="realtime")]).accepted
     store.claim(1, ttl_s=0.1)

@@ -27,9 +27,13 @@ def check_schema(schema: str) -> str:
     return schema
 
 
-def connect_kwargs(schema: str, application_name: str = "forge") -> dict:
-    """libpq options that put every session of the store in `schema`."""
-    return {"options": f"-c search_path={check_schema(schema)}", "application_name": application_name}
+def connect_kwargs(schema: str, application_name: str = "forge", *, idle_in_transaction_s: float | None = None) -> dict:
+    """libpq options that put every session of the store in `schema` and, with `idle_in_transaction_s`, have
+    the server end a session left idle inside a transaction that long (its locks go with it)."""
+    options = f"-c search_path={check_schema(schema)}"
+    if idle_in_transaction_s:
+        options += f" -c idle_in_transaction_session_timeout={int(idle_in_transaction_s * 1000)}"
+    return {"options": options, "application_name": application_name}
 
 
 def connect(url: str, schema: str, *, autocommit: bool = False, application_name: str = "forge"):
@@ -58,13 +62,14 @@ def _check_if_idle(conn: psycopg.Connection) -> None:
         ConnectionPool.check_connection(conn)
 
 
-def open_pool(url: str, schema: str, *, min_size: int = 1, max_size: int = 8, application_name: str = "forge"):
+def open_pool(url: str, schema: str, *, min_size: int = 1, max_size: int = 8, application_name: str = "forge",
+              idle_in_transaction_s: float | None = None):
     """A connection pool whose connections all live in the store's schema; broken ones are replaced."""
     pool = _Pool(
         url,
         min_size=min_size,
         max_size=max_size,
-        kwargs=connect_kwargs(schema, application_name),
+        kwargs=connect_kwargs(schema, application_name, idle_in_transaction_s=idle_in_transaction_s),
         check=_check_if_idle,
         open=False,
     )

@@ -79,6 +79,12 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+# A session idle inside a transaction for longer than the lease TTL (and at least this long) is ended by the
+# server: a worker frozen mid-transaction (SIGSTOP, a stalled VM) would otherwise keep its row locks, and
+# SKIP LOCKED claims would pass its jobs by long after their leases expired.
+IDLE_IN_TRANSACTION_FLOOR_S = 10.0
+
+
 def backoff_delay(attempt: int, *, base_s: float = 2.0, cap_s: float = 300.0) -> float:
     """Exponential backoff with full jitter for the retry after `attempt` (1-based)."""
     return random.uniform(0, min(cap_s, base_s * 2 ** max(0, attempt - 1)))
@@ -96,12 +102,15 @@ class LeaseStore:
         lease_ttl_s: float = 30.0,
         owner: str | None = None,
         application_name: str = "forge",
+        idle_in_transaction_s: float | None = None,
     ) -> None:
         self.url = url
         self.schema = db.check_schema(schema)
         self.lease_ttl_s = lease_ttl_s
         self.owner = owner or default_owner()
-        self._pool = db.open_pool(url, schema, max_size=pool_size, application_name=application_name)
+        self._pool = db.open_pool(url, schema, max_size=pool_size, application_name=application_name,
+                                  idle_in_transaction_s=idle_in_transaction_s
+                                  or max(lease_ttl_s, IDLE_IN_TRANSACTION_FLOOR_S))
 
     @property
     def batches(self):

@@ -7,6 +7,10 @@
 # topic belongs to the lane. A key's run stops at its first row that is not ready: later rows wait.
 # SKIP LOCKED may hide a row another relay holds; `prev_id` lets the caller keep, per key, only the
 # rows whose predecessor it holds too, so two relays never deliver one key out of order.
+# A relay round keeps its transaction open while it sends (its lane budget is 15 s, a send times out
+# within seconds): it may sit idle that long, longer than other transactions of the store may.
+RELAY_IDLE_LIMIT = "SET LOCAL idle_in_transaction_session_timeout = '120s'"
+
 FETCH_READY_RUNS = """
 WITH open AS (
     SELECT o.id, o.key,

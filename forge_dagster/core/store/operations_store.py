@@ -68,7 +68,10 @@ class OperationsRepository:
         self, conn: psycopg.Connection, topics: Sequence[str], *, include: bool, limit: int = 100
     ) -> list[ReadyRow]:
         """Lock the rows of the lane (topics in `topics` when `include`, else all others) that may be
-        delivered now, in order per key. Only rows whose key predecessor is also held are returned."""
+        delivered now, in order per key. Only rows whose key predecessor is also held are returned.
+        The transaction stays open while they are sent, so it may sit idle longer than the store's usual
+        limit (RELAY_IDLE_LIMIT)."""
+        conn.execute(operations_sql.RELAY_IDLE_LIMIT)
         rows = conn.execute(
             operations_sql.FETCH_READY_RUNS, {"topics": list(topics), "include": include, "limit": limit}
         ).fetchall()
