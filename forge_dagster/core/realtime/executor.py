@@ -63,7 +63,11 @@ class RealtimeExecutor:
         self.router = KeyRouter(ring)
         self.stats = RealtimeStats()
         self._calls = JobCall(self.router, self.config.call, self.stats, self._pause, self._confirm)
+        # Leases held: jobs whose call runs, and jobs whose outcome waits for its write (heartbeats cover
+        # both). A slot frees when a call ends, so calls stay `concurrency` deep while outcomes are written;
+        # the leases held are bounded by twice that.
         self._in_flight: dict[int, tuple[ClaimedJob, asyncio.Task]] = {}
+        self._calling: set[int] = set()
         self._outcomes: asyncio.Queue[Outcome] | None = None
 
     @property
@@ -165,6 +169,8 @@ class RealtimeExecutor:
         except Exception as exc:  # a bug must not strand the job: it goes back with its attempt spent
             log.exception("job %s: unexpected error", job.id)
             outcome = Outcome(job, "retry", f"worker error: {type(exc).__name__}: {exc}"[:1000])
+        finally:
+            self._calling.discard(job.id)  # the slot is free; the lease is held until the outcome is written
         await self._outcomes.put(outcome)
 
     async def _flush(self, batch: list[Outcome]) -> None:
@@ -218,7 +224,7 @@ class RealtimeExecutor:
         tasks: set[asyncio.Task] = set()
         try:
             while not stop.is_set():
-                free = self.config.concurrency - len(self._in_flight)
+                free = min(self.config.concurrency - len(self._calling), self._lease_room())
                 if max_jobs is not None:
                     free = min(free, max_jobs - self.stats.claimed)
                 jobs = await self._claim(free) if free > 0 else []
@@ -230,6 +236,7 @@ class RealtimeExecutor:
                     for prepared in admitted:
                         task = asyncio.create_task(self._run_job(prepared))
                         self._in_flight[prepared.job.id] = (prepared.job, task)
+                        self._calling.add(prepared.job.id)
                         tasks.add(task)
                 tasks = {t for t in tasks if not t.done()}
                 if jobs and len(jobs) == free:
@@ -241,9 +248,10 @@ class RealtimeExecutor:
                         break
                     if until_idle and await self._none_open():
                         break
-                if tasks and len(self._in_flight) >= self.config.concurrency:
+                if tasks and len(self._calling) >= self.config.concurrency:
                     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                    await self._settled_slot()
+                if self._lease_room() <= 0:
+                    await self._written()
                 elif not jobs:
                     await _wait_thread_event(stop, self.config.idle_sleep_s)
         finally:
@@ -275,10 +283,14 @@ class RealtimeExecutor:
         except psycopg.OperationalError:
             return False
 
-    async def _settled_slot(self) -> None:
-        """After a call ends, give the recorder a moment so the slot is free when we claim again."""
+    def _lease_room(self) -> int:
+        """How many more leases this worker may hold (calls running plus outcomes not yet written)."""
+        return 2 * self.config.concurrency - len(self._in_flight)
+
+    async def _written(self) -> None:
+        """Wait (a while at most) for the recorder to write outcomes, when the leases held are at their bound."""
         for _ in range(50):
-            if len(self._in_flight) < self.config.concurrency:
+            if self._lease_room() > 0:
                 return
             await asyncio.sleep(self.config.flush_every_s)
 
