@@ -117,8 +117,8 @@ def ensure_database(url: str, database: str) -> None:
         if not exists:
             try:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-            except psycopg.errors.DuplicateDatabase:
-                pass  # another process created it between our check and our create
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                pass  # another process created it between our check and our create (workers start together)
 
 
 def psycopg2_url(url: str) -> str:

