@@ -65,12 +65,23 @@ def _check_if_idle(conn: psycopg.Connection) -> None:
 def open_pool(url: str, schema: str, *, min_size: int = 1, max_size: int = 8, application_name: str = "forge",
               idle_in_transaction_s: float | None = None):
     """A connection pool whose connections all live in the store's schema; broken ones are replaced."""
+
+    def check(conn: psycopg.Connection) -> None:
+        try:
+            _check_if_idle(conn)
+        except Exception:
+            # The server went away (a restart, a failover): the other idle connections are as dead as this
+            # one. Replace them all now, instead of finding them one check at a time, each failed check
+            # followed by a longer pause (1, 2, 4, 8 s...) before the caller gets a connection.
+            pool.drain()
+            raise
+
     pool = _Pool(
         url,
         min_size=min_size,
         max_size=max_size,
         kwargs=connect_kwargs(schema, application_name, idle_in_transaction_s=idle_in_transaction_s),
-        check=_check_if_idle,
+        check=check,
         open=False,
     )
     pool.open(wait=True, timeout=30)
