@@ -45,7 +45,8 @@ class DatabaseChaosReport:
     rate_after: float | None = None  # jobs/s once it stopped
     first_finish_after_restart_s: float | None = None
     baseline_s: float | None = None  # held xmin: the same run without the open transaction (set by caller)
-    workers_exited: int = 0  # worker processes that died on their own
+    workers_exited: int = 0  # worker processes that died on their own during the run (replaced)
+    unclean_stops: list[int] = field(default_factory=list)  # exit codes of workers SIGTERM did not stop cleanly
     conservation: conservation.Conservation | None = None
     worker_errors: str = ""
     notes: list[str] = field(default_factory=list)
@@ -58,7 +59,8 @@ class DatabaseChaosReport:
                 "terminated backends": self.terminated, "restarts": self.restarts,
                 "jobs/s during": _r(self.rate_during), "jobs/s after": _r(self.rate_after),
                 "first finish after restart s": _r(self.first_finish_after_restart_s),
-                "elapsed s": _r(self.elapsed_s), "slowdown x": slowdown, "workers exited": self.workers_exited}
+                "elapsed s": _r(self.elapsed_s), "slowdown x": slowdown, "workers exited": self.workers_exited,
+                "unclean stops": ",".join(map(str, self.unclean_stops)) or "none"}
 
 
 def _r(value: float | None) -> float | None:
@@ -116,8 +118,10 @@ def _wait_done(url: str, schema: str, fleet: Fleet, deadline: float, on_tick: Ca
 
 
 def _finish(report: DatabaseChaosReport, url: str, schema: str, fleet: Fleet) -> DatabaseChaosReport:
+    died = list(fleet.retired)  # replaced by _supervise while the run went on
     fleet.stop_all()
-    report.workers_exited = sum(1 for w in fleet.retired if w.proc.returncode not in (0, -15))
+    report.workers_exited = sum(1 for w in died if w.proc.returncode not in (0, -15))
+    report.unclean_stops = [w.proc.returncode for w in fleet.retired[len(died):] if w.proc.returncode not in (0, -15)]
     with schema_conn(url, schema) as conn:
         report.conservation = conservation.check(conn)
     report.worker_errors = fleet.errors()
