@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -122,12 +123,12 @@ def run_demo(args: argparse.Namespace) -> int:
     from forge_dagster.resources.providers import ProviderPortsResource
 
     settings = load_settings()
+    sim = None if not settings.providers_simulated else _start_simulator(args.seed)
+    if sim is not None:  # the mode line names the simulator this demo runs
+        os.environ["FORGE_SIMULATOR_URL"] = sim.url
     runtime = bring_up(settings, dagster=True)
     _say(runtime.describe())
     apply_pool_limits(runtime.dagster_home)
-    sim = None if not settings.providers_simulated else _start_simulator(args.seed)
-    if sim is not None:
-        _say(f"forge: providers=simulator (local test double at {sim.url}, not a provider)")
     store = LeaseStore(runtime.database_url, settings.store_schema, pool_size=4)
     try:
         store.migrate()
