@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 
 import psycopg
@@ -113,3 +114,33 @@ def test_workers_starting_together_create_dagsters_database_once_without_failing
     finally:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def test_after_the_server_drops_every_session_the_first_failed_check_replaces_all_idle_connections(
+    database_url, schema,
+):
+    """A restart or failover kills every pooled session at once. The first dead connection a check finds
+    drains the pool, so a caller gets a fresh connection next instead of checking the other dead ones one
+    by one, with the pool's growing pauses (1, 2, 4 s...) between them."""
+    name = f"forge-drain-{uuid.uuid4().hex[:8]}"
+    with LeaseStore(database_url, schema, pool_size=4, application_name=name) as store:
+        barrier = threading.Barrier(4)
+
+        def hold_a_connection() -> None:
+            with store.transaction():
+                barrier.wait()  # four at once: the pool keeps four idle connections afterwards
+
+        threads = [threading.Thread(target=hold_a_connection) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        pool = store._pool
+        assert pool.get_stats()["pool_size"] == 4
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            killed = admin.execute("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                   "WHERE application_name = %s", (name,)).fetchone()[0]
+        assert killed == 4
+        time.sleep(db.RECENTLY_USED_S + 0.1)  # idle long enough to be checked before use (not a race: a threshold)
+        assert store.counts() == {}
+        assert pool.get_stats().get("connections_lost", 0) == 1  # one dead connection checked, not four
