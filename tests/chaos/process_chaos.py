@@ -50,6 +50,10 @@ class ProcessChaosReport:
     reclaim_s: list[float] = field(default_factory=list)  # kill -> claimed again by another worker
     orphaned_again: int = 0  # jobs claimed more than once after their kill (their new worker died too)
     paused_held: list[int] = field(default_factory=list)  # jobs the frozen worker held
+    # Leases of the frozen worker that ended by someone else's hand (a takeover or the sweep): each result
+    # it came back with for them must have been refused. Read from the audit trail after the run, not from
+    # a snapshot at the freeze (a claim or a commit already on the wire then lands a moment later).
+    frozen_leases_lost: int = 0
     paused_taken_over: bool = False  # every one of them was taken over before SIGCONT
     late_rejected: int = 0  # results the frozen worker came back with, refused by the fence
     conservation: conservation.Conservation | None = None
@@ -98,6 +102,17 @@ def _sessions(conn) -> list[tuple]:
 
 def _db_now(conn) -> float:
     return conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
+
+
+def _leases_lost(url: str, schema: str, owner_prefix: str) -> int:
+    """How many claims of the worker named `owner_prefix` were followed, in their job's audit trail, by an
+    event of someone else (another worker's takeover, the sweep) rather than by its own."""
+    with schema_conn(url, schema) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM (SELECT actor, to_state, lead(actor) OVER (PARTITION BY job_id ORDER BY id) "
+            "AS next_actor FROM job_events) e "
+            "WHERE e.to_state = 'running' AND starts_with(e.actor, %s) "
+            "AND NOT coalesce(starts_with(e.next_actor, %s), false)", (owner_prefix, owner_prefix)).fetchone()[0]
 
 
 def _recovery_times(url: str, schema: str, kills: list[Kill]) -> tuple[list[float], list[float], int]:
@@ -185,6 +200,7 @@ def run_process_chaos(
         fleet.stop_all()
     if frozen is not None:
         report.late_rejected = (frozen.stats() or {}).get("lease_lost", 0)
+        report.frozen_leases_lost = _leases_lost(database_url, schema, frozen.owner_prefix)
     report.reclaim_s, report.recovery_s, report.orphaned_again = _recovery_times(database_url, schema, report.kills)
     with schema_conn(database_url, schema) as conn:
         report.conservation = conservation.check(conn)
