@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from forge_dagster.core.costs import NoPrice, cost_usd, pricing_version
+from forge_dagster.core.costs import NoPrice, cost_usd, usable_prices
 from forge_dagster.core.models import (
     BatchState,
     ErrorClass,
@@ -225,14 +225,14 @@ def validate_batch(store: LeaseStore, catalog: ProcessorCatalog, batch_id: int) 
     report = ValidationReport()
     settlements, reasons = [], Counter()
     usage: Counter[str] = Counter()
-    unpriced = None
+    table, unpriced = usable_prices()  # one table for the whole batch: its costs and the version they carry
     for row in store.batches.stored_results(batch_id):
         item = _item_from_row(row)
         verdict = validate_result(item, processor)
         cost = None
         if item.usage.input_tokens or item.usage.output_tokens:
             try:
-                cost = cost_usd(Provider(batch["provider"]), batch["model"], item.usage, batch=True)
+                cost = cost_usd(Provider(batch["provider"]), batch["model"], item.usage, batch=True, table=table)
             except NoPrice as exc:
                 unpriced = exc
         settlements.append(_settlement(row, item, verdict, cost))
@@ -247,7 +247,7 @@ def validate_batch(store: LeaseStore, catalog: ProcessorCatalog, batch_id: int) 
     settlements = limit_repairs(store, processor, settlements)  # repairs stop at their bound
     with store.transaction() as conn:  # the settling and its notifications commit together
         states = store.batches.settle(batch, settlements, from_states=["collected"],
-                                      pricing_version=pricing_version(), conn=conn)
+                                      pricing_version=table.version, conn=conn)
         store.write_outbox(batch_messages(batch, settlements, states), conn=conn)
     for s in settlements:
         if s.job_id in states and s.usage:

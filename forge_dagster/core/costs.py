@@ -43,8 +43,8 @@ class NoPrice(Exception):
 class UnknownModelPrice(NoPrice, KeyError):
     """No price is known for this provider and model."""
 
-    def __init__(self, provider: str, model: str) -> None:
-        super().__init__(f"no price for {provider}/{model} in pricing table {pricing_version()}")
+    def __init__(self, provider: str, model: str, version: str) -> None:
+        super().__init__(f"no price for {provider}/{model} in pricing table {version}")
         self.provider = provider
         self.model = model
 
@@ -180,6 +180,16 @@ def pricing_version() -> str:
     return active_prices().version
 
 
+def usable_prices() -> tuple[PriceTable, PricesFileError | None]:
+    """The active table, or, while FORGE_PRICES_FILE cannot be used, a table that prices nothing (every
+    attempt is then booked with its tokens and no cost, never guessed) and the reason. For the writers of
+    the ledger, which must go on booking whatever the file says."""
+    try:
+        return active_prices(), None
+    except PricesFileError as exc:
+        return PriceTable(f"{PRICING_VERSION}+unusable {PRICES_FILE_ENV}", {}), exc
+
+
 def _key(provider: Provider | str, model: str) -> tuple[Provider, str] | None:
     try:
         return (Provider(provider), model)
@@ -192,17 +202,21 @@ def has_price(provider: Provider | str, model: str) -> bool:
     return _key(provider, model) in active_prices().prices
 
 
-def price_for(provider: Provider | str, model: str) -> ModelPrice:
-    """The price of `model` at `provider`; UnknownModelPrice when there is none."""
-    key, prices = _key(provider, model), active_prices().prices
-    if key is None or key not in prices:
-        raise UnknownModelPrice(str(provider), model)
-    return prices[key]
+def price_for(provider: Provider | str, model: str, table: PriceTable | None = None) -> ModelPrice:
+    """The price of `model` at `provider` in `table` (default: the active one); UnknownModelPrice when
+    there is none."""
+    table = table or active_prices()
+    key = _key(provider, model)
+    if key is None or key not in table.prices:
+        raise UnknownModelPrice(str(provider), model, table.version)
+    return table.prices[key]
 
 
-def cost_usd(provider: Provider | str, model: str, usage: Usage, *, batch: bool) -> Decimal:
-    """USD for one request's `usage` (see the module docstring for the token convention), to 1e-8."""
-    price = price_for(provider, model)
+def cost_usd(provider: Provider | str, model: str, usage: Usage, *, batch: bool,
+             table: PriceTable | None = None) -> Decimal:
+    """USD for one request's `usage` (see the module docstring for the token convention), to 1e-8, at the
+    prices of `table` (default: the active one)."""
+    price = price_for(provider, model, table)
     if min(usage.input_tokens, usage.cached_input_tokens, usage.output_tokens) < 0:
         raise ValueError(f"token counts cannot be negative: {usage}")
     cached = min(usage.cached_input_tokens, usage.input_tokens)  # never bill more tokens than were sent

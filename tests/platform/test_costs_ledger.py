@@ -161,3 +161,16 @@ def test_a_prices_file_prices_a_model_the_table_lacks(store, unpriced_catalog, p
     assert row[7] == cost_usd(Provider.OPENAI, "ft:gpt-4o-mini:acme:triage:1", usage, batch=True) > 0
     assert row[8] == f"{PRICING_VERSION}+acme-2026-12"
     assert store.batches.succeeded_without_output_or_cost() == []
+
+
+def test_a_wrong_prices_file_never_stops_the_ledger(store, catalog, ports, conn, tmp_path, monkeypatch):
+    """The file may go wrong while work runs: attempts are still settled and booked, with their tokens
+    and no cost, under a version that says the file was unusable."""
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("version: broken\nprices: [{provider: openai, model: o4-mini, input: 1}]\n")
+    monkeypatch.setenv("FORGE_PRICES_FILE", str(prices))
+    store.enqueue([JobSpec("ticket_triage", ticket_input(1), processor_version="1.0.0")])
+    run_batch_round(store, catalog, ports)
+    assert store.counts() == {"succeeded": 1}
+    [row] = ledger(conn)
+    assert row[3] > 0 and row[7] is None and row[8] == f"{PRICING_VERSION}+unusable FORGE_PRICES_FILE"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from forge_dagster.core.costs import pricing_version
+from forge_dagster.core.costs import usable_prices
 from forge_dagster.core.models import JobState
 from forge_dagster.core.notify import invalid_or_dead_messages
 from forge_dagster.core.store import ClaimedJob, LeaseStore
@@ -69,7 +69,8 @@ def write_outcomes(store: LeaseStore, outcomes: list[Outcome], *, retry_base_del
                                       conn=conn)
         states.update(dict.fromkeys(released, JobState.PENDING))
         billed = [o.billed for o in outcomes if o.billed is not None]
-        cost = store.keys.book_usage(billed, settled=set(states), pricing_version=pricing_version(), conn=conn)
+        cost = store.keys.book_usage(billed, settled=set(states), pricing_version=usable_prices()[0].version,
+                                     conn=conn)
         calls = sum((o.calls for o in outcomes), Counter())  # made whether or not the lease still held
         store.operations.add_provider_calls(calls, conn=conn)
         store.write_outbox(_rejection_notices(outcomes, states), conn=conn)
