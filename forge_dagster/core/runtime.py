@@ -7,8 +7,10 @@ The embedded PostgreSQL lives in `$FORGE_HOME/pg`, is started once and reused by
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from forge_dagster.core.config import ForgeSettings
 # CI; its /tmp fallback is fine.
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _redis_servers: dict[str, object] = {}
 
@@ -225,9 +228,6 @@ def open_store(settings: ForgeSettings | None = None, *, dagster: bool = True, w
     """Bring up the database, migrate the store's schema and return (runtime, LeaseStore). With `wait_s`,
     a database that is away (restarting, failing over) is tried again until then, as a worker started by
     a service manager should."""
-    import logging
-    import time
-
     from forge_dagster.core.config import load_settings
     from forge_dagster.core.store import LeaseStore
 
@@ -247,7 +247,7 @@ def open_store(settings: ForgeSettings | None = None, *, dagster: bool = True, w
         except psycopg.OperationalError as exc:
             if time.monotonic() >= deadline:
                 raise
-            logging.getLogger(__name__).warning("forge: database not ready (%s); retrying",
+            log.warning("forge: database not ready (%s); retrying",
                                                 str(exc).splitlines()[0])
             time.sleep(min(5.0, 0.2 * 2 ** attempt))
             attempt += 1

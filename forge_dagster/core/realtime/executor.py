@@ -63,11 +63,10 @@ class RealtimeExecutor:
         self.router = KeyRouter(ring)
         self.stats = RealtimeStats()
         self._calls = JobCall(self.router, self.config.call, self.stats, self._pause, self._confirm)
-        # Leases held: jobs whose call runs, and jobs whose outcome waits for its write (heartbeats cover
-        # both). A slot frees when a call ends, so calls stay `concurrency` deep while outcomes are written;
-        # the leases held are bounded by twice that.
+        # Leases held: jobs whose call runs (task not done), and jobs whose outcome waits for its write
+        # (heartbeats cover both). A slot frees when a call ends, so calls stay `concurrency` deep while
+        # outcomes are written; the leases held are bounded by twice that.
         self._in_flight: dict[int, tuple[ClaimedJob, asyncio.Task]] = {}
-        self._calling: set[int] = set()
         self._outcomes: asyncio.Queue[Outcome] | None = None
 
     @property
@@ -169,9 +168,7 @@ class RealtimeExecutor:
         except Exception as exc:  # a bug must not strand the job: it goes back with its attempt spent
             log.exception("job %s: unexpected error", job.id)
             outcome = Outcome(job, "retry", f"worker error: {type(exc).__name__}: {exc}"[:1000])
-        finally:
-            self._calling.discard(job.id)  # the slot is free; the lease is held until the outcome is written
-        await self._outcomes.put(outcome)
+        await self._outcomes.put(outcome)  # the slot is free; the lease is held until the outcome is written
 
     async def _flush(self, batch: list[Outcome]) -> None:
         for attempt in range(5):
@@ -224,7 +221,7 @@ class RealtimeExecutor:
         tasks: set[asyncio.Task] = set()
         try:
             while not stop.is_set():
-                free = min(self.config.concurrency - len(self._calling), self._lease_room())
+                free = min(self.config.concurrency - self._calls_running(), self._lease_room())
                 if max_jobs is not None:
                     free = min(free, max_jobs - self.stats.claimed)
                 jobs = await self._claim(free) if free > 0 else []
@@ -236,7 +233,6 @@ class RealtimeExecutor:
                     for prepared in admitted:
                         task = asyncio.create_task(self._run_job(prepared))
                         self._in_flight[prepared.job.id] = (prepared.job, task)
-                        self._calling.add(prepared.job.id)
                         tasks.add(task)
                 tasks = {t for t in tasks if not t.done()}
                 if jobs and len(jobs) == free:
@@ -248,7 +244,7 @@ class RealtimeExecutor:
                         break
                     if until_idle and await self._none_open():
                         break
-                if tasks and len(self._calling) >= self.config.concurrency:
+                if tasks and self._calls_running() >= self.config.concurrency:
                     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 if self._lease_room() <= 0:
                     await self._written()
@@ -282,6 +278,9 @@ class RealtimeExecutor:
             return await asyncio.to_thread(self.store.open_count, "realtime") == 0
         except psycopg.OperationalError:
             return False
+
+    def _calls_running(self) -> int:
+        return sum(not task.done() for _, task in self._in_flight.values())
 
     def _lease_room(self) -> int:
         """How many more leases this worker may hold (calls running plus outcomes not yet written)."""
