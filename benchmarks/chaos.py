@@ -5,7 +5,7 @@ with a reason, nothing accepted twice, nothing stale accepted, cost booked once.
     python -m benchmarks.chaos [--database-url URL] [--jobs 5000] [--workers 4] [--fault-jobs 200]
                                [--only process,database,faults]
 
-1. process chaos: `forge work --realtime` processes on realtime jobs against the simulator (100 ms
+1. process chaos: `forge work` processes on realtime jobs against the simulator (100 ms
    latency); one SIGKILLed every few seconds and restarted, one SIGSTOPped past its lease and SIGCONTed;
 2. database chaos, on an embedded PostgreSQL this benchmark starts in a temporary directory: every
    session terminated once a second with a restart of the server halfway (a worker that dies is replaced,

@@ -4,10 +4,11 @@ and how it compares with procrastinate and pgqueuer draining the same number of 
     python -m benchmarks.lease_store [--database-url URL] [--jobs N] [--jobs-single N] [--repeat R]
 
 Measured on one server, each system in a fresh schema that is dropped afterwards:
-1. the ceiling: pgbench running job_sql.CLAIM_JOBS then job_sql.FINISH_JOBS (generated from the store's own
+1. the ceiling: pgbench running job_sql.CLAIM_JOBS then job_sql.SUCCEED_JOBS (generated from the store's own
    SQL, parameters as literals, k as a `\\set` variable, prepared statements as psycopg uses after five
    executions) over a pre-filled jobs table, 1 and 4 clients; jobs/s = transactions/s x k;
-2. Forge: 1 and 4 worker processes, each with its own LeaseStore, looping claim(k) -> finish_many(all k);
+2. Forge: 1 and 4 worker processes, each with its own LeaseStore, looping claim(k) -> succeed_many(all k)
+   (each success writes its accepted output, which the store checks: fail closed costs what it costs);
 3. procrastinate and pgqueuer (queue_peers.py): their own tables, 4 worker processes, a no-op task, drained.
 Every repeat re-fills the table (TRUNCATE, COPY, ANALYZE), times from the release of the already-connected
 workers to the last one finding the queue empty, and checks that every job succeeded.
@@ -54,23 +55,35 @@ from benchmarks._common import (
 )
 from benchmarks.queue_peers import PEER_WORKERS, PGQUEUER_BATCH, measure_pgqueuer, measure_procrastinate
 from benchmarks.report import Ratio, Row
+from forge_dagster.core.processor_registry import register_processors
+from forge_dagster.core.processors import Processor
 from forge_dagster.core.runtime import redact_url
 from forge_dagster.core.store import job_sql
 from forge_dagster.core.store.lease_store import JobSpec, LeaseStore
+from forge_dagster.core.validation import accepted_output, validate_output
 
 KS = (1, 10, 100)
 WORKERS = (1, 4)
 LEASE_TTL_S = 30.0
-NOOP_OUTPUT: dict = {}
+# The no-op job: a step whose handler answers `{}`, accepted as every output must be before a job succeeds.
+BENCH = Processor(name="bench", version="1.0.0", handler="benchmarks.lease_store:noop")
+NOOP_ACCEPTED = accepted_output(validate_output(BENCH, {}), BENCH, "benchmark")
+
+
+def noop(job) -> dict:
+    """The benchmark's handler: nothing to do."""
+    return {}
+
 RESULTS = Path(__file__).parent / "results" / "lease_store.json"
 
 
 # -- the lease store ------------------------------------------------------------------------------
 def refill(store: LeaseStore, n: int) -> None:
-    """Empty the jobs table and enqueue `n` pending realtime jobs (one COPY), then ANALYZE it."""
+    """Empty the jobs table and enqueue `n` pending no-op jobs (one COPY), then ANALYZE it."""
     with store.transaction() as conn:
-        conn.execute("TRUNCATE jobs, job_events RESTART IDENTITY")
-    store.enqueue([JobSpec("bench", {"i": i}, external_id=f"b{i}", mode="realtime") for i in range(n)])
+        conn.execute("TRUNCATE jobs, job_events, accepted_outputs RESTART IDENTITY")
+    register_processors(store, [(BENCH, "benchmark")])
+    store.enqueue([JobSpec("bench", {"i": i}, external_id=f"b{i}") for i in range(n)])
     with store.transaction() as conn:
         conn.execute("ANALYZE jobs")
     with store.transaction() as conn:
@@ -98,15 +111,19 @@ def _with_literals(text: str, values: dict[str, str]) -> str:
 
 def pgbench_script(k: int) -> str:
     """One transaction of the ceiling: CLAIM_JOBS (its final SELECT aggregated into :ids and :tokens with
-    \\gset), then FINISH_JOBS on those leases with `{}` outputs, as the no-op Forge worker does."""
+    \\gset), then SUCCEED_JOBS on those leases with accepted `{}` outputs, as the no-op Forge worker does."""
     claim_ctes, _ = job_sql.CLAIM_JOBS.rsplit("\nSELECT ", 1)
-    claim = _with_literals(claim_ctes, {"k": ":k", "mode": "'realtime'", "to_state": "'running'",
-                                        "owner": "'pgbench'", "ttl": str(LEASE_TTL_S)})
+    claim = _with_literals(claim_ctes, {"k": ":k", "mode": "'handler'", "to_state": "'running'",
+                                        "owner": "'pgbench'", "ttl": str(LEASE_TTL_S), "pins": "NULL"})
     n = "ARRAY[cardinality(:ids::bigint[])]"
-    finish = _with_literals(job_sql.FINISH_JOBS, {
+    a = NOOP_ACCEPTED
+    finish = _with_literals(job_sql.SUCCEED_JOBS, {
         "ids": ":ids", "tokens": ":tokens", "outputs": f"array_fill('{{}}'::jsonb, {n})",
-        "reasons": f"array_fill(NULL::text, {n})", "to_state": "'succeeded'", "from_state": "'running'",
-        "actor": "'pgbench'",
+        "processors": f"array_fill('{a.processor}'::text, {n})",
+        "versions": f"array_fill('{a.processor_version}'::text, {n})",
+        "fingerprints": f"array_fill('{a.fingerprint}'::text, {n})",
+        "accepted_by": f"array_fill('{a.accepted_by}'::text, {n})",
+        "reason": "'validated'", "from_state": "'running'", "actor": "'pgbench'",
     })
     collect = "SELECT coalesce(array_agg(id), '{}') AS ids, coalesce(array_agg(lease_token), '{}') AS tokens"
     return f"\\set k {k}\n{claim}\n{collect} FROM claimed\n\\gset\n{finish};\n"
@@ -133,15 +150,15 @@ def ceiling_round(pgbench: str, script: Path, url: str, store: LeaseStore, k: in
 
 # -- 2. Forge: LeaseStore in worker processes ------------------------------------------------------
 def _forge_worker(url: str, schema: str, events, commands) -> None:
-    """A worker process with its own LeaseStore; each round drains the queue with claim(k) -> finish_many."""
+    """A worker process with its own LeaseStore; each round drains the queue with claim(k) -> succeed_many."""
 
     def prepare():
         store = LeaseStore(url, schema, pool_size=2, lease_ttl_s=LEASE_TTL_S)
 
         def work(k: int) -> int:
             done = 0
-            while jobs := store.claim(k, mode="realtime"):
-                done += len(store.finish_many([(job, NOOP_OUTPUT) for job in jobs]))
+            while jobs := store.claim(k, mode="handler"):
+                done += len(store.succeed_many([(job, NOOP_ACCEPTED) for job in jobs]))
             return done
 
         return work, store.close
@@ -173,7 +190,7 @@ def measure_lease_store(url: str, jobs: dict[int, int], repeat: int, pgbench: st
                     script = Path(tmp) / f"claim_finish_k{k}.sql"
                     script.write_text(pgbench_script(k))
                     ceiling = Cell("ceiling (pgbench)", k, workers, note="store SQL in pgbench, no client library")
-                    forge = Cell("forge (LeaseStore)", k, workers, note="claim(k) -> finish_many, process/worker")
+                    forge = Cell("forge (LeaseStore)", k, workers, note="claim(k) -> succeed_many, process/worker")
                     for _ in range(repeat):
                         rate, ceiling.usage = ceiling_round(pgbench, script, url, ceiling_store, k, workers, jobs[k])
                         ceiling.samples.append(rate)
@@ -230,7 +247,7 @@ def as_rows(cells: list[Cell]) -> list[Row]:
         elif not c.system.startswith("ceiling") and ceiling:
             ratios.append(Ratio.unpaired(f"pgbench ceiling k={c.k} {c.workers}w", c.samples, ceiling.samples))
         what = {"ceiling (pgbench)": f"the store's claim + finish SQL in pgbench, k={c.k}, {c.workers} clients",
-                "forge (LeaseStore)": f"LeaseStore.claim(k={c.k}) -> finish_many, {c.workers} worker processes"}
+                "forge (LeaseStore)": f"LeaseStore.claim(k={c.k}) -> succeed_many, {c.workers} worker processes"}
         label = {"ceiling (pgbench)": f"pgbench ceiling k={c.k} {c.workers}w",
                  "forge (LeaseStore)": f"forge k={c.k} {c.workers}w"}.get(c.system, c.system)
         rows.append(Row("lease store", label, (what.get(c.system) or c.note) + ": no-op jobs drained", "jobs/s",

@@ -4,7 +4,7 @@ official `openai` client, against the simulator with a fixed latency and an RPM 
     python -m benchmarks.realtime [--database-url URL] [--quick] [--repeat R]
 
 Forge: jobs enqueued as realtime in a fresh store schema, run by `RealtimeExecutor.run_sync(until_idle=True)`
-with the default `RealtimeConfig` (what `forge work --realtime` runs): claims, the key's limiter (its
+with the default `RealtimeConfig` (what `forge work` runs): claims, the key's limiter (its
 schedule shared with other processes through the store), the call, fail-closed validation, outcomes
 written back. In the latency-bound scenario a third row runs Forge with `shared_pacing=False` (each process
 paces alone), which shows what the shared schedule costs. Peer: `parallel_processor.process_requests` on the

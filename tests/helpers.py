@@ -67,3 +67,47 @@ def make_due(store) -> None:
     """Make waiting jobs due now (their backoff is the store's business, tested there)."""
     with store.transaction() as conn:
         conn.execute("UPDATE jobs SET run_after = now() WHERE state = 'pending'")
+
+
+# A realtime LLM processor any JSON object satisfies: tests of the store, the outbox and the relay enqueue
+# jobs for it and succeed them through `succeed` (validated, as every success must be).
+TEST_PROCESSOR = {"name": "p", "version": "1.0.0", "provider": "openai", "model": "gpt-4o-mini",
+                  "mode": "realtime", "template": "Answer.", "max_tokens": 50,
+                  "response_schema": {"type": "object"}}
+
+
+def register_processor(store, **fields):
+    """Register a processor (TEST_PROCESSOR with `fields` laid over it) in the store's registry."""
+    from forge_dagster.core.processor_registry import register_processors
+    from forge_dagster.core.processors import Processor
+
+    processor = Processor.model_validate({**TEST_PROCESSOR, **fields})
+    register_processors(store, [(processor, "tests")])
+    return processor
+
+
+def accept(store, job, output):
+    """`output` validated against the job's pinned registered processor: what a job may succeed with."""
+    from forge_dagster.core.processor_registry import load_catalog
+    from forge_dagster.core.validation import accepted_output, validate_output
+
+    processor = load_catalog(store)[(job.processor, job.processor_version)]
+    return accepted_output(validate_output(processor, output), processor, "test")
+
+
+def succeed(store, items, *, conn=None) -> set[int]:
+    """Succeed claimed jobs with their outputs, each validated against its pinned registered processor."""
+    return store.succeed_many([(job, accept(store, job, output)) for job, output in items], conn=conn)
+
+
+ECHO_HANDLER = "tests.store.handlers:echo"
+
+
+def register_step(store, name: str = "step", handler: str = ECHO_HANDLER, **fields):
+    """Register a non-LLM step: a processor whose jobs a handler (module:function) runs, in mode handler."""
+    from forge_dagster.core.processor_registry import register_processors
+    from forge_dagster.core.processors import Processor
+
+    processor = Processor.model_validate({"name": name, "version": "1.0.0", "handler": handler, **fields})
+    register_processors(store, [(processor, "tests")])
+    return processor

@@ -21,7 +21,7 @@ from forge_dagster.core.models import (
     Usage,
 )
 from forge_dagster.core.notify import batch_messages, rejection_messages
-from forge_dagster.core.processors import ProcessorCatalog
+from forge_dagster.core.processors import Processor, ProcessorCatalog
 from forge_dagster.core.providers.base import ProviderPort
 from forge_dagster.core.quota import (
     KeyPorts,
@@ -35,7 +35,7 @@ from forge_dagster.core.repair import limit_repairs
 from forge_dagster.core.store import LeaseStore
 from forge_dagster.core.store.batch_store import Settlement
 from forge_dagster.core.store.lease_store import backoff_delay
-from forge_dagster.core.validation import validate_result
+from forge_dagster.core.validation import accepted_output, validate_result
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class ValidationReport:
     accepted_preview: list[dict[str, Any]] = field(default_factory=list)  # accepted: job and output
 
 
-def _settlement(row: Mapping[str, Any], item: ResultItem, verdict, cost) -> Settlement:
+def _settlement(row: Mapping[str, Any], item: ResultItem, verdict, cost, processor: Processor) -> Settlement:
     base = {
         "job_id": row["job_id"],
         "custom_id": row["custom_id"],
@@ -201,7 +201,8 @@ def _settlement(row: Mapping[str, Any], item: ResultItem, verdict, cost) -> Sett
         "raw_output": item.text,
     }
     if verdict.accepted:
-        return Settlement(kind="succeeded", output=verdict.output, reason="validated", **base)
+        accepted = accepted_output(verdict, processor, "batch")
+        return Settlement(kind="succeeded", output=accepted, reason="validated", **base)
     delay = backoff_delay(row["attempt"])
     if item.outcome == ResultOutcome.REQUEUE:
         return Settlement(
@@ -235,7 +236,7 @@ def validate_batch(store: LeaseStore, catalog: ProcessorCatalog, batch_id: int) 
                 cost = cost_usd(Provider(batch["provider"]), batch["model"], item.usage, batch=True, table=table)
             except NoPrice as exc:
                 unpriced = exc
-        settlements.append(_settlement(row, item, verdict, cost))
+        settlements.append(_settlement(row, item, verdict, cost, processor))
         if not verdict.accepted:
             reasons[verdict.reason.split(":")[0]] += 1
             if len(report.samples) < 5:

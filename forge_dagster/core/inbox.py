@@ -18,7 +18,7 @@ from typing import Any
 
 from forge_dagster.core.config import load_settings
 from forge_dagster.core.intake import parse_lines
-from forge_dagster.core.models import callback_url_problem
+from forge_dagster.core.models import callback_url_problem, settle_mode
 from forge_dagster.core.processors import Processor, ProcessorCatalog, validate_input
 from forge_dagster.core.store import JobSpec, LeaseStore
 
@@ -39,7 +39,7 @@ def job_mode(processor: Processor, payload: Any, due_at: datetime | None, realti
         from forge_dagster.core.realtime.routing import auto_mode
 
         return auto_mode(processor, payload, due_at=due_at, realtime_within_s=realtime_within_s)
-    return "realtime" if processor.mode == "realtime" else "batch"
+    return processor.mode if processor.mode in ("realtime", "handler") else "batch"
 
 
 def _pinned(catalog: ProcessorCatalog, name: str, version: str | None) -> Processor:
@@ -81,18 +81,21 @@ def route_specs(store: LeaseStore, specs: Sequence[JobSpec]) -> list[JobSpec | s
     within = load_settings().auto_realtime_within_s
     routed: list[JobSpec | str] = []
     for spec in specs:
-        if spec.mode is not None:
-            routed.append(spec)
-            continue
         try:
             processor = catalog.for_new_job(spec.processor, spec.processor_version)
         except KeyError:
-            routed.append(dataclasses.replace(spec, mode="batch"))
+            routed.append(spec if spec.mode is not None else dataclasses.replace(spec, mode="batch"))
+            continue
+        except ValueError as exc:
+            routed.append(spec if spec.mode is not None else str(exc))
+            continue
+        try:
+            mode = settle_mode(job_mode(processor, spec.payload, spec.due_at, within), spec.mode)
         except ValueError as exc:
             routed.append(str(exc))
         else:
-            mode = job_mode(processor, spec.payload, spec.due_at, within)
-            routed.append(dataclasses.replace(spec, processor_version=processor.version, mode=mode))
+            routed.append(dataclasses.replace(spec, processor_version=spec.processor_version or processor.version,
+                                              mode=mode))
     return routed
 
 
@@ -153,7 +156,7 @@ def review_external_rows(
         if problem:
             raise ValueError(problem)
         version, mode = check(row["processor"], row["processor_version"], row["payload"], row["due_at"])
-        return version, row["mode"] or mode
+        return version, settle_mode(mode, row["mode"])
 
     accepted, refused = store.review_unchecked(review)
     return accepted, len(refused)

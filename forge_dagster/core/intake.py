@@ -13,7 +13,13 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from forge_dagster.core.models import MAX_ATTEMPTS_LIMIT, MAX_PAYLOAD_BYTES, JobSpec, callback_url_problem
+from forge_dagster.core.models import (
+    MAX_ATTEMPTS_LIMIT,
+    MAX_PAYLOAD_BYTES,
+    JobSpec,
+    callback_url_problem,
+    settle_mode,
+)
 
 
 class IntakeLine(BaseModel):
@@ -26,7 +32,7 @@ class IntakeLine(BaseModel):
     processor: str = Field(min_length=1, max_length=200)
     input: dict[str, Any]
     processor_version: str | None = Field(default=None, min_length=1, max_length=200)
-    mode: Literal["batch", "realtime"] | None = None
+    mode: Literal["batch", "realtime", "handler"] | None = None
     max_attempts: int = Field(default=3, ge=1, le=MAX_ATTEMPTS_LIMIT)
     callback_url: str | None = Field(default=None, max_length=2000)
     due_at: AwareDatetime | None = Field(default=None, strict=False)
@@ -104,10 +110,10 @@ def parse_lines(
             try:
                 version, default_mode = check_processor(line.processor, line.processor_version, line.input,
                                                         line.due_at)
+                mode = settle_mode(default_mode, line.mode)
             except ValueError as exc:
                 parsed.errors.append(LineError(number, str(exc)))
                 continue
-            mode = line.mode or default_mode
         parsed.specs.append(JobSpec(
             processor=line.processor, payload=line.input, external_id=line.id, processor_version=version,
             mode=mode, max_attempts=line.max_attempts, callback_url=line.callback_url, due_at=line.due_at,

@@ -72,7 +72,7 @@ LIMITS: dict[Provider, ProviderLimits] = {
 
 CUSTOM_ID_RE = re.compile(r"\A[a-zA-Z0-9_-]{1,64}\Z")  # \Z: a trailing newline does not match
 
-JOB_MODES = ("batch", "realtime")
+JOB_MODES = ("batch", "realtime", "handler")
 MAX_PAYLOAD_BYTES = 256 * 1024  # a job's input as JSON (an intake line has the same bound)
 MAX_ATTEMPTS_LIMIT = 20
 _TEXT_LIMITS = {"processor": 200, "external_id": 200, "processor_version": 200, "callback_url": 2000}
@@ -87,6 +87,29 @@ def callback_url_problem(url: str) -> str | None:
     except ValueError:  # e.g. an unclosed IPv6 bracket
         ok = False
     return None if ok else f"callback_url must be an http(s) URL with a host, got {url[:100]!r}"
+
+
+def settle_mode(routed: str, stated: str | None) -> str:
+    """The mode a job runs in: the one its processor routes it to, or the one the job states. A handler
+    step's jobs run only in mode handler and an LLM job never does (ValueError says why)."""
+    if stated is None or stated == routed:
+        return routed
+    if "handler" in (routed, stated):
+        raise ValueError(f"mode {stated} does not fit a processor that runs in mode {routed}")
+    return stated
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedOutput:
+    """An output validation accepted against one registered processor version: the only thing a job may
+    succeed with (the store writes it to accepted_outputs, and refuses `succeeded` without it). Built by
+    `validation.accepted_output`, never by hand."""
+
+    output: dict[str, Any]
+    processor: str
+    processor_version: str
+    fingerprint: str
+    accepted_by: str  # the validating path: batch, realtime, repair, handler module:function
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,15 @@
 
 A processor pins everything that decides what a job asks and what counts as a valid answer: provider, model,
 prompts, the response JSON Schema and the output policy. Jobs name a processor (and version), never a prompt.
+A non-LLM step names a `handler` (module:function) instead of a model: its jobs run in mode `handler`, only
+under `forge work --handler` for that handler, and what it returns is validated like a provider's answer.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -48,6 +51,8 @@ _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9
 _UNDEFINED_RE = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")
 _JINJA = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 _T = TypeVar("_T")
+HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+_LLM_FIELDS = ("provider", "model", "template", "max_tokens")
 
 
 class ProcessorError(ValueError):
@@ -129,14 +134,15 @@ class Processor(BaseModel):
 
     name: StrictStr = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     version: StrictStr
-    provider: Provider
-    model: StrictStr = Field(min_length=1)
-    mode: Literal["batch", "realtime", "auto"] = "batch"
+    # provider, model, template and max_tokens are required unless the processor names a handler.
+    provider: Provider | None = None
+    model: StrictStr | None = Field(default=None, min_length=1)
+    mode: Literal["batch", "realtime", "auto", "handler"] = "batch"
     description: StrictStr = ""
     system: StrictStr = ""
-    template: StrictStr = Field(min_length=1)
+    template: StrictStr | None = Field(default=None, min_length=1)
     response_schema: dict[str, Any] | None = None
-    max_tokens: StrictInt = Field(gt=0)
+    max_tokens: StrictInt | None = Field(default=None, gt=0)
     temperature: StrictFloat | None = Field(default=None, ge=0, le=2)
     output_policy: Literal["json", "json_in_text", "text"] = "json"
     max_attempts: StrictInt = Field(default=3, ge=1, le=20)
@@ -145,6 +151,16 @@ class Processor(BaseModel):
     tags: tuple[Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.:-]{1,40}$")], ...] = ()
     # Realtime routing: provider key aliases to use, first choice first (empty: every key of the provider).
     keys: tuple[StrictStr, ...] = ()
+    # A non-LLM step: `package.module:function`, called with each claimed job by `forge work --handler`.
+    handler: StrictStr | None = Field(default=None, pattern=HANDLER_RE.pattern)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _handler_mode(cls, data: Any) -> Any:
+        """A processor with a handler runs in mode `handler` (the default when it states none)."""
+        if isinstance(data, dict) and data.get("handler") is not None and "mode" not in data:
+            return {**data, "mode": "handler"}
+        return data
 
     @field_validator("version")
     @classmethod
@@ -155,8 +171,8 @@ class Processor(BaseModel):
 
     @field_validator("template")
     @classmethod
-    def _check_template(cls, value: str) -> str:
-        if is_jinja(value):
+    def _check_template(cls, value: str | None) -> str | None:
+        if value is not None and is_jinja(value):
             try:
                 _compile_jinja(value)
             except jinja2.TemplateSyntaxError as exc:
@@ -176,11 +192,22 @@ class Processor(BaseModel):
 
     @model_validator(mode="after")
     def _check_policy(self) -> Processor:
-        if self.output_policy != "text":
+        if self.handler is not None and self.mode != "handler":
+            raise ValueError(f"a processor with a handler runs in mode handler, not {self.mode}")
+        if self.handler is None:
+            if self.mode == "handler":
+                raise ValueError("mode handler needs a handler: module:function")
+            missing = [name for name in _LLM_FIELDS if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"{missing[0]}: required field is missing (a processor without a handler "
+                                 f"needs {', '.join(_LLM_FIELDS)})")
+        if self.output_policy != "text" and self.handler is None:
             if self.response_schema is None:
                 raise ValueError(f"response_schema is required when output_policy is {self.output_policy}")
             if self.response_schema.get("type") != "object":
                 raise ValueError("response_schema must have type: object (providers return JSON objects)")
+        if self.handler is not None and self.response_schema is not None and self.response_schema.get("type") != "object":
+            raise ValueError("response_schema must have type: object (a handler returns a JSON object)")
         if self.provider == Provider.ANTHROPIC and self.temperature is not None and self.temperature > 1:
             raise ValueError("temperature must be between 0 and 1 for anthropic")
         return self
@@ -203,7 +230,7 @@ class Processor(BaseModel):
     @functools.cached_property
     def template_fields(self) -> tuple[str, ...]:
         """Input fields the template references (top-level names for Jinja, dotted paths otherwise)."""
-        return _template_fields(self.template)
+        return _template_fields(self.template) if self.template is not None else ()
 
     @functools.cached_property
     def derived(self) -> dict[str, Any]:
@@ -213,7 +240,10 @@ class Processor(BaseModel):
     @functools.cached_property
     def fingerprint(self) -> str:
         """A short stable hash of the definition: two processors with one name+version must agree on it."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # Fields an LLM processor leaves unset (handler) stay out, so their fingerprints are those they were
+        # registered under before handlers existed.
+        dumped = self.model_dump(mode="json", exclude={"handler"} if self.handler is None else set())
+        canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def memo(self, key: str, build: Callable[[], _T]) -> _T:
@@ -272,6 +302,8 @@ def validate_input(processor: Processor, job_input: Any) -> list[str]:
     """Problems that would stop `job_input` from rendering (empty list: it renders)."""
     if not isinstance(job_input, Mapping):
         return [f"job input must be a JSON object, got {type(job_input).__name__}"]
+    if processor.template is None:  # a handler step takes any object as its input
+        return []
     if not is_jinja(processor.template):
         errors = []
         for dotted in processor.template_fields:
@@ -290,10 +322,13 @@ def validate_input(processor: Processor, job_input: Any) -> list[str]:
 def _describe(exc: PydanticValidationError) -> tuple[str, str]:
     parts, first = [], ""
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(processor)"
-        first = first or field
         msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{field}: {msg}" if err["type"] != "missing" else f"{field}: required field is missing")
+        named = msg.split(":", 1)[0] if not err["loc"] else ""  # a whole-definition check naming its field
+        field = ".".join(str(p) for p in err["loc"]) or (named if named in Processor.model_fields else "(processor)")
+        first = first or field
+        if err["type"] == "missing":
+            msg = "required field is missing"
+        parts.append(msg if msg.startswith(f"{field}:") else f"{field}: {msg}")
     return first, "; ".join(parts)
 
 
@@ -309,10 +344,31 @@ def load_processor_file(path: str | Path) -> Processor:
     if not isinstance(data, dict):
         raise ProcessorError(path, "(processor)", f"must be a YAML mapping, got {type(data).__name__}")
     try:
-        return Processor.model_validate(data)
+        processor = Processor.model_validate(data)
     except PydanticValidationError as exc:
         field, message = _describe(exc)
         raise ProcessorError(path, field, message) from None
+    if processor.handler is not None:
+        try:
+            import_handler(processor.handler)
+        except ValueError as exc:
+            raise ProcessorError(path, "handler", str(exc)) from None
+    return processor
+
+
+def import_handler(path: str) -> Callable[..., Any]:
+    """The callable a `module:function` handler path names; ValueError saying why when it cannot be had."""
+    if not HANDLER_RE.fullmatch(path):
+        raise ValueError(f"{path!r} is not a module:function path")
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the same refusal, with its reason
+        raise ValueError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise ValueError(f"module {module_name!r} has no callable {attr!r}")
+    return function
 
 
 class ProcessorCatalog(Mapping[str, Processor]):

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from forge_dagster.core.models import ResultItem, ResultOutcome
+from forge_dagster.core.models import AcceptedOutput, ResultItem, ResultOutcome
 from forge_dagster.core.processors import Processor
 from forge_dagster.core.schema_compiler import compile_schema
 
@@ -180,3 +180,27 @@ def validate_result(item: ResultItem, processor: Processor) -> Verdict:
         errors = [f"{path}: {message}" for path, message in problems]
         return _reject(f"schema: {problems[0][1]}", retryable=True, errors=errors)
     return Verdict(True, output, [], False, "ok")
+
+
+def validate_output(processor: Processor, output: Any) -> Verdict:
+    """Accept or reject an output that is already a value (what a handler returned), as a provider's answer
+    is judged: it must be a JSON object and validate against the processor's pinned schema when it has one.
+    A handler is deterministic code, so a rejection is final (not retryable)."""
+    if not isinstance(output, dict):
+        return _reject(f"output is a {type(output).__name__}, not a JSON object", retryable=False)
+    try:
+        json.dumps(output, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return _reject(_clip(f"output is not JSON: {exc}"), retryable=False)
+    problems = _schema_problems(processor, output)
+    if problems:
+        errors = [f"{path}: {message}" for path, message in problems]
+        return _reject(f"schema: {problems[0][1]}", retryable=False, errors=errors)
+    return Verdict(True, output, [], False, "ok")
+
+
+def accepted_output(verdict: Verdict, processor: Processor, accepted_by: str) -> AcceptedOutput:
+    """The accepted output of an accepting verdict, bound to the processor version it was validated against."""
+    if not verdict.accepted or verdict.output is None:
+        raise ValueError(f"not accepted ({verdict.reason}): a rejected output cannot succeed a job")
+    return AcceptedOutput(verdict.output, processor.name, processor.version, processor.fingerprint, accepted_by)

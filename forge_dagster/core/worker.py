@@ -1,34 +1,41 @@
-"""The claim loop behind `forge work`: claim, run a pluggable handler, finish, fenced by the lease.
+"""The claim loop behind `forge work --handler`: claim, run a handler, validate, finish, fenced by the lease.
 
-Heartbeats run on their own thread, so a handler busy on the CPU does not lose its lease. A handler
-returns the job's output, or raises `JobFailed` (with `retryable`) or any exception (retryable).
+A handler is a non-LLM step named by the processors that declare it (`handler: module:function` in their
+YAML). The loop claims only jobs of those processors (mode `handler`), so a handler never sees an LLM job;
+what it returns is validated against the job's pinned processor like a provider's answer (fail closed): a
+valid JSON object succeeds, anything else ends the job `invalid`. A handler raises `JobFailed` (with
+`retryable`) or any exception (retryable) to fail the job instead.
 
-A worker whose lease was taken over must stop (DESIGN.md section 4): the heartbeat that finds it sets
-`job.lease_lost`, which a long handler watches (`job.lease_lost.wait(...)` or `.is_set()` between
-steps) to return early; whatever it returns then is discarded, never written.
+Heartbeats run on their own thread, so a handler busy on the CPU does not lose its lease. A worker whose
+lease was taken over must stop (DESIGN.md section 4): the heartbeat that finds it sets `job.lease_lost`,
+which a long handler watches (`job.lease_lost.wait(...)` or `.is_set()` between steps) to return early;
+whatever it returns then is discarded, never written.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 
-from forge_dagster.core.models import JobState
+from forge_dagster.core.models import AcceptedOutput, JobState
 from forge_dagster.core.notify import invalid_or_dead_messages
+from forge_dagster.core.processors import Processor
 from forge_dagster.core.store import ClaimedJob, LeaseStore
+from forge_dagster.core.validation import accepted_output, validate_output
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[ClaimedJob], Any]
 SWEEP_EVERY_S = 5.0  # how often a worker frees expired leases (its claims also take them at once)
+HANDLER_MODE = "handler"
 
 
 class JobFailed(Exception):
@@ -50,22 +57,14 @@ class WorkerStats:
     by_state: dict[str, int] = field(default_factory=dict)
 
 
-def echo_handler(job: ClaimedJob) -> Any:
-    """The foundation's sample handler: the output is the input."""
-    return {"echo": job.payload}
+@dataclass(frozen=True)
+class _Outcome:
+    """What one handler call came to: an accepted output, an invalid answer, or a failure."""
 
-
-HANDLERS: dict[str, Handler] = {"echo": echo_handler}
-
-
-def resolve_handler(name: str) -> Handler:
-    """A handler by registered name, or by `package.module:function` import path."""
-    if name in HANDLERS:
-        return HANDLERS[name]
-    if ":" not in name:
-        raise ValueError(f"unknown handler {name!r}: use one of {sorted(HANDLERS)} or module:function")
-    module, _, attr = name.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    job: ClaimedJob
+    accepted: AcceptedOutput | None = None
+    invalid: str | None = None
+    failure: JobFailed | None = None
 
 
 class _Heartbeat(threading.Thread):
@@ -96,58 +95,85 @@ class _Heartbeat(threading.Thread):
 
 
 class Worker:
-    """Runs `handler` over jobs of one mode with `concurrency` threads."""
+    """Runs `handler` with `concurrency` threads over the jobs of `processors` (the registered versions that
+    declare it), validating what it returns against each job's pinned version."""
 
     def __init__(
-        self, store: LeaseStore, handler: Handler, *, concurrency: int = 4, mode: str = "realtime",
+        self, store: LeaseStore, handler: Handler, processors: Sequence[Processor], *, concurrency: int = 4,
         lease_ttl_s: float | None = None, idle_sleep_s: float = 0.2, sweep_every_s: float = SWEEP_EVERY_S,
         retry_base_delay_s: float = 2.0,
     ) -> None:
-        self.store, self.handler, self.mode = store, handler, mode
+        if not processors:
+            raise ValueError("a handler worker needs the processors that declare its handler")
+        self.store, self.handler, self.mode = store, handler, HANDLER_MODE
+        self.processors = {p.key: p for p in processors}
+        self.name = processors[0].handler or "handler"
         self.concurrency = concurrency
         self.ttl_s = lease_ttl_s or store.lease_ttl_s
         self.idle_sleep_s, self.sweep_every_s = idle_sleep_s, sweep_every_s
         self.retry_base_delay_s = retry_base_delay_s
         self.stats = WorkerStats()
 
-    def _run_one(self, job: ClaimedJob) -> tuple[ClaimedJob, Any, JobFailed | None]:
-        """Run the handler; the outcome is recorded by the loop, in batches."""
+    def _run_one(self, job: ClaimedJob) -> _Outcome:
+        """Run the handler and judge what it returned; the outcome is recorded by the loop, in batches."""
+        processor = self.processors.get((job.processor, job.processor_version))
+        if processor is None:  # the claim takes only these processors' jobs: a row changed under us
+            return _Outcome(job, failure=JobFailed(
+                f"processor {job.processor} {job.processor_version} does not declare handler {self.name}",
+                retryable=False))
         try:
-            return job, self.handler(job), None
+            output = self.handler(job)
         except JobFailed as exc:
-            return job, None, exc
+            return _Outcome(job, failure=exc)
         except Exception as exc:  # a crashing handler: retryable, reason kept
-            return job, None, JobFailed(f"{type(exc).__name__}: {exc}", retryable=True)
+            return _Outcome(job, failure=JobFailed(f"{type(exc).__name__}: {exc}", retryable=True))
+        verdict = validate_output(processor, output)
+        if not verdict.accepted:
+            detail = f" ({'; '.join(verdict.errors)})" if verdict.errors != [verdict.reason] else ""
+            return _Outcome(job, invalid=f"handler {self.name}: {verdict.reason}{detail}"[:1000])
+        return _Outcome(job, accepted=accepted_output(verdict, processor, f"handler {self.name}"))
 
-    def _record(self, outcomes: list[tuple[ClaimedJob, Any, JobFailed | None]], beat: _Heartbeat) -> None:
-        """Write finished outcomes: one statement for the successes, one for the failures. A job whose
-        lease was lost is not written at all (its new holder decides)."""
+    def _record(self, outcomes: list[_Outcome], beat: _Heartbeat) -> None:
+        """Write finished outcomes: one statement for the successes, one per invalid reason, one for the
+        failures. A job whose lease was lost is not written at all (its new holder decides)."""
         with beat.lock:
-            for job, _, _ in outcomes:
-                beat.in_flight.pop(job.id, None)
-        for job, _, _ in outcomes:
-            if job.lease_lost.is_set():
-                self._lost(job)
-        outcomes = [o for o in outcomes if not o[0].lease_lost.is_set()]
-        successes = [(job, out) for job, out, err in outcomes if err is None]
-        failures = [(job, err.reason, err.retryable) for job, _, err in outcomes if err is not None]
-        held, states = self._write(successes, failures)
+            for o in outcomes:
+                beat.in_flight.pop(o.job.id, None)
+        for o in outcomes:
+            if o.job.lease_lost.is_set():
+                self._lost(o.job)
+        outcomes = [o for o in outcomes if not o.job.lease_lost.is_set()]
+        successes = [(o.job, o.accepted) for o in outcomes if o.accepted is not None]
+        invalid = [(o.job, o.invalid) for o in outcomes if o.invalid is not None]
+        failures = [(o.job, o.failure.reason, o.failure.retryable) for o in outcomes if o.failure is not None]
+        held = self._retrying(lambda: self.store.succeed_many(successes), set()) if successes else set()
+        states = self._retrying(lambda: self._fail(invalid, failures), {}) if invalid or failures else {}
         for job, _ in successes:
             self._count(JobState.SUCCEEDED) if job.id in held else self._lost(job)
-        for job, _, _ in failures:
+        for job in [job for job, _ in invalid] + [job for job, _, _ in failures]:
             self._count(states[job.id]) if job.id in states else self._lost(job)
+
+    def _fail(self, invalid: list[tuple[ClaimedJob, str]], failures: list) -> dict[int, str]:
+        """Invalid answers and failures, with their notices, in one transaction."""
+        states: dict[int, str] = {}
+        with self.store.transaction() as conn:
+            by_reason: dict[str, list[ClaimedJob]] = defaultdict(list)
+            for job, reason in invalid:
+                by_reason[reason].append(job)
+            for reason, jobs in by_reason.items():
+                done = self.store.finish_many(jobs, to_state=JobState.INVALID, reason=reason, conn=conn)
+                states.update(dict.fromkeys(done, JobState.INVALID))
+            if failures:
+                states.update(self.store.fail_many(failures, conn=conn, base_delay_s=self.retry_base_delay_s))
+            reasons = {job.id: reason for job, reason in invalid} | {job.id: reason for job, reason, _ in failures}
+            told = [(job_id, state, reasons[job_id]) for job_id, state in states.items()]
+            self.store.write_outbox(invalid_or_dead_messages("worker", {"source": "worker"}, told), conn=conn)
+        return states
 
     def _write(self, successes: list, failures: list) -> tuple[set[int], dict[int, str]]:
         """Write the outcomes, trying again while the database is away (see `_retrying`)."""
         held = self._retrying(lambda: self.store.finish_many(successes), set()) if successes else set()
         return held, (self._retrying(lambda: self._fail(failures), {}) if failures else {})
-
-    def _fail(self, failures: list) -> dict[int, str]:
-        with self.store.transaction() as conn:  # the failures and their notice commit together
-            states = self.store.fail_many(failures, conn=conn, base_delay_s=self.retry_base_delay_s)
-            told = [(job.id, states[job.id], reason) for job, reason, _ in failures if job.id in states]
-            self.store.write_outbox(invalid_or_dead_messages("worker", {"source": "worker"}, told), conn=conn)
-        return states
 
     @staticmethod
     def _retrying(write: Callable[[], Any], gave_up: Any, tries: int = 5) -> Any:
@@ -165,7 +191,7 @@ class Worker:
 
     def _none_open(self) -> bool:
         try:
-            return self.store.open_count(self.mode) == 0
+            return self.store.open_count(self.mode, pins=list(self.processors)) == 0
         except psycopg.OperationalError:
             return False
 
@@ -199,7 +225,8 @@ class Worker:
                             swept = self.store.sweep_expired()
                             self.stats.swept += swept.requeued + swept.dead
                             last_sweep = time.monotonic()
-                        jobs = self.store.claim(free, mode=self.mode, ttl_s=self.ttl_s) if free > 0 else []
+                        jobs = (self.store.claim(free, mode=self.mode, ttl_s=self.ttl_s, pins=list(self.processors))
+                                if free > 0 else [])
                     except psycopg.OperationalError as exc:  # the database is away: try again shortly
                         log.warning("claim failed: %s; retrying", str(exc).splitlines()[0])
                         stop.wait(self.idle_sleep_s)

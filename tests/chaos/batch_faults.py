@@ -21,6 +21,7 @@ import openai
 from forge_dagster.core.building import BuildReport, build_and_submit, resume_stale_submissions
 from forge_dagster.core.collection import collect_results, poll_open_batches, validate_batch
 from forge_dagster.core.models import ProviderError
+from forge_dagster.core.processor_registry import load_catalog
 from forge_dagster.core.processors import ProcessorCatalog, load_processors
 from forge_dagster.core.quota import PausePolicy, probe_due_keys
 from forge_dagster.core.realtime.keyring import SIMULATOR_KEY, KeyRing, keys_from_env
@@ -141,7 +142,7 @@ def run_batch_fault(
     ports = simulator_ports(sim.url, timeout_s)
     ring = KeyRing(keys_from_env({}, simulator_url=sim.url, timeout_s=timeout_s))
     started = time.monotonic()
-    report.rounds = drive_batches(store, load_processors(), ports, ring=ring, errors=report.errors,
+    report.rounds = drive_batches(store, load_catalog(store), ports, ring=ring, errors=report.errors,
                                   max_requests_per_batch=max_requests_per_batch, max_rounds=max_rounds,
                                   between=(lambda n: between(n, sim, store)) if between else None)
     report.elapsed_s = time.monotonic() - started
@@ -196,7 +197,7 @@ def crash_between_upload_and_create(store: LeaseStore, database_url: str, schema
         time.sleep(0.1)
     sim.configure(route_latency_ms={})
     started = time.monotonic()
-    report.rounds = drive_batches(store, load_processors(), simulator_ports(sim.url), errors=report.errors)
+    report.rounds = drive_batches(store, load_catalog(store), simulator_ports(sim.url), errors=report.errors)
     report.elapsed_s = time.monotonic() - started
     report.provider_calls = len(sim.requests())
     report.duplicate_batches = duplicate_provider_batches(store, sim.url)

@@ -35,12 +35,13 @@ def module_schema(database_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def emptied_store(database_url: str, module_schema: str) -> Iterator[LeaseStore]:
-    """A store on the module's schema with every table emptied first: a fresh store for each scenario,
-    cheaper than migrating a schema for each."""
+    """A store on the module's schema with every table of work emptied first: a fresh store for each
+    scenario, cheaper than migrating a schema for each. The processor registry (configuration) is kept."""
     with LeaseStore(database_url, module_schema, lease_ttl_s=30, pool_size=6) as store:
         with store.transaction() as conn:
-            tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-                                                 "AND tablename <> 'schema_version'")]
+            tables = [r[0] for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "AND tablename NOT IN ('schema_version', 'processors', 'processor_events')")]
             conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
                 sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
         yield store

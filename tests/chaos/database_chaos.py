@@ -1,4 +1,4 @@
-"""Database chaos: `forge work --realtime` processes while PostgreSQL misbehaves under them.
+"""Database chaos: `forge work` processes while PostgreSQL misbehaves under them.
 
 - terminations: every backend of Forge's database is terminated (`pg_terminate_backend`) once a second
   for a while; the workers must reconnect, lose nothing, and get their throughput back afterwards;

@@ -53,7 +53,7 @@ def worker_env(database_url: str, schema: str, sim_url: str, home: Path, **extra
 
 @dataclass
 class WorkerProcess:
-    """One `forge work --realtime` process; its lease owner names start with `owner_prefix`."""
+    """One `forge work` process; its lease owner names start with `owner_prefix`."""
 
     proc: subprocess.Popen
     log: Path
@@ -80,7 +80,7 @@ class WorkerProcess:
 
 @dataclass
 class Fleet:
-    """`forge work --realtime` processes on one schema: start, SIGKILL, SIGSTOP/SIGCONT, stop."""
+    """`forge work` processes on one schema: start, SIGKILL, SIGSTOP/SIGCONT, stop."""
 
     env: dict[str, str]
     concurrency: int = 8
@@ -92,7 +92,7 @@ class Fleet:
         log = self.logs / f"worker-{len(self.workers) + len(self.retired)}"
         with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "forge_dagster.cli", "work", "--realtime", "--concurrency",
+                [sys.executable, "-m", "forge_dagster.cli", "work", "--concurrency",
                  str(self.concurrency)], env=self.env, cwd=ROOT, stdout=out, stderr=err)
         worker = WorkerProcess(proc, log)
         self.workers.append(worker)

@@ -1,4 +1,4 @@
-"""Process chaos: real `forge work --realtime` processes on realtime jobs against the simulator, one killed
+"""Process chaos: real `forge work` processes on realtime jobs against the simulator, one killed
 (SIGKILL) every few seconds and restarted, and one frozen (SIGSTOP) past its lease and thawed (SIGCONT)
 once others took its jobs over (no kill meanwhile), so whatever it finishes late must be rejected by the
 lease fence.

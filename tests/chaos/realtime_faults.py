@@ -1,4 +1,4 @@
-"""Provider faults on the realtime path: the executor behind `forge work --realtime`, in this process, on
+"""Provider faults on the realtime path: the executor behind `forge work`, in this process, on
 realtime jobs against the simulator. A watcher can lift a fault once it has bitten (a storm that passes,
 a quota refilled), as the provider would."""
 
@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from forge_dagster.core.processors import load_processors
+from forge_dagster.core.processor_registry import load_catalog
 from forge_dagster.core.realtime import KeyRing, RealtimeConfig, RealtimeExecutor, keys_from_env
 from forge_dagster.core.realtime.calls import CallPolicy
 from forge_dagster.core.store import LeaseStore
@@ -75,7 +75,7 @@ def run_realtime_fault(
     ring.port(ring.for_provider("openai")[0])  # the SDK loads now, not while a window drains
     if before is not None:
         before(sim)
-    executor = RealtimeExecutor(store, load_processors(), ring, replace(config))
+    executor = RealtimeExecutor(store, load_catalog(store), ring, replace(config))
     stop, failure = threading.Event(), []
 
     def work() -> None:

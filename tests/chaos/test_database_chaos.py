@@ -1,4 +1,4 @@
-"""PostgreSQL misbehaving under real `forge work --realtime` processes: sessions terminated once a second,
+"""PostgreSQL misbehaving under real `forge work` processes: sessions terminated once a second,
 and a transaction held open through a whole run. Workers reconnect, nothing is lost or done twice."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Real `forge work --realtime` processes killed and frozen mid-flight: nothing lost, nothing twice."""
+"""Real `forge work` processes killed and frozen mid-flight: nothing lost, nothing twice."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_killed_and_frozen_workers_lose_nothing_and_late_results_are_rejected(
 def test_a_job_whose_last_attempt_died_with_its_worker_ends_dead_under_realtime_workers_alone(
     database_url, chaos_schema, remote_sim, chaos_home,
 ):
-    """No Dagster sensor runs here: `forge work --realtime` processes must free an expired lease whose
+    """No Dagster sensor runs here: `forge work` processes must free an expired lease whose
     attempts are spent themselves (the claim only takes over leases with attempts left)."""
     with LeaseStore(database_url, chaos_schema, pool_size=2) as store:
         [job_id, other] = enqueue_realtime(store, 2, max_attempts=1)

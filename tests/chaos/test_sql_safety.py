@@ -9,6 +9,7 @@ import pytest
 
 from forge_dagster.core.adapters import AdapterError, AdapterRegistry
 from forge_dagster.core.knowledge import NewMemory, remember, search
+from forge_dagster.core.processor_registry import load_catalog
 from forge_dagster.core.processors import load_processors
 from forge_dagster.core.store import JobSpec
 from tests.chaos.batch_faults import drive_batches, simulator_ports
@@ -43,7 +44,7 @@ def test_sql_metacharacters_in_every_job_field_round_trip_as_data_and_tables_sur
         assert report.accepted, report.rejected
         sources[report.accepted[0]] = (spec, NASTY[i % len(NASTY)] + f"#{i}")
 
-    drive_batches(store, load_processors(), simulator_ports(sim.url))
+    drive_batches(store, load_catalog(store), simulator_ports(sim.url))
 
     for job_id, (spec, source) in sources.items():
         job = store.get_job(job_id)

@@ -20,6 +20,7 @@ from forge_dagster.dagster_instance import apply_pool_limits
 from forge_dagster.definitions import build_definitions
 from forge_dagster.jobs.nightly_jobs import nightly_schedule, weekly_consolidation
 from forge_dagster.resources.ollama import OllamaResource
+from tests.helpers import succeed
 from tests.nightly.conftest import model_calls, ollama_requests
 
 GREEN_HEALTH = {"health_checks": {"config": {"require_daemon": False}}}
@@ -36,7 +37,8 @@ def _some_job_outcomes(store) -> None:
     """Forge's own work of the night: two succeeded, one failed, and the cost booked for one."""
     store.enqueue([JobSpec("ticket_triage", {"n": i}, processor_version="1.0.0", mode="realtime") for i in range(3)])
     jobs = store.claim(3, mode="realtime")
-    store.finish_many([(jobs[0], {"ok": 1}), (jobs[1], {"ok": 2})])
+    answer = {"category": "bug", "priority": "high", "summary": "Export does nothing."}
+    succeed(store, [(jobs[0], answer), (jobs[1], answer)])
     store.fail(jobs[2], "invalid_request: prompt too long", retryable=False)
     with store.transaction() as conn:
         conn.execute("INSERT INTO costs (job_id, attempt, provider, model, processor, input_tokens, output_tokens,"

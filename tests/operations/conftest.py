@@ -33,11 +33,12 @@ def make_relay(tmp_path):
         relay.close()
 
 
-@pytest.fixture(scope="session")
-def catalog():
-    from forge_dagster.core.processors import load_processors
+@pytest.fixture
+def catalog(store):
+    """The registry's catalog of the test's store (the packaged processors registered), as the pipeline reads it."""
+    from forge_dagster.core.processor_registry import load_catalog
 
-    return load_processors()
+    return load_catalog(store)
 
 
 @pytest.fixture

@@ -9,7 +9,12 @@ from datetime import timedelta
 import pytest
 
 from forge_dagster.core.store import JobSpec, LeaseStore, OutboxMessage
-from tests.helpers import wait_until
+from tests.helpers import register_processor, succeed, wait_until
+
+
+@pytest.fixture(autouse=True)
+def _registered(store: LeaseStore):
+    register_processor(store)  # jobs of `p` can succeed
 
 
 def finish_jobs(store: LeaseStore, n: int, callback_url: str) -> list[int]:
@@ -17,7 +22,7 @@ def finish_jobs(store: LeaseStore, n: int, callback_url: str) -> list[int]:
     ids = store.enqueue([JobSpec("p", {"i": i}, mode="realtime", callback_url=f"{callback_url}/{i}")
                          for i in range(n)]).accepted
     jobs = store.claim(n)
-    store.finish_many([(job, {"answer": job.payload["i"]}) for job in jobs])
+    succeed(store, [(job, {"answer": job.payload["i"]}) for job in jobs])
     return ids
 
 
@@ -91,13 +96,13 @@ def test_transition_that_rolled_back_sends_nothing(store, receiver, make_relay):
     store.enqueue([JobSpec("p", {}, mode="realtime", callback_url=receiver.url + "/cb/1")])
     [job] = store.claim(1)
     with pytest.raises(RuntimeError), store.transaction() as tx:
-        store.finish_many([(job, {"phantom": True})], conn=tx)
+        succeed(store, [(job, {"phantom": True})], conn=tx)
         raise RuntimeError("crash before commit")
     relay = make_relay(store, webhook=receiver.url + "/slack")
     assert relay.drain().delivered == 0
     assert receiver.state.seen == []
 
-    store.finish_many([(job, {"real": True})])
+    succeed(store, [(job, {"real": True})])
     wait_until(lambda: drained(store, relay), timeout_s=10, what="the stamp")
     [stamp] = receiver.accepted("/cb").values()
     assert stamp.json["result"] == {"real": True}
@@ -109,8 +114,8 @@ def test_late_committing_transaction_is_delivered_not_skipped(store, receiver, m
     slow_job, fast_job = store.claim(2)
     relay = make_relay(store)
     with store.transaction() as slow:
-        store.finish_many([(slow_job, {"slow": True})], conn=slow)  # its stamp exists, uncommitted
-        store.finish_many([(fast_job, {"fast": True})])  # commits after the slow one began
+        succeed(store, [(slow_job, {"slow": True})], conn=slow)  # its stamp exists, uncommitted
+        succeed(store, [(fast_job, {"fast": True})])  # commits after the slow one began
         relay.drain()
         assert receiver.state.seen == []  # the relay waits below the open transaction's xmin
     wait_until(lambda: drained(store, relay), timeout_s=10, what="both stamps")
@@ -162,11 +167,12 @@ def test_without_a_webhook_notifications_wait_and_the_relay_says_so(store, recei
 def test_forge_work_drains_the_stamps_of_the_jobs_it_finished(store, receiver, database_url, schema, tmp_path):
     import subprocess
 
-    from tests.helpers import forge_env, forge_process
+    from tests.helpers import ECHO_HANDLER, forge_env, forge_process, register_step
 
-    store.enqueue([JobSpec("p", {"i": i}, mode="realtime", callback_url=f"{receiver.url}/cb/{i}") for i in range(5)])
+    register_step(store)
+    store.enqueue([JobSpec("step", {"i": i}, callback_url=f"{receiver.url}/cb/{i}") for i in range(5)])
     env = forge_env(database_url, schema, FORGE_HOME=str(tmp_path), FORGE_CALLBACK_SECRET="work-secret")
-    proc = forge_process(["work", "--until-idle", "--handler", "echo"], env, stdout=subprocess.PIPE,
+    proc = forge_process(["work", "--until-idle", "--handler", ECHO_HANDLER], env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
@@ -185,7 +191,7 @@ def test_exit_drain_horizon_is_passed_only_once_a_transaction_running_at_exit_ha
     relay = make_relay(store)
     ops = store.operations
     with store.transaction() as late:
-        store.finish_many([(job, {"late": True})], conn=late)  # its stamp exists, not yet committed
+        succeed(store, [(job, {"late": True})], conn=late)  # its stamp exists, not yet committed
         horizon = ops.horizon()
         assert not ops.passed(horizon)
         relay.drain()

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import pytest
+
 from forge_dagster.core.stamps import load_callback_secret, sign, verify_signature
 from forge_dagster.core.store import JobSpec, LeaseStore
-from tests.helpers import run_batch_round, wait_until
+from tests.helpers import register_processor, run_batch_round, succeed, wait_until
 from tests.operations.conftest import SECRET, ticket_specs
+
+
+@pytest.fixture(autouse=True)
+def _registered(store: LeaseStore):
+    register_processor(store)  # jobs of `p` can succeed
 
 
 def test_stamp_signature_verifies_and_a_tampered_or_stale_one_does_not(store, receiver, make_relay):
     store.enqueue([JobSpec("p", {}, mode="realtime", callback_url=receiver.url + "/cb/0")])
     [job] = store.claim(1)
-    store.finish_many([(job, {"ok": True})])
+    succeed(store, [(job, {"ok": True})])
     relay = make_relay(store)
     wait_until(lambda: relay.drain().delivered, timeout_s=10, what="the stamp")
 
@@ -57,7 +64,7 @@ def test_every_terminal_path_stamps_a_job_with_a_callback(store, receiver, make_
     store.enqueue([JobSpec("p", {"i": i}, mode="realtime", max_attempts=1, callback_url=f"{url}/{i}")
                    for i in range(3)])
     ok, bad, lost = store.claim(3, ttl_s=0.2)
-    store.finish_many([(ok, {"fine": True})])
+    succeed(store, [(ok, {"fine": True})])
     store.fail(bad, "provider said no", retryable=False)
     # The third worker crashed: once its lease expires, the sweep ends the job dead (attempts spent).
     wait_until(lambda: store.sweep_expired().dead == 1, timeout_s=5, what="the lease to expire")
@@ -81,7 +88,7 @@ def test_a_slow_receiver_is_served_once_although_the_relay_waits_longer_than_the
     with LeaseStore(database_url, schema, idle_in_transaction_s=0.3) as store:
         store.enqueue([JobSpec("p", {"i": i}, mode="realtime", callback_url=f"{receiver.url}/cb/{i}")
                        for i in range(2)])
-        store.finish_many([(job, {"i": job.payload["i"]}) for job in store.claim(2)])
+        succeed(store, [(job, {"i": job.payload["i"]}) for job in store.claim(2)])
         receiver.answer_after(0.5)
         report = make_relay(store).drain()
         assert (report.delivered, report.failed) == (2, 0)

@@ -6,14 +6,16 @@ import json
 
 import pytest
 
-from forge_dagster.core.processors import load_processors
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.providers import ProcessorCatalogResource, ProviderPortsResource
 
 
-@pytest.fixture(scope="session")
-def catalog():
-    return load_processors()
+@pytest.fixture
+def catalog(store):
+    """The registry's catalog of the test's store (the packaged processors registered), as the pipeline reads it."""
+    from forge_dagster.core.processor_registry import load_catalog
+
+    return load_catalog(store)
 
 
 @pytest.fixture

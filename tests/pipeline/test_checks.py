@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import psycopg
+import pytest
 
 from forge_dagster.assets.batch_pipeline import (
     batch_partition_key,
@@ -32,8 +34,13 @@ def test_output_checks_fail_on_a_missing_cost_and_on_an_output_changed_after_acc
     [unpriced] = store.enqueue([JobSpec("unpriced", ticket(9)["input"], processor_version="1.0.0")]).accepted
     batches = run_batch_round(store, catalog, resources["providers"].ports)
     assert store.counts() == {"succeeded": 4}
-    with store.transaction() as conn:  # someone edits an accepted output in place
-        conn.execute("UPDATE jobs SET output = '{\"category\": \"spam\"}' WHERE id = %s", (changed,))
+    edit = "UPDATE jobs SET output = '{\"category\": \"spam\"}' WHERE id = %s"
+    with pytest.raises(psycopg.errors.CheckViolation), store.transaction() as conn:
+        conn.execute(edit, (changed,))  # the store refuses an accepted output edited in place
+    with store.transaction() as conn:  # an owner goes around the store's rule: the checks still see it
+        conn.execute("ALTER TABLE jobs DISABLE TRIGGER jobs_succeeded_update_needs_accepted_output")
+        conn.execute(edit, (changed,))
+        conn.execute("ALTER TABLE jobs ENABLE TRIGGER jobs_succeeded_update_needs_accepted_output")
         conn.execute("DELETE FROM costs WHERE job_id = %s", (lost,))  # and a booking goes missing
 
     instance = dg.DagsterInstance.ephemeral()

@@ -23,9 +23,22 @@ TICKET = "ticket_triage"  # OpenAI
 REVIEW = "review_sentiment"  # Anthropic
 
 
-@pytest.fixture(scope="session")
-def catalog():
-    return load_processors()
+@pytest.fixture
+def catalog(store):
+    """The registry's catalog of the test's store (the packaged processors registered), as the pipeline reads it."""
+    from forge_dagster.core.processor_registry import load_catalog
+
+    return load_catalog(store)
+
+
+def variant(store: LeaseStore, catalog, name: str = TICKET, **changes):
+    """A new version of processor `name` with `changes`, registered in the store (jobs may succeed only on
+    registered versions); returns it and the registry's catalog that holds it."""
+    from forge_dagster.core.processor_registry import load_catalog, register_processors
+
+    processor = catalog[name].model_copy(update=changes)
+    register_processors(store, [(processor, "tests")])
+    return processor, load_catalog(store)
 
 
 def ring_for(sim, **env: str) -> KeyRing:

@@ -8,13 +8,12 @@ from decimal import Decimal
 
 from forge_dagster.core.budgets import estimate_attempt_cost
 from forge_dagster.core.notify import render_message
-from forge_dagster.core.processors import ProcessorCatalog
 from forge_dagster.core.realtime import RealtimeConfig, RealtimeExecutor
 from forge_dagster.core.realtime.calls import CallPolicy
 from forge_dagster.core.store.lease_store import OutboxRow
 from tests.helpers import make_due, wait_until
 
-from .conftest import TICKET, chat_calls, enqueue, ring_for, start_executor
+from .conftest import TICKET, chat_calls, enqueue, ring_for, start_executor, variant
 
 
 def ticket(i: int) -> dict:
@@ -94,8 +93,7 @@ def test_realtime_work_in_flight_holds_budget_until_it_settles(sim, store, catal
 
 
 def test_realtime_jobs_turned_invalid_or_dead_are_told_through_the_outbox(sim, store, catalog):
-    strict = catalog[TICKET].model_copy(update={"version": "9.3.0", "max_repair_attempts": 0})
-    strict_catalog = ProcessorCatalog([*catalog.all(), strict])
+    _, strict_catalog = variant(store, catalog, version="9.3.0", max_repair_attempts=0)
     sim.configure(schema_violation_rate=1.0)
     invalid = enqueue(store, 3, TICKET, version="9.3.0")
     RealtimeExecutor(store, strict_catalog, ring_for(sim), RealtimeConfig(concurrency=8)).run_sync(

@@ -3,14 +3,13 @@ failed by it, and routing moves calls to a fallback key while the first one is p
 
 from __future__ import annotations
 
-from forge_dagster.core.processors import ProcessorCatalog
 from forge_dagster.core.quota import PausePolicy
 from forge_dagster.core.realtime import RealtimeConfig
 from forge_dagster.core.realtime.calls import CallPolicy
 from forge_dagster.simulator.dice import key_id
 from tests.helpers import wait_until
 
-from .conftest import TICKET, chat_calls, enqueue, ring_for, start_executor
+from .conftest import TICKET, chat_calls, enqueue, ring_for, start_executor, variant
 
 FAST_PROBES = PausePolicy(base_s=0.2, cap_s=1.0, probe_budget_s=5.0)
 CONFIG = RealtimeConfig(concurrency=8, key_refresh_s=0.1, call=CallPolicy(pause=FAST_PROBES))
@@ -55,8 +54,7 @@ def test_quota_exhaustion_pauses_the_key_and_the_probe_resumes_it_after_refill(s
 
 def test_a_paused_key_is_skipped_and_calls_move_to_the_fallback_key(sim, store, catalog, running):
     primary, backup = "sk-proj-forgetest-PRIMARY-0123456789ab", "sk-proj-forgetest-BACKUP-0123456789ab"
-    ticket = catalog[TICKET].model_copy(update={"version": "9.0.0", "keys": ("primary", "backup")})
-    routed = ProcessorCatalog([*catalog.all(), ticket])
+    _, routed = variant(store, catalog, version="9.0.0", keys=("primary", "backup"))
     sim.configure(quota_tokens=2500)
     ids = enqueue(store, 12, TICKET, version="9.0.0")
     ring = ring_for(sim, OPENAI_API_KEY=primary, OPENAI_API_KEY_BACKUP=backup, OPENAI_BASE_URL="SIM_OPENAI")

@@ -7,13 +7,12 @@ from __future__ import annotations
 import pytest
 
 from forge_dagster.core.models import ResultItem, ResultOutcome
-from forge_dagster.core.processors import ProcessorCatalog
 from forge_dagster.core.ratelimit import Backoff
 from forge_dagster.core.realtime import KeyRing, RealtimeConfig, RealtimeExecutor, keys_from_env
 from forge_dagster.core.realtime.calls import CallPolicy
 from forge_dagster.core.validation import validate_result
 
-from .conftest import TICKET, chat_calls, enqueue, ring_for
+from .conftest import TICKET, chat_calls, enqueue, ring_for, variant
 
 
 def proxied_ring(proxy) -> KeyRing:
@@ -21,9 +20,8 @@ def proxied_ring(proxy) -> KeyRing:
     return KeyRing(keys_from_env({}, simulator_url=proxy.url, timeout_s=10))
 
 
-def with_processor(catalog, **changes):
-    processor = catalog[TICKET].model_copy(update={"version": "9.2.0", **changes})
-    return processor, ProcessorCatalog([*catalog.all(), processor])
+def with_processor(store, catalog, **changes):
+    return variant(store, catalog, version="9.2.0", **changes)
 
 
 def calls_of(proxy, i: int) -> list[tuple[dict, int, dict]]:
@@ -39,7 +37,7 @@ def answer_item(text: str) -> ResultItem:
 def test_a_rejected_answer_is_asked_again_with_the_validators_errors_and_the_loop_stops_at_its_bound(
     sim, proxy, store, catalog, knob,
 ):
-    processor, bounded = with_processor(catalog, max_repair_attempts=1)
+    processor, bounded = with_processor(store, catalog, max_repair_attempts=1)
     sim.configure(**{knob: 1.0})
     ids = enqueue(store, 3, TICKET, version="9.2.0", max_attempts=5)
     stats = RealtimeExecutor(store, bounded, proxied_ring(proxy), RealtimeConfig(concurrency=4)).run_sync(
@@ -65,7 +63,7 @@ def test_a_rejected_answer_is_asked_again_with_the_validators_errors_and_the_loo
 
 
 def test_a_repaired_answer_is_accepted_and_every_answer_of_the_attempt_is_billed(sim, proxy, store, catalog):
-    processor, _ = with_processor(catalog)
+    processor, _ = with_processor(store, catalog)
     sim.configure(schema_violation_rate=0.5)
     ids = enqueue(store, 8, TICKET)
     RealtimeExecutor(store, catalog, proxied_ring(proxy), RealtimeConfig(concurrency=8)).run_sync(until_drained=True)
@@ -87,7 +85,7 @@ def test_a_repaired_answer_is_accepted_and_every_answer_of_the_attempt_is_billed
 
 
 def test_an_answer_from_an_unpriced_model_is_booked_with_its_tokens_and_no_cost(sim, store, catalog):
-    _, unpriced = with_processor(catalog, model="ft:gpt-4o-mini:acme:tickets:1")
+    _, unpriced = with_processor(store, catalog, model="ft:gpt-4o-mini:acme:tickets:1")
     ids = enqueue(store, 3, TICKET, version="9.2.0")
     RealtimeExecutor(store, unpriced, ring_for(sim), RealtimeConfig(concurrency=3)).run_sync(until_drained=True)
 

@@ -1,5 +1,5 @@
 """A key's limits hold across workers: two workers, each with its own key ring and store connection (as
-two `forge work --realtime` processes), pace on the key's one schedule in the store; and tokens per
+two `forge work` processes), pace on the key's one schedule in the store; and tokens per
 minute are paced by what the provider counts, the estimate before a call settled by the usage after it."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import threading
 
+from forge_dagster.core.processor_registry import load_catalog
 from forge_dagster.core.processors import load_processors
 from forge_dagster.core.ratelimit import KeyLimiter
 from forge_dagster.core.realtime import RealtimeConfig, RealtimeExecutor
@@ -74,7 +75,7 @@ def test_tokens_per_minute_are_paced_by_what_the_provider_counts(remote_sim, sto
     counted = simulator_tokens(openai_format.input_text(body)) + openai_format.max_tokens(body)
     assert estimate_tokens(body) > 1.5 * counted
 
-    stats = RealtimeExecutor(store, load_processors(), ring_for(sim), RealtimeConfig(concurrency=6)).run_sync(
+    stats = RealtimeExecutor(store, load_catalog(store), ring_for(sim), RealtimeConfig(concurrency=6)).run_sync(
         until_idle=True)
 
     stamps = sorted(c["ts"] for c in chat_calls(sim))

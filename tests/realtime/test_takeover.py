@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from forge_dagster.core.models import JobState
 from forge_dagster.core.realtime import RealtimeConfig
-from tests.helpers import wait_until
+from tests.helpers import accept, wait_until
 
 from .conftest import enqueue, ring_for, start_executor
 
@@ -28,7 +28,8 @@ def test_stale_realtime_worker_cannot_complete_after_takeover(sim, store, catalo
     wait_until(lambda: worker.executor.stats.lease_lost == 1, timeout_s=10, what="the stale worker to give up")
     assert store.get_job(job_id)["lease_owner"] == "rescuer"
 
-    store.complete(taken, {"category": "bug", "priority": "high", "summary": "Export does nothing."})
+    store.complete(taken, accept(store, taken, {"category": "bug", "priority": "high",
+                                                "summary": "Export does nothing."}))
     stats = worker.finish()
     job = store.get_job(job_id)
     assert (job["state"], job["attempt"]) == (JobState.SUCCEEDED, 2)

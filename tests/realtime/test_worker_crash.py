@@ -16,7 +16,7 @@ def test_sigkill_of_a_realtime_worker_mid_flight_leaves_every_job_completed_exac
     sim.configure(latency_ms=400)
     ids = enqueue(store, 60)
     env = forge_env(database_url, schema, FORGE_LEASE_TTL_S="2", FORGE_SIMULATOR_URL=sim.url)
-    worker = forge_process(["work", "--realtime", "--concurrency", "16"], env=env)
+    worker = forge_process(["work", "--concurrency", "16"], env=env)
     try:
         wait_until(lambda: store.counts().get("succeeded", 0) >= 10, timeout_s=60, what="the worker to be busy")
         worker.send_signal(signal.SIGKILL)

@@ -81,9 +81,9 @@ def test_submit_cli_reports_rejections_with_line_numbers(tmp_path, database_url:
 def test_claim_reads_pending_work_through_its_partial_index(store: LeaseStore):
     store.enqueue([JobSpec("p", {"i": i}, mode="realtime") for i in range(20_000)])
     with store.transaction() as conn:
-        conn.execute("UPDATE jobs SET state = 'succeeded' WHERE id % 10 <> 0")
+        conn.execute("UPDATE jobs SET state = 'failed' WHERE id % 10 <> 0")  # finished work
         conn.execute("ANALYZE jobs")
-        params = {"k": 100, "mode": "realtime", "to_state": "running", "owner": "x", "ttl": 30}
+        params = {"k": 100, "mode": "realtime", "to_state": "running", "owner": "x", "ttl": 30, "pins": None}
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + job_sql.CLAIM_JOBS, params))
         conn.rollback()
     assert "jobs_claim_idx" in plan, plan

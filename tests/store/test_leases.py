@@ -13,7 +13,22 @@ import pytest
 
 from forge_dagster.core.store import JobSpec, LeaseLost, LeaseStore
 from forge_dagster.core.worker import SWEEP_EVERY_S, Worker
-from tests.helpers import forge_env, forge_process, wait_until
+from tests.helpers import (
+    accept,
+    forge_env,
+    forge_process,
+    register_processor,
+    register_step,
+    succeed,
+    wait_until,
+)
+
+
+@pytest.fixture(autouse=True)
+def _registered(store: LeaseStore):
+    """Jobs of `p` (a realtime LLM processor) and `step` (a handler step) can succeed: both are registered."""
+    register_processor(store)
+    register_step(store)
 
 
 def _lease_expired(store: LeaseStore, job_id: int) -> bool:
@@ -38,9 +53,9 @@ def test_stale_worker_cannot_complete_after_takeover(store: LeaseStore):
     assert worker_b.id == job_id
 
     with pytest.raises(LeaseLost):
-        store.complete(worker_a, {"by": "A"})
+        store.complete(worker_a, accept(store, worker_a, {"by": "A"}))
     assert store.heartbeat([worker_a]) == set()
-    store.complete(worker_b, {"by": "B"})
+    store.complete(worker_b, accept(store, worker_b, {"by": "B"}))
 
     job = store.get_job(job_id)
     assert (job["state"], job["output"], job["attempt"]) == ("succeeded", {"by": "B"}, 2)
@@ -60,11 +75,11 @@ def test_a_worker_frozen_inside_a_transaction_loses_its_locks_and_its_job_is_tak
         job = frozen.claim(1)[0]
         with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
             with frozen.transaction() as conn:
-                assert frozen.finish_many([(job, {"by": "frozen"})], conn=conn) == {job_id}  # row locked
+                assert succeed(frozen, [(job, {"by": "frozen"})], conn=conn) == {job_id}  # row locked
                 taken = wait_until(lambda: store.claim(1, owner="B"), timeout_s=30, what="the takeover")
                 conn.execute("SELECT 1")  # it wakes up: its session is gone, nothing it wrote counts
     assert [j.id for j in taken] == [job_id]
-    store.complete(taken[0], {"by": "B"})
+    store.complete(taken[0], accept(store, taken[0], {"by": "B"}))
     assert store.get_job(job_id)["output"] == {"by": "B"}
 
 
@@ -79,12 +94,13 @@ def test_expired_lease_is_swept_back_to_pending(store: LeaseStore):
 
 
 def test_always_crashing_job_ends_dead_after_max_attempts(store: LeaseStore):
-    [job_id] = store.enqueue([JobSpec("p", {}, mode="realtime", max_attempts=3)]).accepted
+    step = register_step(store, "crashing")
+    [job_id] = store.enqueue([JobSpec("crashing", {}, max_attempts=3)]).accepted
 
     def crash(job):
         raise RuntimeError(f"boom on attempt {job.attempt}")
 
-    Worker(store, crash, concurrency=1, retry_base_delay_s=0.01, idle_sleep_s=0.01).run(until_idle=True)
+    Worker(store, crash, [step], concurrency=1, retry_base_delay_s=0.01, idle_sleep_s=0.01).run(until_idle=True)
     job = store.get_job(job_id)
     assert job["state"] == "dead"
     assert job["attempt"] == 3
@@ -103,7 +119,8 @@ def test_non_retryable_failure_fails_at_once(store: LeaseStore):
 
 def test_cpu_busy_worker_keeps_its_lease(store: LeaseStore):
     """Heartbeats run off the handler's thread: a handler spinning for 3x the TTL keeps its lease."""
-    [job_id] = store.enqueue([JobSpec("p", {}, mode="realtime")]).accepted
+    step = register_step(store, "spinning")
+    [job_id] = store.enqueue([JobSpec("spinning", {})]).accepted
     ttl = 1.0
     stolen: list = []
     busy = threading.Event()
@@ -120,12 +137,12 @@ def test_cpu_busy_worker_keeps_its_lease(store: LeaseStore):
         busy.wait(10)
         end = time.monotonic() + 3 * ttl
         while time.monotonic() < end:
-            stolen.extend(store.claim(1, owner="thief"))
+            stolen.extend(store.claim(1, owner="thief", mode="handler"))
             time.sleep(0.1)
 
     t = threading.Thread(target=thief)
     t.start()
-    stats = Worker(store, spin, concurrency=1, lease_ttl_s=ttl).run(until_idle=True)
+    stats = Worker(store, spin, [step], concurrency=1, lease_ttl_s=ttl).run(until_idle=True)
     t.join()
     assert stolen == []
     assert stats.lease_lost == 0
@@ -148,14 +165,17 @@ def _stderr_lines(proc: subprocess.Popen) -> list[str]:
 def test_killed_worker_job_is_reclaimed_within_ttl_plus_sweep_interval(store: LeaseStore, database_url: str,
                                                                         schema: str):
     ttl_s, slack_s = 1.0, 3.0
-    [job_id] = store.enqueue([JobSpec("p", {}, mode="realtime")]).accepted
+    handler = "tests.store.handlers:block_first_attempt"
+    register_step(store, "stalling", handler)
+    [job_id] = store.enqueue([JobSpec("stalling", {})]).accepted
     env = forge_env(database_url, schema, FORGE_LEASE_TTL_S=str(ttl_s))
-    hung = forge_process(["work", "--handler", "tests.store.handlers:block_forever"], env=env)
+    hung = forge_process(["work", "--handler", handler], env=env)
     rescuer = None
     try:
         wait_until(lambda: store.get_job(job_id)["state"] == "running", timeout_s=60, what="job running")
         # The rescuer is already in its claim loop (it announces its relay just before) when the kill comes.
-        rescuer = forge_process(["work", "--until-idle"], env=env, stderr=subprocess.PIPE, text=True)
+        rescuer = forge_process(["work", "--until-idle", "--handler", handler], env=env, stderr=subprocess.PIPE,
+                                text=True)
         said = _stderr_lines(rescuer)
         wait_until(lambda: any("outbox relay on" in line for line in said), timeout_s=60, what="rescuer up")
         killed_at = _db_now(store)
@@ -180,7 +200,8 @@ def test_killed_worker_job_is_reclaimed_within_ttl_plus_sweep_interval(store: Le
 
 
 def test_taken_over_worker_stops_its_handler_and_writes_nothing(store: LeaseStore):
-    [job_id] = store.enqueue([JobSpec("p", {}, mode="realtime")]).accepted
+    step = register_step(store, "patient")
+    [job_id] = store.enqueue([JobSpec("patient", {})]).accepted
     started, seen = threading.Event(), {}
 
     def patient(job):
@@ -188,7 +209,7 @@ def test_taken_over_worker_stops_its_handler_and_writes_nothing(store: LeaseStor
         seen["signalled"] = job.lease_lost.wait(timeout=60)  # a long handler watching its lease
         return {"by": "A"}
 
-    worker = Worker(store, patient, concurrency=1, lease_ttl_s=1.0)
+    worker = Worker(store, patient, [step], concurrency=1, lease_ttl_s=1.0)
     runner = threading.Thread(target=lambda: seen.update(stats=worker.run(max_jobs=1)))
     runner.start()
     assert started.wait(30)
@@ -196,7 +217,7 @@ def test_taken_over_worker_stops_its_handler_and_writes_nothing(store: LeaseStor
     def take_over():  # A stalls past its lease (a long pause, a partition): B claims the job
         with store.transaction() as conn:
             conn.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (job_id,))
-        return store.claim(1, owner="B")
+        return store.claim(1, owner="B", mode="handler")
 
     [taken] = wait_until(take_over, timeout_s=30, what="B to take the job over")
     runner.join(timeout=60)
@@ -206,17 +227,18 @@ def test_taken_over_worker_stops_its_handler_and_writes_nothing(store: LeaseStor
     job = store.get_job(job_id)
     assert (job["state"], job["lease_owner"], job["output"]) == ("running", "B", None)
 
-    store.complete(taken, {"by": "B"})
+    store.complete(taken, accept(store, taken, {"by": "B"}))
     assert store.get_job(job_id)["output"] == {"by": "B"}
     assert [e["to_state"] for e in store.events(job_id)].count("succeeded") == 1
 
 
 def test_eight_worker_processes_drain_20000_jobs_exactly_once(store: LeaseStore, database_url: str, schema: str):
     n = 20_000
-    accepted = store.enqueue([JobSpec("p", {"i": i}, mode="realtime") for i in range(n)]).accepted
+    accepted = store.enqueue([JobSpec("step", {"i": i}) for i in range(n)]).accepted
     assert len(accepted) == n
     env = forge_env(database_url, schema)
-    workers = [forge_process(["work", "--until-idle", "--concurrency", "4"], env=env) for _ in range(8)]
+    workers = [forge_process(["work", "--until-idle", "--concurrency", "4", "--handler", "tests.store.handlers:echo"],
+                             env=env) for _ in range(8)]
     assert [w.wait(timeout=600) for w in workers] == [0] * 8
 
     assert store.counts() == {"succeeded": n}

@@ -9,7 +9,12 @@ import psycopg
 import pytest
 
 from forge_dagster.core.store import JobSpec, LeaseLost, LeaseStore, OutboxMessage
-from tests.helpers import wait_until
+from tests.helpers import accept, register_processor, register_step, wait_until
+
+
+@pytest.fixture(autouse=True)
+def _registered(store: LeaseStore):
+    register_processor(store)  # jobs of `p` can succeed
 
 
 def _relay_once(store: LeaseStore) -> list[int]:
@@ -24,22 +29,23 @@ def test_rolled_back_transition_leaves_no_outbox_row(store: LeaseStore):
     [job_id] = store.enqueue([JobSpec("p", {}, mode="realtime")]).accepted
     job = store.claim(1)[0]
     with pytest.raises(RuntimeError), store.transaction() as tx:
-        store.complete(job, {"ok": True}, outbox=[OutboxMessage("job.done", f"job:{job_id}", {"id": job_id})],
-                       conn=tx)
+        store.complete(job, accept(store, job, {"ok": True}),
+                       outbox=[OutboxMessage("job.done", f"job:{job_id}", {"id": job_id})], conn=tx)
         raise RuntimeError("crash before commit")
     assert store.outbox_lag()[0] == 0
     assert store.get_job(job_id)["state"] == "running"
 
-    store.complete(job, {"ok": True}, outbox=[OutboxMessage("job.done", f"job:{job_id}", {"id": job_id})])
+    store.complete(job, accept(store, job, {"ok": True}),
+                   outbox=[OutboxMessage("job.done", f"job:{job_id}", {"id": job_id})])
     assert store.outbox_lag()[0] == 1
 
 
 def test_lost_lease_writes_no_outbox_row(store: LeaseStore):
     store.enqueue([JobSpec("p", {}, mode="realtime")])
     job = store.claim(1)[0]
-    store.complete(job, {})
+    store.complete(job, accept(store, job, {}))
     with pytest.raises(LeaseLost):
-        store.complete(job, {}, outbox=[OutboxMessage("job.done", "k", {})])
+        store.complete(job, accept(store, job, {}), outbox=[OutboxMessage("job.done", "k", {})])
     assert store.outbox_lag()[0] == 0
 
 
@@ -86,12 +92,13 @@ def test_jobs_the_sweep_turns_dead_are_told_in_its_transaction(store: LeaseStore
 def test_jobs_forge_work_turns_dead_are_told_once(store: LeaseStore):
     from forge_dagster.core.worker import Worker
 
-    ids = store.enqueue([JobSpec("p", {"i": i}, mode="realtime", max_attempts=1) for i in range(2)]).accepted
+    step = register_step(store)
+    ids = store.enqueue([JobSpec("step", {"i": i}, max_attempts=1) for i in range(2)]).accepted
 
     def crash(job):
         raise RuntimeError("boom")
 
-    Worker(store, crash, concurrency=1, idle_sleep_s=0.01).run(until_idle=True)
+    Worker(store, crash, [step], concurrency=1, idle_sleep_s=0.01).run(until_idle=True)
     notices = _notices(store)
     assert sum(p["dead"] for _, p in notices) == 2 and {k for k, _ in notices} == {"worker"}
     assert sorted(s["job"] for _, p in notices for s in p["samples"]) == sorted(ids)

@@ -42,7 +42,7 @@ from forge_dagster.core.repair import answer_text, render_job_request, repair_fr
 from forge_dagster.core.shaping import custom_id_for
 from forge_dagster.core.store import ClaimedJob
 from forge_dagster.core.store.key_store import BilledAttempt
-from forge_dagster.core.validation import validate_result
+from forge_dagster.core.validation import accepted_output, validate_result
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,9 @@ def prepare(job: ClaimedJob, catalog: ProcessorCatalog, router: KeyRouter) -> Pr
         processor = catalog.get_version(job.processor, job.processor_version)
     except KeyError:
         return Outcome(job, FAILED, f"unknown processor {job.processor!r} version {job.processor_version}")
+    if processor.handler is not None:
+        return Outcome(job, FAILED, f"processor {processor.name} runs handler {processor.handler}, not a model: "
+                                    "its jobs run in mode handler under `forge work --handler`")
     if not router.candidates(processor):
         return Outcome(job, FAILED, f"no {processor.provider} key configured for processor {processor.name}")
     problems = validate_input(processor, job.payload)
@@ -132,7 +135,9 @@ class JobCall:
             billed = _billed(job, processor, answers)
             verdict = validate_result(got, processor)
             if verdict.accepted:
-                return Outcome(job, SUCCEEDED, "validated", verdict.output, billed, calls=calls)
+                by = "realtime" if len(answers) == 1 else "realtime repair"
+                return Outcome(job, SUCCEEDED, "validated", accepted_output(verdict, processor, by), billed,
+                               calls=calls)
             repair = repair_from_verdict(got, verdict, job.attempt)
             if repair is None:  # a retry could not fix it (e.g. a refusal): fail closed now
                 return Outcome(job, INVALID, verdict.reason, billed=billed, calls=calls)

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from forge_dagster.core.costs import usable_prices
-from forge_dagster.core.models import JobState
+from forge_dagster.core.models import AcceptedOutput, JobState
 from forge_dagster.core.notify import invalid_or_dead_messages
 from forge_dagster.core.store import ClaimedJob, LeaseStore
 from forge_dagster.core.store.key_store import BilledAttempt
@@ -33,7 +33,7 @@ class Outcome:
     job: ClaimedJob
     kind: str
     reason: str | None = None
-    output: Any = None
+    output: AcceptedOutput | None = None  # set for succeeded: what validation accepted
     billed: BilledAttempt | None = None
     delay_s: float = 0.0
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)  # provider calls made: (provider, class)
@@ -52,15 +52,13 @@ def write_outcomes(store: LeaseStore, outcomes: list[Outcome], *, retry_base_del
     for o in outcomes:
         by_kind[o.kind].append(o)
     with store.transaction() as conn:
-        done = store.finish_many([(o.job, o.output) for o in by_kind[SUCCEEDED]], to_state=JobState.SUCCEEDED,
-                                 reason="validated", conn=conn)
+        done = store.succeed_many([(o.job, o.output) for o in by_kind[SUCCEEDED]], conn=conn)
         states.update(dict.fromkeys(done, JobState.SUCCEEDED))
         invalid_by_reason: dict[str, list[Outcome]] = defaultdict(list)
         for o in by_kind[INVALID]:
             invalid_by_reason[o.reason or "invalid"].append(o)
         for reason, group in invalid_by_reason.items():
-            done = store.finish_many([(o.job, None) for o in group], to_state=JobState.INVALID, reason=reason,
-                                     conn=conn)
+            done = store.finish_many([o.job for o in group], to_state=JobState.INVALID, reason=reason, conn=conn)
             states.update(dict.fromkeys(done, JobState.INVALID))
         failures = [(o.job, o.reason or "failed", o.kind == RETRY) for o in by_kind[RETRY] + by_kind[FAILED]]
         if failures:

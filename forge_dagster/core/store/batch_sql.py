@@ -149,23 +149,31 @@ FROM batch_results WHERE batch_id = %(batch_id)s ORDER BY job_id
 """
 
 # Settle collected (or, for a failed submission, submitted) jobs. kind: succeeded | invalid | failed |
-# retry. A retry goes back to pending after its delay until max_attempts, then to its `exhausted` state
+# retry. A succeeded settlement carries what validation accepted (processor, version, fingerprint), written
+# to accepted_outputs beside the state change. A retry goes back to pending after its delay until max_attempts, then to its `exhausted` state
 # (invalid for output that never validated, dead for provider-side trouble).
 SETTLE_JOBS = """
 WITH input AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(custom_ids)s::text[], %(kinds)s::text[], %(outputs)s::jsonb[],
                          %(raw_outputs)s::text[], %(reasons)s::text[], %(exhausted)s::text[],
-                         %(delays)s::float8[], %(usages)s::jsonb[], %(costs)s::numeric[])
-        AS t(id, custom_id, kind, output, raw_output, reason, exhausted, delay, usage, cost)
+                         %(delays)s::float8[], %(usages)s::jsonb[], %(costs)s::numeric[],
+                         %(accepted)s::jsonb[])
+        AS t(id, custom_id, kind, output, raw_output, reason, exhausted, delay, usage, cost, accepted)
 ), current AS (
     SELECT j.id, j.state AS from_state, j.attempt, j.max_attempts, i.kind, i.output, i.raw_output, i.reason,
-           i.exhausted, i.delay, i.usage, i.cost,
+           i.exhausted, i.delay, i.usage, i.cost, i.accepted,
            CASE WHEN i.kind <> 'retry' THEN i.kind
                 WHEN j.attempt >= j.max_attempts THEN i.exhausted
                 ELSE 'pending' END AS next_state
     FROM jobs j JOIN input i ON j.id = i.id
     WHERE j.batch_id = %(batch_id)s AND j.custom_id = i.custom_id AND j.state = ANY(%(from_states)s::text[])
     FOR UPDATE OF j
+), accepted AS (  -- what validation accepted, checked by the store's trigger against the job's pin
+    INSERT INTO accepted_outputs (job_id, attempt, processor, processor_version, fingerprint, output_digest,
+                                  accepted_by)
+    SELECT c.id, c.attempt, c.accepted ->> 'processor', c.accepted ->> 'processor_version',
+           c.accepted ->> 'fingerprint', md5(c.output::text), c.accepted ->> 'accepted_by'
+    FROM current c WHERE c.next_state = 'succeeded'
 ), done AS (
     UPDATE jobs j
     SET state = c.next_state,

@@ -15,7 +15,7 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from forge_dagster.core.models import ResultItem
+from forge_dagster.core.models import AcceptedOutput, ResultItem
 from forge_dagster.core.store import batch_sql
 from forge_dagster.core.store.lease_store import ClaimedJob
 
@@ -28,7 +28,7 @@ class Settlement:
     custom_id: str
     kind: str  # succeeded | invalid | failed | retry
     reason: str | None = None
-    output: Any = None
+    output: AcceptedOutput | None = None  # set for succeeded: what validation accepted
     raw_output: str | None = None
     exhausted: str = "dead"  # the state a retry ends in when attempts are spent
     delay_s: float = 0.0
@@ -52,6 +52,17 @@ class DueWork:
 
 def _json_or_none(value: Any) -> Jsonb | None:
     return None if value is None else Jsonb(value)
+
+
+def _accepted_json(settlement: Settlement) -> Jsonb | None:
+    """Who accepted a succeeded settlement's output and against which registered version (else None)."""
+    if settlement.kind != "succeeded":
+        return None
+    accepted = settlement.output
+    if not isinstance(accepted, AcceptedOutput):
+        raise TypeError(f"job {settlement.job_id}: a settlement succeeds only with an AcceptedOutput")
+    return Jsonb({"processor": accepted.processor, "processor_version": accepted.processor_version,
+                  "fingerprint": accepted.fingerprint, "accepted_by": accepted.accepted_by})
 
 
 def _json_without_nul(value: Any) -> str:
@@ -247,7 +258,8 @@ class BatchRepository:
             "ids": [s.job_id for s in settlements],
             "custom_ids": [s.custom_id for s in settlements],
             "kinds": [s.kind for s in settlements],
-            "outputs": [_json_or_none(s.output) for s in settlements],
+            "outputs": [_json_or_none(s.output.output if s.output is not None else None) for s in settlements],
+            "accepted": [_accepted_json(s) for s in settlements],
             "raw_outputs": [s.raw_output for s in settlements],
             "reasons": [s.reason for s in settlements],
             "exhausted": [s.exhausted for s in settlements],

@@ -9,7 +9,8 @@ row in the same statement (a data-modifying CTE), so the audit cannot drift from
 # `SELECT ... FOR UPDATE SKIP LOCKED` runs exactly once: an inlined CTE may be re-evaluated by the
 # planner and lock rows other than the ones the UPDATE touches. Expired leases come first and are
 # reclaimed at once (no operator); fresh work is read through jobs_claim_idx in (run_after, id) order,
-# skipping rows another application inserted that intake has not reviewed yet.
+# skipping rows another application inserted that intake has not reviewed yet. `pins` ("name version"
+# strings, or NULL for every processor) keeps a handler worker to the processor versions that declare it.
 # The attempt is counted here, at claim time, and every claim gets a new random lease token.
 CLAIM_JOBS = """
 WITH expired AS MATERIALIZED (
@@ -17,6 +18,7 @@ WITH expired AS MATERIALIZED (
     FROM jobs
     WHERE state IN ('claimed', 'running') AND lease_expires_at < now()
       AND mode = %(mode)s AND attempt < max_attempts
+      AND (%(pins)s::text[] IS NULL OR processor || ' ' || processor_version = ANY (%(pins)s::text[]))
     ORDER BY lease_expires_at
     LIMIT %(k)s
     FOR UPDATE SKIP LOCKED
@@ -24,6 +26,7 @@ WITH expired AS MATERIALIZED (
     SELECT id, 'pending'::text AS from_state
     FROM jobs
     WHERE state = 'pending' AND mode = %(mode)s AND run_after <= now() AND reviewed
+      AND (%(pins)s::text[] IS NULL OR processor || ' ' || processor_version = ANY (%(pins)s::text[]))
     ORDER BY run_after, id
     LIMIT %(k)s
     FOR UPDATE SKIP LOCKED
@@ -72,18 +75,49 @@ FROM held WHERE j.id = held.id
 RETURNING j.id
 """
 
-# Finish leased jobs in a terminal state (succeeded, invalid, failed) with their outputs.
+# Succeed leased jobs with their accepted outputs: the accepted_outputs row of each attempt and the state
+# change are written by one statement. The job's pinned processor version must be the one the output was
+# validated against; the store's trigger (migration 012) checks the row, its fingerprint and the digest.
+SUCCEED_JOBS = """
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(outputs)s::jsonb[], %(processors)s::text[],
+                         %(versions)s::text[], %(fingerprints)s::text[], %(accepted_by)s::text[])
+        AS t(id, token, output, processor, version, fingerprint, accepted_by)
+), held AS (
+    SELECT j.id, j.attempt, i.output, i.processor, i.version, i.fingerprint, i.accepted_by
+    FROM jobs j JOIN input i ON j.id = i.id AND j.lease_token = i.token
+    WHERE j.state = %(from_state)s AND j.processor = i.processor AND j.processor_version = i.version
+    ORDER BY j.id FOR UPDATE OF j  -- in id order (see FINISH_JOBS)
+), accepted AS (
+    INSERT INTO accepted_outputs (job_id, attempt, processor, processor_version, fingerprint, output_digest,
+                                  accepted_by)
+    SELECT id, attempt, processor, version, fingerprint, md5(output::text), accepted_by FROM held
+), done AS (
+    UPDATE jobs j
+    SET state = 'succeeded', output = h.output, reason = %(reason)s,
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+        finished_at = now(), updated_at = now()
+    FROM held h
+    WHERE j.id = h.id
+    RETURNING j.id, j.attempt, j.reason
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, %(from_state)s, 'succeeded', attempt, reason FROM done
+)
+SELECT id FROM done
+"""
+
+# Finish leased jobs in a terminal state other than succeeded (invalid, failed), keeping no output.
 FINISH_JOBS = """
 WITH input AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(outputs)s::jsonb[], %(reasons)s::text[])
-        AS t(id, token, output, reason)
+    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(reasons)s::text[]) AS t(id, token, reason)
 ), held AS (
-    SELECT j.id, i.output, i.reason FROM jobs j JOIN input i ON j.id = i.id AND j.lease_token = i.token
+    SELECT j.id, i.reason FROM jobs j JOIN input i ON j.id = i.id AND j.lease_token = i.token
     WHERE j.state = %(from_state)s
     ORDER BY j.id FOR UPDATE OF j  -- in id order, so a heartbeat over the same jobs cannot deadlock with it
 ), done AS (
     UPDATE jobs j
-    SET state = %(to_state)s, output = h.output, reason = h.reason,
+    SET state = %(to_state)s, output = NULL, reason = h.reason,
         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
         finished_at = now(), updated_at = now()
     FROM held h
@@ -219,6 +253,7 @@ SELECT state, count(*) FROM batches WHERE created_at >= %(since)s GROUP BY state
 
 COUNT_OPEN_JOBS = """
 SELECT count(*) FROM jobs WHERE mode = %(mode)s AND state IN ('pending', 'claimed', 'running')
+  AND (%(pins)s::text[] IS NULL OR processor || ' ' || processor_version = ANY (%(pins)s::text[]))
 """
 
 COUNT_BATCHES_BY_STATE = "SELECT state, count(*) FROM batches GROUP BY state"

@@ -21,7 +21,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from forge_dagster.core.models import EnqueueReport, JobSpec, JobState, Rejection
+from forge_dagster.core.models import AcceptedOutput, EnqueueReport, JobSpec, JobState, Rejection
 from forge_dagster.core.store import db, job_sql, outbox_sql
 
 # What PostgreSQL may still refuse in a row that passed JobSpec's checks (a constraint added later, say).
@@ -88,6 +88,11 @@ IDLE_IN_TRANSACTION_FLOOR_S = 10.0
 def backoff_delay(attempt: int, *, base_s: float = 2.0, cap_s: float = 300.0) -> float:
     """Exponential backoff with full jitter for the retry after `attempt` (1-based)."""
     return random.uniform(0, min(cap_s, base_s * 2 ** max(0, attempt - 1)))
+
+
+def _pin_keys(pins: Sequence[tuple[str, str]] | None) -> list[str] | None:
+    """(processor, version) pairs as the claim's "name version" keys (names and versions hold no space)."""
+    return None if pins is None else [f"{name} {version}" for name, version in pins]
 
 
 class LeaseStore:
@@ -186,10 +191,9 @@ class LeaseStore:
         a NUL character, a bad mode or max_attempts, a payload too big...) is rejected with its reason;
         the others still go in. Jobs without a mode are routed as every intake routes them."""
         report, rows = EnqueueReport(), []
-        if any(s.mode is None for s in specs):
-            from forge_dagster.core.inbox import route_specs  # the processor registry decides
+        from forge_dagster.core.inbox import route_specs  # the processor registry decides
 
-            specs = route_specs(self, specs)  # a str in place of a spec is the reason it is refused
+        specs = route_specs(self, specs)  # a str in place of a spec is the reason it is refused
         for seq, spec in enumerate(specs):
             try:
                 if isinstance(spec, str):
@@ -257,11 +261,12 @@ class LeaseStore:
     # -- leases ----------------------------------------------------------------------------------
     def claim(
         self, k: int, *, mode: str = "realtime", to_state: str = JobState.RUNNING, ttl_s: float | None = None,
-        owner: str | None = None,
+        owner: str | None = None, pins: Sequence[tuple[str, str]] | None = None,
     ) -> list[ClaimedJob]:
-        """Claim up to k jobs of `mode` in one statement; each gets a new lease token."""
+        """Claim up to k jobs of `mode` in one statement (of the (processor, version) `pins` only, when
+        given); each gets a new lease token."""
         params = {"k": k, "mode": mode, "to_state": str(to_state), "owner": owner or self.owner,
-                  "ttl": ttl_s or self.lease_ttl_s}
+                  "ttl": ttl_s or self.lease_ttl_s, "pins": _pin_keys(pins)}
         with db.one_statement(self._pool) as conn:
             rows = conn.execute(job_sql.CLAIM_JOBS, params).fetchall()
         return [ClaimedJob(*row, state=str(to_state)) for row in rows]
@@ -280,33 +285,64 @@ class LeaseStore:
                 job.lease_lost.set()
         return held
 
-    def finish_many(
-        self, items: Sequence[tuple[ClaimedJob, Any]], *, to_state: str = JobState.SUCCEEDED,
-        reason: str | None = None, conn: psycopg.Connection | None = None,
+    def succeed_many(
+        self, items: Sequence[tuple[ClaimedJob, AcceptedOutput]], *, reason: str = "validated",
+        conn: psycopg.Connection | None = None,
     ) -> set[int]:
-        """Move leased jobs to a terminal state with their outputs; return the ids that were still held."""
+        """Succeed leased jobs with their accepted outputs (and nothing else: fail closed); return the ids
+        that were still held. A job pinned to another processor version than its output was validated
+        against is not succeeded."""
         if not items:
             return set()
+        for _, accepted in items:
+            if not isinstance(accepted, AcceptedOutput):
+                raise TypeError(f"a job succeeds only with an AcceptedOutput, got {type(accepted).__name__}")
         states = {job.state for job, _ in items}
         finished: set[int] = set()
         with self._use(conn, statements=len(states)) as c:
             for from_state in states:
-                chunk = [(job, out) for job, out in items if job.state == from_state]
+                chunk = [(job, a) for job, a in items if job.state == from_state]
                 params = {
                     "ids": [j.id for j, _ in chunk], "tokens": [j.lease_token for j, _ in chunk],
-                    "outputs": [Jsonb(out) for _, out in chunk], "reasons": [reason] * len(chunk),
+                    "outputs": [Jsonb(a.output) for _, a in chunk],
+                    "processors": [a.processor for _, a in chunk], "versions": [a.processor_version for _, a in chunk],
+                    "fingerprints": [a.fingerprint for _, a in chunk], "accepted_by": [a.accepted_by for _, a in chunk],
+                    "reason": reason, "from_state": from_state, "actor": self.owner,
+                }
+                finished |= {row[0] for row in c.execute(job_sql.SUCCEED_JOBS, params)}
+        return finished
+
+    def finish_many(
+        self, items: Sequence[ClaimedJob], *, to_state: str, reason: str | None = None,
+        conn: psycopg.Connection | None = None,
+    ) -> set[int]:
+        """Move leased jobs to a terminal state other than succeeded (invalid, failed) with `reason`; return
+        the ids that were still held. Success goes through `succeed_many` with accepted outputs."""
+        if to_state not in (JobState.INVALID, JobState.FAILED):
+            raise ValueError(f"finish_many ends jobs invalid or failed, not {to_state} (succeed_many succeeds)")
+        if not items:
+            return set()
+        states = {job.state for job in items}
+        finished: set[int] = set()
+        with self._use(conn, statements=len(states)) as c:
+            for from_state in states:
+                chunk = [job for job in items if job.state == from_state]
+                params = {
+                    "ids": [j.id for j in chunk], "tokens": [j.lease_token for j in chunk],
+                    "reasons": [reason] * len(chunk),
                     "to_state": str(to_state), "from_state": from_state, "actor": self.owner,
                 }
                 finished |= {row[0] for row in c.execute(job_sql.FINISH_JOBS, params)}
         return finished
 
     def complete(
-        self, job: ClaimedJob, output: Any, *, to_state: str = JobState.SUCCEEDED, reason: str | None = None,
-        outbox: Iterable[OutboxMessage] = (), conn: psycopg.Connection | None = None,
+        self, job: ClaimedJob, accepted: AcceptedOutput, *, outbox: Iterable[OutboxMessage] = (),
+        conn: psycopg.Connection | None = None,
     ) -> None:
-        """Finish one leased job, writing `outbox` rows in the same transaction. Raises LeaseLost."""
+        """Succeed one leased job with its accepted output, writing `outbox` rows in the same transaction.
+        Raises LeaseLost."""
         with self._use(conn) as c:
-            if not self.finish_many([(job, output)], to_state=to_state, reason=reason, conn=c):
+            if not self.succeed_many([(job, accepted)], conn=c):
                 raise LeaseLost(f"job {job.id}: lease {job.lease_token} no longer held")
             self.write_outbox(outbox, conn=c)
 
@@ -374,10 +410,10 @@ class LeaseStore:
         with self._pool.connection() as conn:
             return {state: n for state, n in conn.execute(query, params)}
 
-    def open_count(self, mode: str) -> int:
-        """Jobs of `mode` still waiting or leased (pending, claimed or running)."""
+    def open_count(self, mode: str, *, pins: Sequence[tuple[str, str]] | None = None) -> int:
+        """Jobs of `mode` (and of the (processor, version) `pins`, when given) still waiting or leased."""
         with self._pool.connection() as conn:
-            return conn.execute(job_sql.COUNT_OPEN_JOBS, {"mode": mode}).fetchone()[0]
+            return conn.execute(job_sql.COUNT_OPEN_JOBS, {"mode": mode, "pins": _pin_keys(pins)}).fetchone()[0]
 
     def batch_counts(self, *, since: datetime | None = None) -> dict[str, int]:
         """Batches by state (created at or after `since` when given)."""
