@@ -20,7 +20,7 @@ from typing import Any
 from forge_dagster.core.callback_policy import CallbackPolicy
 from forge_dagster.core.config import load_settings
 from forge_dagster.core.intake import parse_lines
-from forge_dagster.core.models import callback_url_problem
+from forge_dagster.core.models import UnusableCallback, callback_url_problem
 from forge_dagster.core.processors import Processor, ProcessorCatalog, validate_input
 from forge_dagster.core.store import JobSpec, LeaseStore
 
@@ -155,7 +155,7 @@ def review_external_rows(
         url = row["callback_url"]
         problem = url and (callback_url_problem(url) or policy.intake_problem(url))
         if problem:
-            raise ValueError(problem)
+            raise UnusableCallback(problem)
         version, mode = check(row["processor"], row["processor_version"], row["payload"], row["due_at"])
         return version, row["mode"] or mode
 

@@ -89,6 +89,11 @@ def callback_url_problem(url: str) -> str | None:
     return None if ok else f"callback_url must be an http(s) URL with a host, got {url[:100]!r}"
 
 
+class UnusableCallback(ValueError):
+    """A job's callback_url no stamp may go to (not http(s), or refused by the callback policy): the job
+    is refused, and its refusal is not stamped there either."""
+
+
 @dataclass(frozen=True)
 class Rejection:
     """A job enqueue refused, and why."""
