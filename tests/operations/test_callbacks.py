@@ -248,3 +248,18 @@ def test_https_goes_to_the_checked_address_and_verifies_the_certificate_for_the_
     assert seen.path == "/cb/0" and seen.headers["host"] == f"hooks.test:{tls.port}"
     # The certificate is checked against the name in the URL, not the address: other.test is not in it.
     assert rows[wrong_name]["delivered_at"] is None and "certificate" in rows[wrong_name]["last_error"].lower()
+
+
+def test_the_slack_webhook_is_the_operators_and_not_under_the_callback_policy(store, receiver, make_relay):
+    """A job names its callback; only the operator names the webhook. Both on 127.0.0.1 here: the stamp is
+    refused by the default policy, the notification goes, and the webhook's token is never shown."""
+    from forge_dagster.core.store import OutboxMessage
+
+    store.write_outbox([OutboxMessage("batch.ended", "batch:1", {"batch_id": 1})])
+    [job_id] = finish(store, [receiver.url + "/cb/0"])
+    relay = make_relay(store, webhook=receiver.url + "/slack/T0/B0/tok-0123456789", allow=None)
+    wait_until(lambda: settled(store, relay), timeout_s=10, what="both rows settled")
+    assert len(receiver.slack_messages()) == 1 and receiver.accepted("/cb") == {}
+    assert stamp_rows(store)[job_id]["refused_at"] is not None
+    assert f"127.0.0.1:{receiver.port}" in relay.describe() and "tok-0123456789" not in relay.describe()
+    assert "public addresses only" in relay.describe()
