@@ -106,7 +106,7 @@ class OperationsRepository:
                                                        "reasons": [r[1][:2000] for r in refused]})
 
     def recent_refused(self, limit: int = 20) -> list[dict[str, Any]]:
-        """Refused stamps, newest first: the job, its callback_url and the reason."""
+        """Refused stamps, newest first: the job and the reason (which names the host and the address)."""
         return self._rows(operations_sql.RECENT_REFUSED, {"limit": limit})
 
     def count_held(self, topics: Sequence[str], *, include: bool) -> int:
