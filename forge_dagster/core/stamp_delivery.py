@@ -23,6 +23,7 @@ from forge_dagster.core.stamps import DeliveryError, DeliveryRefused
 from forge_dagster.core.store.operations_store import ReadyRow
 
 DELIVERED, FAILED, REFUSED = "delivered", "failed", "refused"
+MAX_TRACKED_HOSTS = 4096
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class HostBuckets:
         """Spend one token of `host` if it has one."""
         now = self._clock()
         with self._lock:
+            if len(self._buckets) > MAX_TRACKED_HOSTS:  # forget hosts whose bucket has refilled anyway
+                self._buckets = {h: (t, w) for h, (t, w) in self._buckets.items()
+                                 if t + (now - w) * self.rate < self.burst}
             tokens, then = self._buckets.get(host, (self.burst, now))
             tokens = min(self.burst, tokens + (now - then) * self.rate)
             if tokens < 1.0:
@@ -122,5 +126,8 @@ class StampLane:
                     if exc.host:
                         state.down = exc
                     outcomes.append(Outcome(row, FAILED, exc))
+                    break
+                except Exception as exc:  # noqa: BLE001 - one odd row must not undo its round's other outcomes
+                    outcomes.append(Outcome(row, FAILED, DeliveryError(f"{host}: {type(exc).__name__}: {exc}")))
                     break
                 outcomes.append(Outcome(row, DELIVERED))
