@@ -173,7 +173,7 @@ def test_a_10_mb_answer_is_cut_off_and_does_not_stall_the_relay(store, receiver,
     relay = make_relay(store)
 
     failed = wait_until(lambda: (r := relay.drain()).failed and r, timeout_s=20, what="the 503")
-    assert failed.delivered == 1 and len(receiver.accepted("/cb")) == 1  # the other host's stamp went
+    assert len(receiver.accepted("/cb")) == 1  # the other host's stamp went in the same round
     [error] = failed.errors
     assert error.startswith(f"127.0.0.1:{big.port}: HTTP 503 xxxx") and len(error) < 300
     wait_until(lambda: settled(store, relay), timeout_s=20, what="the retried stamp")
