@@ -15,6 +15,7 @@ from forge_dagster.assets.costs import cost_report
 from forge_dagster.assets.nightly import NIGHTLY_CHAIN, weekly_memory_digest
 from forge_dagster.assets.operations import OPERATIONS_CHECKS, OPERATOR_VIEW_ASSETS, batch_archive
 from forge_dagster.assets.realtime import realtime_job, realtime_outputs
+from forge_dagster.core.config import load_settings
 from forge_dagster.jobs.archive_jobs import (
     archive_job,
     archive_schedule,
@@ -61,6 +62,8 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "outbox_relay": OutboxRelayResource(
             slack_webhook_url=env("FORGE_SLACK_WEBHOOK_URL"), callback_secret=env("FORGE_CALLBACK_SECRET"),
             simulator_url=os.environ.get("FORGE_SIMULATOR_URL"),
+            callback_allow=os.environ.get("FORGE_CALLBACK_ALLOW"),
+            callback_https_only=load_settings().callback_https_only,
         ),
         "provider_keys": ProviderKeysResource(
             openai_api_key=env("OPENAI_API_KEY"), anthropic_api_key=env("ANTHROPIC_API_KEY"),

@@ -113,17 +113,22 @@ def provider_credentials(lease_store: LeaseStoreResource, providers: ProviderPor
 
 @dg.asset(group_name=OPERATIONS_GROUP, kinds={"postgres"})
 def outbox_backlog(lease_store: LeaseStoreResource) -> dg.MaterializeResult:
-    """What the outbox still has to deliver (notifications, stamps), with attempts and last errors."""
+    """What the outbox still has to deliver (notifications, stamps), with attempts and last errors, and the
+    stamps the callback policy refused (never sent, for good) with their reasons."""
     ops = lease_store.store.operations
     stats = ops.outbox_stats()
     pending = [{**r, "created_at": str(r["created_at"])[:19], "available_at": str(r["available_at"])[:19]}
                for r in ops.undelivered(20)]
+    refused = [{"job": r["job_id"], "reason": r["reason"], "refused_at": str(r["refused_at"])[:19]}
+               for r in ops.recent_refused(20)]
     return dg.MaterializeResult(metadata={
         "undelivered": dg.MetadataValue.int(stats["undelivered"]),
         "lag_s": dg.MetadataValue.float(round(stats["lag_s"], 1)),
         "retrying": dg.MetadataValue.int(stats["retrying"]),
         "delivered_total": dg.MetadataValue.int(stats["delivered"]),
         "undelivered_rows": _table(pending),
+        "callbacks_refused_total": dg.MetadataValue.int(stats["refused"]),
+        "refused_callbacks": _table(refused),
     })
 
 

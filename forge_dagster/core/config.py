@@ -6,6 +6,7 @@ local simulator standing in for OpenAI, Anthropic, Ollama and Slack.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -36,6 +37,13 @@ class ForgeSettings(BaseSettings):
     # An `auto` processor runs a job in realtime when it is due within this many seconds (a batch may
     # take up to 24 hours), as well as when its request is small.
     auto_realtime_within_s: float = Field(default=3600.0, ge=0, alias="FORGE_AUTO_REALTIME_WITHIN_S")
+    # Where a job's callback may point beyond public addresses (core/callback_policy.py): hosts, *.domains,
+    # addresses or CIDRs, comma or space separated; and whether plain http is refused.
+    callback_allow: str = Field(default="", alias="FORGE_CALLBACK_ALLOW")
+    callback_https_only: bool = Field(default=False, alias="FORGE_CALLBACK_HTTPS_ONLY")
+    # The relay's bound per callback host: stamps in flight at once, and stamps per second (its burst too).
+    callback_host_concurrency: int = Field(default=4, ge=1, alias="FORGE_CALLBACK_HOST_CONCURRENCY")
+    callback_host_rate: float = Field(default=50.0, gt=0, alias="FORGE_CALLBACK_HOST_RATE")
     # Set by a forge process that started the embedded PostgreSQL for its children (with the URL).
     inherited_mode: str | None = Field(default=None, alias="FORGE_MODE")
 
@@ -64,3 +72,9 @@ class ForgeSettings(BaseSettings):
 def load_settings() -> ForgeSettings:
     """Read the settings from the current environment."""
     return ForgeSettings()
+
+
+def settings_from(environ: Mapping[str, str]) -> ForgeSettings:
+    """The settings `environ` alone describes (the process environment is not read): for callers that
+    are handed their environment, as tests and Dagster resources are."""
+    return ForgeSettings.model_validate(dict(environ))

@@ -10,15 +10,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from forge_dagster.core.callback_policy import CallbackPolicy
 from forge_dagster.core.config import load_settings
 from forge_dagster.core.intake import parse_lines
-from forge_dagster.core.models import callback_url_problem, settle_mode
+from forge_dagster.core.models import UnusableCallback, callback_url_problem, settle_mode
 from forge_dagster.core.processors import Processor, ProcessorCatalog, validate_input
 from forge_dagster.core.store import JobSpec, LeaseStore
 
@@ -147,14 +149,16 @@ def review_external_rows(
 ) -> tuple[int, int]:
     """Review every row other applications inserted (none is claimable before): the processor and the
     version the row names must exist and not be retired, the input must fit, a callback URL must be
-    http(s). Accepted rows are pinned and routed like every other job (a mode the row states is kept);
+    http(s) and not one the callback policy refuses without a lookup. Accepted rows are pinned and routed like every other job (a mode the row states is kept);
     refused ones fail with the reason. Returns (accepted, refused)."""
     check = processor_check(catalog, realtime_within_s=realtime_within_s)
+    policy = CallbackPolicy.from_environ(os.environ)
 
     def review(row: dict[str, Any]) -> tuple[str, str]:
-        problem = row["callback_url"] and callback_url_problem(row["callback_url"])
+        url = row["callback_url"]
+        problem = url and (callback_url_problem(url) or policy.intake_problem(url))
         if problem:
-            raise ValueError(problem)
+            raise UnusableCallback(problem)
         version, mode = check(row["processor"], row["processor_version"], row["payload"], row["due_at"])
         return version, settle_mode(mode, row["mode"])
 

@@ -6,6 +6,7 @@ A bad line gives an error with its line number; the good lines still go through.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from forge_dagster.core.callback_policy import CallbackPolicy
 from forge_dagster.core.models import (
     MAX_ATTEMPTS_LIMIT,
     MAX_PAYLOAD_BYTES,
@@ -74,10 +76,13 @@ def _describe(exc: ValidationError) -> str:
 
 def parse_lines(
     lines: Iterable[str | bytes], *, check_processor: ProcessorCheck | None = None,
-    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES, callback_policy: CallbackPolicy | None = None,
 ) -> ParsedIntake:
     """Parse JSONL intake lines into job specs and per-line errors. Blank lines are ignored. Without
-    `check_processor`, a line with no mode leaves it to the store, which routes it by its processor."""
+    `check_processor`, a line with no mode leaves it to the store, which routes it by its processor.
+    A callback_url the policy refuses without a lookup (a literal private address...) refuses its line;
+    the policy is the environment's (`FORGE_CALLBACK_ALLOW`) unless one is given."""
+    policy = callback_policy if callback_policy is not None else CallbackPolicy.from_environ(os.environ)
     parsed = ParsedIntake()
     for number, raw in enumerate(lines, start=1):
         try:
@@ -104,6 +109,10 @@ def parse_lines(
             line = IntakeLine.model_validate(data)
         except ValidationError as exc:
             parsed.errors.append(LineError(number, _describe(exc)))
+            continue
+        refused = line.callback_url and policy.intake_problem(line.callback_url)
+        if refused:
+            parsed.errors.append(LineError(number, refused))
             continue
         version, mode = line.processor_version, line.mode
         if check_processor is not None:

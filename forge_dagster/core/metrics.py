@@ -82,6 +82,9 @@ class StoreCollector(Collector):
         yield GaugeMetricFamily("forge_outbox_retrying", "Undelivered outbox rows that failed at least once",
                                 value=snap.outbox_retrying)
         yield CounterMetricFamily("forge_outbox_delivered", "Outbox rows delivered", value=snap.outbox_delivered)
+        yield CounterMetricFamily("forge_callbacks_refused",
+                                  "Stamps not sent: the callback policy refused their destination (for good)",
+                                  value=snap.callbacks_refused)
 
         batches = GaugeMetricFamily("forge_batches", "Provider batches by state", labels=["state"])
         for state, n in sorted(snap.batches_by_state.items()):

@@ -112,6 +112,11 @@ class AcceptedOutput:
     accepted_by: str  # the validating path: batch, realtime, repair, handler module:function
 
 
+class UnusableCallback(ValueError):
+    """A job's callback_url no stamp may go to (not http(s), or refused by the callback policy): the job
+    is refused, and its refusal is not stamped there either."""
+
+
 @dataclass(frozen=True)
 class Rejection:
     """A job enqueue refused, and why."""

@@ -1,7 +1,9 @@
 """The outbox relay: delivers what transitions wrote to the outbox, at least once, in order per key.
 
 Two lanes, each one short transaction per round:
-- stamps (`job.stamp`): one signed POST per row to the job's callback_url, the row id as idempotency key;
+- stamps (`job.stamp`): one signed POST per row to the job's callback_url, the row id as idempotency key,
+  only where the callback policy allows (core/callback_policy.py; a refused row ends `refused` for good),
+  sent in parallel with a bound per host (core/stamp_delivery.py);
 - notifications (every other topic): all rows the lane may send now become one Slack message, so a
   storm of events is grouped instead of flooding the channel.
 Rows are read only below the snapshot's xmin (a late commit is read later, never skipped) and only as
@@ -24,7 +26,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from forge_dagster.core.callback_policy import CallbackPolicy, Resolver, system_resolver
+from forge_dagster.core.config import settings_from
 from forge_dagster.core.notify import SlackNotifier, webhook_url
+from forge_dagster.core.stamp_delivery import DELIVERED, FAILED, REFUSED, StampLane
 from forge_dagster.core.stamps import STAMP_TOPIC, DeliveryError, StampSender, load_callback_secret
 from forge_dagster.core.store import LeaseStore
 from forge_dagster.core.store.operations_store import ReadyRow
@@ -38,6 +43,7 @@ STAMP_TOPICS = (STAMP_TOPIC,)
 class RelayReport:
     delivered: int = 0
     failed: int = 0
+    refused: int = 0  # stamps the callback policy refused: closed for good
     messages: int = 0  # Slack messages posted
     held: int = 0  # notification rows waiting because no webhook is configured
     errors: list[str] = field(default_factory=list)
@@ -46,6 +52,7 @@ class RelayReport:
     def add(self, other: RelayReport) -> None:
         self.delivered += other.delivered
         self.failed += other.failed
+        self.refused += other.refused
         self.messages += other.messages
         self.held = other.held or self.held
         self.errors += [e for e in other.errors if e not in self.errors]
@@ -53,6 +60,8 @@ class RelayReport:
 
     def summary(self) -> str:
         text = f"delivered {self.delivered} outbox rows ({self.messages} Slack messages), {self.failed} failed"
+        if self.refused:
+            text += f", {self.refused} stamps refused by the callback policy"
         if self.held:
             text += f"; {self.held} notifications held"
         return "; ".join([text, *self.notes, *self.errors[:3]])
@@ -69,9 +78,10 @@ class Relay:
     def __init__(
         self, store: LeaseStore, *, stamps: StampSender, notifier: SlackNotifier | None,
         notifier_note: str = "", stamp_batch: int = 20, notify_batch: int = 500, base_delay_s: float = 2.0,
-        max_delay_s: float = 900.0, lane_budget_s: float = 15.0,
+        max_delay_s: float = 900.0, lane_budget_s: float = 15.0, host_concurrency: int = 4, host_rate: float = 50.0,
     ) -> None:
         self.store, self.stamps, self.notifier = store, stamps, notifier
+        self.stamp_lane = StampLane(stamps.send, concurrency=host_concurrency, rate=host_rate)
         self.notifier_note = notifier_note
         self.stamp_batch, self.notify_batch = stamp_batch, notify_batch
         self.base_delay_s, self.max_delay_s, self.lane_budget_s = base_delay_s, max_delay_s, lane_budget_s
@@ -79,9 +89,11 @@ class Relay:
     def describe(self) -> str:
         """One line for the operator: where notifications go (never the webhook's token)."""
         where = f"Slack webhook at {self.notifier.host} ({self.notifier_note})" if self.notifier else self.notifier_note
-        return f"forge: outbox relay on; notifications -> {where}; stamps -> each job's callback_url, signed"
+        return (f"forge: outbox relay on; notifications -> {where}; stamps -> each job's callback_url, signed, "
+                f"to {self.stamps.policy.describe()} (FORGE_CALLBACK_ALLOW)")
 
     def close(self) -> None:
+        self.stamp_lane.close()
         self.stamps.close()
         if self.notifier is not None:
             self.notifier.close()
@@ -93,33 +105,26 @@ class Relay:
 
     # -- lanes -----------------------------------------------------------------------------------
     def deliver_stamps(self) -> RelayReport:
-        """One round of the stamp lane (one transaction)."""
+        """One round of the stamp lane (one transaction): the rows sent in parallel, bounded per host."""
         report = RelayReport()
         ops = self.store.operations
-        started = time.monotonic()
         with self.store.transaction() as conn:
             rows = ops.fetch_ready(conn, STAMP_TOPICS, include=True, limit=self.stamp_batch)
-            blocked: set[str] = set()  # keys whose earlier row failed in this round
-            down: dict[str, DeliveryError] = {}  # hosts that refused connections in this round
-            delivered = []
-            for row in rows:
-                if row.key in blocked or time.monotonic() - started > self.lane_budget_s:
-                    continue  # left as it is: due again next round, order kept
-                host = _host(row)
-                try:
-                    if host in down:
-                        raise down[host]
-                    self.stamps.send(row)
-                    delivered.append(row.id)
-                except DeliveryError as exc:
-                    if exc.host:
-                        down[exc.host] = exc
-                    blocked.add(row.key)
-                    ops.mark_attempt_failed(conn, row.id, str(exc), self._delay(row, exc))
+            outcomes = self.stamp_lane.send(rows, budget_s=self.lane_budget_s) if rows else []
+            for outcome in outcomes:
+                if outcome.kind == FAILED:
+                    ops.mark_attempt_failed(conn, outcome.row.id, str(outcome.error),
+                                            self._delay(outcome.row, outcome.error))
                     report.failed += 1
-                    report.errors.append(str(exc))
+                    report.errors.append(str(outcome.error))
+            refused = [(o.row.id, str(o.error)) for o in outcomes if o.kind == REFUSED]
+            ops.mark_refused(conn, refused)
+            delivered = [o.row.id for o in outcomes if o.kind == DELIVERED]
             self.store.mark_delivered(conn, delivered)
-        report.delivered = len(delivered)
+        report.delivered, report.refused = len(delivered), len(refused)
+        report.errors += [reason for _, reason in refused[:3]]
+        if refused:
+            log.warning("outbox relay: %d stamps refused by the callback policy, e.g. %s", len(refused), refused[0][1])
         return report
 
     def deliver_notifications(self) -> RelayReport:
@@ -151,7 +156,7 @@ class Relay:
 
     def drain(self, *, max_rounds: int = 100, deadline_s: float = 30.0) -> RelayReport:
         """Run both lanes until nothing more is deliverable now (or the deadline): failed rows wait
-        for their backoff, so a round that delivers nothing ends the drain."""
+        for their backoff, so a round that delivers (or refuses) nothing ends the drain."""
         total = RelayReport()
         deadline = time.monotonic() + deadline_s
         for _ in range(max_rounds):
@@ -159,7 +164,7 @@ class Relay:
             round_report.add(self.deliver_stamps())
             round_report.add(self.deliver_notifications())
             total.add(round_report)
-            if not round_report.delivered or time.monotonic() > deadline:
+            if not (round_report.delivered or round_report.refused) or time.monotonic() > deadline:
                 break
         return total
 
@@ -175,16 +180,14 @@ class Relay:
         return self.drain()
 
 
-def _host(row: ReadyRow) -> str:
-    url = str(row.payload.get("callback_url") or "")
-    return url.split("/")[2] if url.count("/") >= 2 else url
-
-
 def build_relay(
     store: LeaseStore, *, forge_home: Path, environ: Mapping[str, str] | None = None,
-    slack_webhook_url: str | None = None, callback_secret: str | None = None, **kwargs,
+    slack_webhook_url: str | None = None, callback_secret: str | None = None,
+    resolver: Resolver = system_resolver, **kwargs,
 ) -> Relay:
-    """A relay configured from the environment (or the values given): webhook, callback secret."""
+    """A relay configured from the environment (or the values given): webhook, callback secret, and the
+    callback policy with its per-host bounds (`FORGE_CALLBACK_*`). The Slack webhook is the operator's own
+    and is not under the callback policy; a job's callback_url always is."""
     env = dict(os.environ if environ is None else environ)
     if slack_webhook_url:
         env["FORGE_SLACK_WEBHOOK_URL"] = slack_webhook_url
@@ -192,8 +195,12 @@ def build_relay(
         env["FORGE_CALLBACK_SECRET"] = callback_secret
     url, source = webhook_url(env)
     notifier = SlackNotifier(url) if url else None
-    return Relay(store, stamps=StampSender(load_callback_secret(forge_home, env)), notifier=notifier,
-                 notifier_note=source, **kwargs)
+    settings = settings_from(env)
+    policy = CallbackPolicy.parse(settings.callback_allow, https_only=settings.callback_https_only)
+    stamps = StampSender(load_callback_secret(forge_home, env), policy=policy, resolver=resolver)
+    kwargs = {"host_concurrency": settings.callback_host_concurrency, "host_rate": settings.callback_host_rate,
+              **kwargs}
+    return Relay(store, stamps=stamps, notifier=notifier, notifier_note=source, **kwargs)
 
 
 @contextmanager

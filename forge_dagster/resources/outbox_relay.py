@@ -1,4 +1,4 @@
-"""The outbox relay's receivers as a Dagster resource: the Slack webhook and the callback secret."""
+"""The outbox relay's receivers as a Dagster resource: the Slack webhook, the callback secret and policy."""
 
 import dagster as dg
 
@@ -10,16 +10,22 @@ from forge_dagster.core.store import LeaseStore
 class OutboxRelayResource(dg.ConfigurableResource):
     """Where notifications and stamps go. `slack_webhook_url` (from `FORGE_SLACK_WEBHOOK_URL`) wins;
     else the simulator's receiver at `simulator_url`; with neither, notifications wait in the outbox.
-    `callback_secret` signs stamps (`FORGE_CALLBACK_SECRET`, else a secret kept under FORGE_HOME)."""
+    `callback_secret` signs stamps (`FORGE_CALLBACK_SECRET`, else a secret kept under FORGE_HOME).
+    `callback_allow` and `callback_https_only` are the callback policy (`FORGE_CALLBACK_ALLOW`,
+    `FORGE_CALLBACK_HTTPS_ONLY`): unset, a stamp goes to public addresses only."""
 
     slack_webhook_url: str | None = None
     simulator_url: str | None = None
     callback_secret: str | None = None
+    callback_allow: str | None = None
+    callback_https_only: bool = False
     base_delay_s: float = 2.0
 
     def relay(self, store: LeaseStore) -> Relay:
         """A relay over `store` with these receivers (close it after use)."""
         environ = {"FORGE_SIMULATOR_URL": self.simulator_url} if self.simulator_url else {}
+        environ |= {"FORGE_CALLBACK_ALLOW": self.callback_allow or "",
+                    "FORGE_CALLBACK_HTTPS_ONLY": "1" if self.callback_https_only else "0"}
         return build_relay(store, forge_home=load_settings().forge_home, environ=environ,
                            slack_webhook_url=self.slack_webhook_url, callback_secret=self.callback_secret,
                            base_delay_s=self.base_delay_s)

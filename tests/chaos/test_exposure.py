@@ -188,3 +188,23 @@ def test_servers_forge_starts_bind_to_loopback_unless_told_otherwise(args, banne
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def test_the_embedded_redis_listens_on_a_unix_socket_and_no_tcp_port(tmp_path):
+    import redis
+
+    from forge_dagster.core.config import ForgeSettings
+    from forge_dagster.core.runtime import redis_url
+
+    url = redis_url(ForgeSettings(FORGE_HOME=tmp_path))
+    assert url.startswith("unix://")
+    client = redis.Redis.from_url(url)
+    try:
+        assert client.config_get("port") == {"port": "0"}
+        assert _listening(int(client.info("server")["process_id"])) == set()
+    finally:
+        try:
+            client.shutdown(nosave=True)
+        except redis.ConnectionError:
+            pass  # the server is gone: what shutdown does
+        client.close()

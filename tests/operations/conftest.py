@@ -19,11 +19,15 @@ def receiver():
 
 @pytest.fixture
 def make_relay(tmp_path):
-    """make_relay(store, webhook=url or None) -> a relay with fast backoff (closed after the test)."""
+    """make_relay(store, webhook=url or None, allow=...) -> a relay with fast backoff (closed after the test).
+    The receiver listens on 127.0.0.1, which the callback policy refuses by default: these relays open it
+    (`FORGE_CALLBACK_ALLOW`, `allow`) unless a test says otherwise (`allow=None` is the default policy)."""
     relays: list[Relay] = []
 
-    def make(store, *, webhook: str | None = None, base_delay_s: float = 0.05, **kwargs) -> Relay:
-        relay = build_relay(store, forge_home=tmp_path, environ={}, slack_webhook_url=webhook,
+    def make(store, *, webhook: str | None = None, base_delay_s: float = 0.05, allow: str | None = "127.0.0.1",
+             environ: dict[str, str] | None = None, **kwargs) -> Relay:
+        env = {"FORGE_CALLBACK_ALLOW": allow} if allow else {}
+        relay = build_relay(store, forge_home=tmp_path, environ={**env, **(environ or {})}, slack_webhook_url=webhook,
                             callback_secret=SECRET, base_delay_s=base_delay_s, **kwargs)
         relays.append(relay)
         return relay

@@ -49,7 +49,7 @@ def test_relay_sensor_drains_the_outbox_and_explains_itself(store, catalog, port
     resources = {
         "lease_store": LeaseStoreResource(database_url=database_url, db_schema=schema),
         "outbox_relay": OutboxRelayResource(slack_webhook_url=receiver.url + "/slack", callback_secret=SECRET,
-                                            base_delay_s=0.05),
+                                            callback_allow="127.0.0.1", base_delay_s=0.05),
     }
     instance = dg.DagsterInstance.ephemeral()
     cursor = None

@@ -171,7 +171,8 @@ def test_forge_work_drains_the_stamps_of_the_jobs_it_finished(store, receiver, d
 
     register_step(store)
     store.enqueue([JobSpec("step", {"i": i}, callback_url=f"{receiver.url}/cb/{i}") for i in range(5)])
-    env = forge_env(database_url, schema, FORGE_HOME=str(tmp_path), FORGE_CALLBACK_SECRET="work-secret")
+    env = forge_env(database_url, schema, FORGE_HOME=str(tmp_path), FORGE_CALLBACK_SECRET="work-secret",
+                    FORGE_CALLBACK_ALLOW="127.0.0.1")  # the receiver's address, refused by default
     proc = forge_process(["work", "--until-idle", "--handler", ECHO_HANDLER], env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate(timeout=120)

@@ -62,10 +62,12 @@ def test_every_externally_inserted_row_is_reviewed_before_any_claim(store, regis
         {"external_id": "bad_input", "processor": "ticket_triage", "payload": {"subject": "no body"}},
         {"external_id": "bad_callback", "processor": "ticket_triage", "payload": SMALL,
          "callback_url": "ftp://crm.example/drop"},
+        {"external_id": "inward_callback", "processor": "ticket_triage", "payload": SMALL,
+         "callback_url": "http://169.254.169.254/latest/meta-data/"},
     ])
     assert store.claim(20, mode="batch") == [] and store.claim(20, mode="realtime") == []
 
-    assert review_external_rows(store, registry) == (5, 5)
+    assert review_external_rows(store, registry) == (5, 6)
     jobs = {name: store.get_job(job_id) for name, job_id in ids.items()}
     assert {n: (j["state"], j["processor_version"], j["mode"]) for n, j in jobs.items() if j["state"] == "pending"} == {
         "plain": ("pending", "1.1.0", "batch"), "complete": ("pending", "1.1.0", "batch"),
@@ -78,6 +80,7 @@ def test_every_externally_inserted_row_is_reviewed_before_any_claim(store, regis
     assert "body" in reasons["bad_input"]
     assert "http(s)" in reasons["bad_callback"]
     assert jobs["bad_callback"]["callback_url"] is None  # no stamp to an address the relay cannot reach
+    assert "callback_url refused: 169.254.169.254 is link-local" in reasons["inward_callback"]
     assert store.outbox_lag()[0] == 0
     assert [e["to_state"] for e in store.events(ids["retired"])] == ["failed"]
 

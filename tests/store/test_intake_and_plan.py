@@ -55,19 +55,23 @@ def test_submit_cli_reports_rejections_with_line_numbers(tmp_path, database_url:
         b'{"processor": "ticket_triage", "input": {"subject": "caf\xe9", "body": "latin-1"}}',  # not UTF-8
         json.dumps({**good, "callback_url": "ftp://example.com/drop"}).encode(),
         json.dumps({**good, "input": {**good["input"], "subject": "Other"}}).encode(),
+        # Cloud metadata behind an IPv4-mapped address: refused at intake, before any relay would try it.
+        json.dumps({**good, "input": {**good["input"], "subject": "Third"},
+                    "callback_url": "http://[::ffff:169.254.169.254]/latest"}).encode(),
     ]) + b"\n")
     env = forge_env(database_url, schema)
     proc = forge_process(["submit", str(path), "--json"], env=env, stdout=-1, stderr=-1, text=True)
     out, err = proc.communicate(timeout=120)
     result = json.loads(out)
     assert result["accepted"] == 2
-    assert [r["line"] for r in result["rejected"]] == [2, 3, 4, 5, 6, 7]
+    assert [r["line"] for r in result["rejected"]] == [2, 3, 4, 5, 6, 7, 9]
     errors = [r["error"] for r in result["rejected"]]
     assert "unknown processor 'no_such_processor'" in errors[1]
     assert "body" in errors[2]
     assert "NUL character" in errors[3]
     assert "not valid UTF-8: byte 0xe9" in errors[4]
     assert "http(s)" in errors[5]
+    assert "callback_url refused: ::ffff:a9fe:a9fe is link-local (IPv4-mapped form of 169.254.169.254)" in errors[6]
     assert "mode=external" in err
     assert store.counts() == {"pending": 2}
 

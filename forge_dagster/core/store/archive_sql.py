@@ -61,11 +61,11 @@ WITH picked AS MATERIALIZED (
 SELECT count(*) FROM moved
 """
 
-# Delivered outbox rows (the undelivered ones are the relay's and never move).
+# Delivered and refused outbox rows (the open ones are the relay's and never move).
 ARCHIVE_DELIVERED_OUTBOX = """
 WITH picked AS MATERIALIZED (
     SELECT id FROM outbox
-    WHERE delivered_at IS NOT NULL AND delivered_at < now() - make_interval(secs => %(older_than_s)s)
+    WHERE coalesce(delivered_at, refused_at) < now() - make_interval(secs => %(older_than_s)s)
     ORDER BY id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -295,12 +295,13 @@ FROM done
 """
 
 # A refused row fails with its reason. Its stamp goes only to a callback URL the relay can deliver to
-# (an unusable one would be retried forever).
+# (an unusable one would be retried forever), and not to one intake refused (`drop_callback`).
 REFUSE_REVIEWED = """
 WITH done AS (
     UPDATE jobs j SET state = 'failed', reason = t.reason, reviewed = true, finished_at = now(), updated_at = now(),
-                      callback_url = CASE WHEN j.callback_url ~* '^https?://[^/?#[:space:]]+' THEN j.callback_url END
-    FROM unnest(%(ids)s::bigint[], %(reasons)s::text[]) AS t(id, reason)
+                      callback_url = CASE WHEN NOT t.drop_callback AND j.callback_url ~* '^https?://[^/?#[:space:]]+'
+                                          THEN j.callback_url END
+    FROM unnest(%(ids)s::bigint[], %(reasons)s::text[], %(drop_callback)s::boolean[]) AS t(id, reason, drop_callback)
     WHERE j.id = t.id AND j.state = 'pending' AND NOT j.reviewed
     RETURNING j.id, j.attempt, j.reason
 )

@@ -21,7 +21,14 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from forge_dagster.core.models import AcceptedOutput, EnqueueReport, JobSpec, JobState, Rejection
+from forge_dagster.core.models import (
+    AcceptedOutput,
+    EnqueueReport,
+    JobSpec,
+    JobState,
+    Rejection,
+    UnusableCallback,
+)
 from forge_dagster.core.store import db, job_sql, outbox_sql
 
 # What PostgreSQL may still refuse in a row that passed JobSpec's checks (a constraint added later, say).
@@ -240,23 +247,24 @@ class LeaseStore:
     ) -> tuple[int, list[tuple[int, str]]]:
         """Review pending rows other applications inserted (none is claimable before). `check(row)` gets
         the row (processor, processor_version, mode, payload, due_at, callback_url) and returns the
-        (version, mode) to pin, or raises ValueError: the row then fails with that reason.
-        Returns (accepted count, [(job id, reason) refused])."""
+        (version, mode) to pin, or raises ValueError: the row then fails with that reason (and, for an
+        UnusableCallback, without a stamp to that callback). Returns (accepted count, [(job id, reason) refused])."""
         accepted, refused = [], []
         with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             for row in cur.execute(job_sql.UNREVIEWED_JOBS, {"limit": limit}).fetchall():
                 try:
                     accepted.append((row["id"], *check(row)))
                 except ValueError as exc:
-                    refused.append((row["id"], str(exc)))
+                    refused.append((row["id"], str(exc), isinstance(exc, UnusableCallback)))
             if accepted:
                 ids, versions, modes = (list(col) for col in zip(*accepted, strict=True))
                 cur.execute(job_sql.ACCEPT_REVIEWED, {"ids": ids, "versions": versions, "modes": modes,
                                                       "actor": "intake"})
             if refused:
-                cur.execute(job_sql.REFUSE_REVIEWED, {"ids": [r[0] for r in refused],
-                                                      "reasons": [r[1] for r in refused], "actor": "intake"})
-        return len(accepted), refused
+                ids, reasons, drop = (list(col) for col in zip(*refused, strict=True))
+                cur.execute(job_sql.REFUSE_REVIEWED, {"ids": ids, "reasons": reasons, "drop_callback": drop,
+                                                      "actor": "intake"})
+        return len(accepted), [(job_id, reason) for job_id, reason, _ in refused]
 
     # -- leases ----------------------------------------------------------------------------------
     def claim(

@@ -18,7 +18,7 @@ WITH open AS (
             AND o.txid < pg_snapshot_xmin(pg_current_snapshot())
             AND (o.topic = ANY(%(topics)s::text[])) = %(include)s) AS ready
     FROM outbox o
-    WHERE o.delivered_at IS NULL
+    WHERE o.delivered_at IS NULL AND o.refused_at IS NULL
 ), runs AS (
     SELECT id, lag(id) OVER w AS prev_id, bool_and(ready) OVER w AS run_ready
     FROM open
@@ -28,7 +28,7 @@ SELECT o.id, o.topic, o.key, o.payload, o.attempts, r.prev_id
 FROM runs r JOIN outbox o ON o.id = r.id
 -- Rechecked on the locked row itself: a row another relay delivered (or failed) after this statement's
 -- snapshot comes back here unlocked, and only these conditions on `o` are re-evaluated (EvalPlanQual).
-WHERE r.run_ready AND o.delivered_at IS NULL AND o.available_at <= now()
+WHERE r.run_ready AND o.delivered_at IS NULL AND o.refused_at IS NULL AND o.available_at <= now()
 ORDER BY o.id
 LIMIT %(limit)s
 FOR UPDATE OF o SKIP LOCKED
@@ -44,23 +44,44 @@ PASSED_HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= %(horizon)s:
 MARK_ATTEMPT_FAILED = """
 UPDATE outbox
 SET attempts = attempts + 1, last_error = %(error)s, available_at = now() + make_interval(secs => %(delay)s)
-WHERE id = %(id)s AND delivered_at IS NULL
+WHERE id = %(id)s AND delivered_at IS NULL AND refused_at IS NULL
+"""
+
+# Stamps whose destination the callback policy refuses: closed for good with the reason (never retried,
+# not counted as delivered). No request was sent, so no attempt is counted.
+MARK_REFUSED = """
+UPDATE outbox o SET refused_at = now(), last_error = t.reason
+FROM unnest(%(ids)s::bigint[], %(reasons)s::text[]) AS t(id, reason)
+WHERE o.id = t.id AND o.delivered_at IS NULL AND o.refused_at IS NULL
+"""
+
+# Refused stamps, newest first, for the operator (the reason names the host and address, not the URL,
+# which may carry a token).
+RECENT_REFUSED = """
+SELECT id, key, payload ->> 'job_id' AS job_id, last_error AS reason, refused_at
+FROM outbox WHERE refused_at IS NOT NULL ORDER BY refused_at DESC, id DESC LIMIT %(limit)s
 """
 
 COUNT_HELD = """
-SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND (topic = ANY(%(topics)s::text[])) = %(include)s
+SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND refused_at IS NULL AND (topic = ANY(%(topics)s::text[])) = %(include)s
 """
 
 UNDELIVERED = """
 SELECT id, topic, key, attempts, last_error, created_at, available_at
-FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT %(limit)s
+FROM outbox WHERE delivered_at IS NULL AND refused_at IS NULL ORDER BY id LIMIT %(limit)s
 """
 
+# Open rows (neither delivered nor refused): count, age of the oldest, those that failed at least once; then
+# delivered and refused rows, archived ones included.
 OUTBOX_STATS = """
-SELECT count(*) FILTER (WHERE delivered_at IS NULL),
-       coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE delivered_at IS NULL)), 0),
-       count(*) FILTER (WHERE delivered_at IS NULL AND attempts > 0),
-       count(*) FILTER (WHERE delivered_at IS NOT NULL) + (SELECT count(*) FROM outbox_archive)
+SELECT count(*) FILTER (WHERE delivered_at IS NULL AND refused_at IS NULL),
+       coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE delivered_at IS NULL
+                                                                    AND refused_at IS NULL)), 0),
+       count(*) FILTER (WHERE delivered_at IS NULL AND refused_at IS NULL AND attempts > 0),
+       count(*) FILTER (WHERE delivered_at IS NOT NULL)
+           + (SELECT count(*) FROM outbox_archive WHERE delivered_at IS NOT NULL),
+       count(*) FILTER (WHERE refused_at IS NOT NULL)
+           + (SELECT count(*) FROM outbox_archive WHERE row ->> 'refused_at' IS NOT NULL)
 FROM outbox
 """
 

@@ -51,6 +51,7 @@ class MetricsSnapshot:
     outbox_lag_s: float = 0.0
     outbox_retrying: int = 0
     outbox_delivered: int = 0
+    callbacks_refused: int = 0  # stamps closed because the callback policy refused their destination
     batches_by_state: dict[str, int] = field(default_factory=dict)
     oldest_open_batch_s: dict[str, float] = field(default_factory=dict)
 
@@ -97,6 +98,17 @@ class OperationsRepository:
         """Record a failed delivery: the row is due again after `delay_s`, its last error kept."""
         conn.execute(operations_sql.MARK_ATTEMPT_FAILED, {"id": row_id, "error": error[:2000], "delay": delay_s})
 
+    def mark_refused(self, conn: psycopg.Connection, refused: Sequence[tuple[int, str]]) -> None:
+        """Close rows whose destination the callback policy refuses, each with its reason: never retried,
+        not delivered (they count as refused in the metrics)."""
+        if refused:
+            conn.execute(operations_sql.MARK_REFUSED, {"ids": [r[0] for r in refused],
+                                                       "reasons": [r[1][:2000] for r in refused]})
+
+    def recent_refused(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Refused stamps, newest first: the job and the reason (which names the host and the address)."""
+        return self._rows(operations_sql.RECENT_REFUSED, {"limit": limit})
+
     def count_held(self, topics: Sequence[str], *, include: bool) -> int:
         """Undelivered rows of a lane (see `fetch_ready`)."""
         with self._pool.connection() as conn:
@@ -108,9 +120,9 @@ class OperationsRepository:
 
     def outbox_stats(self) -> dict[str, float]:
         with self._pool.connection() as conn:
-            undelivered, lag, retrying, delivered = conn.execute(operations_sql.OUTBOX_STATS).fetchone()
+            undelivered, lag, retrying, delivered, refused = conn.execute(operations_sql.OUTBOX_STATS).fetchone()
         return {"undelivered": int(undelivered), "lag_s": float(lag), "retrying": int(retrying),
-                "delivered": int(delivered)}
+                "delivered": int(delivered), "refused": int(refused)}
 
     def latest_key_events(self) -> list[dict[str, Any]]:
         """The latest key.* / provider.* event per outbox key (paused, resumed, ...)."""
@@ -179,9 +191,10 @@ class OperationsRepository:
                  "reasoning": int(r), "cost_usd": float(cost), "attempts": n}
                 for p, m, i, c, o, r, cost, n in conn.execute(operations_sql.COST_AND_TOKENS)
             ]
-            undelivered, lag, retrying, delivered = conn.execute(operations_sql.OUTBOX_STATS).fetchone()
+            undelivered, lag, retrying, delivered, refused = conn.execute(operations_sql.OUTBOX_STATS).fetchone()
             snap.outbox_undelivered, snap.outbox_lag_s = int(undelivered), float(lag)
             snap.outbox_retrying, snap.outbox_delivered = int(retrying), int(delivered)
+            snap.callbacks_refused = int(refused)
             snap.batches_by_state = dict(conn.execute(operations_sql.BATCHES_BY_STATE_ALL).fetchall())
             snap.oldest_open_batch_s = {p: float(s) for p, s in conn.execute(operations_sql.OLDEST_OPEN_BATCH)}
         return snap

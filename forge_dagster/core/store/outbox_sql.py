@@ -13,5 +13,5 @@ WHERE id = ANY(%(ids)s::bigint[])
 
 OUTBOX_LAG = """
 SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)
-FROM outbox WHERE delivered_at IS NULL
+FROM outbox WHERE delivered_at IS NULL AND refused_at IS NULL
 """
