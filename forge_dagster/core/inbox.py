@@ -147,7 +147,10 @@ def inbox_waiting(inbox: Path) -> tuple[int, int]:
 
 
 def _not_a_file(mode: int) -> str | None:
-    return None if stat.S_ISREG(mode) else f"{_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a file"
+    """What an entry that is not a regular file is ("a folder, not a file"), else None."""
+    if stat.S_ISREG(mode):
+        return None
+    return f"{_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a file"
 
 
 def read_intake_file(path: Path) -> bytes:
@@ -157,11 +160,13 @@ def read_intake_file(path: Path) -> bytes:
         problem = _not_a_file(os.stat(path).st_mode)
         if problem:
             raise UnreadableFile(problem)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # an entry swapped for a FIFO since the stat cannot hang
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO swapped in since the stat cannot hang it
     except FileNotFoundError:
-        if os.path.islink(path):
-            raise UnreadableFile(f"a dangling link (its target {os.readlink(path)} does not exist)") from None
-        raise UnreadableFile("no such file") from None
+        try:
+            target = os.readlink(path)
+        except OSError:  # not a link: the file is gone (another drain took it)
+            raise UnreadableFile("no such file") from None
+        raise UnreadableFile(f"a dangling link (its target {target} does not exist)") from None
     except OSError as exc:
         raise UnreadableFile(f"cannot be read: {(exc.strerror or str(exc)).lower()}") from None
     with os.fdopen(fd, "rb") as file:
@@ -204,7 +209,7 @@ def file_away(path: Path, folder: Path, report: dict[str, Any]) -> str | None:
         if os.path.lexists(folder / name):
             continue
         try:
-            claimed = open(folder / f"{name}.report.json", "x")  # noqa: SIM115 - closed below, on every path
+            claimed = open(folder / f"{name}.report.json", "x")  # closed by the `with` below
         except FileExistsError:
             continue
         break

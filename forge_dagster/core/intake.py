@@ -63,9 +63,9 @@ class UnreadableFile(ValueError):
 _FOREIGN_BOMS = [(codecs.BOM_UTF32_LE, "UTF-32LE"), (codecs.BOM_UTF32_BE, "UTF-32BE"),
                  (codecs.BOM_UTF16_LE, "UTF-16LE"), (codecs.BOM_UTF16_BE, "UTF-16BE")]
 # Without a mark, where the NUL bytes fall in the first four says it (RFC 4627 section 3): JSON text starts
-# with an ASCII character, and UTF-8 JSON never holds a raw NUL byte.
+# with an ASCII character, and UTF-8 JSON never holds a raw NUL byte. The pairs: files of 2 or 3 bytes.
 _NUL_PATTERNS = {(1, 1, 1, 0): "UTF-32BE", (0, 1, 1, 1): "UTF-32LE", (1, 0, 1, 0): "UTF-16BE",
-                 (0, 1, 0, 1): "UTF-16LE", (1, 0): "UTF-16BE", (0, 1): "UTF-16LE"}  # the last two: files of 2-3 bytes
+                 (0, 1, 0, 1): "UTF-16LE", (1, 0): "UTF-16BE", (0, 1): "UTF-16LE"}
 
 
 def foreign_encoding(head: bytes) -> str | None:

@@ -121,7 +121,8 @@ FOREIGN = {"utf-16": "UTF-16LE", "utf-16-le": "UTF-16LE", "utf-16-be": "UTF-16BE
 @given(st.lists(st.tuples(clean_text, clean_text), min_size=1, max_size=5), st.sampled_from(sorted(FOREIGN)))
 def test_a_file_in_utf16_or_utf32_is_refused_whole_naming_its_encoding(store, tmp_path_factory, texts, codec):
     path = tmp_path_factory.mktemp("intake") / "jobs.jsonl"
-    path.write_bytes("".join(json.dumps(_good(i, s, b)) + "\n" for i, (s, b) in enumerate(texts)).encode(codec))
+    text = "".join(json.dumps(_good(i, subject, body)) + "\n" for i, (subject, body) in enumerate(texts))
+    path.write_bytes(text.encode(codec))
     source = f"file:{uuid.uuid4().hex}"
     with pytest.raises(UnreadableFile, match=rf"^wrong encoding \({FOREIGN[codec]}; Forge reads UTF-8\)$"):
         intake_file(store, load_processors(), path, source=source)

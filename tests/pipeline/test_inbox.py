@@ -46,14 +46,16 @@ def test_unreadable_entries_are_set_aside_and_the_rest_of_the_pipeline_goes_on(
     (inbox / "utf32.jsonl").write_bytes(lines.encode("utf-32"))
     (inbox / "bom.jsonl").write_bytes(codecs.BOM_UTF8 + jsonl([ticket(20), ticket(21)]).encode())
     # Bytes that are not UTF-8 inside one line refuse that line only, with its number.
-    (inbox / "latin1.jsonl").write_bytes(jsonl([ticket(30)]).encode() + '{"id": "caf\xe9"}\n'.encode("latin-1"))
+    latin1 = '{"id": "caf\xe9"}\n'.encode("latin-1")
+    (inbox / "latin1.jsonl").write_bytes(jsonl([ticket(30)]).encode() + latin1)
     enqueue(store, [ticket(40)])  # due work from another source, which the inbox must not hold up
 
     instance = dg.DagsterInstance.ephemeral()
     first = pending_work_sensor(dg.build_sensor_context(instance=instance, resources=resources))
     [request] = first.run_requests
     assert request.tags["forge/due_jobs"] == "1"
-    intake = dg.materialize([job_intake], instance=instance, resources=resources, run_config=request.run_config)
+    intake = dg.materialize([job_intake], instance=instance, resources=resources,
+                            run_config=request.run_config)
     assert intake.success
     meta = intake.asset_materializations_for_node("job_intake")[0].metadata
     assert (meta["accepted"].value, meta["rejected"].value, meta["inbox_problems"].value) == (6, 1, 6)
@@ -62,12 +64,16 @@ def test_unreadable_entries_are_set_aside_and_the_rest_of_the_pipeline_goes_on(
     assert not list(inbox.glob("*.jsonl"))  # nothing is left to be tried again each tick
     processed, refused = inbox / "processed", inbox / "refused"
     assert sorted(p.name for p in processed.glob("*.jsonl")) == ["bom.jsonl", "good.jsonl", "latin1.jsonl"]
-    assert report_of(processed, "bom.jsonl")["accepted"] == 2 and report_of(processed, "bom.jsonl")["rejected"] == []
+    bom = report_of(processed, "bom.jsonl")
+    assert (bom["file"], bom["accepted"], bom["rejected"]) == ("bom.jsonl", 2, [])
     assert [r["line"] for r in report_of(processed, "latin1.jsonl")["rejected"]] == [2]
     assert "not valid UTF-8: byte 0xe9" in report_of(processed, "latin1.jsonl")["rejected"][0]["error"]
-    problems = {name: report_of(refused, name)["problem"] for name in
-                ["dangling.jsonl", "folder.jsonl", "fifo.jsonl", "utf16.jsonl", "utf16be.jsonl", "utf32.jsonl"]}
-    assert problems["dangling.jsonl"] == f"a dangling link (its target {tmp_path / 'gone.jsonl'} does not exist)"
+    set_aside = ["dangling.jsonl", "folder.jsonl", "fifo.jsonl",
+                 "utf16.jsonl", "utf16be.jsonl", "utf32.jsonl"]
+    problems = {name: report_of(refused, name)["problem"] for name in set_aside}
+    assert sorted(p.name for p in refused.glob("*.jsonl")) == sorted(set_aside)
+    gone = tmp_path / "gone.jsonl"
+    assert problems["dangling.jsonl"] == f"a dangling link (its target {gone} does not exist)"
     assert problems["folder.jsonl"] == "a folder, not a file"
     assert problems["fifo.jsonl"] == "a FIFO, not a file"
     assert problems["utf16.jsonl"] == "wrong encoding (UTF-16LE; Forge reads UTF-8)"
@@ -84,14 +90,15 @@ def test_unreadable_entries_are_set_aside_and_the_rest_of_the_pipeline_goes_on(
 
 
 def test_the_sensor_lists_a_dangling_link_without_failing_its_tick(resources, store, tmp_path, monkeypatch):
-    """The tick that met a dangling link raised FileNotFoundError before; every tick did, so no work went in."""
+    """Each tick that met a dangling link raised FileNotFoundError before, so no work went in at all."""
     monkeypatch.setenv("FORGE_HOME", str(tmp_path / "home"))
     (tmp_path / "home" / "inbox").mkdir(parents=True)
     os.symlink(tmp_path / "gone.jsonl", tmp_path / "home" / "inbox" / "x.jsonl")
     result = pending_work_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(),
                                                          resources=resources))
     [request] = result.run_requests  # an intake run, which will set the link aside
-    assert request.run_config == {"ops": {"job_intake": {"config": {"inbox": str(tmp_path / "home" / "inbox")}}}}
+    inbox = str(tmp_path / "home" / "inbox")
+    assert request.run_config == {"ops": {"job_intake": {"config": {"inbox": inbox}}}}
 
 
 def test_a_name_dropped_again_keeps_every_file_and_every_report(store, catalog, tmp_path):

@@ -135,7 +135,8 @@ def test_submit_cli_names_why_a_file_cannot_be_read_at_all(tmp_path, database_ur
     utf16 = tmp_path / "utf16.jsonl"
     utf16.write_bytes((json.dumps(good) + "\n").encode("utf-16"))
     env = forge_env(database_url, schema)
-    for path, problem in [(utf16, "wrong encoding (UTF-16LE; Forge reads UTF-8)"), (tmp_path, "a folder, not a file")]:
+    cases = [(utf16, "wrong encoding (UTF-16LE; Forge reads UTF-8)"), (tmp_path, "a folder, not a file")]
+    for path, problem in cases:
         proc = forge_process(["submit", str(path), "--json"], env=env, stdout=-1, stderr=-1, text=True)
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 2 and out == "", err
