@@ -58,6 +58,8 @@ def job_intake(
     inbox = Path(config.inbox) if config.inbox else default_inbox()
     catalog = processors.load(lease_store.store)
     files = drain_inbox(lease_store.store, catalog, inbox)
+    for problem in files.problems:
+        context.log.warning(f"inbox entry {problem['file']}: {problem['problem']}")
     external_ok, external_refused = review_external_rows(lease_store.store, catalog)
     return dg.MaterializeResult(metadata={
         "files": dg.MetadataValue.int(files.files),

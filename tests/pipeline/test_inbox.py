@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -60,6 +61,8 @@ def test_unreadable_entries_are_set_aside_and_the_rest_of_the_pipeline_goes_on(
     meta = intake.asset_materializations_for_node("job_intake")[0].metadata
     assert (meta["accepted"].value, meta["rejected"].value, meta["inbox_problems"].value) == (6, 1, 6)
     assert store.counts() == {"pending": 7}
+    warnings = [e.user_message for e in instance.all_logs(intake.run_id) if e.level == logging.WARNING]
+    assert any("inbox entry fifo.jsonl: a FIFO, not a file" in m for m in warnings)  # in the run's log too
 
     assert not list(inbox.glob("*.jsonl"))  # nothing is left to be tried again each tick
     processed, refused = inbox / "processed", inbox / "refused"
@@ -145,4 +148,21 @@ def test_a_file_without_read_permission_is_set_aside_by_itself(store, database_u
     assert result == {"accepted": 1, "problems": [{"file": "locked.jsonl",
                                                    "problem": "cannot be read: permission denied"}]}
     assert report_of(inbox / "refused", "locked.jsonl")["problem"] == "cannot be read: permission denied"
+    assert store.counts() == {"pending": 1}
+
+
+def test_a_file_that_cannot_be_moved_is_reported_and_the_others_still_go_through(store, catalog, tmp_path):
+    inbox = write_inbox(tmp_path / "inbox", [ticket(1)], name="a.jsonl")
+    (inbox / "processed").write_text("a file where the folder should be")
+    (inbox / "b.jsonl").mkdir()
+    report = drain_inbox(store, catalog, inbox)
+    assert report.accepted == 1 and store.counts() == {"pending": 1}
+    [stuck, refused] = report.problems
+    assert stuck["file"] == "a.jsonl"
+    assert stuck["problem"].startswith("taken in; could not be moved to processed/: [Errno 17] File exists")
+    assert refused == {"file": "b.jsonl", "problem": "a folder, not a file"}
+    assert (inbox / "a.jsonl").exists() and (inbox / "refused" / "b.jsonl").is_dir()
+
+    again = drain_inbox(store, catalog, inbox)  # tried again: its lines are already in, nothing twice
+    assert again.accepted == 0 and "duplicate id 't1'" in again.rejected[0]["error"]
     assert store.counts() == {"pending": 1}
