@@ -68,7 +68,7 @@ _NUL_PATTERNS = {(1, 1, 1, 0): "UTF-32BE", (0, 1, 1, 1): "UTF-32LE", (1, 0, 1, 0
                  (0, 1, 0, 1): "UTF-16LE", (1, 0): "UTF-16BE", (0, 1): "UTF-16LE"}
 
 
-def foreign_encoding(head: bytes) -> str | None:
+def _foreign_encoding(head: bytes) -> str | None:
     """The encoding other than UTF-8 that a JSONL file's first bytes show (a UTF-16 or UTF-32 byte-order
     mark, or the NUL bytes of ASCII in those encodings), else None."""
     for bom, name in _FOREIGN_BOMS:
@@ -81,7 +81,7 @@ def foreign_encoding(head: bytes) -> str | None:
 def file_lines(data: bytes) -> list[bytes]:
     """The lines of an intake file, for `parse_lines`: a UTF-8 byte-order mark is dropped; a file in UTF-16
     or UTF-32 raises UnreadableFile naming it (bytes that are not UTF-8 inside a line refuse that line)."""
-    encoding = foreign_encoding(data[:4])
+    encoding = _foreign_encoding(data[:4])
     if encoding:
         raise UnreadableFile(f"wrong encoding ({encoding}; Forge reads UTF-8)")
     return data.removeprefix(codecs.BOM_UTF8).splitlines()
