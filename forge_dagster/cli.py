@@ -27,12 +27,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from forge_dagster.core.inbox import intake_file
+    from forge_dagster.core.intake import UnreadableFile
     from forge_dagster.core.processor_registry import load_catalog
 
     runtime, store = open_store()
     _announce(runtime)
     with store:
-        report = intake_file(store, load_catalog(store), Path(args.file), source=args.source)
+        try:
+            report = intake_file(store, load_catalog(store), Path(args.file), source=args.source)
+        except UnreadableFile as exc:
+            print(f"forge submit: {args.file}: {exc}", file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps({"accepted": report.accepted, "rejected": report.rejected}))
     else:

@@ -53,16 +53,21 @@ def job_intake(
     processors: ProcessorCatalogResource,
 ) -> dg.MaterializeResult:
     """New jobs: JSONL files dropped in the inbox, and rows other applications inserted, each checked
-    against its processor. A bad line or row is refused with its reason; the rest are enqueued."""
+    against its processor. A bad line or row is refused with its reason; the rest are enqueued. An inbox
+    entry that cannot be read is moved to `refused/` with a report naming the problem."""
     inbox = Path(config.inbox) if config.inbox else default_inbox()
     catalog = processors.load(lease_store.store)
     files = drain_inbox(lease_store.store, catalog, inbox)
+    for problem in files.problems:
+        context.log.warning(f"inbox entry {problem['file']}: {problem['problem']}")
     external_ok, external_refused = review_external_rows(lease_store.store, catalog)
     return dg.MaterializeResult(metadata={
         "files": dg.MetadataValue.int(files.files),
         "accepted": dg.MetadataValue.int(files.accepted + external_ok),
         "rejected": dg.MetadataValue.int(len(files.rejected) + external_refused),
         "rejected_preview": _md_table(files.rejected),
+        "inbox_problems": dg.MetadataValue.int(len(files.problems)),
+        "inbox_problems_preview": _md_table(files.problems),
     })
 
 

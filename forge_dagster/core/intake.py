@@ -1,10 +1,12 @@
 """Parsing intake files: one JSON object per line, each checked on its own.
 
-A bad line gives an error with its line number; the good lines still go through.
+A bad line gives an error with its line number; the good lines still go through. A file that is not UTF-8
+at all (UTF-16 or UTF-32) is refused whole, naming its encoding; a UTF-8 byte-order mark is accepted.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -59,6 +61,38 @@ class ParsedIntake:
     specs: list[JobSpec] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)  # the line number of each spec
     errors: list[LineError] = field(default_factory=list)
+
+
+class UnreadableFile(ValueError):
+    """An intake file that cannot be taken in at all; the message names the problem."""
+
+
+# Longest first: UTF-32LE's mark begins with UTF-16LE's.
+_FOREIGN_BOMS = [(codecs.BOM_UTF32_LE, "UTF-32LE"), (codecs.BOM_UTF32_BE, "UTF-32BE"),
+                 (codecs.BOM_UTF16_LE, "UTF-16LE"), (codecs.BOM_UTF16_BE, "UTF-16BE")]
+# Without a mark, where the NUL bytes fall in the first four says it (RFC 4627 section 3): JSON text starts
+# with an ASCII character, and UTF-8 JSON never holds a raw NUL byte. The pairs: files of 2 or 3 bytes.
+_NUL_PATTERNS = {(1, 1, 1, 0): "UTF-32BE", (0, 1, 1, 1): "UTF-32LE", (1, 0, 1, 0): "UTF-16BE",
+                 (0, 1, 0, 1): "UTF-16LE", (1, 0): "UTF-16BE", (0, 1): "UTF-16LE"}
+
+
+def _foreign_encoding(head: bytes) -> str | None:
+    """The encoding other than UTF-8 that a JSONL file's first bytes show (a UTF-16 or UTF-32 byte-order
+    mark, or the NUL bytes of ASCII in those encodings), else None."""
+    for bom, name in _FOREIGN_BOMS:
+        if head.startswith(bom):
+            return name
+    nuls = tuple(int(b == 0) for b in head[:4])
+    return _NUL_PATTERNS.get(nuls if len(nuls) == 4 else nuls[:2])
+
+
+def file_lines(data: bytes) -> list[bytes]:
+    """The lines of an intake file, for `parse_lines`: a UTF-8 byte-order mark is dropped; a file in UTF-16
+    or UTF-32 raises UnreadableFile naming it (bytes that are not UTF-8 inside a line refuse that line)."""
+    encoding = _foreign_encoding(data[:4])
+    if encoding:
+        raise UnreadableFile(f"wrong encoding ({encoding}; Forge reads UTF-8)")
+    return data.removeprefix(codecs.BOM_UTF8).splitlines()
 
 
 # Given a processor name, optional version, the input and when it is due, return (pinned version, mode)

@@ -10,13 +10,13 @@ last request, so a failing run does not loop every tick.
 
 import json
 import time
-from pathlib import Path
 
 import dagster as dg
 
 from forge_dagster.assets.batch_pipeline import batch_partition_key, batch_partitions, default_inbox
 from forge_dagster.core.building import STALE_SUBMITTING_S
 from forge_dagster.core.collection import poll_open_batches
+from forge_dagster.core.inbox import inbox_waiting
 from forge_dagster.jobs.batch_jobs import build_batches_job, collect_batch_job
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.providers import ProviderPortsResource
@@ -45,12 +45,6 @@ def work_run_key(prefix: str, signature: str, cursor: dict, now: float) -> tuple
     return key, {"signature": signature, "run_key": key, "requested_at": int(now), "repeat": repeat}
 
 
-def _inbox_files(inbox: Path) -> tuple[int, int]:
-    """(JSONL files waiting in `inbox`, the newest one's modification time in ms)."""
-    times = [p.stat().st_mtime_ns // 1_000_000 for p in inbox.glob("*.jsonl")] if inbox.is_dir() else []
-    return len(times), max(times, default=0)
-
-
 @dg.sensor(job=build_batches_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def pending_work_sensor(context: dg.SensorEvaluationContext, lease_store: LeaseStoreResource):
     """Requests a batch-building run when jobs are due, files wait in the inbox, or a submission was left
@@ -59,7 +53,7 @@ def pending_work_sensor(context: dg.SensorEvaluationContext, lease_store: LeaseS
     due = store.batches.due_work("batch")
     stale = store.batches.stale_submitting(STALE_SUBMITTING_S)
     inbox = default_inbox()
-    files, newest_file_ms = _inbox_files(inbox)
+    files, newest_file_ms = inbox_waiting(inbox)
     cursor = json.loads(context.cursor or "{}")
     waiting = f"{due.jobs} due jobs, {files} inbox files, {len(stale)} unfinished submissions"
     if not (due.jobs or stale or files):

@@ -5,6 +5,7 @@ with its input intact; nothing crashes."""
 
 from __future__ import annotations
 
+import codecs
 import json
 import uuid
 
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forge_dagster.core.inbox import intake_file
+from forge_dagster.core.intake import UnreadableFile
 from forge_dagster.core.models import JobSpec
 from forge_dagster.core.processors import load_processors
 from tests.helpers import forge_env, forge_process
@@ -84,7 +86,8 @@ def intake_lines(draw) -> tuple[bytes, list[str], dict[int, dict]]:
             lines.append(json.dumps(draw(st.sampled_from([[1, 2], "text", 3, None]))).encode())
         elif kind == "extra_field":
             lines.append(json.dumps({**good, "priority": "high"}).encode())
-    return b"\n".join(lines) + b"\n", expect, goods
+    bom = codecs.BOM_UTF8 if draw(st.booleans()) else b""  # a UTF-8 byte-order mark costs no line
+    return bom + b"\n".join(lines) + b"\n", expect, goods
 
 
 @SETTINGS
@@ -107,6 +110,23 @@ def test_generated_intake_files_refuse_each_bad_line_by_number_and_enqueue_the_g
         stored = {ext: payload for ext, payload in conn.execute(
             "SELECT external_id, payload FROM jobs WHERE source = %s", (source,))}
     assert stored == goods
+
+
+# Python's codec names, and the encoding the refusal must name (plain utf-16/32 write a little-endian BOM).
+FOREIGN = {"utf-16": "UTF-16LE", "utf-16-le": "UTF-16LE", "utf-16-be": "UTF-16BE",
+           "utf-32": "UTF-32LE", "utf-32-le": "UTF-32LE", "utf-32-be": "UTF-32BE"}
+
+
+@SETTINGS
+@given(st.lists(st.tuples(clean_text, clean_text), min_size=1, max_size=5), st.sampled_from(sorted(FOREIGN)))
+def test_a_file_in_utf16_or_utf32_is_refused_whole_naming_its_encoding(store, tmp_path_factory, texts, codec):
+    path = tmp_path_factory.mktemp("intake") / "jobs.jsonl"
+    text = "".join(json.dumps(_good(i, subject, body)) + "\n" for i, (subject, body) in enumerate(texts))
+    path.write_bytes(text.encode(codec))
+    source = f"file:{uuid.uuid4().hex}"
+    with pytest.raises(UnreadableFile, match=rf"^wrong encoding \({FOREIGN[codec]}; Forge reads UTF-8\)$"):
+        intake_file(store, load_processors(), path, source=source)
+    assert store.counts(source=source) == {}
 
 
 odd_text = st.text(max_size=30)  # anything: NUL, lone surrogates, control characters

@@ -132,3 +132,17 @@ def test_a_row_the_database_refuses_is_rejected_alone(store: LeaseStore):
     assert "refused by PostgreSQL" in report.rejected[0].error and "no_legacy" in report.rejected[0].error
     assert "duplicate id 'twice'" in report.rejected[1].error
     assert [store.get_job(i)["payload"]["i"] for i in report.accepted] == [0, 2]
+
+
+def test_submit_cli_names_why_a_file_cannot_be_read_at_all(tmp_path, database_url: str, schema: str, store):
+    good = {"processor": "ticket_triage", "input": {"subject": "Login fails", "body": "500 on /login"}}
+    utf16 = tmp_path / "utf16.jsonl"
+    utf16.write_bytes((json.dumps(good) + "\n").encode("utf-16"))
+    env = forge_env(database_url, schema)
+    cases = [(utf16, "wrong encoding (UTF-16LE; Forge reads UTF-8)"), (tmp_path, "a folder, not a file")]
+    for path, problem in cases:
+        proc = forge_process(["submit", str(path), "--json"], env=env, stdout=-1, stderr=-1, text=True)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and out == "", err
+        assert f"forge submit: {path}: {problem}" in err and "Traceback" not in err
+    assert store.counts() == {}
