@@ -23,9 +23,9 @@ from psycopg import sql
 
 from benchmarks._common import database, fresh_schema
 from benchmarks.report import Ratio, Row, render_table
-from forge_dagster.core.inbox import intake_file
-from forge_dagster.core.processor_registry import load_catalog
-from forge_dagster.core.processors import load_processors
+from forge_dagster.core.intake.inbox import intake_file
+from forge_dagster.core.platform.processors import load_processors
+from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.store import LeaseStore
 
 SOURCE = "file:bench.jsonl"

@@ -55,12 +55,12 @@ from benchmarks._common import (
 )
 from benchmarks.queue_peers import PEER_WORKERS, PGQUEUER_BATCH, measure_pgqueuer, measure_procrastinate
 from benchmarks.report import Ratio, Row
-from forge_dagster.core.processor_registry import register_processors
-from forge_dagster.core.processors import Processor
+from forge_dagster.core.platform.processors import Processor
+from forge_dagster.core.platform.registry import register_processors
+from forge_dagster.core.platform.validation import accepted_output, validate_output
 from forge_dagster.core.runtime import redact_url
 from forge_dagster.core.store import job_sql
 from forge_dagster.core.store.lease_store import JobSpec, LeaseStore
-from forge_dagster.core.validation import accepted_output, validate_output
 
 KS = (1, 10, 100)
 WORKERS = (1, 4)

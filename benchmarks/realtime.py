@@ -35,9 +35,9 @@ from pathlib import Path
 from benchmarks._common import database, fresh_schema
 from benchmarks.parallel_processor import process_requests
 from benchmarks.report import Ratio, Row, render_table
-from forge_dagster.core.processors import load_processors
+from forge_dagster.core.batch.shaping import custom_id_for
+from forge_dagster.core.platform.processors import load_processors
 from forge_dagster.core.realtime import KeyRing, RealtimeConfig, RealtimeExecutor, keys_from_env
-from forge_dagster.core.shaping import custom_id_for
 from forge_dagster.core.store import JobSpec, LeaseStore
 from forge_dagster.simulator.process import SimulatorProcess
 

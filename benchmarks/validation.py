@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 
 from benchmarks.report import Ratio, Row, render_table
-from forge_dagster.core.processors import load_processors
+from forge_dagster.core.platform.processors import load_processors
+from forge_dagster.core.platform.validation import validate_result
 from forge_dagster.core.providers.results import openai_batch_item
-from forge_dagster.core.validation import validate_result
 
 PROCESSOR = "ticket_triage"
 CATEGORIES = ["billing", "bug", "account", "feature_request", "how_to", "other"]

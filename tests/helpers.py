@@ -52,8 +52,8 @@ def forge_process(args: list[str], env: dict[str, str], **kwargs) -> subprocess.
 def run_batch_round(store, catalog, ports) -> list[int]:
     """The batch path once, as the Dagster assets run it: build and submit, poll, collect and validate what
     ended; the ids of the batches that ended."""
-    from forge_dagster.core.building import build_and_submit
-    from forge_dagster.core.collection import collect_results, poll_open_batches, validate_batch
+    from forge_dagster.core.batch.building import build_and_submit
+    from forge_dagster.core.batch.collection import collect_results, poll_open_batches, validate_batch
 
     build_and_submit(store, catalog, ports)
     ended = poll_open_batches(store, ports).ended
@@ -78,8 +78,8 @@ TEST_PROCESSOR = {"name": "p", "version": "1.0.0", "provider": "openai", "model"
 
 def register_processor(store, **fields):
     """Register a processor (TEST_PROCESSOR with `fields` laid over it) in the store's registry."""
-    from forge_dagster.core.processor_registry import register_processors
-    from forge_dagster.core.processors import Processor
+    from forge_dagster.core.platform.processors import Processor
+    from forge_dagster.core.platform.registry import register_processors
 
     processor = Processor.model_validate({**TEST_PROCESSOR, **fields})
     register_processors(store, [(processor, "tests")])
@@ -88,8 +88,8 @@ def register_processor(store, **fields):
 
 def accept(store, job, output):
     """`output` validated against the job's pinned registered processor: what a job may succeed with."""
-    from forge_dagster.core.processor_registry import load_catalog
-    from forge_dagster.core.validation import accepted_output, validate_output
+    from forge_dagster.core.platform.registry import load_catalog
+    from forge_dagster.core.platform.validation import accepted_output, validate_output
 
     processor = load_catalog(store)[(job.processor, job.processor_version)]
     return accepted_output(validate_output(processor, output), processor, "test")
@@ -105,8 +105,8 @@ ECHO_HANDLER = "tests.store.handlers:echo"
 
 def register_step(store, name: str = "step", handler: str = ECHO_HANDLER, **fields):
     """Register a non-LLM step: a processor whose jobs a handler (module:function) runs, in mode handler."""
-    from forge_dagster.core.processor_registry import register_processors
-    from forge_dagster.core.processors import Processor
+    from forge_dagster.core.platform.processors import Processor
+    from forge_dagster.core.platform.registry import register_processors
 
     processor = Processor.model_validate({"name": name, "version": "1.0.0", "handler": handler, **fields})
     register_processors(store, [(processor, "tests")])

@@ -4,7 +4,7 @@ after every collection, so a settling bug, an unpriced model or an output change
 import dagster as dg
 
 from forge_dagster.assets.batch_pipeline import validated_outputs
-from forge_dagster.core.validation import schema_errors
+from forge_dagster.core.platform.validation import schema_errors
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.providers import ProcessorCatalogResource
 

@@ -11,7 +11,7 @@ import dagster as dg
 
 from forge_dagster.constants import OPERATIONS_GROUP
 from forge_dagster.core.config import load_settings
-from forge_dagster.core.reporting import (
+from forge_dagster.core.platform.cost_reports import (
     cost_by_day_and_model,
     cost_chart_png,
     cost_markdown,

@@ -11,9 +11,9 @@ import dagster as dg
 import pandas as pd
 
 from forge_dagster.constants import OPERATIONS_GROUP
-from forge_dagster.core.archive import archive_age_hours, archive_cooled
-from forge_dagster.core.health import DEFAULT_MAX_LAG_S
 from forge_dagster.core.models import JobState
+from forge_dagster.core.ops.archive import archive_age_hours, archive_cooled
+from forge_dagster.core.ops.service_checks import DEFAULT_MAX_LAG_S
 from forge_dagster.core.secrets import mask_secret
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.providers import ProviderPortsResource

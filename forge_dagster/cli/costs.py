@@ -10,10 +10,10 @@ from forge_dagster.cli.common import announce, fail, open_announced, table
 
 
 def cmd_costs(args: argparse.Namespace) -> int:
-    from forge_dagster.core.reporting import cost_table, ledger_summary, reconcile_collected
+    from forge_dagster.core.platform.cost_reports import cost_table, ledger_summary, reconcile_collected
 
     if args.prices:
-        from forge_dagster.core.costs import PricesFileError, pricing_table
+        from forge_dagster.core.platform.pricing import PricesFileError, pricing_table
 
         announce()
         try:
@@ -69,8 +69,8 @@ def cmd_budgets(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from forge_dagster.core.exports import export_validated_outputs
-    from forge_dagster.core.processor_registry import load_catalog
+    from forge_dagster.core.platform.exports import export_validated_outputs
+    from forge_dagster.core.platform.registry import load_catalog
 
     store = open_announced()
     with store:

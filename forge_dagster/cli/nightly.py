@@ -12,7 +12,7 @@ from forge_dagster.core.config import load_settings
 
 
 def cmd_memories(args: argparse.Namespace) -> int:
-    from forge_dagster.core.knowledge import format_memory, search
+    from forge_dagster.core.nightly.knowledge import format_memory, search
 
     store = open_announced(dagster=False, pool_size=1)
     with store:
@@ -25,7 +25,7 @@ def cmd_memories(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters(args: argparse.Namespace) -> int:
-    from forge_dagster.core.adapters import AdapterError, AdapterRegistry
+    from forge_dagster.core.nightly.adapters import AdapterError, AdapterRegistry
 
     registry = AdapterRegistry(load_settings().forge_home / "adapters")
     announce()

@@ -11,7 +11,7 @@ from forge_dagster.cli.common import fail, open_announced, table
 
 
 def _list(store, args) -> int:
-    from forge_dagster.core.processor_registry import load_catalog
+    from forge_dagster.core.platform.registry import load_catalog
 
     catalog = load_catalog(store)
     rows = [{"name": e.processor.name, "version": e.processor.version, "status": e.status,
@@ -29,7 +29,7 @@ def _list(store, args) -> int:
 
 def _resolve(catalog, name: str, version: str | None):
     """A registered processor (active, else newest, when no version) or a YAML file, and its status."""
-    from forge_dagster.core.processors import load_processor_file
+    from forge_dagster.core.platform.processors import load_processor_file
 
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
         processor = load_processor_file(name)
@@ -43,7 +43,7 @@ def _resolve(catalog, name: str, version: str | None):
 
 
 def _show(store, args) -> int:
-    from forge_dagster.core.processor_registry import load_catalog
+    from forge_dagster.core.platform.registry import load_catalog
 
     processor, status = _resolve(load_catalog(store), args.name, args.version)
     shown = {"status": status, **processor.model_dump(mode="json"),
@@ -53,9 +53,9 @@ def _show(store, args) -> int:
 
 
 def _preview(store, args) -> int:
-    from forge_dagster.core.preview import preview_request
-    from forge_dagster.core.processor_registry import load_catalog
-    from forge_dagster.core.processors import validate_input
+    from forge_dagster.core.platform.preview import preview_request
+    from forge_dagster.core.platform.processors import validate_input
+    from forge_dagster.core.platform.registry import load_catalog
 
     processor, status = _resolve(load_catalog(store), args.name, args.version)
     job_input = json.loads(Path(args.input).read_text(encoding="utf-8"))
@@ -72,7 +72,7 @@ def _preview(store, args) -> int:
 
 
 def _promote(store, args) -> int:
-    from forge_dagster.core.processor_registry import load_catalog, promote
+    from forge_dagster.core.platform.registry import load_catalog, promote
 
     load_catalog(store)  # registers YAML added since the last sync
     previous = promote(store, args.name, args.version)
@@ -81,7 +81,7 @@ def _promote(store, args) -> int:
 
 
 def _retire(store, args) -> int:
-    from forge_dagster.core.processor_registry import load_catalog, retire
+    from forge_dagster.core.platform.registry import load_catalog, retire
 
     load_catalog(store)
     print(f"{args.name} {retire(store, args.name, args.version)} retired")
@@ -89,8 +89,8 @@ def _retire(store, args) -> int:
 
 
 def _sync(store, args) -> int:
-    from forge_dagster.core.processor_registry import sync_processors
-    from forge_dagster.core.processors import default_processor_dirs
+    from forge_dagster.core.platform.processors import default_processor_dirs
+    from forge_dagster.core.platform.registry import sync_processors
 
     report = sync_processors(store, default_processor_dirs() + [Path(d) for d in args.dir])
     for name, version, status in report.registered:
@@ -102,7 +102,7 @@ def _sync(store, args) -> int:
 
 
 def cmd_processors(args: argparse.Namespace) -> int:
-    from forge_dagster.core.processors import ProcessorError
+    from forge_dagster.core.platform.processors import ProcessorError
     from forge_dagster.core.store.processor_store import RegistryError
 
     actions = {"list": _list, "show": _show, "preview": _preview, "promote": _promote, "retire": _retire,

@@ -58,7 +58,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from forge_dagster.core.health import as_json, format_checks, run_checks
+    from forge_dagster.core.ops.service_checks import as_json, format_checks, run_checks
 
     announce()
     checks = run_checks(load_settings(), skip=tuple(args.skip))
@@ -67,7 +67,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from forge_dagster.core import metrics
+    from forge_dagster.core.ops import metrics
 
     store = open_announced(dagster=False, pool_size=2)
     with store:

@@ -13,9 +13,9 @@ from forge_dagster.core.runtime import open_store
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from forge_dagster.core.inbox import intake_file
-    from forge_dagster.core.intake import UnreadableFile
-    from forge_dagster.core.processor_registry import load_catalog
+    from forge_dagster.core.intake.inbox import intake_file
+    from forge_dagster.core.intake.lines import UnreadableFile
+    from forge_dagster.core.platform.registry import load_catalog
 
     store = open_announced()
     with store:
@@ -35,8 +35,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_work(args: argparse.Namespace) -> int:
     """LLM jobs through the providers by default; `--handler` runs a declared non-LLM step instead."""
-    from forge_dagster.core.costs import PricesFileError, active_prices
-    from forge_dagster.core.relay import background_relay, build_relay
+    from forge_dagster.core.ops.relay import background_relay, build_relay
+    from forge_dagster.core.platform.pricing import PricesFileError, active_prices
 
     try:
         active_prices()  # a wrong FORGE_PRICES_FILE stops a worker at start, naming the file and the entry
@@ -64,9 +64,9 @@ def cmd_work(args: argparse.Namespace) -> int:
 def _handler_worker(store, args: argparse.Namespace):
     """The claim loop for `--handler module:function` over the processors that declare it, or None (said
     on stderr) when none does or the handler cannot be imported."""
-    from forge_dagster.core.processor_registry import load_catalog
-    from forge_dagster.core.processors import import_handler
-    from forge_dagster.core.worker import Worker
+    from forge_dagster.core.platform.processors import import_handler
+    from forge_dagster.core.platform.registry import load_catalog
+    from forge_dagster.core.realtime.handler_worker import Worker
 
     declaring = [p for p in load_catalog(store).all() if p.handler == args.handler]
     if not declaring:

@@ -37,7 +37,7 @@ class ForgeSettings(BaseSettings):
     # An `auto` processor runs a job in realtime when it is due within this many seconds (a batch may
     # take up to 24 hours), as well as when its request is small.
     auto_realtime_within_s: float = Field(default=3600.0, ge=0, alias="FORGE_AUTO_REALTIME_WITHIN_S")
-    # Where a job's callback may point beyond public addresses (core/callback_policy.py): hosts, *.domains,
+    # Where a job's callback may point beyond public addresses (core/ops/callback_policy.py): hosts, *.domains,
     # addresses or CIDRs, comma or space separated; and whether plain http is refused.
     callback_allow: str = Field(default="", alias="FORGE_CALLBACK_ALLOW")
     callback_https_only: bool = Field(default=False, alias="FORGE_CALLBACK_HTTPS_ONLY")

@@ -58,7 +58,7 @@ def mode_line(settings: ForgeSettings, *, database: tuple[str, str] | None = Non
 
 def describe_providers(environ: dict[str, str] | None = None) -> str:
     """The providers in use: the SIMULATOR (a test double) when no key is set, else each key masked."""
-    from forge_dagster.core.realtime.keyring import DEFAULT_SIMULATOR_URL, SIMULATOR_ALIAS, keys_from_env
+    from forge_dagster.core.providers.keyring import DEFAULT_SIMULATOR_URL, SIMULATOR_ALIAS, keys_from_env
 
     env = os.environ if environ is None else environ
     try:

@@ -8,8 +8,8 @@ import dagster as dg
 
 from forge_dagster.assets.nightly import NIGHT_TAG, NIGHTLY_CHAIN, weekly_memory_digest
 from forge_dagster.constants import GPU_POOL
-from forge_dagster.core.adapters import AdapterRegistry, train_adapter
 from forge_dagster.core.config import load_settings
+from forge_dagster.core.nightly.adapters import AdapterRegistry, train_adapter
 from forge_dagster.core.nightly.settings import load_nightly_settings, night_key
 from forge_dagster.resources.gpu import GpuMutexResource
 from forge_dagster.resources.lease_store import LeaseStoreResource

@@ -5,7 +5,7 @@ import threading
 import dagster as dg
 
 from forge_dagster.core.config import load_settings
-from forge_dagster.core.gpu_mutex import DEFAULT_TTL_MS, GpuMutex, connect
+from forge_dagster.core.nightly.gpu_mutex import DEFAULT_TTL_MS, GpuMutex, connect
 from forge_dagster.core.nightly.settings import load_nightly_settings
 from forge_dagster.core.runtime import redis_url
 

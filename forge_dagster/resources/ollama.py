@@ -5,8 +5,8 @@ import threading
 
 import dagster as dg
 
-from forge_dagster.core.health import ollama_host
-from forge_dagster.core.ollama_runtime import DEFAULT_MODEL, OllamaRuntime
+from forge_dagster.core.nightly.ollama import DEFAULT_MODEL, OllamaRuntime
+from forge_dagster.core.ops.service_checks import ollama_host
 
 _lock = threading.Lock()
 _runtimes: dict[tuple, OllamaRuntime] = {}

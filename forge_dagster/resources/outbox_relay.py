@@ -3,7 +3,7 @@
 import dagster as dg
 
 from forge_dagster.core.config import load_settings
-from forge_dagster.core.relay import Relay, build_relay
+from forge_dagster.core.ops.relay import Relay, build_relay
 from forge_dagster.core.store import LeaseStore
 
 

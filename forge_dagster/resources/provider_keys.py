@@ -4,12 +4,12 @@ import os
 
 import dagster as dg
 
-from forge_dagster.core.quota import KeyPorts
-from forge_dagster.core.realtime.keyring import KeyRing
+from forge_dagster.core.providers.keyring import KeyRing
+from forge_dagster.core.providers.quota import KeyPorts
 
 
 class ProviderKeysResource(dg.ConfigurableResource):
-    """Every provider key this deployment may use (see core/realtime/keyring.py for the variables:
+    """Every provider key this deployment may use (see core/providers/keyring.py for the variables:
     OPENAI_API_KEY, OPENAI_API_KEY_<NAME>, FORGE_PROVIDER_KEYS, per-key RPM/TPM). The primary keys come
     through `dg.EnvVar`; with no key at all, the simulator's key at `simulator_url` (a test double)."""
 

@@ -6,9 +6,9 @@ import threading
 
 import dagster as dg
 
-from forge_dagster.core.processors import ProcessorCatalog, load_processors
-from forge_dagster.core.quota import KeyPorts
-from forge_dagster.core.realtime.keyring import KeyRing, keys_from_env
+from forge_dagster.core.platform.processors import ProcessorCatalog, load_processors
+from forge_dagster.core.providers.keyring import KeyRing, keys_from_env
+from forge_dagster.core.providers.quota import KeyPorts
 from forge_dagster.core.secrets import register_secret
 
 _lock = threading.Lock()
@@ -17,7 +17,7 @@ _key_ports: dict[tuple, KeyPorts] = {}
 
 class ProviderPortsResource(dg.ConfigurableResource):
     """One port per provider key over the official clients (every key the environment names: see
-    core/realtime/keyring.py). The primary keys come from `dg.EnvVar`; with no key at all, each provider's
+    core/providers/keyring.py). The primary keys come from `dg.EnvVar`; with no key at all, each provider's
     port talks to the local simulator at `simulator_url` (a test double, never a provider)."""
 
     openai_api_key: str | None = None
@@ -57,11 +57,11 @@ class ProcessorCatalogResource(dg.ConfigurableResource):
 
     def load(self, store=None) -> ProcessorCatalog:
         """The registry's catalog of `store` (synced from the YAML first); the YAML alone without one."""
-        from forge_dagster.core.processors import default_processor_dirs
+        from forge_dagster.core.platform.processors import default_processor_dirs
 
         dirs = default_processor_dirs() + ([self.directory] if self.directory else [])
         if store is not None:
-            from forge_dagster.core.processor_registry import load_catalog
+            from forge_dagster.core.platform.registry import load_catalog
 
             return load_catalog(store, dirs)
         return load_processors(dirs)

@@ -14,9 +14,9 @@ import time
 import dagster as dg
 
 from forge_dagster.assets.batch_pipeline import batch_partition_key, batch_partitions, default_inbox
-from forge_dagster.core.building import STALE_SUBMITTING_S
-from forge_dagster.core.collection import poll_open_batches
-from forge_dagster.core.inbox import inbox_waiting
+from forge_dagster.core.batch.building import STALE_SUBMITTING_S
+from forge_dagster.core.batch.collection import poll_open_batches
+from forge_dagster.core.intake.inbox import inbox_waiting
 from forge_dagster.jobs.batch_jobs import build_batches_job, collect_batch_job
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.providers import ProviderPortsResource

@@ -9,7 +9,7 @@ Dagster's own run retries (`run_retries` in the generated dagster.yaml).
 
 import dagster as dg
 
-from forge_dagster.core.gpu_mutex import connect
+from forge_dagster.core.nightly.gpu_mutex import connect
 from forge_dagster.core.nightly.healing import (
     HealingPolicy,
     Signal,
@@ -19,8 +19,8 @@ from forge_dagster.core.nightly.healing import (
     sweep_remedy,
     wait_remedy,
 )
+from forge_dagster.core.nightly.ollama import OllamaRuntime
 from forge_dagster.core.nightly.settings import load_nightly_settings
-from forge_dagster.core.ollama_runtime import OllamaRuntime
 from forge_dagster.resources.gpu import GpuMutexResource
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.ollama import OllamaResource

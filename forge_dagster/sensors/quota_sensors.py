@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from forge_dagster.core.quota import probe_due_keys, release_drained_holds
+from forge_dagster.core.providers.quota import probe_due_keys, release_drained_holds
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.provider_keys import ProviderKeysResource
 

@@ -1,5 +1,5 @@
 """Provider faults on the batch path, driven through the engine functions the Dagster assets and sensors
-call (core/building.py, core/collection.py): build and submit, poll, collect, validate, round after round.
+call (core/batch/building.py, core/batch/collection.py): build and submit, poll, collect, validate, round after round.
 
 Two things stand in for the clock, as in the engine tests: jobs sent back with a backoff are made due at
 once, and submissions left in `submitting` are resumed at once rather than after STALE_SUBMITTING_S.
@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 import anthropic
 import openai
 
-from forge_dagster.core.building import BuildReport, build_and_submit, resume_stale_submissions
-from forge_dagster.core.collection import collect_results, poll_open_batches, validate_batch
+from forge_dagster.core.batch.building import BuildReport, build_and_submit, resume_stale_submissions
+from forge_dagster.core.batch.collection import collect_results, poll_open_batches, validate_batch
 from forge_dagster.core.models import ProviderError
-from forge_dagster.core.processor_registry import load_catalog
-from forge_dagster.core.processors import ProcessorCatalog, load_processors
-from forge_dagster.core.quota import PausePolicy, probe_due_keys
-from forge_dagster.core.realtime.keyring import SIMULATOR_KEY, KeyRing, keys_from_env
+from forge_dagster.core.platform.processors import ProcessorCatalog, load_processors
+from forge_dagster.core.platform.registry import load_catalog
+from forge_dagster.core.providers.keyring import SIMULATOR_KEY, KeyRing, keys_from_env
+from forge_dagster.core.providers.quota import PausePolicy, probe_due_keys
 from forge_dagster.core.store import JobSpec, LeaseStore
 from forge_dagster.resources.providers import ProviderPortsResource
 from tests.chaos import conservation
@@ -156,8 +156,8 @@ def run_batch_fault(
 # -- a crash between upload and batch creation ------------------------------------------------------------
 _SUBMITTER = (
     "import sys\n"
-    "from forge_dagster.core.building import build_and_submit\n"
-    "from forge_dagster.core.processors import load_processors\n"
+    "from forge_dagster.core.batch.building import build_and_submit\n"
+    "from forge_dagster.core.platform.processors import load_processors\n"
     "from forge_dagster.core.store import LeaseStore\n"
     "from tests.chaos.batch_faults import simulator_ports\n"
     "url, schema, sim = sys.argv[1:4]\n"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import anthropic
 import openai
 
-from forge_dagster.core.realtime.keyring import SIMULATOR_KEY
+from forge_dagster.core.providers.keyring import SIMULATOR_KEY
 from forge_dagster.core.store import LeaseStore
 from tests.chaos.batch_faults import FaultReport, run_batch_fault
 from tests.chaos.realtime_faults import (

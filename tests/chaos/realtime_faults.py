@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from forge_dagster.core.processor_registry import load_catalog
+from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.realtime import KeyRing, RealtimeConfig, RealtimeExecutor, keys_from_env
 from forge_dagster.core.realtime.calls import CallPolicy
 from forge_dagster.core.store import LeaseStore
@@ -45,7 +45,7 @@ def other_application_at_the_limit(rpm: int, free_in_s: float = 3.0) -> Callable
     seconds), so the next slot frees in `free_in_s`: Forge's first calls meet a 429 storm. The simulator is
     in this process, and its limiter is told so directly."""
     def before(sim) -> None:
-        from forge_dagster.core.realtime.keyring import SIMULATOR_KEY
+        from forge_dagster.core.providers.keyring import SIMULATOR_KEY
         from forge_dagster.simulator.dice import key_id
 
         now, span = sim.state.now(), 60.0 - free_in_s

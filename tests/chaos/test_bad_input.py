@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from forge_dagster.core.inbox import intake_file
-from forge_dagster.core.intake import UnreadableFile
+from forge_dagster.core.intake.inbox import intake_file
+from forge_dagster.core.intake.lines import UnreadableFile
 from forge_dagster.core.models import JobSpec
-from forge_dagster.core.processors import load_processors
+from forge_dagster.core.platform.processors import load_processors
 from tests.helpers import forge_env, forge_process
 
 pytestmark = pytest.mark.chaos

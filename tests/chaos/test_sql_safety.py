@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from forge_dagster.core.adapters import AdapterError, AdapterRegistry
-from forge_dagster.core.knowledge import NewMemory, remember, search
-from forge_dagster.core.processor_registry import load_catalog
-from forge_dagster.core.processors import load_processors
+from forge_dagster.core.nightly.adapters import AdapterError, AdapterRegistry
+from forge_dagster.core.nightly.knowledge import NewMemory, remember, search
+from forge_dagster.core.platform.processors import load_processors
+from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.store import JobSpec
 from tests.chaos.batch_faults import drive_batches, simulator_ports
 from tests.chaos.sql_audit import audit_package, audit_sources

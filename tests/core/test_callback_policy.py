@@ -10,8 +10,8 @@ import ipaddress
 
 import pytest
 
-from forge_dagster.core.callback_policy import CallbackPolicy, CallbackRefused
-from forge_dagster.core.intake import parse_lines
+from forge_dagster.core.intake.lines import parse_lines
+from forge_dagster.core.ops.callback_policy import CallbackPolicy, CallbackRefused
 
 INWARD = {
     "127.0.0.1": "loopback", "127.3.4.5": "loopback", "::1": "loopback",

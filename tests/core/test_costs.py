@@ -6,7 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from forge_dagster.core.costs import (
+from forge_dagster.core.models import Provider, Usage
+from forge_dagster.core.platform.pricing import (
     PRICES,
     PRICING_VERSION,
     UnknownModelPrice,
@@ -14,8 +15,7 @@ from forge_dagster.core.costs import (
     has_price,
     price_for,
 )
-from forge_dagster.core.models import Provider, Usage
-from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR, load_processors
+from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR, load_processors
 
 
 def test_realtime_cost_bills_cached_input_at_the_cached_price():

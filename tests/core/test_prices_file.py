@@ -8,7 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from forge_dagster.core.costs import (
+from forge_dagster.core.models import Provider, Usage
+from forge_dagster.core.platform.pricing import (
     PRICING_VERSION,
     PricesFileError,
     UnknownModelPrice,
@@ -17,7 +18,6 @@ from forge_dagster.core.costs import (
     pricing_table,
     pricing_version,
 )
-from forge_dagster.core.models import Provider, Usage
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from forge_dagster.core.models import Provider
-from forge_dagster.core.processors import (
+from forge_dagster.core.platform.processors import (
     PACKAGE_PROCESSORS_DIR,
     TOOL_NAME,
     Processor,

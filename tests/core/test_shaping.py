@@ -6,10 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forge_dagster.core.models import CUSTOM_ID_RE, LIMITS, Provider, ProviderRequest
-from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR, load_processors
-from forge_dagster.core.providers.wire import encoded_size
-from forge_dagster.core.shaping import (
+from forge_dagster.core.batch.shaping import (
     RequestTooLarge,
     custom_id_for,
     group_key,
@@ -17,6 +14,9 @@ from forge_dagster.core.shaping import (
     shape_batches,
     split_within_limits,
 )
+from forge_dagster.core.models import CUSTOM_ID_RE, LIMITS, Provider, ProviderRequest
+from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR, load_processors
+from forge_dagster.core.providers.wire import encoded_size
 
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=60)
 JSON = st.recursive(

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from forge_dagster.core.models import ErrorClass, ProviderError, ResultItem, ResultOutcome
-from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR, Processor, load_processors
-from forge_dagster.core.schema_compiler import compile_schema
-from forge_dagster.core.validation import extract_json_object, schema_errors, validate_result
+from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR, Processor, load_processors
+from forge_dagster.core.platform.schema_compiler import compile_schema
+from forge_dagster.core.platform.validation import extract_json_object, schema_errors, validate_result
 
 CATALOG = load_processors(PACKAGE_PROCESSORS_DIR)
 TRIAGE = CATALOG["ticket_triage"]  # openai, json policy (whole text is JSON)

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from forge_dagster.core.gpu_mutex import connect
+from forge_dagster.core.nightly.gpu_mutex import connect
 from forge_dagster.resources.gpu import GpuMutexResource
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.ollama import OllamaResource

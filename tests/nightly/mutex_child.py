@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 
-from forge_dagster.core.gpu_mutex import FencedOut, GpuMutex, connect
+from forge_dagster.core.nightly.gpu_mutex import FencedOut, GpuMutex, connect
 
 
 def contend(url: str, name: str, rounds: int) -> None:

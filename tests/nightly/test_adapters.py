@@ -13,9 +13,9 @@ import threading
 
 import pytest
 
-from forge_dagster.core.adapters import AdapterError, AdapterRegistry, train_adapter
-from forge_dagster.core.gpu_mutex import GpuMutex, LockLost, connect
-from forge_dagster.core.ollama_runtime import OllamaRuntime
+from forge_dagster.core.nightly.adapters import AdapterError, AdapterRegistry, train_adapter
+from forge_dagster.core.nightly.gpu_mutex import GpuMutex, LockLost, connect
+from forge_dagster.core.nightly.ollama import OllamaRuntime
 from tests.helpers import ROOT, forge_env, forge_process, wait_until
 from tests.nightly.conftest import MODEL
 
@@ -152,7 +152,7 @@ def test_training_holds_the_gpu_mutex_with_every_model_unloaded(sim, store, redi
     trainer.write_text(textwrap.dedent(f"""
         import json, os, sys
         import httpx
-        from forge_dagster.core.gpu_mutex import GpuMutex
+        from forge_dagster.core.nightly.gpu_mutex import GpuMutex
         out = sys.argv[1]
         loaded = httpx.get({sim.ollama_host!r} + "/api/ps").json()["models"]
         busy = GpuMutex({redis_url!r}, {mutex_name!r}).try_acquire() is None

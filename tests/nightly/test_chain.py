@@ -13,7 +13,7 @@ import jsonschema
 
 from forge_dagster.assets.nightly import NIGHT_TAG, health_checks, research_scan, triage
 from forge_dagster.core.nightly.triage import THREAT_SCHEMA
-from forge_dagster.core.relay import build_relay
+from forge_dagster.core.ops.relay import build_relay
 from forge_dagster.core.runtime import DAGSTER_DATABASE, ensure_database, with_database, write_dagster_yaml
 from forge_dagster.core.store import JobSpec
 from forge_dagster.dagster_instance import apply_pool_limits

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from forge_dagster.core.gpu_mutex import Fence, FencedOut, GpuMutex, LockLost, LockTimeout, connect
+from forge_dagster.core.nightly.gpu_mutex import Fence, FencedOut, GpuMutex, LockLost, LockTimeout, connect
 from tests.helpers import ROOT, wait_until
 
 

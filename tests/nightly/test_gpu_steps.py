@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import threading
 
-from forge_dagster.core.gpu_mutex import GpuMutex, connect
 from forge_dagster.core.nightly import gpu_steps
+from forge_dagster.core.nightly.gpu_mutex import GpuMutex, connect
 from forge_dagster.core.nightly.health import FAIL, CheckResult
-from forge_dagster.core.ollama_runtime import OllamaRuntime
+from forge_dagster.core.nightly.ollama import OllamaRuntime
 from tests.helpers import wait_until
 from tests.nightly.conftest import MODEL, model_calls
 

@@ -49,7 +49,7 @@ def _counting_command(path) -> str:
 def test_known_failures_map_to_their_signals():
     assert classify_failure([("ConnectionError", "Failed to connect to Ollama. Please check that Ollama is "
                                                  "downloaded, running and accessible.")]) == Signal.OLLAMA_DOWN
-    assert classify_failure([("OllamaUnavailable", "forge_dagster.core.ollama_runtime.OllamaUnavailable: Ollama "
+    assert classify_failure([("OllamaUnavailable", "forge_dagster.core.nightly.ollama.OllamaUnavailable: Ollama "
                                                    "at http://x answered 500: boom\n")]) == Signal.OLLAMA_DOWN
     assert classify_failure([("ConnectionError", "redis.exceptions.ConnectionError: Error 111 connecting to "
                                                  "127.0.0.1:6379. Connection refused.\n")]) == Signal.REDIS_DOWN
@@ -61,7 +61,7 @@ def test_known_failures_map_to_their_signals():
 def test_a_lost_gpu_lock_is_its_own_signal_not_stale_job_leases():
     # As Dagster reports a step that raised LockLost: the step error, caused by the qualified exception.
     gpu = [("DagsterExecutionStepExecutionError", 'Error occurred while executing op "triage":\n'),
-           ("LockLost", "forge_dagster.core.gpu_mutex.LockLost: forge:mutex:gpu: lease 3 is no longer held\n")]
+           ("LockLost", "forge_dagster.core.nightly.gpu_mutex.LockLost: forge:mutex:gpu: lease 3 is no longer held\n")]
     assert classify_failure(gpu) == Signal.GPU_LOCK_LOST
     assert classify_failure([("FencedOut", "forge:mutex:gpu: fence 4 is stale")]) == Signal.GPU_LOCK_LOST
 

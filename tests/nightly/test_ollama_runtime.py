@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
+from forge_dagster.core.nightly.ollama import OllamaRuntime, OllamaUnavailable
 from forge_dagster.core.nightly.triage import THREAT_SCHEMA
-from forge_dagster.core.ollama_runtime import OllamaRuntime, OllamaUnavailable
 from tests.nightly.conftest import MODEL
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from forge_dagster.core.relay import Relay, build_relay
+from forge_dagster.core.ops.relay import Relay, build_relay
 from tests.operations.receiver import Receiver
 
 SECRET = "test-callback-secret-0123456789"
@@ -40,7 +40,7 @@ def make_relay(tmp_path):
 @pytest.fixture
 def catalog(store):
     """The registry's catalog of the test's store (the packaged processors registered), as the pipeline reads it."""
-    from forge_dagster.core.processor_registry import load_catalog
+    from forge_dagster.core.platform.registry import load_catalog
 
     return load_catalog(store)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from forge_dagster.assets.operations import archive_is_whole, batch_archive
-from forge_dagster.core.archive import archive_cooled
+from forge_dagster.core.ops.archive import archive_cooled
 from forge_dagster.definitions import build_definitions
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from tests.helpers import run_batch_round

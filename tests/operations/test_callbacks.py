@@ -11,10 +11,10 @@ import threading
 
 import pytest
 
-from forge_dagster.core.callback_policy import CallbackPolicy
-from forge_dagster.core.metrics import render
-from forge_dagster.core.relay import Relay
-from forge_dagster.core.stamps import StampSender
+from forge_dagster.core.ops.callback_policy import CallbackPolicy
+from forge_dagster.core.ops.metrics import render
+from forge_dagster.core.ops.relay import Relay
+from forge_dagster.core.ops.stamps import StampSender
 from forge_dagster.core.store import JobSpec, LeaseStore
 from tests.helpers import register_processor, succeed, wait_until
 from tests.operations.conftest import SECRET

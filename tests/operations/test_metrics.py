@@ -59,11 +59,11 @@ def test_metrics_reflect_a_demo_run(tmp_path, database_url, schema, store):
 def test_realtime_provider_calls_are_counted_by_class_of_outcome(sim, store, catalog):
     from collections import Counter
 
-    from forge_dagster.core.metrics import render
-    from forge_dagster.core.quota import PausePolicy
+    from forge_dagster.core.ops.metrics import render
+    from forge_dagster.core.providers.keyring import SIMULATOR_KEY
+    from forge_dagster.core.providers.quota import PausePolicy
     from forge_dagster.core.realtime import RealtimeConfig, RealtimeExecutor
     from forge_dagster.core.realtime.calls import CallPolicy
-    from forge_dagster.core.realtime.keyring import SIMULATOR_KEY
     from forge_dagster.simulator.dice import key_id
     from tests.realtime.conftest import chat_calls, enqueue, ring_for
 

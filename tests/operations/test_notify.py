@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from forge_dagster.core.notify import render_message
-from forge_dagster.core.relay import build_relay
+from forge_dagster.core.ops.notify import render_message
+from forge_dagster.core.ops.relay import build_relay
 from forge_dagster.core.store import JobSpec, OutboxMessage
 from forge_dagster.core.store.lease_store import OutboxRow
 from tests.helpers import run_batch_round, wait_until

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from pathlib import Path
+
 import pytest
 
-from forge_dagster.core.stamps import load_callback_secret, sign, verify_signature
+from forge_dagster.core.ops.stamps import load_callback_secret, sign, verify_signature
 from forge_dagster.core.store import JobSpec, LeaseStore
 from tests.helpers import register_processor, run_batch_round, succeed, wait_until
 from tests.operations.conftest import SECRET, ticket_specs
@@ -39,10 +42,31 @@ def test_callback_secret_is_made_once_and_kept_private(tmp_path):
     assert sign(first, b"{}", 1) != sign(b"from-env", b"{}", 1)
 
 
+def _secret_after(barrier, home: str, out) -> None:
+    barrier.wait()
+    out.put(load_callback_secret(Path(home), {}))
+
+
+def test_workers_starting_together_share_one_callback_secret(tmp_path):
+    """Several `forge work` processes starting at once on a new FORGE_HOME (found by the database chaos run:
+    the loser of the race died on a FileExistsError) all sign with the one secret that was made."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(6), ctx.Queue()
+    procs = [ctx.Process(target=_secret_after, args=(barrier, str(tmp_path), out)) for _ in range(6)]
+    for proc in procs:
+        proc.start()
+    secrets = [out.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    assert [proc.exitcode for proc in procs] == [0] * 6
+    assert len(set(secrets)) == 1 and secrets[0] == (tmp_path / "callback_secret").read_bytes().strip()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["callback_secret"]  # no draft left behind
+
+
 def test_batch_jobs_are_stamped_once_with_their_validated_result(store, catalog, ports, receiver, make_relay):
     store.enqueue(ticket_specs(4, callback_url=receiver.url + "/cb") + ticket_specs(2, prefix="quiet"))
     [batch_id] = run_batch_round(store, catalog, ports)
-    from forge_dagster.core.collection import validate_batch
+    from forge_dagster.core.batch.collection import validate_batch
 
     validate_batch(store, catalog, batch_id)  # validating again settles nothing, stamps nothing twice
     relay = make_relay(store)

@@ -13,7 +13,7 @@ from forge_dagster.resources.providers import ProcessorCatalogResource, Provider
 @pytest.fixture
 def catalog(store):
     """The registry's catalog of the test's store (the packaged processors registered), as the pipeline reads it."""
-    from forge_dagster.core.processor_registry import load_catalog
+    from forge_dagster.core.platform.registry import load_catalog
 
     return load_catalog(store)
 

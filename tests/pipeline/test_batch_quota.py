@@ -11,9 +11,9 @@ import anthropic
 import dagster as dg
 import openai
 
-from forge_dagster.core.building import build_and_submit
-from forge_dagster.core.collection import collect_results, poll_open_batches, validate_batch
-from forge_dagster.core.quota import KeyPorts, PausePolicy
+from forge_dagster.core.batch.building import build_and_submit
+from forge_dagster.core.batch.collection import collect_results, poll_open_batches, validate_batch
+from forge_dagster.core.providers.quota import KeyPorts, PausePolicy
 from forge_dagster.core.realtime import KeyRing, keys_from_env
 from forge_dagster.core.store import JobSpec, LeaseStore
 from forge_dagster.resources.lease_store import LeaseStoreResource

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
-from forge_dagster.core.building import build_and_submit
-from forge_dagster.core.collection import collect_results, poll_open_batches, validate_batch
+from forge_dagster.core.batch.building import build_and_submit
+from forge_dagster.core.batch.collection import collect_results, poll_open_batches, validate_batch
 from forge_dagster.core.models import Provider, ProviderRequest
 from forge_dagster.core.store import JobSpec, LeaseStore
 from tests.helpers import make_due, run_batch_round

@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from forge_dagster.assets.batch_pipeline import job_intake
-from forge_dagster.core.inbox import drain_inbox, inbox_waiting
+from forge_dagster.core.intake.inbox import drain_inbox, inbox_waiting
 from forge_dagster.sensors.batch_sensors import pending_work_sensor
 from tests.helpers import ROOT
 from tests.pipeline.conftest import ticket, write_inbox
@@ -124,8 +124,8 @@ def test_a_name_dropped_again_keeps_every_file_and_every_report(store, catalog, 
 PERMISSION_DRAIN = """
 import json, sys
 from pathlib import Path
-from forge_dagster.core.inbox import drain_inbox, inbox_waiting
-from forge_dagster.core.processors import load_processors
+from forge_dagster.core.intake.inbox import drain_inbox, inbox_waiting
+from forge_dagster.core.platform.processors import load_processors
 from forge_dagster.core.store import LeaseStore
 with LeaseStore(sys.argv[1], sys.argv[2]) as store:
     report = drain_inbox(store, load_processors(), Path(sys.argv[3]))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 
-from forge_dagster.core.building import BuildReport, resume_stale_submissions
+from forge_dagster.core.batch.building import BuildReport, resume_stale_submissions
+from forge_dagster.core.batch.shaping import custom_id_for
 from forge_dagster.core.models import Provider
 from forge_dagster.core.providers import build_port
-from forge_dagster.core.shaping import custom_id_for
 from forge_dagster.core.store import LeaseStore
 from tests.pipeline.conftest import review, ticket
 from tests.pipeline.test_engine import enqueue

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from forge_dagster.core.building import build_and_submit
-from forge_dagster.core.collection import collect_results, poll_open_batches, validate_batch
+from forge_dagster.core.batch.building import build_and_submit
+from forge_dagster.core.batch.collection import collect_results, poll_open_batches, validate_batch
 from forge_dagster.core.models import Provider
 from forge_dagster.core.providers.results import openai_batch_item
 from forge_dagster.core.store import JobSpec, LeaseStore

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from forge_dagster.core.budgets import estimate_cost
-from forge_dagster.core.building import build_and_submit
-from forge_dagster.core.collection import collect_results, poll_open_batches, validate_batch
-from forge_dagster.core.processor_registry import load_catalog
-from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR
+from forge_dagster.core.batch.building import build_and_submit
+from forge_dagster.core.batch.collection import collect_results, poll_open_batches, validate_batch
+from forge_dagster.core.platform.budgets import estimate_cost
+from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR
+from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.store import JobSpec
 from tests.helpers import make_due, run_batch_round
 from tests.platform.conftest import example, ticket_input, write_processor

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from forge_dagster.core.costs import PRICING_VERSION
-from forge_dagster.core.processor_registry import load_catalog
-from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR
+from forge_dagster.core.platform.pricing import PRICING_VERSION
+from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR
+from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.store import JobSpec
 from tests.helpers import run_batch_round
 from tests.platform.conftest import example, ticket_input, write_processor

@@ -8,12 +8,17 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from forge_dagster.core.collection import collect_results, validate_batch
-from forge_dagster.core.costs import PRICING_VERSION, cost_usd
+from forge_dagster.core.batch.collection import collect_results, validate_batch
 from forge_dagster.core.models import Provider, Usage
-from forge_dagster.core.processor_registry import load_catalog
-from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR
-from forge_dagster.core.reporting import cost_table, ledger_summary, reconcile_batch, reconcile_collected
+from forge_dagster.core.platform.cost_reports import (
+    cost_table,
+    ledger_summary,
+    reconcile_batch,
+    reconcile_collected,
+)
+from forge_dagster.core.platform.pricing import PRICING_VERSION, cost_usd
+from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR
+from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.store import JobSpec
 from tests.helpers import make_due, run_batch_round
 from tests.platform.conftest import example, ticket_input, write_processor

@@ -6,9 +6,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from forge_dagster.core.exports import META_COLUMNS, read_export, validated_outputs_frame, write_export
-from forge_dagster.core.processor_registry import load_catalog
-from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR
+from forge_dagster.core.platform.exports import (
+    META_COLUMNS,
+    read_export,
+    validated_outputs_frame,
+    write_export,
+)
+from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR
+from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.store import JobSpec
 from tests.helpers import run_batch_round
 from tests.platform.conftest import example, ticket_input, write_processor

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from forge_dagster.core.models import Provider, ResultItem, ResultOutcome
-from forge_dagster.core.processors import TOOL_NAME, Processor
-from forge_dagster.core.validation import validate_result
+from forge_dagster.core.platform.processors import TOOL_NAME, Processor
+from forge_dagster.core.platform.validation import validate_result
 from tests.platform.conftest import example
 
 TICKET_SCHEMA = example("ticket_triage")["response_schema"]

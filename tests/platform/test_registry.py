@@ -7,16 +7,16 @@ import json
 import psycopg
 import pytest
 
-from forge_dagster.core.building import build_and_submit
-from forge_dagster.core.inbox import processor_check
-from forge_dagster.core.processor_registry import (
+from forge_dagster.core.batch.building import build_and_submit
+from forge_dagster.core.intake.inbox import processor_check
+from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR, ProcessorError, load_processors
+from forge_dagster.core.platform.registry import (
     RegistryError,
     load_catalog,
     promote,
     retire,
     sync_processors,
 )
-from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR, ProcessorError, load_processors
 from forge_dagster.core.store import JobSpec
 from tests.platform.conftest import example, ticket_input, write_processor
 

@@ -9,11 +9,11 @@ import openai
 import pytest
 
 from forge_dagster.core.models import ResultItem, ResultOutcome
-from forge_dagster.core.processor_registry import load_catalog
-from forge_dagster.core.processors import PACKAGE_PROCESSORS_DIR, Processor
-from forge_dagster.core.repair import render_job_request, repair_for
+from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR, Processor
+from forge_dagster.core.platform.registry import load_catalog
+from forge_dagster.core.platform.repair import render_job_request, repair_for
+from forge_dagster.core.platform.validation import schema_errors
 from forge_dagster.core.store import JobSpec
-from forge_dagster.core.validation import schema_errors
 from tests.helpers import make_due, run_batch_round
 from tests.platform.conftest import example, ticket_input, write_processor
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from forge_dagster.core.processors import load_processors
+from forge_dagster.core.platform.processors import load_processors
 from forge_dagster.core.realtime import (
     KeyRing,
     RealtimeConfig,
@@ -26,7 +26,7 @@ REVIEW = "review_sentiment"  # Anthropic
 @pytest.fixture
 def catalog(store):
     """The registry's catalog of the test's store (the packaged processors registered), as the pipeline reads it."""
-    from forge_dagster.core.processor_registry import load_catalog
+    from forge_dagster.core.platform.registry import load_catalog
 
     return load_catalog(store)
 
@@ -34,7 +34,7 @@ def catalog(store):
 def variant(store: LeaseStore, catalog, name: str = TICKET, **changes):
     """A new version of processor `name` with `changes`, registered in the store (jobs may succeed only on
     registered versions); returns it and the registry's catalog that holds it."""
-    from forge_dagster.core.processor_registry import load_catalog, register_processors
+    from forge_dagster.core.platform.registry import load_catalog, register_processors
 
     processor = catalog[name].model_copy(update=changes)
     register_processors(store, [(processor, "tests")])

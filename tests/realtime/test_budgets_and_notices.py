@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from forge_dagster.core.budgets import estimate_attempt_cost
-from forge_dagster.core.notify import render_message
+from forge_dagster.core.ops.notify import render_message
+from forge_dagster.core.platform.budgets import estimate_attempt_cost
 from forge_dagster.core.realtime import RealtimeConfig, RealtimeExecutor
 from forge_dagster.core.realtime.calls import CallPolicy
 from forge_dagster.core.store.lease_store import OutboxRow

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 
-from forge_dagster.core.inbox import processor_check
+from forge_dagster.core.intake.inbox import processor_check
 from forge_dagster.core.models import Provider
-from forge_dagster.core.processors import ProcessorCatalog
-from forge_dagster.core.ratelimit import parse_limit_headers
+from forge_dagster.core.platform.processors import ProcessorCatalog
+from forge_dagster.core.providers.keyring import SIMULATOR_ALIAS, KeyRing
+from forge_dagster.core.providers.ratelimit import parse_limit_headers
 from forge_dagster.core.realtime import keys_from_env
-from forge_dagster.core.realtime.keyring import SIMULATOR_ALIAS, KeyRing
 
 from .conftest import TICKET
 

@@ -3,7 +3,7 @@ failed by it, and routing moves calls to a fallback key while the first one is p
 
 from __future__ import annotations
 
-from forge_dagster.core.quota import PausePolicy
+from forge_dagster.core.providers.quota import PausePolicy
 from forge_dagster.core.realtime import RealtimeConfig
 from forge_dagster.core.realtime.calls import CallPolicy
 from forge_dagster.simulator.dice import key_id

@@ -7,9 +7,9 @@ import bisect
 
 import pytest
 
-from forge_dagster.core.ratelimit import KeyLimiter
+from forge_dagster.core.providers.keyring import SIMULATOR_KEY
+from forge_dagster.core.providers.ratelimit import KeyLimiter
 from forge_dagster.core.realtime import RealtimeConfig, RealtimeExecutor
-from forge_dagster.core.realtime.keyring import SIMULATOR_KEY
 from forge_dagster.simulator.dice import key_id
 
 from .conftest import REVIEW, TICKET, chat_calls, enqueue, ring_for

@@ -1,5 +1,5 @@
 """Realtime answers pass the same fail-closed validation as batch results: a rejected answer is asked
-again with the validator's errors (the repair loop of core/repair.py), at most `max_repair_attempts`
+again with the validator's errors (the repair loop of core/platform/repair.py), at most `max_repair_attempts`
 times, then the job ends invalid; every answer is billed; 5xx answers are retried within bounds."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from forge_dagster.core.models import ResultItem, ResultOutcome
-from forge_dagster.core.ratelimit import Backoff
+from forge_dagster.core.platform.validation import validate_result
+from forge_dagster.core.providers.ratelimit import Backoff
 from forge_dagster.core.realtime import KeyRing, RealtimeConfig, RealtimeExecutor, keys_from_env
 from forge_dagster.core.realtime.calls import CallPolicy
-from forge_dagster.core.validation import validate_result
 
 from .conftest import TICKET, chat_calls, enqueue, ring_for, variant
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import bisect
 import threading
 
-from forge_dagster.core.processor_registry import load_catalog
-from forge_dagster.core.processors import load_processors
-from forge_dagster.core.ratelimit import KeyLimiter
+from forge_dagster.core.platform.processors import load_processors
+from forge_dagster.core.platform.registry import load_catalog
+from forge_dagster.core.providers.keyring import SIMULATOR_KEY
+from forge_dagster.core.providers.ratelimit import KeyLimiter
 from forge_dagster.core.realtime import RealtimeConfig, RealtimeExecutor
-from forge_dagster.core.realtime.keyring import SIMULATOR_KEY
 from forge_dagster.core.realtime.routing import estimate_tokens
 from forge_dagster.core.store import JobSpec, LeaseStore
 from forge_dagster.simulator import openai_format

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from forge_dagster.core.inbox import intake_file, processor_check, review_external_rows
-from forge_dagster.core.processor_registry import load_catalog, promote, register_processors
-from forge_dagster.core.processors import ProcessorCatalog, load_processors
+from forge_dagster.core.intake.inbox import intake_file, processor_check, review_external_rows
+from forge_dagster.core.platform.processors import ProcessorCatalog, load_processors
+from forge_dagster.core.platform.registry import load_catalog, promote, register_processors
 from forge_dagster.core.store import JobSpec, LeaseStore
 
 SMALL = {"subject": "Export broken", "body": "The export button does nothing."}

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 import yaml
 
-from forge_dagster.core.processors import ProcessorError, load_processor_file
+from forge_dagster.core.platform.processors import ProcessorError, load_processor_file
+from forge_dagster.core.realtime.handler_worker import Worker
 from forge_dagster.core.store import JobSpec, LeaseStore
-from forge_dagster.core.worker import Worker
 from tests.helpers import (
     ECHO_HANDLER,
     accept,

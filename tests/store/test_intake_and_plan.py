@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from forge_dagster.core.intake import parse_lines
+from forge_dagster.core.intake.lines import parse_lines
 from forge_dagster.core.store import JobSpec, LeaseStore, job_sql
 from tests.helpers import forge_env, forge_process
 

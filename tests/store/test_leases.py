@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 import psycopg
 import pytest
 
+from forge_dagster.core.realtime.handler_worker import SWEEP_EVERY_S, Worker
 from forge_dagster.core.store import JobSpec, LeaseLost, LeaseStore
-from forge_dagster.core.worker import SWEEP_EVERY_S, Worker
 from tests.helpers import (
     accept,
     forge_env,

@@ -90,7 +90,7 @@ def test_jobs_the_sweep_turns_dead_are_told_in_its_transaction(store: LeaseStore
 
 
 def test_jobs_forge_work_turns_dead_are_told_once(store: LeaseStore):
-    from forge_dagster.core.worker import Worker
+    from forge_dagster.core.realtime.handler_worker import Worker
 
     step = register_step(store)
     ids = store.enqueue([JobSpec("step", {"i": i}, max_attempts=1) for i in range(2)]).accepted

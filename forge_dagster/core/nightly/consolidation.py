@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from forge_dagster.core.health import error_text
-from forge_dagster.core.knowledge import NewMemory, fingerprint, remember
+from forge_dagster.core.nightly.knowledge import NewMemory, fingerprint, remember
+from forge_dagster.core.ops.service_checks import error_text
 
 SUMMARY_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from forge_dagster.core.health import error_text
 from forge_dagster.core.nightly import consolidation
 from forge_dagster.core.nightly.health import CheckResult
 from forge_dagster.core.nightly.triage import Triage, model_assessor, triage
+from forge_dagster.core.ops.service_checks import error_text
 
 WARMUP, TRIAGE, CONSOLIDATION, RELEASE = "gpu_warmup", "triage", "knowledge_consolidation", "gpu_release"
 

@@ -1,4 +1,4 @@
-"""The nightly chain's health checks: what `forge health` checks (core/health.py: PostgreSQL, Redis,
+"""The nightly chain's health checks: what `forge health` checks (core/ops/service_checks.py: PostgreSQL, Redis,
 providers, Ollama, the Dagster daemon, the outbox), seen as pass / warn / fail, plus the chain's own: disk,
 the night's GPU warm-up, queue depths and failure rates.
 
@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from forge_dagster.core import health as core_health
 from forge_dagster.core.nightly.settings import NightlySettings
+from forge_dagster.core.ops import service_checks as core_health
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 # How a `forge health` answer counts at night: down fails; not checked is worth a look.

@@ -6,8 +6,8 @@ results (fail closed), with quota recovery for paused keys.
 `KeyRouter` (routing.py) picks a key; `JobCall` (calls.py) runs one job; recording.py writes outcomes.
 """
 
+from forge_dagster.core.providers.keyring import KeyRing, ProviderKey, keys_from_env
 from forge_dagster.core.realtime.executor import RealtimeConfig, RealtimeExecutor
-from forge_dagster.core.realtime.keyring import KeyRing, ProviderKey, keys_from_env
 from forge_dagster.core.realtime.recording import RealtimeStats
 from forge_dagster.core.realtime.routing import auto_mode, estimate_tokens
 

@@ -8,7 +8,7 @@ pauses that key and the call moves to the next key, or, with every key paused, t
 wait without spending its attempt; transient errors retry a little here, then go back to the queue;
 an invalid request fails the job.
 
-Repairs reuse core/repair.py, as the batch path does: an answer the validator rejected, and that a retry
+Repairs reuse core/platform/repair.py, as the batch path does: an answer the validator rejected, and that a retry
 could fix, is asked again in the same attempt with the rejected answer and the validator's errors as a
 repair turn, at most the processor's `max_repair_attempts` times; past that the job ends invalid. Every
 answer of the attempt is billed on the attempt's one ledger row.
@@ -22,12 +22,20 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from forge_dagster.core.costs import NoPrice, cost_usd
+from forge_dagster.core.batch.shaping import custom_id_for
 from forge_dagster.core.models import ErrorClass, ProviderError, ProviderRequest, ResultItem, Usage
-from forge_dagster.core.processors import Processor, ProcessorCatalog, TemplateError, validate_input
-from forge_dagster.core.quota import PausePolicy, pauses_key
-from forge_dagster.core.ratelimit import Backoff
-from forge_dagster.core.realtime.keyring import ProviderKey
+from forge_dagster.core.platform.pricing import NoPrice, cost_usd
+from forge_dagster.core.platform.processors import Processor, ProcessorCatalog, TemplateError, validate_input
+from forge_dagster.core.platform.repair import (
+    answer_text,
+    render_job_request,
+    repair_from_verdict,
+    with_repair,
+)
+from forge_dagster.core.platform.validation import accepted_output, validate_result
+from forge_dagster.core.providers.keyring import ProviderKey
+from forge_dagster.core.providers.quota import PausePolicy, pauses_key
+from forge_dagster.core.providers.ratelimit import Backoff
 from forge_dagster.core.realtime.recording import (
     FAILED,
     INVALID,
@@ -38,11 +46,8 @@ from forge_dagster.core.realtime.recording import (
     RealtimeStats,
 )
 from forge_dagster.core.realtime.routing import KeyRouter, charged_tokens, estimate_tokens
-from forge_dagster.core.repair import answer_text, render_job_request, repair_from_verdict, with_repair
-from forge_dagster.core.shaping import custom_id_for
 from forge_dagster.core.store import ClaimedJob
 from forge_dagster.core.store.key_store import BilledAttempt
-from forge_dagster.core.validation import accepted_output, validate_result
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ whose lease was taken over is cancelled here and its late result is rejected by 
 also refreshes key states from the store and probes its own paused keys, so `forge work --realtime`
 recovers paused keys without Dagster; the quota sensor does the same inside Dagster.
 
-Claimed jobs are admitted within the daily budgets (core/budgets.py) before any call: those that would
+Claimed jobs are admitted within the daily budgets (core/platform/budgets.py) before any call: those that would
 exceed one go back to wait with their attempt given back. Every key is paced on its schedule in the
 store, shared with the other workers using it (pacing.py).
 """
@@ -20,17 +20,17 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from forge_dagster.core.budgets import BUDGET_RECHECK_S, admit_within_budgets
+from forge_dagster.core.batch.shaping import group_key
 from forge_dagster.core.models import ProviderError
-from forge_dagster.core.processors import ProcessorCatalog
-from forge_dagster.core.quota import PausePolicy, pause_key, probe_due_keys
+from forge_dagster.core.platform.budgets import BUDGET_RECHECK_S, admit_within_budgets
+from forge_dagster.core.platform.processors import ProcessorCatalog
+from forge_dagster.core.providers.keyring import KeyRing, ProviderKey
+from forge_dagster.core.providers.quota import PausePolicy, pause_key, probe_due_keys
 from forge_dagster.core.realtime.calls import CallPolicy, JobCall, PreparedJob, prepare
-from forge_dagster.core.realtime.keyring import KeyRing, ProviderKey
+from forge_dagster.core.realtime.handler_worker import SWEEP_EVERY_S
 from forge_dagster.core.realtime.recording import RELEASE, Outcome, RealtimeStats, write_outcomes
 from forge_dagster.core.realtime.routing import KeyRouter
-from forge_dagster.core.shaping import group_key
 from forge_dagster.core.store import ClaimedJob, LeaseStore
-from forge_dagster.core.worker import SWEEP_EVERY_S
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ run, together stay within the key's limits. PostgreSQL is what every Forge worke
 
 from __future__ import annotations
 
-from forge_dagster.core.ratelimit import Grant
+from forge_dagster.core.providers.ratelimit import Grant
 from forge_dagster.core.store import LeaseStore
 from forge_dagster.core.store import pacing_sql as sql
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from forge_dagster.core.costs import usable_prices
 from forge_dagster.core.models import AcceptedOutput, JobState
-from forge_dagster.core.notify import invalid_or_dead_messages
+from forge_dagster.core.ops.notify import invalid_or_dead_messages
+from forge_dagster.core.platform.pricing import usable_prices
 from forge_dagster.core.store import ClaimedJob, LeaseStore
 from forge_dagster.core.store.key_store import BilledAttempt
 

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from forge_dagster.core.models import Provider, Usage
-from forge_dagster.core.processors import Processor
-from forge_dagster.core.realtime.keyring import KeyRing, ProviderKey
+from forge_dagster.core.platform.processors import Processor
+from forge_dagster.core.providers.keyring import KeyRing, ProviderKey
 
 AUTO_REALTIME_MAX_TOKENS = 2000  # `auto` processors: a request at most this big runs realtime
 

@@ -11,9 +11,9 @@ import signal
 import threading
 from collections.abc import Callable
 
-from forge_dagster.core.processor_registry import load_catalog
+from forge_dagster.core.platform.registry import load_catalog
+from forge_dagster.core.providers.keyring import KeyRing
 from forge_dagster.core.realtime.executor import RealtimeConfig, RealtimeExecutor
-from forge_dagster.core.realtime.keyring import KeyRing
 from forge_dagster.core.realtime.recording import RealtimeStats
 from forge_dagster.core.store import LeaseStore
 

@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from forge_dagster.core.gpu_mutex import Fence, FencedOut
-from forge_dagster.core.knowledge import Memory, NewMemory
+from forge_dagster.core.nightly.gpu_mutex import Fence, FencedOut
+from forge_dagster.core.nightly.knowledge import Memory, NewMemory
 from forge_dagster.core.store import knowledge_sql as ksql
 from forge_dagster.core.store import nightly_sql as nsql
 from forge_dagster.core.store import outbox_sql

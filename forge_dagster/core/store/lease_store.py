@@ -198,7 +198,7 @@ class LeaseStore:
         a NUL character, a bad mode or max_attempts, a payload too big...) is rejected with its reason;
         the others still go in. Jobs without a mode are routed as every intake routes them."""
         report, rows = EnqueueReport(), []
-        from forge_dagster.core.inbox import route_specs  # the processor registry decides
+        from forge_dagster.core.intake.inbox import route_specs  # the processor registry decides
 
         specs = route_specs(self, specs)  # a str in place of a spec is the reason it is refused
         for seq, spec in enumerate(specs):
@@ -388,7 +388,7 @@ class LeaseStore:
 
     def sweep_expired(self, *, limit: int = 1000) -> SweepReport:
         """Free expired leases: back to pending, or dead when the attempts are spent."""
-        from forge_dagster.core.notify import invalid_or_dead_messages
+        from forge_dagster.core.ops.notify import invalid_or_dead_messages
 
         with self._pool.connection() as conn:  # the dead are told in the sweep's own transaction
             rows = conn.execute(job_sql.SWEEP_EXPIRED_LEASES, {"limit": limit, "actor": "sweeper"}).fetchall()

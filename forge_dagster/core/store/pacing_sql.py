@@ -1,6 +1,6 @@
 """SQL for the pacing of provider keys shared by every worker process (table `key_pacing`, migration 008).
 
-GCRA, as `core/ratelimit.py` runs it for one process, but on the key's row and the database clock: each
+GCRA, as `core/providers/ratelimit.py` runs it for one process, but on the key's row and the database clock: each
 reservation is one UPDATE that locks the row, applies what the caller reports, takes the next slot and
 returns how long to wait for it. Times are epoch seconds.
 """

@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from forge_dagster.core.costs import NoPrice, cost_usd, usable_prices
 from forge_dagster.core.models import (
     BatchState,
     ErrorClass,
@@ -20,10 +19,13 @@ from forge_dagster.core.models import (
     ResultOutcome,
     Usage,
 )
-from forge_dagster.core.notify import batch_messages, rejection_messages
-from forge_dagster.core.processors import Processor, ProcessorCatalog
+from forge_dagster.core.ops.notify import batch_messages, rejection_messages
+from forge_dagster.core.platform.pricing import NoPrice, cost_usd, usable_prices
+from forge_dagster.core.platform.processors import Processor, ProcessorCatalog
+from forge_dagster.core.platform.repair import limit_repairs
+from forge_dagster.core.platform.validation import accepted_output, validate_result
 from forge_dagster.core.providers.base import ProviderPort
-from forge_dagster.core.quota import (
+from forge_dagster.core.providers.quota import (
     KeyPorts,
     PausePolicy,
     batch_port,
@@ -31,11 +33,9 @@ from forge_dagster.core.quota import (
     is_enqueued_token_limit,
     provider_batch_errors,
 )
-from forge_dagster.core.repair import limit_repairs
 from forge_dagster.core.store import LeaseStore
 from forge_dagster.core.store.batch_store import Settlement
 from forge_dagster.core.store.lease_store import backoff_delay
-from forge_dagster.core.validation import accepted_output, validate_result
 
 log = logging.getLogger(__name__)
 

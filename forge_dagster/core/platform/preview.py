@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from forge_dagster.core.models import Provider, ProviderRequest, ResultItem, ResultOutcome
-from forge_dagster.core.processors import Processor
+from forge_dagster.core.platform.processors import Processor
+from forge_dagster.core.platform.repair import render_job_request, repair_for, with_repair
+from forge_dagster.core.platform.validation import validate_result
 from forge_dagster.core.providers.wire import OPENAI_BATCH_ENDPOINT, anthropic_batch_entry, openai_batch_line
-from forge_dagster.core.repair import render_job_request, repair_for, with_repair
-from forge_dagster.core.validation import validate_result
 
 PREVIEW_CUSTOM_ID = "preview"
 ENDPOINTS = {Provider.OPENAI: f"POST {OPENAI_BATCH_ENDPOINT}", Provider.ANTHROPIC: "POST /v1/messages"}

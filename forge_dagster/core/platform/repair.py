@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from forge_dagster.core.models import ProviderRequest, ResultItem, ResultOutcome, Usage
-from forge_dagster.core.processors import Processor, ProcessorCatalog
-from forge_dagster.core.validation import Verdict, validate_result
+from forge_dagster.core.platform.processors import Processor, ProcessorCatalog
+from forge_dagster.core.platform.validation import Verdict, validate_result
 
 MAX_QUOTED_CHARS = 4000  # a longer rejected answer is quoted up to here
 MAX_LISTED_ERRORS = 20

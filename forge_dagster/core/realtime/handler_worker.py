@@ -26,10 +26,10 @@ from typing import Any
 import psycopg
 
 from forge_dagster.core.models import AcceptedOutput, JobState
-from forge_dagster.core.notify import invalid_or_dead_messages
-from forge_dagster.core.processors import Processor
+from forge_dagster.core.ops.notify import invalid_or_dead_messages
+from forge_dagster.core.platform.processors import Processor
+from forge_dagster.core.platform.validation import accepted_output, validate_output
 from forge_dagster.core.store import ClaimedJob, LeaseStore
-from forge_dagster.core.validation import accepted_output, validate_output
 
 log = logging.getLogger(__name__)
 

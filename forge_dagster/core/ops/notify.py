@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
+from forge_dagster.core.ops.stamps import DeliveryError
 from forge_dagster.core.secrets import scrub
-from forge_dagster.core.stamps import DeliveryError
 from forge_dagster.core.store.lease_store import OutboxRow
 
 MAX_BLOCKS = 50  # Slack's limit per message

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from forge_dagster.core.models import AcceptedOutput, ResultItem, ResultOutcome
-from forge_dagster.core.processors import Processor
-from forge_dagster.core.schema_compiler import compile_schema
+from forge_dagster.core.platform.processors import Processor
+from forge_dagster.core.platform.schema_compiler import compile_schema
 
 TRUNCATED_STOPS = frozenset({"length", "max_tokens", "model_context_window_exceeded"})
 REFUSED_STOPS = frozenset({"refusal", "content_filter"})

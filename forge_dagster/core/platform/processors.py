@@ -39,7 +39,7 @@ from pydantic import ValidationError as PydanticValidationError
 from forge_dagster.core.models import CUSTOM_ID_RE, Provider, ProviderRequest
 
 TOOL_NAME = "emit_result"  # the one tool an Anthropic json-policy request forces the model to call
-PACKAGE_PROCESSORS_DIR = Path(__file__).resolve().parent.parent / "examples" / "processors"
+PACKAGE_PROCESSORS_DIR = Path(__file__).resolve().parents[2] / "examples" / "processors"
 PROCESSORS_DIR_ENV = "FORGE_PROCESSORS_DIR"
 
 _SEMVER_RE = re.compile(

@@ -12,15 +12,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from forge_dagster.core.budgets import admit_within_budgets
+from forge_dagster.core.batch.shaping import RequestTooLarge, custom_id_for, group_key, shape_batches
 from forge_dagster.core.models import BatchSpec, ErrorClass, Provider, ProviderError, ProviderRequest
-from forge_dagster.core.notify import rejection_messages
-from forge_dagster.core.processors import ProcessorCatalog, TemplateError, validate_input
+from forge_dagster.core.ops.notify import rejection_messages
+from forge_dagster.core.platform.budgets import admit_within_budgets
+from forge_dagster.core.platform.processors import ProcessorCatalog, TemplateError, validate_input
+from forge_dagster.core.platform.repair import render_job_request, repairs_for
 from forge_dagster.core.providers.base import CLOCK_SKEW_S, ProviderPort
 from forge_dagster.core.providers.limits import BatchLimitError
-from forge_dagster.core.quota import BatchGate, KeyPorts, PausePolicy, pause_port_key, pauses_key
-from forge_dagster.core.repair import render_job_request, repairs_for
-from forge_dagster.core.shaping import RequestTooLarge, custom_id_for, group_key, shape_batches
+from forge_dagster.core.providers.quota import BatchGate, KeyPorts, PausePolicy, pause_port_key, pauses_key
 from forge_dagster.core.store import ClaimedJob, LeaseStore
 from forge_dagster.core.store.batch_store import Settlement
 from forge_dagster.core.store.lease_store import backoff_delay

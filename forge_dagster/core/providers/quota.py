@@ -29,9 +29,9 @@ from forge_dagster.core.store import ClaimedJob, LeaseStore
 from forge_dagster.core.store.key_store import PauseResult
 
 if TYPE_CHECKING:  # the realtime package imports this module
-    from forge_dagster.core.processors import Processor, ProcessorCatalog
-    from forge_dagster.core.realtime.keyring import KeyRing, ProviderKey
-    from forge_dagster.core.shaping import GroupKey
+    from forge_dagster.core.batch.shaping import GroupKey
+    from forge_dagster.core.platform.processors import Processor, ProcessorCatalog
+    from forge_dagster.core.providers.keyring import KeyRing, ProviderKey
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def provider_batch_errors(port: ProviderPort, provider_batch_id: str, *, timeout
 # -- batch: which key submits --------------------------------------------------------------------
 def port_key(port: ProviderPort) -> ProviderKey:
     """The key behind a port, under the alias its credentials carry."""
-    from forge_dagster.core.realtime.keyring import ProviderKey
+    from forge_dagster.core.providers.keyring import ProviderKey
 
     return ProviderKey(port.provider, port.credentials.alias, port.credentials)
 
@@ -187,7 +187,7 @@ class KeyPorts(Mapping[Provider, ProviderPort]):
         """`ports` if it is a KeyPorts already; else one key per port, under its credentials' alias."""
         if isinstance(ports, KeyPorts):
             return ports
-        from forge_dagster.core.realtime.keyring import KeyRing
+        from forge_dagster.core.providers.keyring import KeyRing
 
         given = {port_key(port).name: port for port in ports.values()}
         return cls(KeyRing([port_key(port) for port in ports.values()]), given)

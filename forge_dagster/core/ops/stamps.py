@@ -3,7 +3,7 @@
 The `job.stamp` outbox row is written by the transition itself (a trigger in migration 004), so the
 stamp leaves only through the relay: at least once, with the outbox row's id as the idempotency key,
 and a receiver that is down gets it later. Only to a destination the callback policy allows
-(core/callback_policy.py, checked at send time on the addresses actually connected to); a refused one
+(core/ops/callback_policy.py, checked at send time on the addresses actually connected to); a refused one
 ends the row `refused` with its reason, for good. Each POST is signed:
 
     X-Forge-Timestamp: <unix seconds>
@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from forge_dagster.core.callback_policy import (
+from forge_dagster.core.ops.callback_policy import (
     CallbackPolicy,
     CallbackRefused,
     Resolver,
@@ -70,10 +70,19 @@ def load_callback_secret(forge_home: Path, environ: dict[str, str] | None = None
         return env[SECRET_ENV].encode()
     path = forge_home / "callback_secret"
     if not path.exists():
+        # Written whole under a private name, then linked into place: processes starting together all end
+        # up reading the one secret that was linked first, never a half-written file.
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        draft = path.with_name(f".callback_secret.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        finally:
+            draft.unlink()
     return path.read_text().strip().encode()
 
 
@@ -116,7 +125,7 @@ def stamp_body(row: OutboxRow) -> dict[str, Any]:
 class StampSender:
     """POSTs stamps to callback URLs that the policy allows, pinned to the addresses it checked.
 
-    The host is resolved here, every address must be allowed (core/callback_policy.py) and the connection
+    The host is resolved here, every address must be allowed (core/ops/callback_policy.py) and the connection
     goes to one of those addresses, with the original Host header and, for https, the original name as
     TLS SNI and for the certificate check: no second lookup, so a rebinding DNS answer cannot redirect
     the POST. No proxy from the environment (it would resolve again), no redirects, no keep-alive (a

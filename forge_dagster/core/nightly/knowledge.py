@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from forge_dagster.core.gpu_mutex import Lease
+    from forge_dagster.core.nightly.gpu_mutex import Lease
     from forge_dagster.core.store.knowledge_store import KnowledgeRepository
 
 _SPACES = re.compile(r"\s+")

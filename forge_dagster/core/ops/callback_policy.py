@@ -10,7 +10,7 @@ separated): a host (`hooks.internal`), a domain with a wildcard (`*.corp.example
 address or CIDR (`127.0.0.1`, `10.20.0.0/16`). `FORGE_CALLBACK_HTTPS_ONLY=1` refuses plain http.
 
 The relay resolves the host itself (`resolve_checked`), requires every address to be allowed and then
-connects to one of those very addresses (core/stamps.py), so a DNS answer that changes between the check
+connects to one of those very addresses (core/ops/stamps.py), so a DNS answer that changes between the check
 and the connection cannot redirect the POST. Intake refuses what needs no lookup (`intake_problem`): a
 literal address or a `localhost` name that is not allowed, a scheme the policy refuses.
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from forge_dagster.core.processors import (
+from forge_dagster.core.platform.processors import (
     Processor,
     ProcessorCatalog,
     _semver_key,

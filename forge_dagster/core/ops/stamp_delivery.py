@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from forge_dagster.core.stamps import DeliveryError, DeliveryRefused
+from forge_dagster.core.ops.stamps import DeliveryError, DeliveryRefused
 from forge_dagster.core.store.operations_store import ReadyRow
 
 DELIVERED, FAILED, REFUSED = "delivered", "failed", "refused"

@@ -2,8 +2,8 @@
 
 Two lanes, each one short transaction per round:
 - stamps (`job.stamp`): one signed POST per row to the job's callback_url, the row id as idempotency key,
-  only where the callback policy allows (core/callback_policy.py; a refused row ends `refused` for good),
-  sent in parallel with a bound per host (core/stamp_delivery.py);
+  only where the callback policy allows (core/ops/callback_policy.py; a refused row ends `refused` for good),
+  sent in parallel with a bound per host (core/ops/stamp_delivery.py);
 - notifications (every other topic): all rows the lane may send now become one Slack message, so a
   storm of events is grouped instead of flooding the channel.
 Rows are read only below the snapshot's xmin (a late commit is read later, never skipped) and only as
@@ -26,11 +26,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from forge_dagster.core.callback_policy import CallbackPolicy, Resolver, system_resolver
 from forge_dagster.core.config import settings_from
-from forge_dagster.core.notify import SlackNotifier, webhook_url
-from forge_dagster.core.stamp_delivery import DELIVERED, FAILED, REFUSED, StampLane
-from forge_dagster.core.stamps import STAMP_TOPIC, DeliveryError, StampSender, load_callback_secret
+from forge_dagster.core.ops.callback_policy import CallbackPolicy, Resolver, system_resolver
+from forge_dagster.core.ops.notify import SlackNotifier, webhook_url
+from forge_dagster.core.ops.stamp_delivery import DELIVERED, FAILED, REFUSED, StampLane
+from forge_dagster.core.ops.stamps import STAMP_TOPIC, DeliveryError, StampSender, load_callback_secret
 from forge_dagster.core.store import LeaseStore
 from forge_dagster.core.store.operations_store import ReadyRow
 

@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from forge_dagster.core.callback_policy import CallbackPolicy
 from forge_dagster.core.models import (
     MAX_ATTEMPTS_LIMIT,
     MAX_PAYLOAD_BYTES,
@@ -24,6 +23,7 @@ from forge_dagster.core.models import (
     callback_url_problem,
     settle_mode,
 )
+from forge_dagster.core.ops.callback_policy import CallbackPolicy
 
 
 class IntakeLine(BaseModel):

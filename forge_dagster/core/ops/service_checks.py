@@ -108,7 +108,7 @@ def _list_models(provider: str, api_key: str, base_url: str | None) -> int:
 def check_provider(name: str, provider: str, creds, state: Mapping | None = None) -> Check:
     """One key (`ProviderCredentials`) answers a models listing; a paused key that answers is a warning.
     The simulator's key is named as the simulator, and said not to be running when it does not answer."""
-    from forge_dagster.core.realtime.keyring import SIMULATOR_ALIAS
+    from forge_dagster.core.providers.keyring import SIMULATOR_ALIAS
 
     simulated = creds.alias == SIMULATOR_ALIAS
     shown = f"simulator at {creds.base_url}" if simulated else creds.masked_key
@@ -126,7 +126,7 @@ def check_provider(name: str, provider: str, creds, state: Mapping | None = None
 
 def check_provider_keys(environ: Mapping[str, str], key_states: Mapping[tuple[str, str], dict]) -> list[Check]:
     """One check per configured key; with none, per provider on the simulator the keys fall back to."""
-    from forge_dagster.core.realtime.keyring import keys_from_env
+    from forge_dagster.core.providers.keyring import keys_from_env
 
     return [check_provider(f"provider:{key.name}", str(key.provider), key.credentials,
                            key_states.get((str(key.provider), key.alias)))
@@ -135,7 +135,7 @@ def check_provider_keys(environ: Mapping[str, str], key_states: Mapping[tuple[st
 
 def ollama_host(environ: Mapping[str, str]) -> tuple[str, bool]:
     """(host, simulated): `OLLAMA_HOST`, else the simulator (FORGE_SIMULATOR_URL or its default port)."""
-    from forge_dagster.core.realtime.keyring import DEFAULT_SIMULATOR_URL
+    from forge_dagster.core.providers.keyring import DEFAULT_SIMULATOR_URL
 
     if environ.get("OLLAMA_HOST"):
         return environ["OLLAMA_HOST"], False

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from forge_dagster.core.models import Provider
 from forge_dagster.core.providers.base import ProviderCredentials, ProviderPort
-from forge_dagster.core.ratelimit import KeyLimiter
+from forge_dagster.core.providers.ratelimit import KeyLimiter
 from forge_dagster.core.store.key_store import KeyRecord
 
 if TYPE_CHECKING:

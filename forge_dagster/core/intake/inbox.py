@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from forge_dagster.core.callback_policy import CallbackPolicy
 from forge_dagster.core.config import load_settings
-from forge_dagster.core.intake import UnreadableFile, file_lines, parse_lines
+from forge_dagster.core.intake.lines import UnreadableFile, file_lines, parse_lines
 from forge_dagster.core.models import UnusableCallback, callback_url_problem, settle_mode
-from forge_dagster.core.processors import Processor, ProcessorCatalog, validate_input
+from forge_dagster.core.ops.callback_policy import CallbackPolicy
+from forge_dagster.core.platform.processors import Processor, ProcessorCatalog, validate_input
 from forge_dagster.core.store import JobSpec, LeaseStore
 
 
@@ -93,7 +93,7 @@ def route_specs(store: LeaseStore, specs: Sequence[JobSpec]) -> list[JobSpec | s
     job gets and sent to the lane its processor decides. A retired version (or a name with none active) is
     refused: its place holds the reason. An unknown processor stays batch; the builder fails it with
     its reason (as it does an input that does not fit), so nothing is lost silently."""
-    from forge_dagster.core.processor_registry import load_catalog
+    from forge_dagster.core.platform.registry import load_catalog
 
     catalog = load_catalog(store, sync=False)
     within = load_settings().auto_realtime_within_s

@@ -1,0 +1,1 @@
+"""The prompt platform: processors and their registry, validation and repair, pricing, budgets, exports."""
