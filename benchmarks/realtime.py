@@ -37,6 +37,7 @@ from benchmarks.parallel_processor import process_requests
 from benchmarks.report import Ratio, Row, render_table
 from forge_dagster.core.batch.shaping import custom_id_for
 from forge_dagster.core.platform.processors import load_processors
+from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.realtime import KeyRing, RealtimeConfig, RealtimeExecutor, keys_from_env
 from forge_dagster.core.store import JobSpec, LeaseStore
 from forge_dagster.simulator.process import SimulatorProcess
@@ -113,7 +114,7 @@ def peer_run(sim: SimulatorProcess, scenario: Scenario, run: int) -> Sample:
     with tempfile.TemporaryDirectory() as tmp:
         requests, results = Path(tmp) / "requests.jsonl", Path(tmp) / "results.jsonl"
         requests.write_text("".join(
-            json.dumps(processor.render_request(_payload(i), custom_id_for(i + 1, 1)).body) + "\n"
+            json.dumps(render_request(processor, _payload(i), custom_id_for(i + 1, 1)).body) + "\n"
             for i in range(scenario.jobs)))
 
         async def go():

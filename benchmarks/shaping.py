@@ -18,6 +18,7 @@ from benchmarks.report import Ratio, Row, render_table
 from forge_dagster.core.batch.shaping import custom_id_for, group_key, shape_batches
 from forge_dagster.core.models import Provider, ProviderRequest
 from forge_dagster.core.platform.processors import load_processors
+from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.providers.wire import encode_line, openai_batch_line
 
 PROCESSOR = "ticket_triage"  # OpenAI, json_schema response format
@@ -26,7 +27,7 @@ PROCESSOR = "ticket_triage"  # OpenAI, json_schema response format
 def rendered_requests(n: int) -> tuple[list[tuple], list[ProviderRequest]]:
     processor = load_processors()[PROCESSOR]
     key = group_key(processor.provider, processor.model, processor.name, processor.version)
-    requests = [processor.render_request({"subject": f"Ticket {i}", "body": f"Export {i} fails with error E{i % 97}."},
+    requests = [render_request(processor, {"subject": f"Ticket {i}", "body": f"Export {i} fails with error E{i % 97}."},
                                          custom_id_for(i + 1, 1)) for i in range(n)]
     return [(key, r) for r in requests], requests
 

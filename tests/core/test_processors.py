@@ -13,7 +13,6 @@ import yaml
 from forge_dagster.core.models import Provider
 from forge_dagster.core.platform.processors import (
     PACKAGE_PROCESSORS_DIR,
-    TOOL_NAME,
     Processor,
     ProcessorError,
     TemplateError,
@@ -22,6 +21,7 @@ from forge_dagster.core.platform.processors import (
     load_processors,
     validate_input,
 )
+from forge_dagster.core.providers.requests import TOOL_NAME, render_request
 
 REPO_PROCESSORS = Path(__file__).resolve().parents[2] / "processors"
 
@@ -79,7 +79,7 @@ def test_default_dirs_are_packaged_examples_then_env_dir(monkeypatch, tmp_path):
 
 def test_ticket_triage_renders_an_openai_json_schema_request():
     processor = load_processors(PACKAGE_PROCESSORS_DIR)["ticket_triage"]
-    request = processor.render_request({"subject": "Cannot log in", "body": "Error 500 since today."}, "j7a1")
+    request = render_request(processor, {"subject": "Cannot log in", "body": "Error 500 since today."}, "j7a1")
     body = request.body
     assert request.custom_id == "j7a1"
     assert body["model"] == "gpt-4o-mini"
@@ -96,7 +96,7 @@ def test_ticket_triage_renders_an_openai_json_schema_request():
 
 def test_review_sentiment_renders_an_anthropic_forced_tool_request():
     processor = load_processors(PACKAGE_PROCESSORS_DIR)["review_sentiment"]
-    body = processor.render_request({"review": "Great battery.", "product": "X1", "rating": 5}, "j8a2").body
+    body = render_request(processor, {"review": "Great battery.", "product": "X1", "rating": 5}, "j8a2").body
     assert body["model"] == "claude-3-5-haiku-latest"
     assert body["system"] == processor.system
     assert body["messages"] == [
@@ -107,15 +107,15 @@ def test_review_sentiment_renders_an_anthropic_forced_tool_request():
     ]
     assert body["tool_choice"] == {"type": "tool", "name": TOOL_NAME}
     assert "response_format" not in body
-    optional_left_out = processor.render_request({"review": "Meh."}, "j8a3").body["messages"][0]["content"]
+    optional_left_out = render_request(processor, {"review": "Meh."}, "j8a3").body["messages"][0]["content"]
     assert optional_left_out == "Review:\nMeh.\n"
 
 
 def test_rendering_is_deterministic_so_a_batch_can_be_rebuilt_identically():
     processor = load_processors(PACKAGE_PROCESSORS_DIR)["ticket_triage"]
     job_input = {"subject": "s", "body": "b"}
-    first = json.dumps(processor.render_request(job_input, "j1a1").body, sort_keys=True)
-    assert json.dumps(processor.render_request(job_input, "j1a1").body, sort_keys=True) == first
+    first = json.dumps(render_request(processor, job_input, "j1a1").body, sort_keys=True)
+    assert json.dumps(render_request(processor, job_input, "j1a1").body, sort_keys=True) == first
 
 
 # --- output policies --------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def test_rendering_is_deterministic_so_a_batch_can_be_rebuilt_identically():
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_json_in_text_puts_the_schema_in_the_system_prompt_and_asks_no_structured_output(provider):
-    body = make(provider=provider, output_policy="json_in_text").render_request({"text": "x"}, "j1a1").body
+    body = render_request(make(provider=provider, output_policy="json_in_text"), {"text": "x"}, "j1a1").body
     system = body["system"] if provider == "anthropic" else body["messages"][0]["content"]
     assert system.startswith("You label things.")
     fenced = system.split("```json\n", 1)[1].split("\n```", 1)[0]
@@ -133,15 +133,13 @@ def test_json_in_text_puts_the_schema_in_the_system_prompt_and_asks_no_structure
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_text_policy_requests_plain_text(provider):
-    body = make(provider=provider, output_policy="text", response_schema=None).render_request(
-        {"text": "x"}, "j1a1"
-    )
+    body = render_request(make(provider=provider, output_policy="text", response_schema=None), {"text": "x"}, "j1a1")
     assert not {"response_format", "tools", "tool_choice"} & body.body.keys()
 
 
 def test_temperature_is_sent_only_when_set():
-    assert "temperature" not in make().render_request({"text": "x"}, "j1a1").body
-    assert make(temperature=0.2).render_request({"text": "x"}, "j1a1").body["temperature"] == 0.2
+    assert "temperature" not in render_request(make(), {"text": "x"}, "j1a1").body
+    assert render_request(make(temperature=0.2), {"text": "x"}, "j1a1").body["temperature"] == 0.2
 
 
 # --- templates --------------------------------------------------------------------------------------------
@@ -149,7 +147,7 @@ def test_temperature_is_sent_only_when_set():
 
 def test_simple_template_fills_fields_encodes_values_and_keeps_other_braces():
     processor = make(template='Ticket {ticket.id} {tags} {"literal": true} {text}')
-    content = processor.render_request({"ticket": {"id": 7}, "tags": ["a", "b"], "text": "hi"}, "j1a1")
+    content = render_request(processor, {"ticket": {"id": 7}, "tags": ["a", "b"], "text": "hi"}, "j1a1")
     assert content.body["messages"][-1]["content"] == 'Ticket 7 ["a", "b"] {"literal": true} hi'
 
 
@@ -165,7 +163,7 @@ def test_simple_template_fills_fields_encodes_values_and_keeps_other_braces():
 def test_missing_template_field_raises_template_error_naming_it(template, job_input, field):
     processor = make(template=template)
     with pytest.raises(TemplateError) as caught:
-        processor.render_request(job_input, "j1a1")
+        render_request(processor, job_input, "j1a1")
     assert caught.value.field == field
     assert field in str(caught.value)
     assert any(field in problem for problem in validate_input(processor, job_input))
@@ -176,26 +174,26 @@ def test_validate_input_accepts_a_fitting_input_and_refuses_non_objects():
     assert validate_input(processor, {"text": "x"}) == []
     assert validate_input(processor, ["text"]) == ["job input must be a JSON object, got list"]
     with pytest.raises(TemplateError):
-        processor.render_request("text", "j1a1")  # type: ignore[arg-type]
+        render_request(processor, "text", "j1a1")  # type: ignore[arg-type]
 
 
 def test_jinja_templates_run_sandboxed():
     processor = make(template="{{ text.__class__.__mro__[1].__subclasses__() }}")
     with pytest.raises(TemplateError):
-        processor.render_request({"text": "x"}, "j1a1")
+        render_request(processor, {"text": "x"}, "j1a1")
 
 
 def test_jinja_guarded_optional_fields_are_not_required():
     processor = make(template="{% if extra is defined %}{{ extra }} {% endif %}{{ text }}")
     assert validate_input(processor, {"text": "x"}) == []
     assert (
-        processor.render_request({"text": "x", "extra": "y"}, "j1a1").body["messages"][-1]["content"] == "y x"
+        render_request(processor, {"text": "x", "extra": "y"}, "j1a1").body["messages"][-1]["content"] == "y x"
     )
 
 
 def test_render_request_refuses_a_custom_id_providers_would_reject():
     with pytest.raises(ValueError, match="custom_id"):
-        make().render_request({"text": "x"}, "job 1/attempt 1")
+        render_request(make(), {"text": "x"}, "job 1/attempt 1")
 
 
 # --- loading refuses broken definitions -------------------------------------------------------------------

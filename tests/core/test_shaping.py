@@ -16,6 +16,7 @@ from forge_dagster.core.batch.shaping import (
 )
 from forge_dagster.core.models import CUSTOM_ID_RE, LIMITS, Provider, ProviderRequest
 from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR, load_processors
+from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.providers.wire import encoded_size
 
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=60)
@@ -116,7 +117,7 @@ def test_shape_batches_groups_by_provider_model_and_processor_version_in_first_s
         key = [k_triage, k_sentiment, k_triage_v2][job_id % 3]
         processor = sentiment if key is k_sentiment else triage
         job_input = {"subject": "s", "body": "b", "review": "r"}
-        items.append((key, processor.render_request(job_input, custom_id_for(job_id, 1))))
+        items.append((key, render_request(processor, job_input, custom_id_for(job_id, 1))))
     batches = shape_batches(items, max_requests=2)
     assert [(b.key, [r.custom_id for r in b.requests]) for b in batches] == [
         (k_triage, ["j0a1", "j3a1"]),

@@ -14,6 +14,7 @@ import openai
 from forge_dagster.core.batch.building import build_and_submit
 from forge_dagster.core.batch.collection import collect_results, poll_open_batches, validate_batch
 from forge_dagster.core.providers.quota import KeyPorts, PausePolicy
+from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.realtime import KeyRing, keys_from_env
 from forge_dagster.core.store import JobSpec, LeaseStore
 from forge_dagster.resources.lease_store import LeaseStoreResource
@@ -171,7 +172,7 @@ def test_anthropic_credit_exhaustion_at_batch_submit_pauses_the_key_and_spends_n
 
 def _line_tokens(catalog) -> int:
     """The input tokens the simulator counts for one ticket request (its body as JSON, four chars a token)."""
-    body = catalog["ticket_triage"].render_request(ticket(0)["input"], "c").body
+    body = render_request(catalog["ticket_triage"], ticket(0)["input"], "c").body
     return len(json.dumps(body)) // 4
 
 

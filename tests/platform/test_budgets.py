@@ -13,6 +13,7 @@ from forge_dagster.core.batch.collection import collect_results, poll_open_batch
 from forge_dagster.core.platform.budgets import estimate_cost
 from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.platform.registry import load_catalog
+from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.store import JobSpec
 from tests.helpers import make_due, run_batch_round
 from tests.platform.conftest import example, ticket_input, write_processor
@@ -68,7 +69,7 @@ def test_a_budget_stops_submission_jobs_wait_without_spending_attempts_and_the_o
 def test_work_in_flight_holds_budget_until_it_settles_and_never_costs_more_than_estimated(
         store, catalog, ports, sim):
     processor = catalog["ticket_triage"]
-    one = estimate_cost(processor, processor.render_request(ticket_input(0), "j1a1"))
+    one = estimate_cost(processor, render_request(processor, ticket_input(0), "j1a1"))
     store.processors.costs.set_budget("ticket_triage", str(one * 5 / 2))  # room for two requests
     enqueue(store, 5)
     sim.configure(batch_processing_s=1000)

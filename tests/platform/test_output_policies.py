@@ -8,8 +8,9 @@ import json
 import pytest
 
 from forge_dagster.core.models import Provider, ResultItem, ResultOutcome
-from forge_dagster.core.platform.processors import TOOL_NAME, Processor
+from forge_dagster.core.platform.processors import Processor
 from forge_dagster.core.platform.validation import validate_result
+from forge_dagster.core.providers.requests import TOOL_NAME, render_request
 from tests.platform.conftest import example
 
 TICKET_SCHEMA = example("ticket_triage")["response_schema"]
@@ -81,10 +82,10 @@ def test_anthropic_forced_tool_input_is_held_to_the_same_rules(tool_input, stop,
 
 
 def test_json_policy_asks_each_provider_for_structured_output():
-    openai_body = processor("openai", "json").render_request({"subject": "s", "body": "b"}, "j1a1").body
+    openai_body = render_request(processor("openai", "json"), {"subject": "s", "body": "b"}, "j1a1").body
     assert openai_body["response_format"] == {
         "type": "json_schema", "json_schema": {"name": "ticket_triage", "schema": TICKET_SCHEMA, "strict": False}}
-    anthropic_body = processor("anthropic", "json").render_request({"subject": "s", "body": "b"}, "j1a1").body
+    anthropic_body = render_request(processor("anthropic", "json"), {"subject": "s", "body": "b"}, "j1a1").body
     assert anthropic_body["tools"][0]["input_schema"] == TICKET_SCHEMA
     assert anthropic_body["tool_choice"] == {"type": "tool", "name": TOOL_NAME}
 
@@ -92,7 +93,7 @@ def test_json_policy_asks_each_provider_for_structured_output():
 @pytest.mark.parametrize("provider", [Provider.OPENAI, Provider.ANTHROPIC])
 @pytest.mark.parametrize("policy", ["json_in_text", "text"])
 def test_text_policies_ask_for_no_structured_output_and_json_in_text_states_the_schema(provider, policy):
-    body = processor(provider, policy).render_request({"subject": "s", "body": "b"}, "j1a1").body
+    body = render_request(processor(provider, policy), {"subject": "s", "body": "b"}, "j1a1").body
     assert not {"response_format", "tools", "tool_choice"} & set(body)
     system = body["system"] if provider == Provider.ANTHROPIC else body["messages"][0]["content"]
     assert ('"enum": [' in system) == (policy == "json_in_text")

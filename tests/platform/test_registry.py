@@ -17,6 +17,7 @@ from forge_dagster.core.platform.registry import (
     retire,
     sync_processors,
 )
+from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.store import JobSpec
 from tests.platform.conftest import example, ticket_input, write_processor
 
@@ -100,8 +101,8 @@ def test_a_registered_processor_sends_byte_for_byte_the_request_its_yaml_defines
     from_yaml = load_processors(PACKAGE_PROCESSORS_DIR)
     inputs = {"ticket_triage": ticket_input(1), "review_sentiment": {"review": "Good.", "rating": 4}}
     for name, job_input in inputs.items():
-        sent = registry[name].render_request(job_input, "j1a1").body
-        assert json.dumps(sent) == json.dumps(from_yaml[name].render_request(job_input, "j1a1").body)
+        sent = render_request(registry[name], job_input, "j1a1").body
+        assert json.dumps(sent) == json.dumps(render_request(from_yaml[name], job_input, "j1a1").body)
         assert registry[name].fingerprint == from_yaml[name].fingerprint
 
 

@@ -13,6 +13,7 @@ from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR, Proce
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.platform.repair import render_job_request, repair_for
 from forge_dagster.core.platform.validation import schema_errors
+from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.store import JobSpec
 from tests.helpers import make_due, run_batch_round
 from tests.platform.conftest import example, ticket_input, write_processor
@@ -59,7 +60,7 @@ def test_repair_request_quotes_the_rejected_answer_and_every_validator_error(sto
     make_due(store)
     [batch_id] = run_batch_round(store, catalog, ports)
     body = uploaded_bodies(ports, store, batch_id)[f"j{job_id}a2"]
-    original = processor.render_request(ticket_input(0), f"j{job_id}a2").body
+    original = render_request(processor, ticket_input(0), f"j{job_id}a2").body
     assert body["messages"][:2] == original["messages"]  # the processor's own request, then the repair
     assistant, repair = body["messages"][2:]
     assert assistant["role"] == "assistant" and repair["role"] == "user"

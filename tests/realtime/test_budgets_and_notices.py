@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from forge_dagster.core.ops.notify import render_message
 from forge_dagster.core.platform.budgets import estimate_attempt_cost
+from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.realtime import RealtimeConfig, RealtimeExecutor
 from forge_dagster.core.realtime.calls import CallPolicy
 from forge_dagster.core.store.lease_store import OutboxRow
@@ -23,7 +24,7 @@ def ticket(i: int) -> dict:
 def budget_for(catalog, attempts: float) -> Decimal:
     """A daily budget with room for `attempts` realtime attempts of a ticket, at their worst case."""
     processor = catalog[TICKET]
-    return estimate_attempt_cost(processor, processor.render_request(ticket(0), "x"), realtime=True) * Decimal(
+    return estimate_attempt_cost(processor, render_request(processor, ticket(0), "x"), realtime=True) * Decimal(
         str(attempts))
 
 

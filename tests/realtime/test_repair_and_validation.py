@@ -9,6 +9,7 @@ import pytest
 from forge_dagster.core.models import ResultItem, ResultOutcome
 from forge_dagster.core.platform.validation import validate_result
 from forge_dagster.core.providers.ratelimit import Backoff
+from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.realtime import KeyRing, RealtimeConfig, RealtimeExecutor, keys_from_env
 from forge_dagster.core.realtime.calls import CallPolicy
 
@@ -50,7 +51,7 @@ def test_a_rejected_answer_is_asked_again_with_the_validators_errors_and_the_loo
         assert job["reason"].startswith("repair attempts (1) exhausted; last: ")
         assert job["output"] is None and job["raw_output"]
         (first, _, first_answer), (repair, _, _) = calls_of(proxy, i)
-        original = processor.render_request({"subject": f"Ticket {i}", "body": "The export button does nothing."},
+        original = render_request(processor, {"subject": f"Ticket {i}", "body": "The export button does nothing."},
                                             "x").body
         assert first["messages"] == original["messages"]
         assert repair["messages"][:2] == original["messages"], "the processor's own request, then the repair"

@@ -11,6 +11,7 @@ from forge_dagster.core.platform.processors import load_processors
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.providers.keyring import SIMULATOR_KEY
 from forge_dagster.core.providers.ratelimit import KeyLimiter
+from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.realtime import RealtimeConfig, RealtimeExecutor
 from forge_dagster.core.realtime.routing import estimate_tokens
 from forge_dagster.core.store import JobSpec, LeaseStore
@@ -71,7 +72,7 @@ def test_tokens_per_minute_are_paced_by_what_the_provider_counts(remote_sim, sto
     processor = load_processors()[TICKET]
     payloads = [{"subject": f"Log {i:03d}", "body": "\t" * 3000} for i in range(jobs)]
     store.enqueue([JobSpec(TICKET, p, processor_version=processor.version, mode="realtime") for p in payloads])
-    body = processor.render_request(payloads[0], "x").body
+    body = render_request(processor, payloads[0], "x").body
     counted = simulator_tokens(openai_format.input_text(body)) + openai_format.max_tokens(body)
     assert estimate_tokens(body) > 1.5 * counted
 

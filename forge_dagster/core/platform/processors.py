@@ -36,9 +36,8 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
-from forge_dagster.core.models import CUSTOM_ID_RE, Provider, ProviderRequest
+from forge_dagster.core.models import Provider
 
-TOOL_NAME = "emit_result"  # the one tool an Anthropic json-policy request forces the model to call
 PACKAGE_PROCESSORS_DIR = Path(__file__).resolve().parents[2] / "examples" / "processors"
 PROCESSORS_DIR_ENV = "FORGE_PROCESSORS_DIR"
 
@@ -263,39 +262,6 @@ class Processor(BaseModel):
         schema = json.dumps(self.response_schema, indent=2, sort_keys=True)
         tail = f"Reply with exactly one JSON object that matches this JSON Schema:\n```json\n{schema}\n```"
         return f"{self.system}\n\n{tail}" if self.system else tail
-
-    @functools.cached_property
-    def structured_output(self) -> dict[str, Any]:
-        """The body keys that request structured output under the json policy (empty otherwise): OpenAI
-        `response_format` json_schema, or Anthropic's forced `emit_result` tool. Built once and shared by
-        every rendered request (treat request bodies as read-only)."""
-        if self.output_policy != "json":
-            return {}
-        if self.provider == Provider.OPENAI:
-            schema = {"name": self.name, "schema": self.response_schema, "strict": False}
-            return {"response_format": {"type": "json_schema", "json_schema": schema}}
-        description = self.description or f"Return the result of {self.name}."
-        tool = {"name": TOOL_NAME, "description": description, "input_schema": self.response_schema}
-        return {"tools": [tool], "tool_choice": {"type": "tool", "name": TOOL_NAME}}
-
-    def render_request(self, job_input: Mapping[str, Any], custom_id: str) -> ProviderRequest:
-        """The provider's own request body for one job (OpenAI chat.completions / Anthropic messages)."""
-        if not CUSTOM_ID_RE.fullmatch(custom_id):
-            raise ValueError(f"custom_id {custom_id!r} does not match {CUSTOM_ID_RE.pattern}")
-        user = render_template(self.template, job_input)
-        system = self.system_prompt
-        body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens}
-        if self.provider == Provider.OPENAI:
-            messages = [{"role": "system", "content": system}] if system else []
-            body["messages"] = [*messages, {"role": "user", "content": user}]
-        else:
-            if system:
-                body["system"] = system
-            body["messages"] = [{"role": "user", "content": user}]
-        if self.temperature is not None:
-            body["temperature"] = self.temperature
-        body.update(self.structured_output)
-        return ProviderRequest(custom_id=custom_id, body=body)
 
 
 def validate_input(processor: Processor, job_input: Any) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any
 from forge_dagster.core.models import ProviderRequest, ResultItem, ResultOutcome, Usage
 from forge_dagster.core.platform.processors import Processor, ProcessorCatalog
 from forge_dagster.core.platform.validation import Verdict, validate_result
+from forge_dagster.core.providers.requests import render_request
 
 MAX_QUOTED_CHARS = 4000  # a longer rejected answer is quoted up to here
 MAX_LISTED_ERRORS = 20
@@ -102,7 +103,7 @@ def render_job_request(
 ) -> ProviderRequest:
     """The provider request for one job attempt: the processor's request, plus the repair turn when
     the job's previous answer was rejected."""
-    return with_repair(processor, processor.render_request(payload, custom_id), repair)
+    return with_repair(processor, render_request(processor, payload, custom_id), repair)
 
 
 def _item(row: Mapping[str, Any]) -> ResultItem:

@@ -13,6 +13,7 @@ from typing import Any
 from forge_dagster.core.models import Provider, Usage
 from forge_dagster.core.platform.processors import Processor
 from forge_dagster.core.providers.keyring import KeyRing, ProviderKey
+from forge_dagster.core.providers.requests import render_request
 
 AUTO_REALTIME_MAX_TOKENS = 2000  # `auto` processors: a request at most this big runs realtime
 
@@ -44,7 +45,7 @@ def auto_mode(
     if due_at is not None and (due_at - (now or datetime.now(UTC))).total_seconds() <= realtime_within_s:
         return "realtime"
     try:
-        request = processor.render_request(payload, "auto")
+        request = render_request(processor, payload, "auto")
     except ValueError:
         return "batch"  # intake reports the input problem itself
     return "realtime" if estimate_tokens(request.body) <= max_tokens else "batch"
