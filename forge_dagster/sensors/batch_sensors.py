@@ -72,6 +72,8 @@ def pending_work_sensor(context: dg.SensorEvaluationContext, lease_store: LeaseS
     """Requests a batch-building run when jobs are due, files wait in the inbox, or a submission was left
     unfinished; one build run at a time."""
     store = lease_store.store
+    # First, so a dead build run's claims and unfinished submissions are given back before they are counted.
+    running = run_in_flight(context.instance, store, build_batches_job.name)
     due = store.batches.due_work("batch")
     stale = store.batches.stale_submitting(STALE_SUBMITTING_S)
     inbox = default_inbox()
@@ -81,7 +83,6 @@ def pending_work_sensor(context: dg.SensorEvaluationContext, lease_store: LeaseS
     if not (due.jobs or stale or files):
         return dg.SensorResult(skip_reason=f"no due batch jobs, no inbox files in {inbox}, no unfinished "
                                            "submissions", cursor=context.cursor)
-    running = run_in_flight(context.instance, store, build_batches_job.name)
     if running is not None:
         return dg.SensorResult(skip_reason=f"{waiting} wait for build run {running.run_id[:8]}, still in flight",
                                cursor=context.cursor)

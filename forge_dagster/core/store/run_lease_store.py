@@ -8,6 +8,8 @@ from datetime import datetime
 
 from forge_dagster.core.store import db, run_lease_sql
 
+SWEEPER = "sweeper"  # the actor of lease recoveries in job_events, as the expired-lease sweep
+
 
 @dataclass(frozen=True)
 class RunToCheck:
@@ -64,7 +66,7 @@ class RunLeaseRepository:
                 if owners:
                     note = f"released: run {run_id[:8]} died before submitting (attempt given back)"
                     released = conn.execute(run_lease_sql.RELEASE_DEAD_RUN_CLAIMS,
-                                            {"owners": owners, "reason": note, "actor": self.owner}).fetchone()[0]
+                                            {"owners": owners, "reason": note, "actor": SWEEPER}).fetchone()[0]
                     expedited = len(conn.execute(run_lease_sql.EXPEDITE_DEAD_RUN_SUBMISSIONS,
                                                  {"owners": owners}).fetchall())
                 dead.append(DeadRun(run_id, list(owners), heartbeat_at, reason, released, expedited))
