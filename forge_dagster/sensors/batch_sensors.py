@@ -26,6 +26,7 @@ from forge_dagster.core.store import LeaseStore
 from forge_dagster.jobs.batch_jobs import build_batches_job, collect_batch_job
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.providers import ProviderPortsResource
+from forge_dagster.sensors.intervals import retry_delay, sensor_interval
 from forge_dagster.sensors.run_liveness import died, live_runs
 
 REPEAT_UNCHANGED_S = 120
@@ -53,7 +54,7 @@ def work_run_key(prefix: str, signature: str, cursor: dict, now: float, *,
     (unless `ask_now`: the run asked for last was found dead)."""
     if signature != cursor.get("signature"):
         repeat = 0
-    elif not ask_now and now - cursor.get("requested_at", 0) < REPEAT_UNCHANGED_S:
+    elif not ask_now and now - cursor.get("requested_at", 0) < retry_delay(REPEAT_UNCHANGED_S):
         return None, cursor
     else:
         repeat = cursor.get("repeat", 0) + 1
@@ -67,7 +68,7 @@ def _inbox_files(inbox: Path) -> tuple[int, int]:
     return len(times), max(times, default=0)
 
 
-@dg.sensor(job=build_batches_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=build_batches_job, minimum_interval_seconds=sensor_interval(30), default_status=dg.DefaultSensorStatus.RUNNING)
 def pending_work_sensor(context: dg.SensorEvaluationContext, lease_store: LeaseStoreResource):
     """Requests a batch-building run when jobs are due, files wait in the inbox, or a submission was left
     unfinished; one build run at a time."""
@@ -91,7 +92,7 @@ def pending_work_sensor(context: dg.SensorEvaluationContext, lease_store: LeaseS
                                    ask_now=last_requested_died(context.instance, cursor))
     if run_key is None:
         return dg.SensorResult(skip_reason=f"{waiting} unchanged since run key {cursor['run_key']}; asking "
-                                           f"again {REPEAT_UNCHANGED_S}s after it", cursor=context.cursor)
+                                           f"again {retry_delay(REPEAT_UNCHANGED_S):g}s after it", cursor=context.cursor)
     return dg.SensorResult(
         run_requests=[dg.RunRequest(
             run_key=run_key, tags={"forge/due_jobs": str(due.jobs)},
@@ -100,7 +101,7 @@ def pending_work_sensor(context: dg.SensorEvaluationContext, lease_store: LeaseS
     )
 
 
-@dg.sensor(job=collect_batch_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=collect_batch_job, minimum_interval_seconds=sensor_interval(60), default_status=dg.DefaultSensorStatus.RUNNING)
 def batch_status_sensor(
     context: dg.SensorEvaluationContext, lease_store: LeaseStoreResource, providers: ProviderPortsResource,
 ):
@@ -144,7 +145,7 @@ def collect_run_key(instance: dg.DagsterInstance, partition: str, now: float) ->
         return f"collect:{partition}"
     last = earlier[0]  # the newest first
     if not died(last.dagster_run) and last.end_time is not None:
-        delay = min(COLLECT_RETRY_CAP_S, COLLECT_RETRY_BASE_S * 2 ** (len(earlier) - 1))
+        delay = min(COLLECT_RETRY_CAP_S, retry_delay(COLLECT_RETRY_BASE_S) * 2 ** (len(earlier) - 1))
         if now - last.end_time < delay:
             return None
     return f"collect:{partition}:r{len(earlier)}"

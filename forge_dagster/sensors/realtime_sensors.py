@@ -13,9 +13,10 @@ from forge_dagster.sensors.batch_sensors import (
     run_in_flight,
     work_run_key,
 )
+from forge_dagster.sensors.intervals import retry_delay, sensor_interval
 
 
-@dg.sensor(job=realtime_job, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=realtime_job, minimum_interval_seconds=sensor_interval(10), default_status=dg.DefaultSensorStatus.RUNNING)
 def realtime_work_sensor(context: dg.SensorEvaluationContext, lease_store: LeaseStoreResource):
     """Requests a realtime run when realtime jobs are claimable and no realtime run is in flight. Jobs a
     run released back (every key paused) come due again under a new run key (see batch_sensors)."""
@@ -32,7 +33,7 @@ def realtime_work_sensor(context: dg.SensorEvaluationContext, lease_store: Lease
                                    ask_now=last_requested_died(context.instance, cursor))
     if run_key is None:
         return dg.SensorResult(skip_reason=f"{due.jobs} realtime jobs unchanged since run key {cursor['run_key']}; "
-                                           f"asking again {REPEAT_UNCHANGED_S}s after it", cursor=context.cursor)
+                                           f"asking again {retry_delay(REPEAT_UNCHANGED_S):g}s after it", cursor=context.cursor)
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=run_key, tags={"forge/ready": str(due.jobs)})],
         cursor=json.dumps(cursor),

@@ -18,6 +18,7 @@ from forge_dagster.core.run_leases import dead_run_message
 from forge_dagster.core.store import LeaseStore
 from forge_dagster.core.store.run_lease_store import DeadRun, RunToCheck
 from forge_dagster.resources.lease_store import LeaseStoreResource
+from forge_dagster.sensors.intervals import sensor_interval
 
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
@@ -59,7 +60,7 @@ def died(run: dg.DagsterRun | None) -> bool:
     return run is not None and DEAD_RUN_TAG in run.tags
 
 
-@dg.sensor(minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(minimum_interval_seconds=sensor_interval(15), default_status=dg.DefaultSensorStatus.RUNNING)
 def run_liveness_sensor(context: dg.SensorEvaluationContext, lease_store: LeaseStoreResource):
     """Reports failed every run of Forge's whose process died (its lease expired, or it never took one), so
     the work sensors ask for its work again; prunes run leases older than a week."""
