@@ -42,6 +42,7 @@ class DagsterChaosReport:
     restarts: int = 0
     elapsed_s: float = 0.0
     last_kill_to_terminal_s: float | None = None
+    drop_to_terminal_s: float | None = None  # from the first file dropped to every job terminal
     lines: int = 0
     lines_refused: int = 0
     lines_taken_twice: list[str] = field(default_factory=list)
@@ -199,23 +200,28 @@ class Scenario:
 
 
 def run_dagster_chaos(database_url: str, schema: str, server_url: str, sim, home: Path, *, large: int,
-                      small: int, kills: list[str], ttl_s: float = 5.0, sensor_interval_s: int = 3,
-                      start_timeout_s: float = 30.0, kill_deadline_s: float = 120.0,
-                      drain_timeout_s: float = 300.0) -> DagsterChaosReport:
-    """The scenario: `large` lines dropped at once, `small` more after the first kill, `kills` in order."""
+                      small: int, kills: list[str], drops_after: int = 1, kill_gap_s: float = 0.0,
+                      ttl_s: float = 5.0, sensor_interval_s: int = 3, start_timeout_s: float = 30.0,
+                      kill_deadline_s: float = 120.0, drain_timeout_s: float = 300.0) -> DagsterChaosReport:
+    """The scenario: `large` lines dropped at once, then `kills` in order, at least `kill_gap_s` apart, each
+    of the first `drops_after` followed by a file of `small` more lines."""
     fresh_sim(sim, batch_processing_s=2.0)
     with own_database(server_url, "forge_dagster_chaos") as dagster_url:
         scenario = Scenario(database_url, schema, dagster_url, sim, home, ttl_s=ttl_s,
                             sensor_interval_s=sensor_interval_s, start_timeout_s=start_timeout_s)
-        report = scenario.report = DagsterChaosReport(jobs=large + small, lease_ttl_s=ttl_s)
+        report = scenario.report = DagsterChaosReport(jobs=large + small * min(drops_after, len(kills)),
+                                                      lease_ttl_s=ttl_s)
         scenario.kills_at = []
         try:
             scenario.tree.start()
             scenario.drop("large.jsonl", large)
+            dropped = time.monotonic()
             for n, kind in enumerate(kills):
+                if scenario.kills_at:
+                    time.sleep(max(0.0, scenario.kills_at[-1] + kill_gap_s - time.monotonic()))
                 scenario.kill(kind, kill_deadline_s)
-                if n == 0 and small:
-                    scenario.drop("small.jsonl", small)
+                if n < drops_after and small:
+                    scenario.drop(f"more{n}.jsonl", small)
             deadline = time.monotonic() + drain_timeout_s
             while not scenario.drained():
                 scenario.restart_if_down()
@@ -223,8 +229,10 @@ def run_dagster_chaos(database_url: str, schema: str, server_url: str, sim, home
                     break
                 time.sleep(0.5)
             done = time.monotonic()
-            if scenario.drained() and scenario.kills_at:
-                report.last_kill_to_terminal_s = round(done - scenario.kills_at[-1], 1)
+            if scenario.drained():
+                report.drop_to_terminal_s = round(done - dropped, 1)
+                if scenario.kills_at:
+                    report.last_kill_to_terminal_s = round(done - scenario.kills_at[-1], 1)
             stuck_deadline = time.monotonic() + 2 * ttl_s + start_timeout_s + 4 * sensor_interval_s
             while (stuck := scenario.stuck()) and time.monotonic() < stuck_deadline:
                 time.sleep(0.5)
