@@ -4,7 +4,11 @@ provider or left hanging, and no attempt spent by our crashes (small counts; ben
 
 from __future__ import annotations
 
+import pytest
+
 from tests.chaos.dagster_chaos import run_dagster_chaos
+
+pytestmark = pytest.mark.chaos
 
 
 def test_dagster_tree_killed_five_ways_drains_with_every_job_and_line_accounted_for(

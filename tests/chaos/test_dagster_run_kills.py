@@ -21,6 +21,7 @@ from tests.pipeline.conftest import ticket
 from tests.pipeline.test_engine import enqueue
 from tests.pipeline.test_sensors import tick
 
+pytestmark = pytest.mark.chaos
 TTL_S = "2"
 
 
