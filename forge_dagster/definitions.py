@@ -42,6 +42,7 @@ from forge_dagster.sensors.lease_recovery import lease_recovery_sensor
 from forge_dagster.sensors.outbox_relay import outbox_relay_sensor
 from forge_dagster.sensors.quota_sensors import key_probe_sensor
 from forge_dagster.sensors.realtime_sensors import realtime_work_sensor
+from forge_dagster.sensors.run_liveness import run_liveness_sensor
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
@@ -85,7 +86,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
               weekly_consolidation_job, train_adapter_job, realtime_job],
         schedules=[archive_schedule, operator_view_schedule, nightly_schedule, weekly_consolidation],
         sensors=[pending_work_sensor, batch_status_sensor, lease_recovery_sensor, outbox_relay_sensor,
-                 healing_sensor, realtime_work_sensor, key_probe_sensor],
+                 healing_sensor, realtime_work_sensor, key_probe_sensor, run_liveness_sensor],
         resources={**default_resources(), **(resources or {})},
     )
 

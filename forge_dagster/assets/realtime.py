@@ -9,7 +9,7 @@ A pool slot held for a whole run would only keep the batch pipeline's calls wait
 
 import dagster as dg
 
-from forge_dagster.constants import REALTIME_GROUP
+from forge_dagster.constants import LEASED_RUN_TAGS, REALTIME_GROUP
 from forge_dagster.core.realtime.executor import RealtimeConfig, RealtimeExecutor
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.provider_keys import ProviderKeysResource
@@ -48,6 +48,6 @@ def realtime_outputs(
 
 
 realtime_job = dg.define_asset_job(
-    "run_realtime", selection=dg.AssetSelection.assets(realtime_outputs),
+    "run_realtime", selection=dg.AssetSelection.assets(realtime_outputs), tags=LEASED_RUN_TAGS,
     description="Run the realtime jobs that are claimable now.",
 )

@@ -34,6 +34,14 @@ class ForgeSettings(BaseSettings):
     slack_webhook_url: SecretStr | None = Field(default=None, alias="FORGE_SLACK_WEBHOOK_URL")
     lease_ttl_s: float = Field(default=30.0, alias="FORGE_LEASE_TTL_S")
     store_schema: str = Field(default="forge", alias="FORGE_DB_SCHEMA")
+    # A Dagster run doing Forge's work holds a lease this long past its last heartbeat (a third of it apart);
+    # a run started this long ago that never took one has no live process either.
+    run_lease_ttl_s: float = Field(default=30.0, gt=0, alias="FORGE_RUN_LEASE_TTL_S")
+    run_start_timeout_s: float = Field(default=120.0, gt=0, alias="FORGE_RUN_START_TIMEOUT_S")
+    # Faster pipeline polling for demos and chaos tests: every pipeline sensor's minimum interval (read when
+    # the definitions load), and the delay before a failed (not dead) run's work is asked for again.
+    sensor_interval_s: int | None = Field(default=None, gt=0, alias="FORGE_SENSOR_INTERVAL_S")
+    run_retry_delay_s: float | None = Field(default=None, ge=0, alias="FORGE_RUN_RETRY_DELAY_S")
     # An `auto` processor runs a job in realtime when it is due within this many seconds (a batch may
     # take up to 24 hours), as well as when its request is small.
     auto_realtime_within_s: float = Field(default=3600.0, ge=0, alias="FORGE_AUTO_REALTIME_WITHIN_S")

@@ -1,11 +1,15 @@
-"""The lease store as a Dagster resource."""
+"""The lease store as a Dagster resource; in a step of a run tagged `forge/run_lease` it also holds the
+run's lease (see core/ops/run_leases.py) from the step's start to its end."""
 
 import atexit
 import threading
 
 import dagster as dg
+from pydantic import PrivateAttr
 
+from forge_dagster.constants import RUN_LEASE_TAG
 from forge_dagster.core.config import load_settings
+from forge_dagster.core.ops.run_leases import RunHeartbeat
 from forge_dagster.core.runtime import open_store
 from forge_dagster.core.store import LeaseStore
 
@@ -30,6 +34,22 @@ class LeaseStoreResource(dg.ConfigurableResource):
     db_schema: str | None = None
     pool_size: int = 4
     lease_ttl_s: float = 30.0
+    _run_heartbeat: RunHeartbeat | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """In a step of a leased run: take the run's lease and keep it while the step works. A run already
+        declared dead raises RunDeclaredDead, so a process that outlived its run does no more work for it."""
+        run = context.run
+        if run is None or run.tags.get(RUN_LEASE_TAG) != "true":
+            return
+        ttl = load_settings().run_lease_ttl_s
+        self._run_heartbeat = RunHeartbeat(self.store, run.run_id, run.job_name,
+                                           run.tags.get("dagster/partition"), ttl).start()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._run_heartbeat is not None:
+            self._run_heartbeat.stop()
+            self._run_heartbeat = None
 
     @property
     def store(self) -> LeaseStore:

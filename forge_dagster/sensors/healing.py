@@ -9,6 +9,7 @@ Dagster's own run retries (`run_retries` in the generated dagster.yaml).
 
 import dagster as dg
 
+from forge_dagster.constants import DEAD_RUN_TAG
 from forge_dagster.core.nightly.gpu_mutex import connect
 from forge_dagster.core.nightly.healing import (
     HealingPolicy,
@@ -52,6 +53,9 @@ def healing_sensor(context: dg.RunFailureSensorContext, lease_store: LeaseStoreR
                    gpu_mutex: GpuMutexResource, ollama: OllamaResource):
     """Applies the remedy for a failed run's known signal, within the attempt cap and cooldown."""
     run_id = context.dagster_run.run_id
+    if DEAD_RUN_TAG in context.dagster_run.tags:  # its claims were given back when it was found dead
+        return dg.SkipReason(f"run {run_id[:8]} was found dead ({context.dagster_run.tags[DEAD_RUN_TAG]}); "
+                             "the work sensors ask for its work again")
     errors = failure_errors(context)
     signal = classify_failure(errors)
     if signal is None:

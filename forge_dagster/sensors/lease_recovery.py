@@ -5,9 +5,10 @@ import json
 import dagster as dg
 
 from forge_dagster.resources.lease_store import LeaseStoreResource
+from forge_dagster.sensors.intervals import sensor_interval
 
 
-@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(minimum_interval_seconds=sensor_interval(30), default_status=dg.DefaultSensorStatus.RUNNING)
 def lease_recovery_sensor(context: dg.SensorEvaluationContext, lease_store: LeaseStoreResource):
     """Returns expired leases to pending (or dead when their attempts are spent). The cursor keeps the
     running totals, so the sensor's history shows how much it recovered."""

@@ -12,6 +12,7 @@ from psycopg import sql
 
 from forge_dagster.core.store import LeaseStore
 from tests.chaos.harness import store_schema
+from tests.pipeline.conftest import catalog, ports, resources  # noqa: F401 - the Dagster-run scenarios use them
 
 
 @pytest.fixture(scope="module")

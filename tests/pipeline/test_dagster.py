@@ -81,5 +81,5 @@ def test_definitions_load_with_every_asset_job_and_sensor():
         "job_intake", "provider_batches", "provider_results", "validated_outputs"}
     assert {s.name for s in repo.sensor_defs} == {
         "pending_work_sensor", "batch_status_sensor", "lease_recovery_sensor", "realtime_work_sensor",
-        "key_probe_sensor", "outbox_relay_sensor", "healing_sensor"}
+        "key_probe_sensor", "outbox_relay_sensor", "healing_sensor", "run_liveness_sensor"}
     assert defs.resolve_job_def("collect_batch").partitions_def == batch_partitions

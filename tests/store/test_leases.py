@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from forge_dagster.core.realtime.handler_worker import SWEEP_EVERY_S, Worker
-from forge_dagster.core.store import JobSpec, LeaseLost, LeaseStore
+from forge_dagster.core.store import JobSpec, LeaseLost, LeaseStore, SweepReport
 from tests.helpers import (
     accept,
     forge_env,
@@ -90,7 +90,26 @@ def test_expired_lease_is_swept_back_to_pending(store: LeaseStore):
     report = store.sweep_expired()
     assert (report.requeued, report.dead) == (1, 0)
     job = store.get_job(job_id)
-    assert (job["state"], job["reason"], job["lease_token"]) == ("pending", "lease expired", None)
+    assert (job["state"], job["lease_token"]) == ("pending", None)
+    assert job["reason"] == "lease expired while running (the worker died during its provider call)"
+
+
+def test_builder_crashes_before_submission_never_spend_a_batch_jobs_attempts(store: LeaseStore):
+    """A batch job claimed by a builder that dies before putting it in a batch never reached a provider:
+    whether the next claim takes it over or the sweep frees it, its attempt is given back, so five crashes
+    on a job allowed two attempts leave it unspent, never dead."""
+    [job_id] = store.enqueue([JobSpec("p", {}, mode="batch", max_attempts=2)]).accepted
+    for crash in range(5):
+        [job] = store.claim(1, mode="batch", to_state="claimed", ttl_s=0.1)
+        assert job.attempt == 1, f"crash {crash}: attempt {job.attempt}"
+        wait_until(lambda: _lease_expired(store, job_id), what="the dead builder's lease to expire")
+        if crash % 2:
+            assert store.sweep_expired() == SweepReport(requeued=1, dead=0)
+            row = store.get_job(job_id)
+            assert (row["state"], row["attempt"]) == ("pending", 0)
+            assert row["reason"] == "lease expired before submission (attempt given back)"
+    assert "reclaimed: lease expired before submission (attempt not charged)" in \
+        [e["reason"] for e in store.events(job_id)]
 
 
 def test_always_crashing_job_ends_dead_after_max_attempts(store: LeaseStore):

@@ -7,8 +7,9 @@ by (batch_id, custom_id, expected state), so collecting a batch twice changes no
 # The submission intent, committed before the provider is called: the batch row in `submitting`, and
 # its jobs moved from claimed to submitted (fenced by their lease tokens) with their custom_ids.
 INSERT_BATCH = """
-INSERT INTO batches (provider, model, processor, processor_version, state, request_count, bytes, submit_attempts)
-VALUES (%(provider)s, %(model)s, %(processor)s, %(version)s, 'submitting', 0, 0, 1)
+INSERT INTO batches (provider, model, processor, processor_version, state, request_count, bytes, submit_attempts,
+                     submitter)
+VALUES (%(provider)s, %(model)s, %(processor)s, %(version)s, 'submitting', 0, 0, 1, %(actor)s)
 RETURNING id, forge_batch_id
 """
 
@@ -62,7 +63,7 @@ WITH stale AS MATERIALIZED (
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
-UPDATE batches b SET submit_attempts = b.submit_attempts + 1, updated_at = now()
+UPDATE batches b SET submit_attempts = b.submit_attempts + 1, updated_at = now(), submitter = %(actor)s
 FROM stale s
 WHERE b.id = s.id AND b.state = 'submitting'
 RETURNING b.id, b.provider, b.created_at, b.submit_attempts

@@ -108,7 +108,8 @@ class BatchRepository:
         with self._pool.connection() as conn:
             batch_id, forge_batch_id = conn.execute(
                 batch_sql.INSERT_BATCH,
-                {"provider": provider, "model": model, "processor": processor, "version": version},
+                {"provider": provider, "model": model, "processor": processor, "version": version,
+                 "actor": self.owner},
             ).fetchone()
             held = {
                 row[0]
@@ -156,7 +157,7 @@ class BatchRepository:
     def claim_stale_submission(self, older_than_s: float) -> dict[str, Any] | None:
         """Claim one batch left in `submitting` for longer than `older_than_s`, for this caller alone
         (id, provider, created_at, submit_attempts); None when there is none left to claim."""
-        rows = self._rows(batch_sql.CLAIM_STALE_SUBMISSION, {"older_than": older_than_s})
+        rows = self._rows(batch_sql.CLAIM_STALE_SUBMISSION, {"older_than": older_than_s, "actor": self.owner})
         return rows[0] if rows else None
 
     def known_provider_batch_ids(self, provider: str, since: float) -> set[str]:

@@ -11,13 +11,15 @@ row in the same statement (a data-modifying CTE), so the audit cannot drift from
 # reclaimed at once (no operator); fresh work is read through jobs_claim_idx in (run_after, id) order,
 # skipping rows another application inserted that intake has not reviewed yet. `pins` ("name version"
 # strings, or NULL for every processor) keeps a handler worker to the processor versions that declare it.
-# The attempt is counted here, at claim time, and every claim gets a new random lease token.
+# The attempt is counted here, at claim time, and every claim gets a new random lease token. A job
+# reclaimed from `claimed` (a builder died before putting it in a batch) was never sent to a provider: its
+# attempt is not counted again, so our crashes do not spend provider attempts.
 CLAIM_JOBS = """
 WITH expired AS MATERIALIZED (
     SELECT id, state AS from_state
     FROM jobs
     WHERE state IN ('claimed', 'running') AND lease_expires_at < now()
-      AND mode = %(mode)s AND attempt < max_attempts
+      AND mode = %(mode)s AND (attempt < max_attempts OR state = 'claimed')
       AND (%(pins)s::text[] IS NULL OR processor || ' ' || processor_version = ANY (%(pins)s::text[]))
     ORDER BY lease_expires_at
     LIMIT %(k)s
@@ -38,7 +40,7 @@ WITH expired AS MATERIALIZED (
 ), claimed AS (
     UPDATE jobs j
     SET state = %(to_state)s,
-        attempt = j.attempt + 1,
+        attempt = j.attempt + CASE WHEN p.from_state = 'claimed' THEN 0 ELSE 1 END,
         lease_owner = %(owner)s,
         lease_token = gen_random_uuid(),
         lease_expires_at = now() + make_interval(secs => %(ttl)s),
@@ -52,7 +54,9 @@ WITH expired AS MATERIALIZED (
 ), events AS (
     INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
     SELECT id, %(owner)s, from_state, %(to_state)s, attempt,
-           CASE WHEN from_state = 'pending' THEN NULL ELSE 'reclaimed: lease expired' END
+           CASE WHEN from_state = 'pending' THEN NULL
+                WHEN from_state = 'claimed' THEN 'reclaimed: lease expired before submission (attempt not charged)'
+                ELSE 'reclaimed: lease expired' END
     FROM claimed
 )
 SELECT id, external_id, processor, processor_version, mode, payload, attempt, max_attempts,
@@ -168,7 +172,10 @@ WITH input AS (
 SELECT id, state FROM done
 """
 
-# Free every expired lease: back to pending, or dead when its attempts are spent.
+# Free every expired lease. A `claimed` job (a builder died before putting it in a batch) never reached a
+# provider: back to pending with its attempt given back, never dead. A `running` job's worker died during
+# its call, which the provider may have answered: the attempt stays spent (dead once all are spent), and
+# the reason says which.
 SWEEP_EXPIRED_LEASES = """
 WITH expired AS MATERIALIZED (
     SELECT id, state AS from_state, attempt, max_attempts
@@ -177,21 +184,28 @@ WITH expired AS MATERIALIZED (
     ORDER BY lease_expires_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), next AS (
+    SELECT id, from_state, max_attempts,
+           CASE WHEN from_state = 'claimed' THEN greatest(attempt - 1, 0) ELSE attempt END AS attempt,
+           CASE WHEN from_state = 'claimed' THEN 'lease expired before submission (attempt given back)'
+                ELSE 'lease expired while running (the worker died during its provider call)' END AS why,
+           from_state <> 'claimed' AND attempt >= max_attempts AS spent
+    FROM expired
 ), done AS (
     UPDATE jobs j
-    SET state = CASE WHEN e.attempt >= e.max_attempts THEN 'dead' ELSE 'pending' END,
-        reason = CASE WHEN e.attempt >= e.max_attempts
-                      THEN 'max attempts (' || e.max_attempts || ') reached; last: lease expired'
-                      ELSE 'lease expired' END,
+    SET state = CASE WHEN n.spent THEN 'dead' ELSE 'pending' END,
+        attempt = n.attempt,
+        reason = CASE WHEN n.spent THEN 'max attempts (' || n.max_attempts || ') reached; last: ' || n.why
+                      ELSE n.why END,
         errors = coalesce(j.errors, '[]'::jsonb)
-                 || jsonb_build_array(jsonb_build_object('attempt', e.attempt, 'reason', 'lease expired')),
+                 || jsonb_build_array(jsonb_build_object('attempt', j.attempt, 'reason', n.why)),
         run_after = now(),
         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-        finished_at = CASE WHEN e.attempt >= e.max_attempts THEN now() ELSE NULL END,
+        finished_at = CASE WHEN n.spent THEN now() ELSE NULL END,
         updated_at = now()
-    FROM expired e
-    WHERE j.id = e.id
-    RETURNING j.id, j.state, j.attempt, j.reason, e.from_state
+    FROM next n
+    WHERE j.id = n.id
+    RETURNING j.id, j.state, j.attempt, j.reason, n.from_state
 ), events AS (
     INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
     SELECT id, %(actor)s, from_state, state, attempt, reason FROM done

@@ -132,6 +132,13 @@ class LeaseStore:
         return BatchRepository(self._pool, self.owner)
 
     @property
+    def runs(self):
+        """Leases of the Dagster runs that do Forge's work (take, renew, declare dead)."""
+        from forge_dagster.core.store.run_lease_store import RunLeaseRepository
+
+        return RunLeaseRepository(self._pool, self.owner)
+
+    @property
     def operations(self):
         """Relay lanes, the archive, metrics and the operator's view over this store."""
         from forge_dagster.core.store.operations_store import OperationsRepository

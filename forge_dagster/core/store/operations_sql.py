@@ -106,7 +106,7 @@ SELECT state, count(*) FROM jobs_archive GROUP BY state
 # Claims and takeovers from the append-only audit (never archived, so these only grow).
 CLAIM_EVENTS = """
 SELECT count(*) FILTER (WHERE to_state IN ('claimed', 'running')),
-       count(*) FILTER (WHERE reason = 'reclaimed: lease expired'),
+       count(*) FILTER (WHERE reason LIKE 'reclaimed: lease expired%%'),
        count(*) FILTER (WHERE actor = 'sweeper' AND from_state IN ('claimed', 'running'))
 FROM job_events
 """
