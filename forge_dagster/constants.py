@@ -14,6 +14,8 @@ GPU_POOL = "ollama_gpu"
 # found dead gets the second tag, with the reason, when it is reported failed.
 RUN_LEASE_TAG = "forge/run_lease"
 DEAD_RUN_TAG = "forge/dead_run"
+# The store schema a sensor asked for the run from: one Dagster storage may serve several Forge stores.
+STORE_TAG = "forge/store"
 # The tags of every leased job: the lease, a runtime limit for a run whose process lives but no longer
 # progresses (its lease stays alive), and no daemon run retries (the work sensors ask again instead).
 RUN_MAX_RUNTIME_S = 3600

@@ -27,7 +27,7 @@ from forge_dagster.jobs.batch_jobs import build_batches_job, collect_batch_job
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.providers import ProviderPortsResource
 from forge_dagster.sensors.intervals import retry_delay, sensor_interval
-from forge_dagster.sensors.run_liveness import died, live_runs
+from forge_dagster.sensors.run_liveness import died, live_runs, store_tags
 
 REPEAT_UNCHANGED_S = 120
 COLLECT_RETRY_BASE_S, COLLECT_RETRY_CAP_S = 60, 900
@@ -89,7 +89,7 @@ def pending_work_sensor(context: dg.SensorEvaluationContext, lease_store: LeaseS
                                            f"again {retry_delay(REPEAT_UNCHANGED_S):g}s after it", cursor=context.cursor)
     return dg.SensorResult(
         run_requests=[dg.RunRequest(
-            run_key=run_key, tags={"forge/due_jobs": str(due.jobs)},
+            run_key=run_key, tags={"forge/due_jobs": str(due.jobs), **store_tags(store)},
             run_config={"ops": {"job_intake": {"config": {"inbox": str(inbox)}}}})],
         cursor=json.dumps(cursor),
     )
@@ -117,8 +117,8 @@ def batch_status_sensor(
     new = [k for k in keys if k not in known]
     now = time.time()
     collecting = {r.tags.get("dagster/partition") for r in live_runs(context.instance, store, collect_batch_job.name)}
-    run_keys = {k: collect_run_key(context.instance, k, now) for k in keys if k not in collecting}
-    requests = [dg.RunRequest(run_key=run_key, partition_key=k, tags={"forge/provider": keys[k]})
+    run_keys = {k: collect_run_key(context.instance, store, k, now) for k in keys if k not in collecting}
+    requests = [dg.RunRequest(run_key=run_key, partition_key=k, tags={"forge/provider": keys[k], **store_tags(store)})
                 for k, run_key in run_keys.items() if run_key is not None]
     waiting = len(keys) - len(requests)
     return dg.SensorResult(
@@ -130,11 +130,11 @@ def batch_status_sensor(
     )
 
 
-def collect_run_key(instance: dg.DagsterInstance, partition: str, now: float) -> str | None:
+def collect_run_key(instance: dg.DagsterInstance, store: LeaseStore, partition: str, now: float) -> str | None:
     """The run key that asks for the collection of the ended batch `partition` now (no live run collects
     it), or None while the delay after a failed run has not passed."""
     earlier = instance.get_run_records(filters=dg.RunsFilter(job_name=collect_batch_job.name,
-                                                             tags={"dagster/partition": partition}))
+                                                             tags={"dagster/partition": partition, **store_tags(store)}))
     if not earlier:
         return f"collect:{partition}"
     last = earlier[0]  # the newest first

@@ -14,6 +14,7 @@ from forge_dagster.sensors.batch_sensors import (
     work_run_key,
 )
 from forge_dagster.sensors.intervals import retry_delay, sensor_interval
+from forge_dagster.sensors.run_liveness import store_tags
 
 
 @dg.sensor(job=realtime_job, minimum_interval_seconds=sensor_interval(10), default_status=dg.DefaultSensorStatus.RUNNING)
@@ -35,6 +36,6 @@ def realtime_work_sensor(context: dg.SensorEvaluationContext, lease_store: Lease
         return dg.SensorResult(skip_reason=f"{due.jobs} realtime jobs unchanged since run key {cursor['run_key']}; "
                                            f"asking again {retry_delay(REPEAT_UNCHANGED_S):g}s after it", cursor=context.cursor)
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=run_key, tags={"forge/ready": str(due.jobs)})],
+        run_requests=[dg.RunRequest(run_key=run_key, tags={"forge/ready": str(due.jobs), **store_tags(store)})],
         cursor=json.dumps(cursor),
     )

@@ -4,6 +4,10 @@ Dagster with the reason (tagged `forge/dead_run`), and so stops holding up the s
 Every work sensor asks `live_runs` before it waits on a run, so no sensor waits on a run that no process
 runs, with any run launcher; `run_liveness_sensor` sweeps all leased runs besides. Only STARTED runs are
 judged here: runs that never started are Dagster's run monitoring's (`start_timeout_seconds`).
+
+One Dagster storage may serve several Forge stores (schemas): a store judges and waits on its own runs
+only, those its sensors tagged with its schema (`forge/store`) and untagged ones (launched by hand) once
+they took a lease in it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import time
 
 import dagster as dg
 
-from forge_dagster.constants import DEAD_RUN_TAG, RUN_LEASE_TAG
+from forge_dagster.constants import DEAD_RUN_TAG, RUN_LEASE_TAG, STORE_TAG
 from forge_dagster.core.config import load_settings
 from forge_dagster.core.ops.run_leases import dead_run_message
 from forge_dagster.core.store import LeaseStore
@@ -24,35 +28,52 @@ IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dag
              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
+def store_tags(store: LeaseStore) -> dict[str, str]:
+    """The tags a work sensor puts on the runs it asks for: they belong to this store."""
+    return {STORE_TAG: store.schema}
+
+
+def _own(store: LeaseStore, runs: list[dg.DagsterRun]) -> tuple[list[dg.DagsterRun], set[str]]:
+    """(the runs of this store among `runs`, the ids of those tagged with it)."""
+    tagged = {r.run_id for r in runs if r.tags.get(STORE_TAG) == store.schema}
+    leased = store.runs.known([r.run_id for r in runs if STORE_TAG not in r.tags])
+    return [r for r in runs if r.run_id in tagged or r.run_id in leased], tagged
+
+
 def reap_dead_runs(instance: dg.DagsterInstance, store: LeaseStore, job_name: str | None = None,
                    partition: str | None = None) -> list[DeadRun]:
-    """Report failed every STARTED leased run (of `job_name`, of `partition`) whose lease expired or that
-    never took one within the start timeout; return them."""
+    """Report failed every STARTED leased run of this store (of `job_name`, of `partition`) whose lease
+    expired or that never took one within the start timeout; return them."""
     settings = load_settings()
     tags = {RUN_LEASE_TAG: "true", **({"dagster/partition": partition} if partition else {})}
-    records = instance.get_run_records(filters=dg.RunsFilter(
-        job_name=job_name, statuses=[dg.DagsterRunStatus.STARTED], tags=tags))
+    records = {r.dagster_run.run_id: r for r in instance.get_run_records(filters=dg.RunsFilter(
+        job_name=job_name, statuses=[dg.DagsterRunStatus.STARTED], tags=tags))}
+    runs, tagged = _own(store, [r.dagster_run for r in records.values()])
     now = time.time()
-    by_id = {r.dagster_run.run_id: r.dagster_run for r in records}
+
+    def started_s_ago(run_id: str) -> float:
+        record = records[run_id]
+        return now - (record.start_time or record.create_timestamp.timestamp())
+
     dead = store.runs.declare_dead([
-        RunToCheck(r.dagster_run.run_id, r.dagster_run.job_name, r.dagster_run.tags.get("dagster/partition"),
-                   unleased_dead=now - (r.start_time or r.create_timestamp.timestamp()) > settings.run_start_timeout_s)
-        for r in records])
+        RunToCheck(r.run_id, r.job_name, r.tags.get("dagster/partition"),
+                   unleased_dead=r.run_id in tagged and started_s_ago(r.run_id) > settings.run_start_timeout_s)
+        for r in runs])
     for found in dead:
-        run = by_id[found.run_id]
-        message = dead_run_message(found, settings.run_lease_ttl_s)
+        run = records[found.run_id].dagster_run
         instance.add_run_tags(run.run_id, {DEAD_RUN_TAG: found.reason})
-        instance.report_run_failed(run, message)
+        instance.report_run_failed(run, dead_run_message(found, settings.run_lease_ttl_s))
     return dead
 
 
 def live_runs(instance: dg.DagsterInstance, store: LeaseStore, job_name: str,
               partition: str | None = None) -> list[dg.DagsterRun]:
-    """The in-flight runs of `job_name` (of `partition`) once the dead among them are reported failed."""
+    """The in-flight runs of this store of `job_name` (of `partition`), once the dead are reported failed."""
     reaped = {d.run_id for d in reap_dead_runs(instance, store, job_name, partition)}
     tags = {"dagster/partition": partition} if partition else None
     runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT, tags=tags))
-    return [r for r in runs if r.run_id not in reaped]
+    own, _ = _own(store, runs)
+    return [r for r in own if r.run_id not in reaped]
 
 
 def died(run: dg.DagsterRun | None) -> bool:

@@ -1,8 +1,8 @@
 """Dagster-path chaos: the batch pipeline run by a real `dagster dev` tree on Forge's store and Dagster's
 storage in PostgreSQL, with the simulator for the provider, while JSONL files are dropped in the inbox; one
 process SIGKILLed at a time as the batches are taken in, built, submitted and collected:
-- `intake`: a build run (its worker and its step) as soon as its step holds the run's lease, while it
-  takes in the large file;
+- `intake`: a build run (its worker and its step) as soon as its step holds the run's lease, as it begins
+  to take in the large file (the kill log says how many jobs were in by then);
 - `run_worker`: a collection run's worker alone (its step, orphaned, finishes and leaves the run STARTED);
 - `step`: a collection run's step process alone (its worker sees it die and fails the run);
 - `daemon`: the daemon (`dagster dev` goes down with it and is started again, as a supervisor would);
@@ -18,12 +18,14 @@ spent one); and the time from the last kill until every job is terminal.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import psutil
 
 from forge_dagster.core.runtime import write_dagster_yaml
 from tests.chaos import conservation
@@ -93,9 +95,10 @@ def drop_file(inbox: Path, name: str, lines: list[str]) -> None:
 class Scenario:
     """One run of the scenario: the tree, the store's schema, Dagster's instance, the files dropped."""
 
-    def __init__(self, database_url: str, schema: str, dagster_url: str, sim, home: Path, *, ttl_s: float,
-                 sensor_interval_s: int, start_timeout_s: float) -> None:
-        self.url, self.schema, self.sim, self.home = database_url, schema, sim, home
+    def __init__(self, database_url: str, schema: str, dagster_url: str, sim, home: Path, report: DagsterChaosReport,
+                 *, sensor_interval_s: int, start_timeout_s: float) -> None:
+        self.url, self.schema, self.sim, self.home, self.report = database_url, schema, sim, home, report
+        ttl_s = report.lease_ttl_s
         self.dagster_home = home / "dagster"
         write_dagster_yaml(self.dagster_home, dagster_url)
         env = worker_env(database_url, schema, sim.url, home, DAGSTER_HOME=str(self.dagster_home),
@@ -105,6 +108,7 @@ class Scenario:
         self.tree = DagsterTree(env, Path(tempfile.mkdtemp(prefix="forge-dagster-chaos-")))
         self.instance = dg.DagsterInstance.from_config(str(self.dagster_home))
         self.files: dict[str, list[str]] = {}
+        self.kills_at: list[float] = []
         self.t0 = time.monotonic()
 
     @property
@@ -132,8 +136,8 @@ class Scenario:
     def target(self, kind: str) -> list[int] | None:
         """The pids to SIGKILL for `kind` now, or None while there is none to kill."""
         tree = self.tree
-        if kind in ("daemon", "tree"):
-            daemons = tree.find("daemon")
+        if kind in ("daemon", "tree"):  # the current tree's daemon: one a kill just took is not counted
+            daemons = [p for p in tree.find("daemon") if tree.running() and _group(p.pid) == tree.proc.pid]
             return [daemons[0].pid] if daemons and self.open_work() else None
         if kind == "intake":  # the build run's step while it takes in the file, and its worker
             steps = self.leased_steps("build_batches", owners_at_most=1)
@@ -161,10 +165,13 @@ class Scenario:
                                      f"jobs {self.counts()}")
             time.sleep(0.2)
         if kind == "tree":
+            pids = [self.tree.proc.pid]  # the process group's leader: the whole group goes
             self.tree.kill_tree()
         else:
             for pid in pids:
                 self.tree.kill(pid)
+            for pid in pids:  # gone before the next kill is chosen
+                _wait_gone(pid)
         self.kills_at.append(time.monotonic())
         self.report.kills.append({"target": kind, "pids": pids, "at": round(time.monotonic() - self.t0, 1),
                                   "jobs": self.counts()})
@@ -199,6 +206,27 @@ class Scenario:
         return [r.run_id for r in runs if not {owner_pid(o) for o in leases.get(r.run_id, [])} & live_pids]
 
 
+def _group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _wait_gone(pid: int, timeout_s: float = 30.0) -> None:
+    """Wait until a SIGKILLed process is gone (or only a zombie its parent has yet to reap)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} still alive {timeout_s:g}s after SIGKILL")
+        time.sleep(0.05)
+
+
 def run_dagster_chaos(database_url: str, schema: str, server_url: str, sim, home: Path, *, large: int,
                       small: int, kills: list[str], drops_after: int = 1, kill_gap_s: float = 0.0,
                       ttl_s: float = 5.0, sensor_interval_s: int = 3, start_timeout_s: float = 30.0,
@@ -207,11 +235,9 @@ def run_dagster_chaos(database_url: str, schema: str, server_url: str, sim, home
     of the first `drops_after` followed by a file of `small` more lines."""
     fresh_sim(sim, batch_processing_s=2.0)
     with own_database(server_url, "forge_dagster_chaos") as dagster_url:
-        scenario = Scenario(database_url, schema, dagster_url, sim, home, ttl_s=ttl_s,
+        report = DagsterChaosReport(jobs=large + small * min(drops_after, len(kills)), lease_ttl_s=ttl_s)
+        scenario = Scenario(database_url, schema, dagster_url, sim, home, report,
                             sensor_interval_s=sensor_interval_s, start_timeout_s=start_timeout_s)
-        report = scenario.report = DagsterChaosReport(jobs=large + small * min(drops_after, len(kills)),
-                                                      lease_ttl_s=ttl_s)
-        scenario.kills_at = []
         try:
             scenario.tree.start()
             scenario.drop("large.jsonl", large)

@@ -4,6 +4,7 @@ their leases, asked for again under new run keys, and every job ends succeeded o
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -48,7 +49,8 @@ def ask(sensor, instance, resources) -> list[dg.RunRequest]:
 def start_run(env: dict, job: str, run_key: str, partition: str | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tests.chaos.dagster_run", job, run_key,
                              *([partition] if partition else [])], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own group: a kill takes its children too
 
 
 def leased_run(store, job: str, known: set[str]) -> str | None:
@@ -64,7 +66,7 @@ def kill_when_working(store, proc: subprocess.Popen, job: str, known: set[str]) 
     run_id = wait_until(lambda: leased_run(store, job, known) or (proc.poll() is not None and "exited"),
                         timeout_s=60, what=f"a {job} run to take its lease")
     assert run_id != "exited", proc.stderr.read()[-3000:]
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # the run's process and whatever it started (log capture)
     proc.wait(30)
     known.add(run_id)
     return run_id

@@ -185,11 +185,11 @@ def test_run_failure_sensor_runs_the_restart_hook_for_a_run_that_failed_on_ollam
     for _ in range(4):  # the release is the step that fails (the others record the failure and go on)
         result = dg.materialize([gpu_release], resources=down, instance=instance, raise_on_error=False)
         assert not result.success
-        context = dg.build_run_status_sensor_context(
+        with dg.build_run_status_sensor_context(  # the store's resource has a lifecycle: a context manager
             sensor_name="healing_sensor", dagster_event=result.get_run_failure_event(),
             dagster_instance=instance, dagster_run=result.dagster_run, resources=down,
-        ).for_run_failure()
-        messages.append(healing_sensor(context).skip_message)
+        ) as context:
+            messages.append(healing_sensor(context.for_run_failure()).skip_message)
     assert all("ollama_down" in m for m in messages)
     # The hook ran for the first three failures (Ollama stayed down, so each attempt is a failed remedy),
     # then the healer gave up and said so once.

@@ -13,7 +13,7 @@ from forge_dagster.core.ops.run_leases import RunDeclaredDead, RunHeartbeat
 from forge_dagster.core.store import LeaseStore
 from forge_dagster.definitions import build_definitions
 from forge_dagster.sensors.batch_sensors import batch_status_sensor, collect_run_key, pending_work_sensor
-from forge_dagster.sensors.run_liveness import run_liveness_sensor
+from forge_dagster.sensors.run_liveness import run_liveness_sensor, store_tags
 from tests.helpers import wait_until
 from tests.pipeline.conftest import ticket
 from tests.pipeline.test_engine import enqueue
@@ -22,10 +22,12 @@ from tests.pipeline.test_sensors import requested_key, tick
 DEFS = build_definitions()
 
 
-def started_run(instance: dg.DagsterInstance, job_name: str, **tags: str) -> dg.DagsterRun:
-    """A run recorded as STARTED, as a run worker leaves it when it is killed."""
+def started_run(instance: dg.DagsterInstance, job_name: str, store: LeaseStore | None = None,
+                **tags: str) -> dg.DagsterRun:
+    """A run recorded as STARTED, as a run worker leaves it when it is killed; asked for by the sensors of
+    `store` when given (tagged with it)."""
     job = DEFS.resolve_job_def(job_name)
-    run = instance.create_run_for_job(job, tags={**job.tags, **tags})
+    run = instance.create_run_for_job(job, tags={**job.tags, **(store_tags(store) if store else {}), **tags})
     instance.report_dagster_event(dg.DagsterEvent(event_type_value=dg.DagsterEventType.RUN_START.value,
                                                   job_name=job_name), run_id=run.run_id)
     return instance.get_run_by_id(run.run_id)
@@ -48,7 +50,7 @@ def test_dead_build_run_is_reported_failed_and_its_work_asked_for_again_at_once(
     instance = dg.DagsterInstance.ephemeral()
     enqueue(store, [ticket(i) for i in range(3)])
     first = tick(pending_work_sensor, instance, resources)
-    run = started_run(instance, "build_batches", **{"dagster/run_key": requested_key(first)})
+    run = started_run(instance, "build_batches", store, **{"dagster/run_key": requested_key(first)})
     assert ghost.runs.take(run.run_id, run.job_name, None, ttl_s=0.5)
     waiting = tick(pending_work_sensor, instance, resources, cursor=first.cursor)
     assert waiting.run_requests == [] and "still in flight" in waiting.skip_reason.skip_message
@@ -85,7 +87,7 @@ def test_run_with_a_live_heartbeat_is_waited_on_and_never_reported(resources, st
     instance = dg.DagsterInstance.ephemeral()
     enqueue(store, [ticket(1)])
     first = tick(pending_work_sensor, instance, resources)
-    run = started_run(instance, "build_batches", **{"dagster/run_key": requested_key(first)})
+    run = started_run(instance, "build_batches", store, **{"dagster/run_key": requested_key(first)})
     beat = RunHeartbeat(store, run.run_id, run.job_name, None, ttl_s=1.0).start()
     try:
         start = time.monotonic()
@@ -102,7 +104,7 @@ def test_run_with_a_live_heartbeat_is_waited_on_and_never_reported(resources, st
 
 def test_started_run_that_never_took_its_lease_is_dead_after_the_start_timeout(resources, store, monkeypatch):
     instance = dg.DagsterInstance.ephemeral()
-    run = started_run(instance, "build_batches")
+    run = started_run(instance, "build_batches", store)
     assert "every leased run in flight has a live lease" in \
         tick(run_liveness_sensor, instance, resources).skip_reason.skip_message  # within its start timeout
     monkeypatch.setenv("FORGE_RUN_START_TIMEOUT_S", "0.01")
@@ -112,10 +114,21 @@ def test_started_run_that_never_took_its_lease_is_dead_after_the_start_timeout(r
     assert dead.tags["forge/dead_run"] == "no lease taken within the start timeout"
 
 
+def test_run_of_another_store_sharing_the_dagster_storage_is_neither_judged_nor_waited_on(
+        resources, store, monkeypatch):
+    monkeypatch.setenv("FORGE_RUN_START_TIMEOUT_S", "0.01")
+    instance = dg.DagsterInstance.ephemeral()
+    enqueue(store, [ticket(1)])
+    theirs = started_run(instance, "build_batches", **{"forge/store": "another_schema"})
+    assert requested_key(tick(pending_work_sensor, instance, resources))  # not held up by their run
+    tick(run_liveness_sensor, instance, resources)
+    assert instance.get_run_by_id(theirs.run_id).status == dg.DagsterRunStatus.STARTED  # theirs to judge
+
+
 def test_run_of_a_job_without_a_lease_is_never_judged(resources, store, monkeypatch):
     monkeypatch.setenv("FORGE_RUN_START_TIMEOUT_S", "0.01")
     instance = dg.DagsterInstance.ephemeral()
-    run = started_run(instance, "nightly_chain")  # its steps take no run lease: nothing to judge it by
+    run = started_run(instance, "nightly_chain", store)  # its steps take no run lease: nothing to judge it by
     tick(run_liveness_sensor, instance, resources)
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
 
@@ -132,7 +145,7 @@ def test_dead_collection_run_is_asked_for_again_under_a_new_key(resources, store
     partition = f"b{batch_id}"
     assert (request.run_key, request.partition_key) == (f"collect:{partition}", partition)
 
-    run = started_run(instance, "collect_batch", **{"dagster/partition": partition,
+    run = started_run(instance, "collect_batch", store, **{"dagster/partition": partition,
                                                      "dagster/run_key": request.run_key})
     assert store.runs.take(run.run_id, run.job_name, partition, ttl_s=0.5)
     waiting = tick(batch_status_sensor, instance, resources)
@@ -143,8 +156,8 @@ def test_dead_collection_run_is_asked_for_again_under_a_new_key(resources, store
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
 
     # A run that failed by itself (not dead) is asked for again after a doubling delay, never given up.
-    failed = started_run(instance, "collect_batch", **{"dagster/partition": partition,
+    failed = started_run(instance, "collect_batch", store, **{"dagster/partition": partition,
                                                        "dagster/run_key": again.run_key})
     instance.report_run_failed(failed, "provider 503 while downloading results")
-    assert collect_run_key(instance, partition, time.time()) is None
-    assert collect_run_key(instance, partition, time.time() + 3600) == f"collect:{partition}:r2"
+    assert collect_run_key(instance, store, partition, time.time()) is None
+    assert collect_run_key(instance, store, partition, time.time() + 3600) == f"collect:{partition}:r2"

@@ -68,8 +68,9 @@ def test_unchanged_work_is_not_asked_for_while_its_run_is_in_flight(resources, s
     instance = dg.DagsterInstance.ephemeral()
     enqueue(store, [ticket(1)])
     first = tick(pending_work_sensor, instance, resources)
+    [request] = first.run_requests
     run = instance.create_run_for_job(build_definitions().resolve_job_def("build_batches"),
-                                      tags={"dagster/run_key": requested_key(first)})
+                                      tags={**request.tags, "dagster/run_key": request.run_key})
     waiting = tick(pending_work_sensor, instance, resources, cursor=first.cursor)
     assert waiting.run_requests == [] and waiting.cursor == first.cursor
     assert f"wait for build run {run.run_id[:8]}, still in flight" in waiting.skip_reason.skip_message

@@ -85,3 +85,6 @@ RETURNING id
 PRUNE_RUN_LEASES = """
 DELETE FROM run_leases WHERE coalesce(heartbeat_at, taken_at) < now() - make_interval(days => %(days)s)
 """
+
+# Which of these runs ever took a lease in this store (the runs of this store that no sensor tagged).
+KNOWN_RUNS = "SELECT run_id FROM run_leases WHERE run_id = ANY(%(run_ids)s::text[])"

@@ -75,6 +75,13 @@ class RunLeaseRepository:
                                    {"run_ids": [r.run_id for r in runs if r.run_id not in known]}).fetchall()
         return dead + [DeadRun(run_id, list(owners), at, reason) for run_id, owners, at, reason in earlier]
 
+    def known(self, run_ids: Sequence[str]) -> set[str]:
+        """The runs among `run_ids` that took a lease in this store at some point."""
+        if not run_ids:
+            return set()
+        with db.one_statement(self._pool) as conn:
+            return {r[0] for r in conn.execute(run_lease_sql.KNOWN_RUNS, {"run_ids": list(run_ids)})}
+
     def prune(self, days: int = 7) -> int:
         with db.one_statement(self._pool) as conn:
             return conn.execute(run_lease_sql.PRUNE_RUN_LEASES, {"days": days}).rowcount
