@@ -55,6 +55,7 @@ from benchmarks._common import (
 )
 from benchmarks.queue_peers import PEER_WORKERS, PGQUEUER_BATCH, measure_pgqueuer, measure_procrastinate
 from benchmarks.report import Ratio, Row
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.processors import Processor
 from forge_dagster.core.platform.registry import register_processors
 from forge_dagster.core.platform.validation import accepted_output, validate_output
@@ -83,7 +84,7 @@ def refill(store: LeaseStore, n: int) -> None:
     with store.transaction() as conn:
         conn.execute("TRUNCATE jobs, job_events, accepted_outputs RESTART IDENTITY")
     register_processors(store, [(BENCH, "benchmark")])
-    store.enqueue([JobSpec("bench", {"i": i}, external_id=f"b{i}") for i in range(n)])
+    submit_jobs(store, [JobSpec("bench", {"i": i}, external_id=f"b{i}") for i in range(n)])
     with store.transaction() as conn:
         conn.execute("ANALYZE jobs")
     with store.transaction() as conn:

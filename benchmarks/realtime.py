@@ -36,6 +36,7 @@ from benchmarks._common import database, fresh_schema
 from benchmarks.parallel_processor import process_requests
 from benchmarks.report import Ratio, Row, render_table
 from forge_dagster.core.batch.shaping import custom_id_for
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.processors import load_processors
 from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.realtime import KeyRing, RealtimeConfig, RealtimeExecutor, keys_from_env
@@ -92,7 +93,7 @@ def forge_run(sim: SimulatorProcess, url: str, scenario: Scenario, run: int, *, 
            "OPENAI_RPM": str(scenario.rpm)}
     with fresh_schema(url, "realtime") as schema, LeaseStore(url, schema, pool_size=8) as store:
         store.migrate()
-        store.enqueue([JobSpec(PROCESSOR, _payload(i), processor_version=version, mode="realtime")
+        submit_jobs(store, [JobSpec(PROCESSOR, _payload(i), processor_version=version, mode="realtime")
                        for i in range(scenario.jobs)])
         ring = KeyRing(keys_from_env(env, timeout_s=30))
         ring.port(ring.for_provider("openai")[0])  # the SDK is imported now, not inside the timing

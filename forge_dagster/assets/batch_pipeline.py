@@ -13,7 +13,8 @@ from forge_dagster.constants import BATCH_GROUP, INTAKE_GROUP
 from forge_dagster.core.batch.building import build_and_submit
 from forge_dagster.core.batch.collection import collect_results, validate_batch
 from forge_dagster.core.config import load_settings
-from forge_dagster.core.intake.inbox import drain_inbox, review_external_rows
+from forge_dagster.core.intake.inbox import drain_inbox
+from forge_dagster.core.intake.routing import review_external_rows
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.providers import ProcessorCatalogResource, ProviderPortsResource
 

@@ -20,6 +20,7 @@ import openai
 
 from forge_dagster.core.batch.building import BuildReport, build_and_submit, resume_stale_submissions
 from forge_dagster.core.batch.collection import collect_results, poll_open_batches, validate_batch
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.models import ProviderError
 from forge_dagster.core.platform.processors import ProcessorCatalog, load_processors
 from forge_dagster.core.platform.registry import load_catalog
@@ -72,7 +73,7 @@ def batch_jobs(store: LeaseStore, n: int, *, max_attempts: int = 3, tag: str = "
     specs = [JobSpec(name, inputs[name](i), external_id=f"{tag}-{i}", processor_version=catalog[name].version,
                      max_attempts=max_attempts)
              for i in range(n) for name in [processors[i % len(processors)]]]
-    return store.enqueue(specs, source="chaos").accepted
+    return submit_jobs(store, specs, source="chaos").accepted
 
 
 def simulator_ports(sim_url: str, timeout_s: float = 60.0):

@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.processors import load_processors
 from forge_dagster.core.runtime import with_database
 from forge_dagster.core.store import JobSpec, LeaseStore, db
@@ -171,7 +172,7 @@ def enqueue_realtime(store: LeaseStore, n: int, *, max_attempts: int = 5, proces
     specs = [JobSpec(processor, {"subject": f"Ticket {i}", "body": "The export button does nothing."},
                      external_id=f"{tag}-{i}", processor_version=version, mode="realtime",
                      max_attempts=max_attempts) for i in range(n)]
-    return store.enqueue(specs, source="chaos").accepted
+    return submit_jobs(store, specs, source="chaos").accepted
 
 
 def schema_conn(database_url: str, schema: str) -> psycopg.Connection:

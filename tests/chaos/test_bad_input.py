@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from forge_dagster.core.intake.inbox import intake_file
 from forge_dagster.core.intake.lines import UnreadableFile
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.models import JobSpec
 from forge_dagster.core.platform.processors import load_processors
 from tests.helpers import forge_env, forge_process
@@ -140,7 +141,7 @@ def test_python_api_refuses_each_unstorable_job_by_itself_and_keeps_the_rest_int
     specs = [JobSpec(processor, {"subject": subject, "body": body}, external_id=ext, mode="batch")
              for subject, body, processor, ext in items]
     source = f"api:{uuid.uuid4().hex}"
-    report = store.enqueue(specs, source=source)
+    report = submit_jobs(store, specs, source=source)
 
     assert len(report.accepted) + len(report.rejected) == len(specs)
     assert all(r.error.strip() and 0 <= r.index < len(specs) for r in report.rejected)

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.nightly.adapters import AdapterError, AdapterRegistry
 from forge_dagster.core.nightly.knowledge import NewMemory, remember, search
 from forge_dagster.core.platform.processors import load_processors
@@ -40,7 +41,7 @@ def test_sql_metacharacters_in_every_job_field_round_trip_as_data_and_tables_sur
     specs += [JobSpec(text, {"x": text}, external_id=f"proc-{i}", mode="batch") for i, text in enumerate(NASTY)]
     sources = {}
     for i, spec in enumerate(specs):  # one source per job: the source is user-supplied too
-        report = store.enqueue([spec], source=NASTY[i % len(NASTY)] + f"#{i}")
+        report = submit_jobs(store, [spec], source=NASTY[i % len(NASTY)] + f"#{i}")
         assert report.accepted, report.rejected
         sources[report.accepted[0]] = (spec, NASTY[i % len(NASTY)] + f"#{i}")
 

@@ -12,6 +12,7 @@ import dagster as dg
 import jsonschema
 
 from forge_dagster.assets.nightly import NIGHT_TAG, health_checks, research_scan, triage
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.nightly.triage import THREAT_SCHEMA
 from forge_dagster.core.ops.relay import build_relay
 from forge_dagster.core.runtime import DAGSTER_DATABASE, ensure_database, with_database, write_dagster_yaml
@@ -35,7 +36,7 @@ def _rss(path, items):
 
 def _some_job_outcomes(store) -> None:
     """Forge's own work of the night: two succeeded, one failed, and the cost booked for one."""
-    store.enqueue([JobSpec("ticket_triage", {"n": i}, processor_version="1.0.0", mode="realtime") for i in range(3)])
+    submit_jobs(store, [JobSpec("ticket_triage", {"n": i}, processor_version="1.0.0", mode="realtime") for i in range(3)])
     jobs = store.claim(3, mode="realtime")
     answer = {"category": "bug", "priority": "high", "summary": "Export does nothing."}
     succeed(store, [(jobs[0], answer), (jobs[1], answer)])

@@ -15,6 +15,7 @@ import dagster as dg
 import pytest
 
 from forge_dagster.assets.nightly import gpu_release
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.nightly.healing import (
     HEALING_TOPIC,
     HealingPolicy,
@@ -160,7 +161,7 @@ def _age_s(store) -> float:
 
 
 def test_stale_lease_remedy_returns_expired_jobs_to_pending(store):
-    [job_id] = store.enqueue([JobSpec("p", {"n": 1}, mode="realtime")]).accepted
+    [job_id] = submit_jobs(store, [JobSpec("p", {"n": 1}, mode="realtime")]).accepted
     store.claim(1, mode="realtime", ttl_s=0.2)
     wait_until(lambda: _lease_expired(store, job_id), timeout_s=10, what="the lease to expire")
     outcome = heal(store.knowledge, Signal.STALE_LEASES, "r1", sweep_remedy(store), HealingPolicy())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from forge_dagster.assets.operations import archive_is_whole, batch_archive
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.ops.archive import archive_cooled
 from forge_dagster.definitions import build_definitions
 from forge_dagster.resources.lease_store import LeaseStoreResource
@@ -19,7 +20,7 @@ def _hot_rows(store) -> tuple[int, int, int]:
 
 
 def test_cooled_batches_move_to_the_archive_and_stay_queryable(store, catalog, ports):
-    ids = store.enqueue(ticket_specs(5)).accepted
+    ids = submit_jobs(store, ticket_specs(5)).accepted
     [batch_id] = run_batch_round(store, catalog, ports)
     before = store.operations.metrics_snapshot()
 
@@ -41,13 +42,13 @@ def test_cooled_batches_move_to_the_archive_and_stay_queryable(store, catalog, p
     assert after.jobs_by_state == before.jobs_by_state and after.usage == before.usage
     assert after.provider_outcomes == before.provider_outcomes
 
-    again = store.enqueue(ticket_specs(5))  # the same ids once more: still duplicates after archiving
+    again = submit_jobs(store, ticket_specs(5))  # the same ids once more: still duplicates after archiving
     assert again.accepted == [] and len(again.rejected) == 5
 
 
 def test_requeued_jobs_stay_hot_while_their_old_batch_is_archived(store, catalog, ports, sim):
     sim.configure(expire_batches=True, expire_complete_fraction=0.5)
-    store.enqueue(ticket_specs(10))
+    submit_jobs(store, ticket_specs(10))
     [batch_id] = run_batch_round(store, catalog, ports)
     requeued = store.counts().get("pending", 0)
     assert 0 < requeued < 10  # these left the batch for another attempt
@@ -59,7 +60,7 @@ def test_requeued_jobs_stay_hot_while_their_old_batch_is_archived(store, catalog
 
 
 def test_archive_schedule_materialises_the_archive_asset(store, catalog, ports, database_url, schema):
-    store.enqueue(ticket_specs(3))
+    submit_jobs(store, ticket_specs(3))
     run_batch_round(store, catalog, ports)
     defs = build_definitions()
     schedule = defs.resolve_schedule_def("archive")

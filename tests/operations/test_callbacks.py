@@ -11,6 +11,7 @@ import threading
 
 import pytest
 
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.ops.callback_policy import CallbackPolicy
 from forge_dagster.core.ops.metrics import render
 from forge_dagster.core.ops.relay import Relay
@@ -24,7 +25,7 @@ from tests.operations.receiver import Receiver
 def finish(store: LeaseStore, urls: list[str]) -> list[int]:
     """One realtime job per URL, succeeded with {"n": i}: each commit writes its stamp."""
     register_processor(store)
-    ids = store.enqueue([JobSpec("p", {"n": i}, mode="realtime", callback_url=url)
+    ids = submit_jobs(store, [JobSpec("p", {"n": i}, mode="realtime", callback_url=url)
                          for i, url in enumerate(urls)]).accepted
     succeed(store, [(job, {"n": job.payload["n"]}) for job in store.claim(len(urls))])
     return ids

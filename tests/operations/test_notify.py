@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.ops.notify import render_message
 from forge_dagster.core.ops.relay import build_relay
 from forge_dagster.core.store import JobSpec, OutboxMessage
-from forge_dagster.core.store.lease_store import OutboxRow
+from forge_dagster.core.store.types import OutboxRow
 from tests.helpers import run_batch_round, wait_until
 from tests.operations.conftest import ticket_specs
 
@@ -28,7 +29,7 @@ def _valid_block_kit(message: dict) -> bool:
 def test_batch_end_reaches_the_simulators_webhook_by_default_with_counts_cost_and_duration(
     store, catalog, ports, sim, tmp_path,
 ):
-    store.enqueue(ticket_specs(6))
+    submit_jobs(store, ticket_specs(6))
     [batch_id] = run_batch_round(store, catalog, ports)
     relay = build_relay(store, forge_home=tmp_path, environ={"FORGE_SIMULATOR_URL": sim.url})  # no Slack URL set
     try:
@@ -46,7 +47,7 @@ def test_batch_end_reaches_the_simulators_webhook_by_default_with_counts_cost_an
 
 def test_invalid_and_dead_jobs_are_told_with_a_sample_of_reasons(store, catalog, ports, sim, receiver, make_relay):
     sim.configure(schema_violation_rate=1.0)
-    store.enqueue([JobSpec(s.processor, s.payload, external_id=s.external_id, processor_version="1.0.0",
+    submit_jobs(store, [JobSpec(s.processor, s.payload, external_id=s.external_id, processor_version="1.0.0",
                            max_attempts=1) for s in ticket_specs(3)])
     [batch_id] = run_batch_round(store, catalog, ports)
     assert store.counts() == {"invalid": 3}

@@ -7,6 +7,7 @@ import json
 import dagster as dg
 
 from forge_dagster.assets.operations import OPERATIONS_CHECKS, OPERATOR_VIEW_ASSETS, archive_is_whole
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.outbox_relay import OutboxRelayResource
 from forge_dagster.resources.providers import ProviderPortsResource
@@ -18,7 +19,7 @@ FAKE_KEY = "sk-proj-operator-view-test-key-7a7b"
 
 
 def test_ledgers_show_jobs_batches_costs_and_masked_credentials(store, catalog, ports, database_url, schema, sim):
-    store.enqueue(ticket_specs(4))
+    submit_jobs(store, ticket_specs(4))
     run_batch_round(store, catalog, ports)
     resources = {
         "lease_store": LeaseStoreResource(database_url=database_url, db_schema=schema),
@@ -44,7 +45,7 @@ def test_ledgers_show_jobs_batches_costs_and_masked_credentials(store, catalog, 
 
 def test_relay_sensor_drains_the_outbox_and_explains_itself(store, catalog, ports, database_url, schema,
                                                             receiver, sim):
-    store.enqueue(ticket_specs(2, callback_url=receiver.url + "/cb"))
+    submit_jobs(store, ticket_specs(2, callback_url=receiver.url + "/cb"))
     run_batch_round(store, catalog, ports)
     resources = {
         "lease_store": LeaseStoreResource(database_url=database_url, db_schema=schema),

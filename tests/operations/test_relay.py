@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.store import JobSpec, LeaseStore, OutboxMessage
 from tests.helpers import register_processor, succeed, wait_until
 
@@ -19,7 +20,7 @@ def _registered(store: LeaseStore):
 
 def finish_jobs(store: LeaseStore, n: int, callback_url: str) -> list[int]:
     """n realtime jobs with a callback that succeed through the store (each commit writes its stamp)."""
-    ids = store.enqueue([JobSpec("p", {"i": i}, mode="realtime", callback_url=f"{callback_url}/{i}")
+    ids = submit_jobs(store, [JobSpec("p", {"i": i}, mode="realtime", callback_url=f"{callback_url}/{i}")
                          for i in range(n)]).accepted
     jobs = store.claim(n)
     succeed(store, [(job, {"answer": job.payload["i"]}) for job in jobs])
@@ -93,7 +94,7 @@ def test_failed_delivery_keeps_the_last_error_and_waits_for_its_backoff(store, r
 
 
 def test_transition_that_rolled_back_sends_nothing(store, receiver, make_relay):
-    store.enqueue([JobSpec("p", {}, mode="realtime", callback_url=receiver.url + "/cb/1")])
+    submit_jobs(store, [JobSpec("p", {}, mode="realtime", callback_url=receiver.url + "/cb/1")])
     [job] = store.claim(1)
     with pytest.raises(RuntimeError), store.transaction() as tx:
         succeed(store, [(job, {"phantom": True})], conn=tx)
@@ -109,7 +110,7 @@ def test_transition_that_rolled_back_sends_nothing(store, receiver, make_relay):
 
 
 def test_late_committing_transaction_is_delivered_not_skipped(store, receiver, make_relay):
-    store.enqueue([JobSpec("p", {"i": i}, mode="realtime", callback_url=f"{receiver.url}/cb/{i}")
+    submit_jobs(store, [JobSpec("p", {"i": i}, mode="realtime", callback_url=f"{receiver.url}/cb/{i}")
                    for i in range(2)])
     slow_job, fast_job = store.claim(2)
     relay = make_relay(store)
@@ -170,7 +171,7 @@ def test_forge_work_drains_the_stamps_of_the_jobs_it_finished(store, receiver, d
     from tests.helpers import ECHO_HANDLER, forge_env, forge_process, register_step
 
     register_step(store)
-    store.enqueue([JobSpec("step", {"i": i}, callback_url=f"{receiver.url}/cb/{i}") for i in range(5)])
+    submit_jobs(store, [JobSpec("step", {"i": i}, callback_url=f"{receiver.url}/cb/{i}") for i in range(5)])
     env = forge_env(database_url, schema, FORGE_HOME=str(tmp_path), FORGE_CALLBACK_SECRET="work-secret",
                     FORGE_CALLBACK_ALLOW="127.0.0.1")  # the receiver's address, refused by default
     proc = forge_process(["work", "--until-idle", "--handler", ECHO_HANDLER], env, stdout=subprocess.PIPE,
@@ -187,7 +188,7 @@ def test_exit_drain_horizon_is_passed_only_once_a_transaction_running_at_exit_ha
 ):
     """What `drain_at_exit` waits on: a stamp committed by a transaction that was still running when the
     process began to stop is readable (and delivered) once the horizon is passed, not before."""
-    store.enqueue([JobSpec("p", {"i": 0}, mode="realtime", callback_url=f"{receiver.url}/cb/0")])
+    submit_jobs(store, [JobSpec("p", {"i": 0}, mode="realtime", callback_url=f"{receiver.url}/cb/0")])
     [job] = store.claim(1)
     relay = make_relay(store)
     ops = store.operations

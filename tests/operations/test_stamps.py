@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.ops.stamps import load_callback_secret, sign, verify_signature
 from forge_dagster.core.store import JobSpec, LeaseStore
 from tests.helpers import register_processor, run_batch_round, succeed, wait_until
@@ -19,7 +20,7 @@ def _registered(store: LeaseStore):
 
 
 def test_stamp_signature_verifies_and_a_tampered_or_stale_one_does_not(store, receiver, make_relay):
-    store.enqueue([JobSpec("p", {}, mode="realtime", callback_url=receiver.url + "/cb/0")])
+    submit_jobs(store, [JobSpec("p", {}, mode="realtime", callback_url=receiver.url + "/cb/0")])
     [job] = store.claim(1)
     succeed(store, [(job, {"ok": True})])
     relay = make_relay(store)
@@ -64,7 +65,7 @@ def test_workers_starting_together_share_one_callback_secret(tmp_path):
 
 
 def test_batch_jobs_are_stamped_once_with_their_validated_result(store, catalog, ports, receiver, make_relay):
-    store.enqueue(ticket_specs(4, callback_url=receiver.url + "/cb") + ticket_specs(2, prefix="quiet"))
+    submit_jobs(store, ticket_specs(4, callback_url=receiver.url + "/cb") + ticket_specs(2, prefix="quiet"))
     [batch_id] = run_batch_round(store, catalog, ports)
     from forge_dagster.core.batch.collection import validate_batch
 
@@ -85,7 +86,7 @@ def test_batch_jobs_are_stamped_once_with_their_validated_result(store, catalog,
 
 def test_every_terminal_path_stamps_a_job_with_a_callback(store, receiver, make_relay):
     url = receiver.url + "/cb"
-    store.enqueue([JobSpec("p", {"i": i}, mode="realtime", max_attempts=1, callback_url=f"{url}/{i}")
+    submit_jobs(store, [JobSpec("p", {"i": i}, mode="realtime", max_attempts=1, callback_url=f"{url}/{i}")
                    for i in range(3)])
     ok, bad, lost = store.claim(3, ttl_s=0.2)
     succeed(store, [(ok, {"fine": True})])
@@ -110,7 +111,7 @@ def test_a_slow_receiver_is_served_once_although_the_relay_waits_longer_than_the
     """The relay holds its rows locked while it sends; a receiver slower than the store's idle-in-transaction
     limit must not get its round cut off (and the stamps sent again and again)."""
     with LeaseStore(database_url, schema, idle_in_transaction_s=0.3) as store:
-        store.enqueue([JobSpec("p", {"i": i}, mode="realtime", callback_url=f"{receiver.url}/cb/{i}")
+        submit_jobs(store, [JobSpec("p", {"i": i}, mode="realtime", callback_url=f"{receiver.url}/cb/{i}")
                        for i in range(2)])
         succeed(store, [(job, {"i": job.payload["i"]}) for job in store.claim(2)])
         receiver.answer_after(0.5)

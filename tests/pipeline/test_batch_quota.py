@@ -13,6 +13,7 @@ import openai
 
 from forge_dagster.core.batch.building import build_and_submit
 from forge_dagster.core.batch.collection import collect_results, poll_open_batches, validate_batch
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.providers.quota import KeyPorts, PausePolicy
 from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.realtime import KeyRing, keys_from_env
@@ -33,7 +34,7 @@ KEY_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "FORGE_PROVIDER_KEYS")
 def enqueue(store: LeaseStore, n: int, *, first: int = 0, max_attempts: int = 3, line=ticket) -> list[int]:
     specs = [JobSpec(job["processor"], job["input"], external_id=job["id"], processor_version="1.0.0",
                      max_attempts=max_attempts) for job in (line(i) for i in range(first, first + n))]
-    ids = store.enqueue(specs).accepted
+    ids = submit_jobs(store, specs).accepted
     assert len(ids) == n
     return ids
 

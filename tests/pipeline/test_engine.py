@@ -6,6 +6,7 @@ import psycopg
 
 from forge_dagster.core.batch.building import build_and_submit
 from forge_dagster.core.batch.collection import collect_results, poll_open_batches, validate_batch
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.models import Provider, ProviderRequest
 from forge_dagster.core.store import JobSpec, LeaseStore
 from tests.helpers import make_due, run_batch_round
@@ -15,7 +16,7 @@ from tests.pipeline.conftest import review, ticket
 def enqueue(store: LeaseStore, lines: list[dict], max_attempts: int = 3) -> list[int]:
     specs = [JobSpec(line["processor"], line["input"], external_id=line["id"], processor_version="1.0.0",
                      max_attempts=max_attempts) for line in lines]
-    return store.enqueue(specs).accepted
+    return submit_jobs(store, specs).accepted
 
 
 
@@ -91,7 +92,7 @@ def test_second_collection_books_nothing_twice(store, catalog, ports, sim, datab
 
 def test_unknown_processor_and_bad_input_fail_with_a_reason_and_the_rest_go_on(store, catalog, ports, sim):
     good = enqueue(store, [ticket(1)])
-    bad = store.enqueue([JobSpec("no_such", {"x": 1}), JobSpec("ticket_triage", {"subject": "no body"})]).accepted
+    bad = submit_jobs(store, [JobSpec("no_such", {"x": 1}), JobSpec("ticket_triage", {"subject": "no body"})]).accepted
     run_batch_round(store, catalog, ports)
     assert store.get_job(good[0])["state"] == "succeeded"
     assert [store.get_job(i)["state"] for i in bad] == ["failed", "failed"]

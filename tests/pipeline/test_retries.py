@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from forge_dagster.core.batch.building import build_and_submit
 from forge_dagster.core.batch.collection import collect_results, poll_open_batches, validate_batch
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.models import Provider
 from forge_dagster.core.providers.results import openai_batch_item
 from forge_dagster.core.store import JobSpec, LeaseStore
@@ -110,7 +111,7 @@ def conservation(store: LeaseStore, inputs: int) -> dict[str, int]:
 def test_every_job_is_accounted_for_while_batches_are_in_flight(store, catalog, ports, sim):
     sim.configure(batch_processing_s=1000, malformed_rate=0.2)
     enqueue(store, [ticket(i) for i in range(12)] + [review(i) for i in range(12)], max_attempts=2)
-    store.enqueue([JobSpec("ticket_triage", {"subject": "no body"}, processor_version="1.0.0")])
+    submit_jobs(store, [JobSpec("ticket_triage", {"subject": "no body"}, processor_version="1.0.0")])
     inputs = 25
     build_and_submit(store, catalog, ports, max_requests_per_batch=5)
     assert conservation(store, inputs) == {"submitted": 24, "failed": 1}

@@ -11,6 +11,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from forge_dagster.assets.batch_pipeline import job_intake
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.store import JobSpec, LeaseStore
 from forge_dagster.definitions import build_definitions
 from forge_dagster.resources.lease_store import LeaseStoreResource
@@ -97,7 +98,7 @@ def test_build_run_drains_the_inbox_the_sensor_watched(resources, store, tmp_pat
 def test_realtime_jobs_released_back_get_a_new_run_key(store: LeaseStore, database_url, schema):
     resources = {"lease_store": LeaseStoreResource(database_url=database_url, db_schema=schema)}
     instance = dg.DagsterInstance.ephemeral()
-    store.enqueue([JobSpec("ticket_triage", ticket(i)["input"], processor_version="1.0.0", mode="realtime")
+    submit_jobs(store, [JobSpec("ticket_triage", ticket(i)["input"], processor_version="1.0.0", mode="realtime")
                    for i in range(2)])
     first = tick(realtime_work_sensor, instance, resources)
     jobs = store.claim(2, mode="realtime")
@@ -110,7 +111,7 @@ def test_realtime_jobs_released_back_get_a_new_run_key(store: LeaseStore, databa
 def test_lease_recovery_sensor_counts_what_it_recovered_in_its_cursor(store: LeaseStore, database_url, schema):
     resources = {"lease_store": LeaseStoreResource(database_url=database_url, db_schema=schema)}
     instance = dg.DagsterInstance.ephemeral()
-    store.enqueue([JobSpec("ticket_triage", ticket(1)["input"], processor_version="1.0.0", mode="realtime")])
+    submit_jobs(store, [JobSpec("ticket_triage", ticket(1)["input"], processor_version="1.0.0", mode="realtime")])
     store.claim(1, mode="realtime")  # a worker took the job and died; its lease has run out since
     with store.transaction() as conn:
         conn.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 second'")

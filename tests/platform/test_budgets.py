@@ -10,6 +10,7 @@ import pytest
 
 from forge_dagster.core.batch.building import build_and_submit
 from forge_dagster.core.batch.collection import collect_results, poll_open_batches, validate_batch
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.budgets import estimate_cost
 from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.platform.registry import load_catalog
@@ -27,7 +28,7 @@ def catalog(store, tmp_path):
 
 
 def enqueue(store, n: int, name: str = "ticket_triage") -> list[int]:
-    return store.enqueue([JobSpec(name, ticket_input(i), processor_version="1.0.0") for i in range(n)]).accepted
+    return submit_jobs(store, [JobSpec(name, ticket_input(i), processor_version="1.0.0") for i in range(n)]).accepted
 
 
 def budget_alerts(store) -> list[tuple]:
@@ -94,7 +95,7 @@ def test_work_in_flight_holds_budget_until_it_settles_and_never_costs_more_than_
 def test_the_all_processors_budget_covers_every_processor(store, catalog, ports, sim):
     store.processors.costs.set_budget("*", "0")
     enqueue(store, 2)
-    store.enqueue([JobSpec("review_sentiment", {"review": "Fine."}, processor_version="1.0.0")])
+    submit_jobs(store, [JobSpec("review_sentiment", {"review": "Fine."}, processor_version="1.0.0")])
     report = build_and_submit(store, catalog, ports)
     assert (report.budget_held, report.submitted_jobs) == (3, 0)
     [(_, key, payload)] = budget_alerts(store)

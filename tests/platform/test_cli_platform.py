@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.pricing import PRICING_VERSION
 from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.platform.registry import load_catalog
@@ -90,7 +91,7 @@ def test_sync_promote_and_retire_from_the_command_line(forge_cli, tmp_path):
 
 def test_costs_and_budgets_from_the_command_line(forge_cli, store, ports, sim):
     catalog = load_catalog(store, [PACKAGE_PROCESSORS_DIR])
-    store.enqueue([JobSpec("ticket_triage", ticket_input(i), processor_version="1.0.0") for i in range(2)])
+    submit_jobs(store, [JobSpec("ticket_triage", ticket_input(i), processor_version="1.0.0") for i in range(2)])
     run_batch_round(store, catalog, ports)
     code, out = forge_cli("costs", "--by", "model", "--json")
     report = json.loads(out)

@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from forge_dagster.assets.costs import cost_report
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.cost_reports import ledger_summary
 from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.platform.registry import load_catalog
@@ -37,7 +38,7 @@ def materialize(resources, out: Path):
 
 def test_cost_report_tables_and_charts_cost_per_day_and_model(store, resources, ports, sim, tmp_path):
     catalog = load_catalog(store, [PACKAGE_PROCESSORS_DIR])
-    store.enqueue([JobSpec("ticket_triage", ticket_input(i), processor_version="1.0.0") for i in range(3)]
+    submit_jobs(store, [JobSpec("ticket_triage", ticket_input(i), processor_version="1.0.0") for i in range(3)]
                   + [JobSpec("review_sentiment", {"review": f"Nice {i}"}, processor_version="1.0.0") for i in range(2)])
     run_batch_round(store, catalog, ports)
     meta = materialize(resources, tmp_path / "reports")

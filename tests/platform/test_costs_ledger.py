@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from forge_dagster.core.batch.collection import collect_results, validate_batch
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.models import Provider, Usage
 from forge_dagster.core.platform.cost_reports import (
     cost_table,
@@ -49,7 +50,7 @@ def conn(database_url, schema):
 
 
 def run_with_one_repair(store, catalog, ports, sim, n: int = 4) -> list[int]:
-    ids = store.enqueue([JobSpec("reasoned_triage", ticket_input(i), processor_version="1.0.0")
+    ids = submit_jobs(store, [JobSpec("reasoned_triage", ticket_input(i), processor_version="1.0.0")
                          for i in range(n)]).accepted
     sim.configure(schema_violation_rate=1.0)
     run_batch_round(store, catalog, ports)
@@ -106,7 +107,7 @@ def test_openai_batches_reconcile_with_the_batch_usage_and_a_lost_booking_shows(
 
 
 def test_anthropic_batches_are_not_reconciled_for_want_of_batch_usage(store, catalog, ports, sim):
-    store.enqueue([JobSpec("review_sentiment", {"review": "Works well."}, processor_version="1.0.0")])
+    submit_jobs(store, [JobSpec("review_sentiment", {"review": "Works well."}, processor_version="1.0.0")])
     run_batch_round(store, catalog, ports)
     assert store.counts() == {"succeeded": 1}
     assert reconcile_collected(store, ports) == []
@@ -114,7 +115,7 @@ def test_anthropic_batches_are_not_reconciled_for_want_of_batch_usage(store, cat
 
 def test_cost_reports_by_processor_model_and_day_add_up_to_the_ledger(store, catalog, ports, sim):
     run_with_one_repair(store, catalog, ports, sim, n=2)
-    store.enqueue([JobSpec("ticket_triage", ticket_input(9), processor_version="1.0.0")])
+    submit_jobs(store, [JobSpec("ticket_triage", ticket_input(9), processor_version="1.0.0")])
     run_batch_round(store, catalog, ports)
     total = ledger_summary(store)
     assert total["attempts"] == 5
@@ -137,7 +138,7 @@ def unpriced_catalog(store, tmp_path):
 
 
 def test_an_unpriced_model_books_its_tokens_without_a_cost_and_reports_say_so(store, unpriced_catalog, ports, conn):
-    ids = store.enqueue([JobSpec("inhouse_triage", ticket_input(i), processor_version="1.0.0")
+    ids = submit_jobs(store, [JobSpec("inhouse_triage", ticket_input(i), processor_version="1.0.0")
                          for i in range(3)]).accepted
     run_batch_round(store, unpriced_catalog, ports)
     assert store.counts() == {"succeeded": 3}
@@ -159,7 +160,7 @@ def test_a_prices_file_prices_a_model_the_table_lacks(store, unpriced_catalog, p
     prices.write_text("version: acme-2026-12\nprices:\n"
                       "  - {provider: openai, model: 'ft:gpt-4o-mini:acme:triage:1', input: 0.30, output: 1.20}\n")
     monkeypatch.setenv("FORGE_PRICES_FILE", str(prices))
-    store.enqueue([JobSpec("inhouse_triage", ticket_input(1), processor_version="1.0.0")])
+    submit_jobs(store, [JobSpec("inhouse_triage", ticket_input(1), processor_version="1.0.0")])
     run_batch_round(store, unpriced_catalog, ports)
     [row] = ledger(conn)
     usage = Usage(input_tokens=row[3], cached_input_tokens=row[4], output_tokens=row[5])
@@ -174,7 +175,7 @@ def test_a_wrong_prices_file_never_stops_the_ledger(store, catalog, ports, conn,
     prices = tmp_path / "prices.yaml"
     prices.write_text("version: broken\nprices: [{provider: openai, model: o4-mini, input: 1}]\n")
     monkeypatch.setenv("FORGE_PRICES_FILE", str(prices))
-    store.enqueue([JobSpec("ticket_triage", ticket_input(1), processor_version="1.0.0")])
+    submit_jobs(store, [JobSpec("ticket_triage", ticket_input(1), processor_version="1.0.0")])
     run_batch_round(store, catalog, ports)
     assert store.counts() == {"succeeded": 1}
     [row] = ledger(conn)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.exports import (
     META_COLUMNS,
     read_export,
@@ -37,7 +38,7 @@ def exported(store, tmp_path, ports, sim):
     folder = tmp_path / "processors"
     write_processor(folder, example("ticket_triage"), name="nested_triage", response_schema=NESTED_SCHEMA)
     catalog = load_catalog(store, [PACKAGE_PROCESSORS_DIR, folder])
-    store.enqueue([JobSpec(name, ticket_input(i), external_id=f"{name}-{i}", processor_version="1.0.0")
+    submit_jobs(store, [JobSpec(name, ticket_input(i), external_id=f"{name}-{i}", processor_version="1.0.0")
                    for name in ("ticket_triage", "nested_triage") for i in range(4)])
     run_batch_round(store, catalog, ports)
     assert store.counts() == {"succeeded": 8}

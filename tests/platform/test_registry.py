@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from forge_dagster.core.batch.building import build_and_submit
-from forge_dagster.core.intake.inbox import processor_check
+from forge_dagster.core.intake.routing import processor_check, submit_jobs
 from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR, ProcessorError, load_processors
 from forge_dagster.core.platform.registry import (
     RegistryError,
@@ -146,12 +146,12 @@ def test_a_job_keeps_its_pinned_version_after_promotion(store, dirs, ports, sim)
     sync_processors(store, [PACKAGE_PROCESSORS_DIR])
     catalog = load_catalog(store, dirs)
     version, _ = processor_check(catalog)("ticket_triage", None, ticket_input(1))
-    [old_job] = store.enqueue([JobSpec("ticket_triage", ticket_input(1), processor_version=version)]).accepted
+    [old_job] = submit_jobs(store, [JobSpec("ticket_triage", ticket_input(1), processor_version=version)]).accepted
 
     promote(store, "ticket_triage", "1.1.0")
     catalog = load_catalog(store, dirs)
     version, _ = processor_check(catalog)("ticket_triage", None, ticket_input(2))
-    [new_job] = store.enqueue([JobSpec("ticket_triage", ticket_input(2), processor_version=version)]).accepted
+    [new_job] = submit_jobs(store, [JobSpec("ticket_triage", ticket_input(2), processor_version=version)]).accepted
 
     sim.configure(batch_processing_s=1000)  # keep the batches open: what was submitted is what we read
     report = build_and_submit(store, catalog, ports)

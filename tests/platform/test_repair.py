@@ -8,6 +8,7 @@ import json
 import openai
 import pytest
 
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.models import ResultItem, ResultOutcome
 from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR, Processor
 from forge_dagster.core.platform.registry import load_catalog
@@ -36,7 +37,7 @@ def catalog_with(store, tmp_path):
 
 def enqueue(store, name: str, n: int, max_attempts: int = 5) -> list[int]:
     specs = [JobSpec(name, ticket_input(i), processor_version="1.0.0", max_attempts=max_attempts) for i in range(n)]
-    return store.enqueue(specs).accepted
+    return submit_jobs(store, specs).accepted
 
 
 def uploaded_bodies(ports, store, batch_id: int) -> dict[str, dict]:

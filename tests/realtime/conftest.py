@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.processors import load_processors
 from forge_dagster.core.realtime import (
     KeyRing,
@@ -58,7 +59,7 @@ def enqueue(store: LeaseStore, n: int, processor: str = TICKET, *, max_attempts:
     version = version or load_processors()[processor].version
     specs = [JobSpec(processor, payload(i), processor_version=version, mode="realtime", max_attempts=max_attempts)
              for i in range(n)]
-    return store.enqueue(specs).accepted
+    return submit_jobs(store, specs).accepted
 
 
 @dataclass

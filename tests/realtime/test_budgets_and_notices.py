@@ -11,7 +11,7 @@ from forge_dagster.core.platform.budgets import estimate_attempt_cost
 from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.realtime import RealtimeConfig, RealtimeExecutor
 from forge_dagster.core.realtime.calls import CallPolicy
-from forge_dagster.core.store.lease_store import OutboxRow
+from forge_dagster.core.store.types import OutboxRow
 from tests.helpers import make_due, wait_until
 
 from .conftest import TICKET, chat_calls, enqueue, ring_for, start_executor, variant

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from forge_dagster.core.intake.inbox import processor_check
+from forge_dagster.core.intake.routing import processor_check
 from forge_dagster.core.models import Provider
 from forge_dagster.core.platform.processors import ProcessorCatalog
 from forge_dagster.core.providers.keyring import SIMULATOR_ALIAS, KeyRing

@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import threading
 
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.processors import load_processors
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.providers.keyring import SIMULATOR_KEY
@@ -71,7 +72,7 @@ def test_tokens_per_minute_are_paced_by_what_the_provider_counts(remote_sim, sto
     sim.configure(latency_ms=latency_ms, tpm_limit=tpm)
     processor = load_processors()[TICKET]
     payloads = [{"subject": f"Log {i:03d}", "body": "\t" * 3000} for i in range(jobs)]
-    store.enqueue([JobSpec(TICKET, p, processor_version=processor.version, mode="realtime") for p in payloads])
+    submit_jobs(store, [JobSpec(TICKET, p, processor_version=processor.version, mode="realtime") for p in payloads])
     body = render_request(processor, payloads[0], "x").body
     counted = simulator_tokens(openai_format.input_text(body)) + openai_format.max_tokens(body)
     assert estimate_tokens(body) > 1.5 * counted

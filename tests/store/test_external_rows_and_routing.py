@@ -10,7 +10,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from forge_dagster.core.intake.inbox import intake_file, processor_check, review_external_rows
+from forge_dagster.core.intake.inbox import intake_file
+from forge_dagster.core.intake.routing import processor_check, review_external_rows, submit_jobs
 from forge_dagster.core.platform.processors import ProcessorCatalog, load_processors
 from forge_dagster.core.platform.registry import load_catalog, promote, register_processors
 from forge_dagster.core.store import JobSpec, LeaseStore
@@ -96,7 +97,7 @@ def test_jobs_are_routed_alike_from_a_file_and_from_the_python_api(store, regist
              ("ticket_auto", LARGE, None, "batch"), ("ticket_auto", SMALL, later, "realtime"),
              ("ticket_live", LARGE, None, "realtime"), ("ticket_triage", SMALL, soon, "batch")]
 
-    api = store.enqueue([JobSpec(name, payload, due_at=due) for name, payload, due, _ in cases], source="api")
+    api = submit_jobs(store, [JobSpec(name, payload, due_at=due) for name, payload, due, _ in cases], source="api")
     path = tmp_path / "jobs.jsonl"
     path.write_text("".join(json.dumps({"processor": name, "input": payload,
                                         **({"due_at": due.isoformat()} if due else {})}) + "\n"
@@ -115,14 +116,14 @@ def test_jobs_are_routed_alike_from_a_file_and_from_the_python_api(store, regist
 
     # The window is configured: with FORGE_AUTO_REALTIME_WITHIN_S=60, ten minutes away is not soon.
     monkeypatch.setenv("FORGE_AUTO_REALTIME_WITHIN_S", "60")
-    [job_id] = store.enqueue([JobSpec("ticket_auto", LARGE, due_at=soon)], source="api2").accepted
+    [job_id] = submit_jobs(store, [JobSpec("ticket_auto", LARGE, due_at=soon)], source="api2").accepted
     assert store.get_job(job_id)["mode"] == "batch"
     assert processor_check(ProcessorCatalog([registry["ticket_auto"]]), realtime_within_s=900)(
         "ticket_auto", None, LARGE, soon) == ("1.0.0", "realtime")
 
 
 def test_a_job_pinned_to_a_retired_version_is_refused_at_the_api(store, registry):
-    report = store.enqueue([JobSpec("ticket_triage", SMALL, processor_version="1.0.0"),
+    report = submit_jobs(store, [JobSpec("ticket_triage", SMALL, processor_version="1.0.0"),
                             JobSpec("ticket_triage", SMALL)])
     assert [(r.index, "retired" in r.error) for r in report.rejected] == [(0, True)]
     assert store.get_job(report.accepted[0])["processor_version"] == "1.1.0"

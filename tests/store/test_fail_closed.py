@@ -16,6 +16,7 @@ import psycopg
 import pytest
 import yaml
 
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.processors import ProcessorError, load_processor_file
 from forge_dagster.core.realtime.handler_worker import Worker
 from forge_dagster.core.store import JobSpec, LeaseStore
@@ -82,7 +83,7 @@ def test_a_handler_never_runs_llm_jobs_and_echo_is_no_default(
     """`--handler` runs only the jobs of processors that declare that handler: naming one on LLM work (the
     old `--handler echo`, or the echo fixture by path) refuses to start and leaves every job untouched."""
     register_processor(store)
-    ids = store.enqueue([JobSpec("p", {"i": i}) for i in range(3)]).accepted
+    ids = submit_jobs(store, [JobSpec("p", {"i": i}) for i in range(3)]).accepted
     env = forge_env(database_url, schema, FORGE_HOME=str(tmp_path / "home"))
     for handler in ("echo", ECHO_HANDLER):
         proc = forge_process(["work", "--until-idle", "--handler", handler], env, stdout=subprocess.PIPE,
@@ -100,9 +101,9 @@ def test_a_handler_runs_the_jobs_of_its_processors_only_and_its_answers_are_vali
     register_processor(store)  # an LLM processor: its job must not be touched by the handler
     register_step(store, "echo_step")
     register_step(store, "strict_step", "tests.store.handlers:off_schema", response_schema=TRIAGE_SCHEMA)
-    [llm] = store.enqueue([JobSpec("p", {"i": 0})]).accepted
-    [echoed] = store.enqueue([JobSpec("echo_step", {"i": 1})]).accepted
-    [off] = store.enqueue([JobSpec("strict_step", {"i": 2})]).accepted
+    [llm] = submit_jobs(store, [JobSpec("p", {"i": 0})]).accepted
+    [echoed] = submit_jobs(store, [JobSpec("echo_step", {"i": 1})]).accepted
+    [off] = submit_jobs(store, [JobSpec("strict_step", {"i": 2})]).accepted
     env = forge_env(database_url, schema, FORGE_HOME=str(tmp_path / "home"))
 
     for handler in (ECHO_HANDLER, "tests.store.handlers:off_schema"):
@@ -124,7 +125,7 @@ def test_a_handler_runs_the_jobs_of_its_processors_only_and_its_answers_are_vali
 
 def test_a_handler_answer_that_breaks_the_schema_ends_invalid_in_process(store: LeaseStore):
     step = register_step(store, "strict_step", "tests.store.handlers:off_schema", response_schema=TRIAGE_SCHEMA)
-    [job_id] = store.enqueue([JobSpec("strict_step", {})]).accepted
+    [job_id] = submit_jobs(store, [JobSpec("strict_step", {})]).accepted
     stats = Worker(store, lambda job: {"category": 7}, [step], concurrency=1, idle_sleep_s=0.01).run(until_idle=True)
     job = store.get_job(job_id)
     assert (stats.succeeded, job["state"], job["attempt"]) == (0, "invalid", 1)
@@ -135,7 +136,7 @@ def test_the_store_refuses_succeeded_without_an_accepted_output(store: LeaseStor
     """Rows another application writes (or any future code path) cannot fail open: the store itself refuses
     `succeeded` without the accepted output of that attempt."""
     register_processor(store)
-    [job_id] = store.enqueue([JobSpec("p", {})]).accepted
+    [job_id] = submit_jobs(store, [JobSpec("p", {})]).accepted
     refusals = [
         ("UPDATE jobs SET state = 'succeeded' WHERE id = %s", (job_id,)),
         ("UPDATE jobs SET state = 'succeeded', output = '{\"a\": 1}' WHERE id = %s", (job_id,)),
@@ -151,7 +152,7 @@ def test_the_store_refuses_succeeded_without_an_accepted_output(store: LeaseStor
 def test_the_store_refuses_an_accepted_output_changed_or_moved_to_another_version(store: LeaseStore):
     register_processor(store)
     register_processor(store, version="1.1.0")
-    [job_id] = store.enqueue([JobSpec("p", {}, processor_version="1.0.0")]).accepted
+    [job_id] = submit_jobs(store, [JobSpec("p", {}, processor_version="1.0.0")]).accepted
     [job] = store.claim(1)
     assert succeed(store, [(job, {"a": 1})]) == {job_id}
 
@@ -170,7 +171,7 @@ def test_the_store_refuses_an_accepted_output_changed_or_moved_to_another_versio
 def test_an_output_validated_against_another_version_does_not_succeed_the_job(store: LeaseStore):
     register_processor(store)
     register_processor(store, version="1.1.0")
-    [job_id] = store.enqueue([JobSpec("p", {}, processor_version="1.0.0")]).accepted
+    [job_id] = submit_jobs(store, [JobSpec("p", {}, processor_version="1.0.0")]).accepted
     [job] = store.claim(1)
     other = accept(store, dataclasses.replace(job, processor_version="1.1.0"), {"a": 1})
     assert store.succeed_many([(job, other)]) == set()  # not this job's pin: nothing written

@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 
 from forge_dagster.core.intake.lines import parse_lines
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.store import JobSpec, LeaseStore, job_sql
 from tests.helpers import forge_env, forge_process
 
@@ -30,15 +31,15 @@ def test_bad_lines_are_rejected_per_line_and_good_ones_enqueued(store: LeaseStor
     assert "input" in parsed.errors[2].error
     assert "byte limit" in parsed.errors[3].error
     assert "max_attempts" in parsed.errors[4].error
-    report = store.enqueue(parsed.specs)
+    report = submit_jobs(store, parsed.specs)
     assert len(report.accepted) == 2 and parsed.lines == [1, 9]
 
 
 def test_duplicate_ids_are_reported_not_dropped(store: LeaseStore):
-    report = store.enqueue([JobSpec("p", {}, external_id="x"), JobSpec("p", {}, external_id="x")])
+    report = submit_jobs(store, [JobSpec("p", {}, external_id="x"), JobSpec("p", {}, external_id="x")])
     assert len(report.accepted) == 1
     assert [(r.index, r.external_id) for r in report.rejected] == [(1, "x")]
-    again = store.enqueue([JobSpec("p", {}, external_id="x")])
+    again = submit_jobs(store, [JobSpec("p", {}, external_id="x")])
     assert again.accepted == [] and "duplicate id 'x'" in again.rejected[0].error
 
 
@@ -83,7 +84,7 @@ def test_submit_cli_reports_rejections_with_line_numbers(tmp_path, database_url:
 
 
 def test_claim_reads_pending_work_through_its_partial_index(store: LeaseStore):
-    store.enqueue([JobSpec("p", {"i": i}, mode="realtime") for i in range(20_000)])
+    submit_jobs(store, [JobSpec("p", {"i": i}, mode="realtime") for i in range(20_000)])
     with store.transaction() as conn:
         conn.execute("UPDATE jobs SET state = 'failed' WHERE id % 10 <> 0")  # finished work
         conn.execute("ANALYZE jobs")
@@ -109,7 +110,7 @@ def test_each_bad_api_job_is_rejected_with_its_reason_and_the_good_ones_enqueued
         JobSpec("p", {}, mode="realtime", due_at=datetime(2030, 1, 1)),  # no timezone
         JobSpec("p", {"t": "a backslash and u0000: \\u0000 is only text"}, mode="realtime"),
     ]
-    report = store.enqueue(specs)
+    report = submit_jobs(store, specs)
     reasons = {r.index: r.error for r in report.rejected}
     assert sorted(reasons) == list(range(1, 10))
     for index, expected in {1: "NUL character", 2: "mode must be one of batch, realtime", 3: "max_attempts",
@@ -127,7 +128,7 @@ def test_a_row_the_database_refuses_is_rejected_alone(store: LeaseStore):
     specs = [JobSpec("p", {"i": 0}, mode="batch"), JobSpec("legacy", {"i": 1}, mode="batch"),
              JobSpec("p", {"i": 2}, mode="batch", external_id="twice"),
              JobSpec("p", {"i": 3}, mode="batch", external_id="twice")]
-    report = store.enqueue(specs)
+    report = submit_jobs(store, specs)
     assert [(r.index, r.external_id) for r in report.rejected] == [(1, report.rejected[0].external_id), (3, "twice")]
     assert "refused by PostgreSQL" in report.rejected[0].error and "no_legacy" in report.rejected[0].error
     assert "duplicate id 'twice'" in report.rejected[1].error

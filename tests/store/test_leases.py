@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import psycopg
 import pytest
 
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.realtime.handler_worker import SWEEP_EVERY_S, Worker
 from forge_dagster.core.store import JobSpec, LeaseLost, LeaseStore, SweepReport
 from tests.helpers import (
@@ -37,7 +38,7 @@ def _lease_expired(store: LeaseStore, job_id: int) -> bool:
 
 
 def test_claim_counts_the_attempt_and_issues_a_new_token(store: LeaseStore):
-    store.enqueue([JobSpec("p", {"i": 1}, mode="realtime")])
+    submit_jobs(store, [JobSpec("p", {"i": 1}, mode="realtime")])
     first = store.claim(1, ttl_s=0.2)[0]
     wait_until(lambda: _lease_expired(store, first.id), what="lease expiry")
     second = store.claim(1)[0]
@@ -46,7 +47,7 @@ def test_claim_counts_the_attempt_and_issues_a_new_token(store: LeaseStore):
 
 
 def test_stale_worker_cannot_complete_after_takeover(store: LeaseStore):
-    [job_id] = store.enqueue([JobSpec("p", {"i": 1}, mode="realtime")]).accepted
+    [job_id] = submit_jobs(store, [JobSpec("p", {"i": 1}, mode="realtime")]).accepted
     worker_a = store.claim(1, ttl_s=0.2, owner="A")[0]
     wait_until(lambda: _lease_expired(store, job_id), what="A's lease to expire")
     worker_b = store.claim(1, owner="B")[0]
@@ -70,7 +71,7 @@ def test_a_worker_frozen_inside_a_transaction_loses_its_locks_and_its_job_is_tak
     """A worker stopped (SIGSTOP, a stalled VM) between a fenced write and its commit holds the row lock;
     SKIP LOCKED claims would pass the job by for as long as it stays frozen. The server ends such a
     session once it has sat idle in its transaction past the limit, and the job is taken over."""
-    [job_id] = store.enqueue([JobSpec("p", {}, mode="realtime")]).accepted
+    [job_id] = submit_jobs(store, [JobSpec("p", {}, mode="realtime")]).accepted
     with LeaseStore(database_url, schema, lease_ttl_s=0.5, idle_in_transaction_s=1.0, owner="frozen") as frozen:
         job = frozen.claim(1)[0]
         with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
@@ -84,7 +85,7 @@ def test_a_worker_frozen_inside_a_transaction_loses_its_locks_and_its_job_is_tak
 
 
 def test_expired_lease_is_swept_back_to_pending(store: LeaseStore):
-    [job_id] = store.enqueue([JobSpec("p", {}, mode="realtime")]).accepted
+    [job_id] = submit_jobs(store, [JobSpec("p", {}, mode="realtime")]).accepted
     store.claim(1, ttl_s=0.1)
     wait_until(lambda: _lease_expired(store, job_id), what="lease expiry")
     report = store.sweep_expired()
@@ -98,7 +99,7 @@ def test_builder_crashes_before_submission_never_spend_a_batch_jobs_attempts(sto
     """A batch job claimed by a builder that dies before putting it in a batch never reached a provider:
     whether the next claim takes it over or the sweep frees it, its attempt is given back, so five crashes
     on a job allowed two attempts leave it unspent, never dead."""
-    [job_id] = store.enqueue([JobSpec("p", {}, mode="batch", max_attempts=2)]).accepted
+    [job_id] = submit_jobs(store, [JobSpec("p", {}, mode="batch", max_attempts=2)]).accepted
     for crash in range(5):
         [job] = store.claim(1, mode="batch", to_state="claimed", ttl_s=0.1)
         assert job.attempt == 1, f"crash {crash}: attempt {job.attempt}"
@@ -114,7 +115,7 @@ def test_builder_crashes_before_submission_never_spend_a_batch_jobs_attempts(sto
 
 def test_always_crashing_job_ends_dead_after_max_attempts(store: LeaseStore):
     step = register_step(store, "crashing")
-    [job_id] = store.enqueue([JobSpec("crashing", {}, max_attempts=3)]).accepted
+    [job_id] = submit_jobs(store, [JobSpec("crashing", {}, max_attempts=3)]).accepted
 
     def crash(job):
         raise RuntimeError(f"boom on attempt {job.attempt}")
@@ -130,7 +131,7 @@ def test_always_crashing_job_ends_dead_after_max_attempts(store: LeaseStore):
 
 
 def test_non_retryable_failure_fails_at_once(store: LeaseStore):
-    [job_id] = store.enqueue([JobSpec("p", {}, mode="realtime", max_attempts=5)]).accepted
+    [job_id] = submit_jobs(store, [JobSpec("p", {}, mode="realtime", max_attempts=5)]).accepted
     job = store.claim(1)[0]
     assert store.fail(job, "invalid request: bad model", retryable=False) == "failed"
     assert store.get_job(job_id)["reason"] == "invalid request: bad model"
@@ -139,7 +140,7 @@ def test_non_retryable_failure_fails_at_once(store: LeaseStore):
 def test_cpu_busy_worker_keeps_its_lease(store: LeaseStore):
     """Heartbeats run off the handler's thread: a handler spinning for 3x the TTL keeps its lease."""
     step = register_step(store, "spinning")
-    [job_id] = store.enqueue([JobSpec("spinning", {})]).accepted
+    [job_id] = submit_jobs(store, [JobSpec("spinning", {})]).accepted
     ttl = 1.0
     stolen: list = []
     busy = threading.Event()
@@ -186,7 +187,7 @@ def test_killed_worker_job_is_reclaimed_within_ttl_plus_sweep_interval(store: Le
     ttl_s, slack_s = 1.0, 3.0
     handler = "tests.store.handlers:block_first_attempt"
     register_step(store, "stalling", handler)
-    [job_id] = store.enqueue([JobSpec("stalling", {})]).accepted
+    [job_id] = submit_jobs(store, [JobSpec("stalling", {})]).accepted
     env = forge_env(database_url, schema, FORGE_LEASE_TTL_S=str(ttl_s))
     hung = forge_process(["work", "--handler", handler], env=env)
     rescuer = None
@@ -220,7 +221,7 @@ def test_killed_worker_job_is_reclaimed_within_ttl_plus_sweep_interval(store: Le
 
 def test_taken_over_worker_stops_its_handler_and_writes_nothing(store: LeaseStore):
     step = register_step(store, "patient")
-    [job_id] = store.enqueue([JobSpec("patient", {})]).accepted
+    [job_id] = submit_jobs(store, [JobSpec("patient", {})]).accepted
     started, seen = threading.Event(), {}
 
     def patient(job):
@@ -253,7 +254,7 @@ def test_taken_over_worker_stops_its_handler_and_writes_nothing(store: LeaseStor
 
 def test_eight_worker_processes_drain_20000_jobs_exactly_once(store: LeaseStore, database_url: str, schema: str):
     n = 20_000
-    accepted = store.enqueue([JobSpec("step", {"i": i}) for i in range(n)]).accepted
+    accepted = submit_jobs(store, [JobSpec("step", {"i": i}) for i in range(n)]).accepted
     assert len(accepted) == n
     env = forge_env(database_url, schema)
     workers = [forge_process(["work", "--until-idle", "--concurrency", "4", "--handler", "tests.store.handlers:echo"],

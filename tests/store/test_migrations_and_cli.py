@@ -11,6 +11,7 @@ import uuid
 import psycopg
 import pytest
 
+from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.store import JobSpec, LeaseStore, db
 from tests.helpers import forge_env, forge_process, register_processor, succeed
 
@@ -58,7 +59,7 @@ def test_migrations_are_recorded_once_and_a_rerun_changes_nothing(database_url: 
 
 def test_status_json_has_the_mode_and_counts_by_state(store: LeaseStore, database_url: str, schema: str):
     register_processor(store)
-    store.enqueue([JobSpec("p", {"i": i}, mode="realtime") for i in range(3)])
+    submit_jobs(store, [JobSpec("p", {"i": i}, mode="realtime") for i in range(3)])
     succeed(store, [(job, {"ok": True}) for job in store.claim(1)])
     with store.transaction() as conn:
         conn.execute("INSERT INTO batches (provider, model, state) VALUES ('openai', 'gpt-4o-mini', 'in_progress')")

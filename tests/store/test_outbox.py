@@ -8,6 +8,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from forge_dagster.core.intake.routing import submit_jobs
+from forge_dagster.core.ops.notify import sweep_notices
 from forge_dagster.core.store import JobSpec, LeaseLost, LeaseStore, OutboxMessage
 from tests.helpers import accept, register_processor, register_step, wait_until
 
@@ -26,7 +28,7 @@ def _relay_once(store: LeaseStore) -> list[int]:
 
 
 def test_rolled_back_transition_leaves_no_outbox_row(store: LeaseStore):
-    [job_id] = store.enqueue([JobSpec("p", {}, mode="realtime")]).accepted
+    [job_id] = submit_jobs(store, [JobSpec("p", {}, mode="realtime")]).accepted
     job = store.claim(1)[0]
     with pytest.raises(RuntimeError), store.transaction() as tx:
         store.complete(job, accept(store, job, {"ok": True}),
@@ -41,7 +43,7 @@ def test_rolled_back_transition_leaves_no_outbox_row(store: LeaseStore):
 
 
 def test_lost_lease_writes_no_outbox_row(store: LeaseStore):
-    store.enqueue([JobSpec("p", {}, mode="realtime")])
+    submit_jobs(store, [JobSpec("p", {}, mode="realtime")])
     job = store.claim(1)[0]
     store.complete(job, accept(store, job, {}))
     with pytest.raises(LeaseLost):
@@ -75,7 +77,7 @@ def _notices(store: LeaseStore) -> list[tuple[str, dict]]:
 
 
 def test_jobs_the_sweep_turns_dead_are_told_in_its_transaction(store: LeaseStore):
-    store.enqueue([JobSpec("p", {"i": i}, mode="realtime", max_attempts=1) for i in range(3)])
+    submit_jobs(store, [JobSpec("p", {"i": i}, mode="realtime", max_attempts=1) for i in range(3)])
     store.claim(3, ttl_s=0.05)
 
     def all_expired() -> bool:
@@ -83,7 +85,7 @@ def test_jobs_the_sweep_turns_dead_are_told_in_its_transaction(store: LeaseStore
             return conn.execute("SELECT bool_and(lease_expires_at < now()) FROM jobs").fetchone()[0]
 
     wait_until(all_expired, timeout_s=10, what="the leases to expire")
-    assert store.sweep_expired().dead == 3
+    assert store.sweep_expired(notices=sweep_notices).dead == 3
     [(key, payload)] = _notices(store)
     assert key == "sweep" and payload["source"] == "sweep" and payload["dead"] == 3
     assert all(s["reason"].startswith("max attempts (1) reached") for s in payload["samples"])
@@ -93,7 +95,7 @@ def test_jobs_forge_work_turns_dead_are_told_once(store: LeaseStore):
     from forge_dagster.core.realtime.handler_worker import Worker
 
     step = register_step(store)
-    ids = store.enqueue([JobSpec("step", {"i": i}, max_attempts=1) for i in range(2)]).accepted
+    ids = submit_jobs(store, [JobSpec("step", {"i": i}, max_attempts=1) for i in range(2)]).accepted
 
     def crash(job):
         raise RuntimeError("boom")

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from forge_dagster.core.ops.notify import sweep_notices
+
 HEALING_TOPIC = "healing.exhausted"
 
 
@@ -151,7 +153,7 @@ def sweep_remedy(store) -> Callable[[], str]:
     """Free expired leases (their jobs go back to pending, or dead when attempts are spent)."""
 
     def remedy() -> str:
-        report = store.sweep_expired()
+        report = store.sweep_expired(notices=sweep_notices)
         return f"swept: {report.requeued} requeued, {report.dead} dead"
 
     return remedy

@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from forge_dagster.core.ops.stamps import DeliveryError
 from forge_dagster.core.secrets import scrub
-from forge_dagster.core.store.lease_store import OutboxRow
+from forge_dagster.core.store.types import OutboxMessage, OutboxRow
 
 MAX_BLOCKS = 50  # Slack's limit per message
 MAX_TEXT = 2900  # a section's text is limited to 3000 characters
@@ -220,10 +221,6 @@ def batch_messages(batch: Mapping[str, Any], settlements: Sequence[Any], states:
     """The outbox rows for a batch whose jobs were just settled (`states`: job id -> new state):
     `batch.ended` with counts, cost and duration, and `jobs.invalid_or_dead` with a sample of reasons.
     Written by the caller in the settling transaction; nothing when no job changed."""
-    from datetime import UTC, datetime
-
-    from forge_dagster.core.store.lease_store import OutboxMessage
-
     if not states:
         return []
     counts: dict[str, int] = defaultdict(int)
@@ -256,8 +253,6 @@ def invalid_or_dead_messages(key: str, common: Mapping[str, Any],
     invalid or dead (others in `jobs` are ignored): counts and a sample of reasons; none when no job did.
     `common` says where they came from (`source`: batch, realtime or sweep, and batch_id / processor).
     Every path that turns jobs invalid or dead writes it in the transaction of that transition."""
-    from forge_dagster.core.store.lease_store import OutboxMessage
-
     rejected = [(job_id, state, reason) for job_id, state, reason in jobs if state in ("invalid", "dead")]
     if not rejected:
         return []
@@ -266,3 +261,8 @@ def invalid_or_dead_messages(key: str, common: Mapping[str, Any],
         **common, **counts,
         "samples": [{"job": job_id, "state": state, "reason": (reason or "")[:160]}
                     for job_id, state, reason in rejected[:SAMPLES]]})]
+
+
+def sweep_notices(rows: Sequence[tuple[int, str, str]]) -> list[OutboxMessage]:
+    """What a lease sweep tells: the jobs it turned dead (rows of job id, new state, reason)."""
+    return invalid_or_dead_messages("sweep", {"source": "sweep"}, rows)

@@ -35,7 +35,7 @@ from forge_dagster.core.ops.callback_policy import (
     literal_address,
     system_resolver,
 )
-from forge_dagster.core.store.lease_store import OutboxRow
+from forge_dagster.core.store.types import OutboxRow
 
 STAMP_TOPIC = "job.stamp"
 SECRET_ENV = "FORGE_CALLBACK_SECRET"

@@ -22,6 +22,7 @@ import psycopg
 
 from forge_dagster.core.batch.shaping import group_key
 from forge_dagster.core.models import ProviderError
+from forge_dagster.core.ops.notify import sweep_notices
 from forge_dagster.core.platform.budgets import BUDGET_RECHECK_S, admit_within_budgets
 from forge_dagster.core.platform.processors import ProcessorCatalog
 from forge_dagster.core.providers.keyring import KeyRing, ProviderKey
@@ -109,7 +110,7 @@ class RealtimeExecutor:
         only the sweep ends a job whose last attempt died with its worker (no Dagster sensor may run)."""
         while not stop.is_set():
             try:
-                await asyncio.to_thread(self.store.sweep_expired)
+                await asyncio.to_thread(self.store.sweep_expired, notices=sweep_notices)
             except Exception:  # the database may be restarting; the next round tries again
                 log.warning("lease sweep failed", exc_info=True)
             await _wait(stop, self.config.sweep_every_s)

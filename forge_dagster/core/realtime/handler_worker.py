@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 
 from forge_dagster.core.models import AcceptedOutput, JobState
-from forge_dagster.core.ops.notify import invalid_or_dead_messages
+from forge_dagster.core.ops.notify import invalid_or_dead_messages, sweep_notices
 from forge_dagster.core.platform.processors import Processor
 from forge_dagster.core.platform.validation import accepted_output, validate_output
 from forge_dagster.core.store import ClaimedJob, LeaseStore
@@ -222,7 +222,7 @@ class Worker:
                         free = min(free, max_jobs - self.stats.claimed)
                     try:
                         if time.monotonic() - last_sweep > self.sweep_every_s:
-                            swept = self.store.sweep_expired()
+                            swept = self.store.sweep_expired(notices=sweep_notices)
                             self.stats.swept += swept.requeued + swept.dead
                             last_sweep = time.monotonic()
                         jobs = (self.store.claim(free, mode=self.mode, ttl_s=self.ttl_s, pins=list(self.processors))

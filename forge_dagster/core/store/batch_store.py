@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from forge_dagster.core.models import AcceptedOutput, ResultItem
 from forge_dagster.core.store import batch_sql
-from forge_dagster.core.store.lease_store import ClaimedJob
+from forge_dagster.core.store.types import ClaimedJob
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from forge_dagster.core.store import batch_sql, keys_sql
-from forge_dagster.core.store.lease_store import ClaimedJob, OutboxMessage
+from forge_dagster.core.store.types import ClaimedJob, OutboxMessage
 
 if TYPE_CHECKING:
     from forge_dagster.core.store.lease_store import LeaseStore

@@ -6,14 +6,10 @@ leased job is fenced by its lease token, and expired leases come back without an
 
 from __future__ import annotations
 
-import os
 import random
-import socket
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,60 +26,22 @@ from forge_dagster.core.models import (
     UnusableCallback,
 )
 from forge_dagster.core.store import db, job_sql, outbox_sql
+from forge_dagster.core.store.batch_store import BatchRepository
+from forge_dagster.core.store.key_store import KeyRepository
+from forge_dagster.core.store.knowledge_store import KnowledgeRepository
+from forge_dagster.core.store.operations_store import OperationsRepository
+from forge_dagster.core.store.processor_store import ProcessorRepository
+from forge_dagster.core.store.run_lease_store import RunLeaseRepository
+from forge_dagster.core.store.types import (
+    ClaimedJob,
+    LeaseLost,
+    OutboxMessage,
+    SweepReport,
+    default_owner,
+)
 
 # What PostgreSQL may still refuse in a row that passed JobSpec's checks (a constraint added later, say).
 _ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.RaiseException, UnicodeError)
-
-
-class LeaseLost(Exception):
-    """The job's lease was taken over (or it already finished): this worker must stop working on it."""
-
-
-@dataclass(frozen=True)
-class ClaimedJob:
-    """A job this worker holds a lease on. `state` is the leased state the fence checks. `lease_lost` is
-    set when a heartbeat finds the lease taken over: whoever works on the job must stop."""
-
-    id: int
-    external_id: str | None
-    processor: str
-    processor_version: str | None
-    mode: str
-    payload: dict[str, Any]
-    attempt: int
-    max_attempts: int
-    lease_token: uuid.UUID
-    lease_expires_at: datetime
-    callback_url: str | None
-    state: str
-    lease_lost: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class OutboxMessage:
-    topic: str
-    key: str
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class OutboxRow:
-    id: int
-    topic: str
-    key: str
-    payload: dict[str, Any]
-    attempts: int
-
-
-@dataclass(frozen=True)
-class SweepReport:
-    requeued: int
-    dead: int
-
-
-def default_owner() -> str:
-    """A worker name that says where it runs: host:pid:random."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 # A session idle inside a transaction for longer than the lease TTL (and at least this long) is ended by the
@@ -127,43 +85,31 @@ class LeaseStore:
     @property
     def batches(self):
         """Provider batches in this store (intent, status, results, settling, costs)."""
-        from forge_dagster.core.store.batch_store import BatchRepository
-
         return BatchRepository(self._pool, self.owner)
 
     @property
     def runs(self):
         """Leases of the Dagster runs that do Forge's work (take, renew, declare dead)."""
-        from forge_dagster.core.store.run_lease_store import RunLeaseRepository
-
         return RunLeaseRepository(self._pool, self.owner)
 
     @property
     def operations(self):
         """Relay lanes, the archive, metrics and the operator's view over this store."""
-        from forge_dagster.core.store.operations_store import OperationsRepository
-
         return OperationsRepository(self._pool)
 
     @property
     def knowledge(self):
         """The nightly runtime's tables (memories, fences, research, briefings, healing)."""
-        from forge_dagster.core.store.knowledge_store import KnowledgeRepository
-
         return KnowledgeRepository(self._pool)
 
     @property
     def keys(self):
         """Provider keys (pause, probe, resume), outages, submission holds and realtime job statements."""
-        from forge_dagster.core.store.key_store import KeyRepository
-
         return KeyRepository(self)
 
     @property
     def processors(self):
         """The processor registry (versions, status), repair lookups and exports; `.costs` for money."""
-        from forge_dagster.core.store.processor_store import ProcessorRepository
-
         return ProcessorRepository(self._pool, self.owner)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -200,18 +146,18 @@ class LeaseStore:
         return db.one_statement(self._pool) if statements == 1 else self._pool.connection()
 
     # -- intake ----------------------------------------------------------------------------------
-    def enqueue(self, specs: Sequence[JobSpec], *, source: str = "api") -> EnqueueReport:
-        """Enqueue many jobs with one COPY. A job that cannot be stored (a duplicate (source, external_id),
-        a NUL character, a bad mode or max_attempts, a payload too big...) is rejected with its reason;
-        the others still go in. Jobs without a mode are routed as every intake routes them."""
+    def enqueue(self, specs: Sequence[JobSpec | str], *, source: str = "api") -> EnqueueReport:
+        """Enqueue routed jobs with one COPY (`core/intake/routing.submit_jobs` routes them first; a string in
+        a spec's place is routing's reason to refuse it). A job that cannot be stored (no mode, a duplicate
+        (source, external_id), a NUL character, a bad mode or max_attempts, a payload too big...) is
+        rejected with its reason; the others still go in."""
         report, rows = EnqueueReport(), []
-        from forge_dagster.core.intake.inbox import route_specs  # the processor registry decides
-
-        specs = route_specs(self, specs)  # a str in place of a spec is the reason it is refused
         for seq, spec in enumerate(specs):
             try:
-                if isinstance(spec, str):
+                if isinstance(spec, str):  # routing refused it: the string is the reason
                     raise ValueError(spec)
+                if spec.mode is None:
+                    raise ValueError("no mode: route the job first (core/intake/routing.submit_jobs)")
                 rows.append((seq, source, spec.external_id or uuid.uuid4().hex, spec.processor,
                              spec.processor_version, spec.mode, spec.encoded_payload(), spec.max_attempts,
                              spec.callback_url, spec.due_at))
@@ -393,13 +339,16 @@ class LeaseStore:
             self.write_outbox(outbox, conn=c)
             return states[job.id]
 
-    def sweep_expired(self, *, limit: int = 1000) -> SweepReport:
-        """Free expired leases: back to pending, or dead when the attempts are spent."""
-        from forge_dagster.core.ops.notify import invalid_or_dead_messages
-
-        with self._pool.connection() as conn:  # the dead are told in the sweep's own transaction
+    def sweep_expired(
+        self, *, limit: int = 1000,
+        notices: Callable[[list[tuple[int, str, str]]], Iterable[OutboxMessage]] | None = None,
+    ) -> SweepReport:
+        """Free expired leases: back to pending, or dead when the attempts are spent. `notices` builds the
+        outbox messages for the swept (job id, state, reason) rows, written in the sweep's own transaction."""
+        with self._pool.connection() as conn:
             rows = conn.execute(job_sql.SWEEP_EXPIRED_LEASES, {"limit": limit, "actor": "sweeper"}).fetchall()
-            self.write_outbox(invalid_or_dead_messages("sweep", {"source": "sweep"}, rows), conn=conn)
+            if notices is not None:
+                self.write_outbox(notices(rows), conn=conn)
         dead = sum(1 for _, state, _ in rows if state == JobState.DEAD)
         return SweepReport(requeued=len(rows) - dead, dead=dead)
 

@@ -13,7 +13,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from forge_dagster.core.store import archive_sql, operations_sql
-from forge_dagster.core.store.lease_store import OutboxRow
+from forge_dagster.core.store.types import OutboxRow
 
 
 @dataclass(frozen=True)

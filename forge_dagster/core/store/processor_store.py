@@ -14,6 +14,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Json
 
 from forge_dagster.core.store import processor_sql as sql
+from forge_dagster.core.store.cost_store import CostRepository
 
 
 class RegistryError(ValueError):
@@ -27,8 +28,6 @@ class ProcessorRepository:
     @property
     def costs(self):
         """Budgets, cost estimates, ledger reports and reconciliations (same pool)."""
-        from forge_dagster.core.store.cost_store import CostRepository
-
         return CostRepository(self._pool, self.owner)
 
     def _rows(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
