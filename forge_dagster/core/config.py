@@ -38,6 +38,9 @@ class ForgeSettings(BaseSettings):
     # a run started this long ago that never took one has no live process either.
     run_lease_ttl_s: float = Field(default=30.0, gt=0, alias="FORGE_RUN_LEASE_TTL_S")
     run_start_timeout_s: float = Field(default=120.0, gt=0, alias="FORGE_RUN_START_TIMEOUT_S")
+    # How long a run's lease outlives a step that ended, for its next step's process to start (a cold Python
+    # start of Dagster and Forge takes seconds, far more on a loaded machine).
+    run_step_handover_s: float = Field(default=60.0, gt=0, alias="FORGE_RUN_STEP_HANDOVER_S")
     # Faster pipeline polling for demos and chaos tests: every pipeline sensor's minimum interval (read when
     # the definitions load), and the delay before a failed (not dead) run's work is asked for again.
     sensor_interval_s: int | None = Field(default=None, gt=0, alias="FORGE_SENSOR_INTERVAL_S")

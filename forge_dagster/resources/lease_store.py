@@ -42,9 +42,9 @@ class LeaseStoreResource(dg.ConfigurableResource):
         run = context.run
         if run is None or run.tags.get(RUN_LEASE_TAG) != "true":
             return
-        ttl = load_settings().run_lease_ttl_s
-        self._run_heartbeat = RunHeartbeat(self.store, run.run_id, run.job_name,
-                                           run.tags.get("dagster/partition"), ttl).start()
+        settings = load_settings()
+        self._run_heartbeat = RunHeartbeat(self.store, run.run_id, run.job_name, run.tags.get("dagster/partition"),
+                                           settings.run_lease_ttl_s, settings.run_step_handover_s).start()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._run_heartbeat is not None:

@@ -104,7 +104,9 @@ class Scenario:
         env = worker_env(database_url, schema, sim.url, home, DAGSTER_HOME=str(self.dagster_home),
                          FORGE_RUN_LEASE_TTL_S=f"{ttl_s:g}", FORGE_SENSOR_INTERVAL_S=str(sensor_interval_s),
                          FORGE_RUN_RETRY_DELAY_S=str(sensor_interval_s),
-                         FORGE_RUN_START_TIMEOUT_S=f"{start_timeout_s:g}")
+                         FORGE_RUN_START_TIMEOUT_S=f"{start_timeout_s:g}",
+                         # the next step's cold start on a loaded machine: 6 TTLs, not the 60 s default
+                         FORGE_RUN_STEP_HANDOVER_S=f"{6 * ttl_s:g}")
         self.tree = DagsterTree(env, Path(tempfile.mkdtemp(prefix="forge-dagster-chaos-")))
         self.instance = dg.DagsterInstance.from_config(str(self.dagster_home))
         self.files: dict[str, list[str]] = {}
@@ -259,7 +261,7 @@ def run_dagster_chaos(database_url: str, schema: str, server_url: str, sim, home
                 report.drop_to_terminal_s = round(done - dropped, 1)
                 if scenario.kills_at:
                     report.last_kill_to_terminal_s = round(done - scenario.kills_at[-1], 1)
-            stuck_deadline = time.monotonic() + 2 * ttl_s + start_timeout_s + 4 * sensor_interval_s
+            stuck_deadline = time.monotonic() + 7 * ttl_s + start_timeout_s + 4 * sensor_interval_s  # handover 6 TTLs
             while (stuck := scenario.stuck()) and time.monotonic() < stuck_deadline:
                 time.sleep(0.5)
             report.stuck_runs = stuck

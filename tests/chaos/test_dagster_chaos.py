@@ -19,5 +19,8 @@ def test_dagster_tree_killed_five_ways_drains_with_every_job_and_line_accounted_
     assert report.problems == [], report
     assert report.conservation.by_state == {"succeeded": 150}
     assert len(report.kills) == 5 and report.restarts == 2  # after the daemon's death and the tree's
-    assert report.runs_reported_dead >= 1  # the orphaned collection run, at least, was found by its lease
+    # How many killed runs end found dead by their lease (rather than failed by Dagster itself, or finished by
+    # their surviving step) depends on where each kill lands; that a dead run is found by its lease is
+    # shown deterministically in tests/pipeline/test_run_liveness.py and test_dagster_run_kills.py. Here:
+    # none is left STARTED without a live process (in `problems`).
     assert report.last_kill_to_terminal_s is not None

@@ -161,3 +161,19 @@ def test_dead_collection_run_is_asked_for_again_under_a_new_key(resources, store
     instance.report_run_failed(failed, "provider 503 while downloading results")
     assert collect_run_key(instance, store, partition, time.time()) is None
     assert collect_run_key(instance, store, partition, time.time() + 3600) == f"collect:{partition}:r2"
+
+
+def test_run_between_two_steps_is_not_declared_dead_while_its_next_step_starts(resources, store):
+    """A step ended and the next one's process is still starting (seconds on a loaded machine): the lease
+    outlives the step by the handover window, so the run is not declared dead (and its next step refused)
+    in between; a run whose next step never comes is found once the window has passed."""
+    instance = dg.DagsterInstance.ephemeral()
+    run = started_run(instance, "collect_batch", store)
+    RunHeartbeat(store, run.run_id, run.job_name, None, ttl_s=1.0, handover_s=10.0).start().stop()
+    time.sleep(2.5)  # the scenario: a slow start of the next step, two and a half TTLs, well inside the window
+    message = tick(run_liveness_sensor, instance, resources).skip_reason.skip_message
+    assert message.startswith("every leased run in flight has a live lease"), message
+    RunHeartbeat(store, run.run_id, run.job_name, None, ttl_s=1.0).start().stop()  # the next step ran
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+    wait_until(lambda: lease_expired(store, run.run_id), what="the last step's lease to expire")
+    assert "reported 1 dead runs failed" in tick(run_liveness_sensor, instance, resources).skip_reason.skip_message

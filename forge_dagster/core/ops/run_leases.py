@@ -1,6 +1,7 @@
 """A Dagster run's lease in the store, held while its steps work: taken when a step starts, extended by a
-heartbeat thread off the work's thread (as `forge work` extends its jobs' leases), left to run one TTL past
-the step's end so the next step has time to start. No Dagster import: the Dagster side passes run ids in.
+heartbeat thread off the work's thread (as `forge work` extends its jobs' leases), left to run a handover
+window past the step's end so the next step's process has time to start (found in a loaded CI run: a
+one-TTL window let a slow step start be declared dead, and the run's collection was refused again and again). No Dagster import: the Dagster side passes run ids in.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ class RunHeartbeat:
     of the TTL. When a renewal finds the run declared dead, `lost` is set and renewing stops."""
 
     def __init__(self, store: LeaseStore, run_id: str, job_name: str, partition: str | None,
-                 ttl_s: float) -> None:
+                 ttl_s: float, handover_s: float | None = None) -> None:
         self.store, self.run_id, self.job_name, self.partition = store, run_id, job_name, partition
         self.ttl_s = ttl_s
+        self.handover_s = max(ttl_s, handover_s or ttl_s)
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"forge-run-lease-{run_id[:8]}", daemon=True)
@@ -49,13 +51,13 @@ class RunHeartbeat:
                 log.warning("run %s: lease renewal failed", self.run_id, exc_info=True)
 
     def stop(self) -> None:
-        """Stop renewing; the lease is extended once more, so it lasts one TTL for the run's next step."""
+        """Stop renewing; the lease is extended once more, by the handover window, for the run's next step."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=self.ttl_s)
         if not self.lost.is_set():
             try:
-                self.store.runs.renew(self.run_id, self.ttl_s)
+                self.store.runs.renew(self.run_id, self.handover_s)
             except Exception:  # noqa: BLE001 - the lease then expires at its last beat's TTL
                 log.warning("run %s: final lease renewal failed", self.run_id, exc_info=True)
 
