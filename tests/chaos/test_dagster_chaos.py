@@ -8,7 +8,7 @@ import pytest
 
 from tests.chaos.dagster_chaos import run_dagster_chaos
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.dagster_tree]
 
 
 def test_dagster_tree_killed_five_ways_drains_with_every_job_and_line_accounted_for(

@@ -22,7 +22,7 @@ from tests.pipeline.conftest import ticket
 from tests.pipeline.test_engine import enqueue
 from tests.pipeline.test_sensors import tick
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.dagster_tree]
 TTL_S = "2"
 
 
