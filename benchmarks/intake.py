@@ -24,7 +24,7 @@ from psycopg import sql
 from benchmarks._common import database, fresh_schema
 from benchmarks.report import Ratio, Row, render_table
 from forge_dagster.core.intake.inbox import intake_file
-from forge_dagster.core.platform.processors import load_processors
+from forge_dagster.core.platform.catalog import load_processors
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.store import LeaseStore
 

@@ -37,7 +37,7 @@ from benchmarks.parallel_processor import process_requests
 from benchmarks.report import Ratio, Row, render_table
 from forge_dagster.core.batch.shaping import custom_id_for
 from forge_dagster.core.intake.routing import submit_jobs
-from forge_dagster.core.platform.processors import load_processors
+from forge_dagster.core.platform.catalog import load_processors
 from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.realtime import KeyRing, RealtimeConfig, RealtimeExecutor, keys_from_env
 from forge_dagster.core.store import JobSpec, LeaseStore

@@ -17,7 +17,7 @@ import time
 from benchmarks.report import Ratio, Row, render_table
 from forge_dagster.core.batch.shaping import custom_id_for, group_key, shape_batches
 from forge_dagster.core.models import Provider, ProviderRequest
-from forge_dagster.core.platform.processors import load_processors
+from forge_dagster.core.platform.catalog import load_processors
 from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.providers.wire import encode_line, openai_batch_line
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from benchmarks.report import Ratio, Row, render_table
-from forge_dagster.core.platform.processors import load_processors
+from forge_dagster.core.platform.catalog import load_processors
 from forge_dagster.core.platform.validation import validate_result
 from forge_dagster.core.providers.results import openai_batch_item
 

@@ -29,7 +29,7 @@ def _list(store, args) -> int:
 
 def _resolve(catalog, name: str, version: str | None):
     """A registered processor (active, else newest, when no version) or a YAML file, and its status."""
-    from forge_dagster.core.platform.processors import load_processor_file
+    from forge_dagster.core.platform.catalog import load_processor_file
 
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
         processor = load_processor_file(name)
@@ -89,7 +89,7 @@ def _retire(store, args) -> int:
 
 
 def _sync(store, args) -> int:
-    from forge_dagster.core.platform.processors import default_processor_dirs
+    from forge_dagster.core.platform.catalog import default_processor_dirs
     from forge_dagster.core.platform.registry import sync_processors
 
     report = sync_processors(store, default_processor_dirs() + [Path(d) for d in args.dir])

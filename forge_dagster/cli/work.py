@@ -64,7 +64,7 @@ def cmd_work(args: argparse.Namespace) -> int:
 def _handler_worker(store, args: argparse.Namespace):
     """The claim loop for `--handler module:function` over the processors that declare it, or None (said
     on stderr) when none does or the handler cannot be imported."""
-    from forge_dagster.core.platform.processors import import_handler
+    from forge_dagster.core.platform.catalog import import_handler
     from forge_dagster.core.platform.registry import load_catalog
     from forge_dagster.core.realtime.handler_worker import Worker
 

@@ -6,7 +6,7 @@ import threading
 
 import dagster as dg
 
-from forge_dagster.core.platform.processors import ProcessorCatalog, load_processors
+from forge_dagster.core.platform.catalog import ProcessorCatalog, load_processors
 from forge_dagster.core.providers.keyring import KeyRing, keys_from_env
 from forge_dagster.core.providers.quota import KeyPorts
 from forge_dagster.core.secrets import register_secret
@@ -57,7 +57,7 @@ class ProcessorCatalogResource(dg.ConfigurableResource):
 
     def load(self, store=None) -> ProcessorCatalog:
         """The registry's catalog of `store` (synced from the YAML first); the YAML alone without one."""
-        from forge_dagster.core.platform.processors import default_processor_dirs
+        from forge_dagster.core.platform.catalog import default_processor_dirs
 
         dirs = default_processor_dirs() + ([self.directory] if self.directory else [])
         if store is not None:

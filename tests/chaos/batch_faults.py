@@ -22,7 +22,7 @@ from forge_dagster.core.batch.building import BuildReport, build_and_submit, res
 from forge_dagster.core.batch.collection import collect_results, poll_open_batches, validate_batch
 from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.models import ProviderError
-from forge_dagster.core.platform.processors import ProcessorCatalog, load_processors
+from forge_dagster.core.platform.catalog import ProcessorCatalog, load_processors
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.providers.keyring import SIMULATOR_KEY, KeyRing, keys_from_env
 from forge_dagster.core.providers.quota import PausePolicy, probe_due_keys
@@ -158,7 +158,7 @@ def run_batch_fault(
 _SUBMITTER = (
     "import sys\n"
     "from forge_dagster.core.batch.building import build_and_submit\n"
-    "from forge_dagster.core.platform.processors import load_processors\n"
+    "from forge_dagster.core.platform.catalog import load_processors\n"
     "from forge_dagster.core.store import LeaseStore\n"
     "from tests.chaos.batch_faults import simulator_ports\n"
     "url, schema, sim = sys.argv[1:4]\n"

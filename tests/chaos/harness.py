@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from forge_dagster.core.intake.routing import submit_jobs
-from forge_dagster.core.platform.processors import load_processors
+from forge_dagster.core.platform.catalog import load_processors
 from forge_dagster.core.runtime import with_database
 from forge_dagster.core.store import JobSpec, LeaseStore, db
 from forge_dagster.simulator.process import SimulatorProcess  # noqa: F401 (the scenarios name it)

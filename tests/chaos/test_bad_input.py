@@ -17,7 +17,7 @@ from forge_dagster.core.intake.inbox import intake_file
 from forge_dagster.core.intake.lines import UnreadableFile
 from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.models import JobSpec
-from forge_dagster.core.platform.processors import load_processors
+from forge_dagster.core.platform.catalog import load_processors
 from tests.helpers import forge_env, forge_process
 
 pytestmark = pytest.mark.chaos

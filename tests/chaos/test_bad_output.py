@@ -18,12 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forge_dagster.core.models import ResultOutcome
-from forge_dagster.core.platform.processors import (
-    PACKAGE_PROCESSORS_DIR,
-    ProcessorError,
-    load_processor_file,
-    load_processors,
-)
+from forge_dagster.core.platform.catalog import PACKAGE_PROCESSORS_DIR, load_processor_file, load_processors
+from forge_dagster.core.platform.processors import ProcessorError
 from forge_dagster.core.platform.validation import validate_result
 from forge_dagster.core.providers.results import anthropic_batch_item, match_results, openai_batch_item
 

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from jsonschema import Draft202012Validator
 
-from forge_dagster.core.platform.processors import load_processors
+from forge_dagster.core.platform.catalog import load_processors
 from forge_dagster.core.realtime.calls import CallPolicy
 from tests.chaos.batch_faults import FaultReport, crash_between_upload_and_create
 from tests.chaos.faults import batch_scenarios, realtime_scenarios, run_scenario

@@ -10,7 +10,7 @@ import pytest
 from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.nightly.adapters import AdapterError, AdapterRegistry
 from forge_dagster.core.nightly.knowledge import NewMemory, remember, search
-from forge_dagster.core.platform.processors import load_processors
+from forge_dagster.core.platform.catalog import load_processors
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.store import JobSpec
 from tests.chaos.batch_faults import drive_batches, simulator_ports

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from forge_dagster.core.models import Provider, Usage
+from forge_dagster.core.platform.catalog import PACKAGE_PROCESSORS_DIR, load_processors
 from forge_dagster.core.platform.pricing import (
     PRICES,
     PRICING_VERSION,
@@ -15,7 +16,6 @@ from forge_dagster.core.platform.pricing import (
     has_price,
     price_for,
 )
-from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR, load_processors
 
 
 def test_realtime_cost_bills_cached_input_at_the_cached_price():

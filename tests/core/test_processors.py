@@ -11,16 +11,13 @@ import pytest
 import yaml
 
 from forge_dagster.core.models import Provider
-from forge_dagster.core.platform.processors import (
+from forge_dagster.core.platform.catalog import (
     PACKAGE_PROCESSORS_DIR,
-    Processor,
-    ProcessorError,
-    TemplateError,
     default_processor_dirs,
     load_processor_file,
     load_processors,
-    validate_input,
 )
+from forge_dagster.core.platform.processors import Processor, ProcessorError, TemplateError, validate_input
 from forge_dagster.core.providers.requests import TOOL_NAME, render_request
 
 REPO_PROCESSORS = Path(__file__).resolve().parents[2] / "processors"

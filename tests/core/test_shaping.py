@@ -15,7 +15,7 @@ from forge_dagster.core.batch.shaping import (
     split_within_limits,
 )
 from forge_dagster.core.models import CUSTOM_ID_RE, LIMITS, Provider, ProviderRequest
-from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR, load_processors
+from forge_dagster.core.platform.catalog import PACKAGE_PROCESSORS_DIR, load_processors
 from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.providers.wire import encoded_size
 

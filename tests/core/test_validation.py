@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from forge_dagster.core.models import ErrorClass, ProviderError, ResultItem, ResultOutcome
-from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR, Processor, load_processors
+from forge_dagster.core.platform.catalog import PACKAGE_PROCESSORS_DIR, load_processors
+from forge_dagster.core.platform.processors import Processor
 from forge_dagster.core.platform.schema_compiler import compile_schema
 from forge_dagster.core.platform.validation import extract_json_object, schema_errors, validate_result
 

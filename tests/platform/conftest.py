@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR
+from forge_dagster.core.platform.catalog import PACKAGE_PROCESSORS_DIR
 from forge_dagster.resources.providers import ProviderPortsResource
 
 

@@ -12,7 +12,7 @@ from forge_dagster.core.batch.building import build_and_submit
 from forge_dagster.core.batch.collection import collect_results, poll_open_batches, validate_batch
 from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.budgets import estimate_cost
-from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR
+from forge_dagster.core.platform.catalog import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.store import JobSpec

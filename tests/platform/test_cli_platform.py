@@ -7,8 +7,8 @@ import json
 import pytest
 
 from forge_dagster.core.intake.routing import submit_jobs
+from forge_dagster.core.platform.catalog import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.platform.pricing import PRICING_VERSION
-from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.store import JobSpec
 from tests.helpers import run_batch_round

@@ -11,8 +11,8 @@ import pytest
 
 from forge_dagster.assets.costs import cost_report
 from forge_dagster.core.intake.routing import submit_jobs
+from forge_dagster.core.platform.catalog import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.platform.cost_reports import ledger_summary
-from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.store import JobSpec
 from forge_dagster.resources.lease_store import LeaseStoreResource

@@ -11,6 +11,7 @@ import pytest
 from forge_dagster.core.batch.collection import collect_results, validate_batch
 from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.models import Provider, Usage
+from forge_dagster.core.platform.catalog import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.platform.cost_reports import (
     cost_table,
     ledger_summary,
@@ -18,7 +19,6 @@ from forge_dagster.core.platform.cost_reports import (
     reconcile_collected,
 )
 from forge_dagster.core.platform.pricing import PRICING_VERSION, cost_usd
-from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.store import JobSpec
 from tests.helpers import make_due, run_batch_round

@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 
 from forge_dagster.core.intake.routing import submit_jobs
+from forge_dagster.core.platform.catalog import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.platform.exports import (
     META_COLUMNS,
     read_export,
     validated_outputs_frame,
     write_export,
 )
-from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.store import JobSpec
 from tests.helpers import run_batch_round

@@ -9,7 +9,8 @@ import pytest
 
 from forge_dagster.core.batch.building import build_and_submit
 from forge_dagster.core.intake.routing import processor_check, submit_jobs
-from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR, ProcessorError, load_processors
+from forge_dagster.core.platform.catalog import PACKAGE_PROCESSORS_DIR, load_processors
+from forge_dagster.core.platform.processors import ProcessorError
 from forge_dagster.core.platform.registry import (
     RegistryError,
     load_catalog,

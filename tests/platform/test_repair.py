@@ -10,7 +10,8 @@ import pytest
 
 from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.models import ResultItem, ResultOutcome
-from forge_dagster.core.platform.processors import PACKAGE_PROCESSORS_DIR, Processor
+from forge_dagster.core.platform.catalog import PACKAGE_PROCESSORS_DIR
+from forge_dagster.core.platform.processors import Processor
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.platform.repair import render_job_request, repair_for
 from forge_dagster.core.platform.validation import schema_errors

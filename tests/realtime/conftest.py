@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from forge_dagster.core.intake.routing import submit_jobs
-from forge_dagster.core.platform.processors import load_processors
+from forge_dagster.core.platform.catalog import load_processors
 from forge_dagster.core.realtime import (
     KeyRing,
     RealtimeConfig,

@@ -7,7 +7,7 @@ import json
 
 from forge_dagster.core.intake.routing import processor_check
 from forge_dagster.core.models import Provider
-from forge_dagster.core.platform.processors import ProcessorCatalog
+from forge_dagster.core.platform.catalog import ProcessorCatalog
 from forge_dagster.core.providers.keyring import SIMULATOR_ALIAS, KeyRing
 from forge_dagster.core.providers.ratelimit import parse_limit_headers
 from forge_dagster.core.realtime import keys_from_env

@@ -8,7 +8,7 @@ import bisect
 import threading
 
 from forge_dagster.core.intake.routing import submit_jobs
-from forge_dagster.core.platform.processors import load_processors
+from forge_dagster.core.platform.catalog import load_processors
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.providers.keyring import SIMULATOR_KEY
 from forge_dagster.core.providers.ratelimit import KeyLimiter

@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 
 from forge_dagster.core.intake.inbox import intake_file
 from forge_dagster.core.intake.routing import processor_check, review_external_rows, submit_jobs
-from forge_dagster.core.platform.processors import ProcessorCatalog, load_processors
+from forge_dagster.core.platform.catalog import ProcessorCatalog, load_processors
 from forge_dagster.core.platform.registry import load_catalog, promote, register_processors
 from forge_dagster.core.store import JobSpec, LeaseStore
 

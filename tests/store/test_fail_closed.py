@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from forge_dagster.core.intake.routing import submit_jobs
-from forge_dagster.core.platform.processors import ProcessorError, load_processor_file
+from forge_dagster.core.platform.catalog import load_processor_file
+from forge_dagster.core.platform.processors import ProcessorError
 from forge_dagster.core.realtime.handler_worker import Worker
 from forge_dagster.core.store import JobSpec, LeaseStore
 from tests.helpers import (

@@ -16,7 +16,8 @@ from forge_dagster.core.batch.shaping import RequestTooLarge, custom_id_for, gro
 from forge_dagster.core.models import BatchSpec, ErrorClass, Provider, ProviderError, ProviderRequest
 from forge_dagster.core.ops.notify import rejection_messages
 from forge_dagster.core.platform.budgets import admit_within_budgets
-from forge_dagster.core.platform.processors import ProcessorCatalog, TemplateError, validate_input
+from forge_dagster.core.platform.catalog import ProcessorCatalog
+from forge_dagster.core.platform.processors import TemplateError, validate_input
 from forge_dagster.core.platform.repair import render_job_request, repairs_for
 from forge_dagster.core.providers.base import CLOCK_SKEW_S, ProviderPort
 from forge_dagster.core.providers.limits import BatchLimitError

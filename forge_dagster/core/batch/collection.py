@@ -20,8 +20,9 @@ from forge_dagster.core.models import (
     Usage,
 )
 from forge_dagster.core.ops.notify import batch_messages, rejection_messages
+from forge_dagster.core.platform.catalog import ProcessorCatalog
 from forge_dagster.core.platform.pricing import NoPrice, cost_usd, usable_prices
-from forge_dagster.core.platform.processors import Processor, ProcessorCatalog
+from forge_dagster.core.platform.processors import Processor
 from forge_dagster.core.platform.repair import limit_repairs
 from forge_dagster.core.platform.validation import accepted_output, validate_result
 from forge_dagster.core.providers.base import ProviderPort

@@ -22,7 +22,7 @@ from typing import Any
 
 from forge_dagster.core.intake.lines import UnreadableFile, file_lines, parse_lines
 from forge_dagster.core.intake.routing import processor_check
-from forge_dagster.core.platform.processors import ProcessorCatalog
+from forge_dagster.core.platform.catalog import ProcessorCatalog
 from forge_dagster.core.store import JobSpec, LeaseStore
 
 

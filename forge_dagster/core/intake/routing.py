@@ -19,7 +19,8 @@ from forge_dagster.core.models import (
     settle_mode,
 )
 from forge_dagster.core.ops.callback_policy import CallbackPolicy
-from forge_dagster.core.platform.processors import Processor, ProcessorCatalog, validate_input
+from forge_dagster.core.platform.catalog import ProcessorCatalog
+from forge_dagster.core.platform.processors import Processor, validate_input
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.realtime.routing import auto_mode
 from forge_dagster.core.store import LeaseStore

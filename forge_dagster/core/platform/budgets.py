@@ -26,8 +26,9 @@ from decimal import Decimal
 from typing import Any
 
 from forge_dagster.core.models import ProviderRequest, Usage
+from forge_dagster.core.platform.catalog import ProcessorCatalog
 from forge_dagster.core.platform.pricing import NoPrice, cost_usd
-from forge_dagster.core.platform.processors import Processor, ProcessorCatalog
+from forge_dagster.core.platform.processors import Processor
 from forge_dagster.core.store.cost_store import ALL_SCOPE
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from forge_dagster.core.platform.processors import Processor, ProcessorCatalog
+from forge_dagster.core.platform.catalog import ProcessorCatalog
+from forge_dagster.core.platform.processors import Processor
 
 FORMATS = ("parquet", "csv")
 META_COLUMNS = {"job_id": "integer", "external_id": "string", "source": "string",

@@ -24,14 +24,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from forge_dagster.core.platform.processors import (
-    Processor,
+from forge_dagster.core.platform.catalog import (
     ProcessorCatalog,
-    _semver_key,
     default_processor_dirs,
     load_processor_file,
     load_processors,
 )
+from forge_dagster.core.platform.processors import Processor, _semver_key
 from forge_dagster.core.store import LeaseStore
 from forge_dagster.core.store.processor_store import RegistryError
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from forge_dagster.core.models import ProviderRequest, ResultItem, ResultOutcome, Usage
-from forge_dagster.core.platform.processors import Processor, ProcessorCatalog
+from forge_dagster.core.platform.catalog import ProcessorCatalog
+from forge_dagster.core.platform.processors import Processor
 from forge_dagster.core.platform.validation import Verdict, validate_result
 from forge_dagster.core.providers.requests import render_request
 

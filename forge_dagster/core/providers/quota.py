@@ -30,7 +30,8 @@ from forge_dagster.core.store.key_store import PauseResult
 
 if TYPE_CHECKING:  # the realtime package imports this module
     from forge_dagster.core.batch.shaping import GroupKey
-    from forge_dagster.core.platform.processors import Processor, ProcessorCatalog
+    from forge_dagster.core.platform.catalog import ProcessorCatalog
+    from forge_dagster.core.platform.processors import Processor
     from forge_dagster.core.providers.keyring import KeyRing, ProviderKey
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,9 @@ from dataclasses import dataclass, replace
 
 from forge_dagster.core.batch.shaping import custom_id_for
 from forge_dagster.core.models import ErrorClass, ProviderError, ProviderRequest, ResultItem, Usage
+from forge_dagster.core.platform.catalog import ProcessorCatalog
 from forge_dagster.core.platform.pricing import NoPrice, cost_usd
-from forge_dagster.core.platform.processors import Processor, ProcessorCatalog, TemplateError, validate_input
+from forge_dagster.core.platform.processors import Processor, TemplateError, validate_input
 from forge_dagster.core.platform.repair import (
     answer_text,
     render_job_request,

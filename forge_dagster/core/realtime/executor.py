@@ -24,7 +24,7 @@ from forge_dagster.core.batch.shaping import group_key
 from forge_dagster.core.models import ProviderError
 from forge_dagster.core.ops.notify import sweep_notices
 from forge_dagster.core.platform.budgets import BUDGET_RECHECK_S, admit_within_budgets
-from forge_dagster.core.platform.processors import ProcessorCatalog
+from forge_dagster.core.platform.catalog import ProcessorCatalog
 from forge_dagster.core.providers.keyring import KeyRing, ProviderKey
 from forge_dagster.core.providers.quota import PausePolicy, pause_key, probe_due_keys
 from forge_dagster.core.realtime.calls import CallPolicy, JobCall, PreparedJob, prepare
