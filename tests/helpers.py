@@ -78,10 +78,14 @@ TEST_PROCESSOR = {"name": "p", "version": "1.0.0", "provider": "openai", "model"
 
 def register_processor(store, **fields):
     """Register a processor (TEST_PROCESSOR with `fields` laid over it) in the store's registry."""
+    return _register(store, {**TEST_PROCESSOR, **fields})
+
+
+def _register(store, definition: dict):
     from forge_dagster.core.platform.processors import Processor
     from forge_dagster.core.platform.registry import register_processors
 
-    processor = Processor.model_validate({**TEST_PROCESSOR, **fields})
+    processor = Processor.model_validate(definition)
     register_processors(store, [(processor, "tests")])
     return processor
 
@@ -105,9 +109,4 @@ ECHO_HANDLER = "tests.store.handlers:echo"
 
 def register_step(store, name: str = "step", handler: str = ECHO_HANDLER, **fields):
     """Register a non-LLM step: a processor whose jobs a handler (module:function) runs, in mode handler."""
-    from forge_dagster.core.platform.processors import Processor
-    from forge_dagster.core.platform.registry import register_processors
-
-    processor = Processor.model_validate({"name": name, "version": "1.0.0", "handler": handler, **fields})
-    register_processors(store, [(processor, "tests")])
-    return processor
+    return _register(store, {"name": name, "version": "1.0.0", "handler": handler, **fields})

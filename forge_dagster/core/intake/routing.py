@@ -63,10 +63,11 @@ def processor_check(
 
 
 def route_specs(store: LeaseStore, specs: Sequence[JobSpec]) -> list[JobSpec | str]:
-    """Jobs from the Python API without a mode, routed as intake routes them: pinned to the version a new
-    job gets and sent to the lane its processor decides. A retired version (or a name with none active) is
-    refused: its place holds the reason. An unknown processor stays batch; the builder fails it with
-    its reason (as it does an input that does not fit), so nothing is lost silently."""
+    """Jobs from the Python API, routed as intake routes them: pinned to the version a new job gets and sent
+    to the lane its processor decides (a mode the job states is kept where the processor runs in it). A
+    retired version (or a name with none active) or a mode that does not fit is refused: its place holds
+    the reason. An unknown processor stays as stated, else batch; the builder fails it with its reason (as
+    it does an input that does not fit), so nothing is lost silently."""
     catalog = load_catalog(store, sync=False)
     within = load_settings().auto_realtime_within_s
     routed: list[JobSpec | str] = []
@@ -84,8 +85,7 @@ def route_specs(store: LeaseStore, specs: Sequence[JobSpec]) -> list[JobSpec | s
         except ValueError as exc:
             routed.append(str(exc))
         else:
-            routed.append(dataclasses.replace(spec, processor_version=spec.processor_version or processor.version,
-                                              mode=mode))
+            routed.append(dataclasses.replace(spec, processor_version=processor.version, mode=mode))
     return routed
 
 
