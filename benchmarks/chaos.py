@@ -38,7 +38,7 @@ from tabulate import tabulate
 
 from benchmarks._common import database
 from forge_dagster.core.runtime import start_embedded_postgres
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 from tests.chaos.dagster_chaos import run_dagster_chaos
 from tests.chaos.database_chaos import run_held_xmin, run_terminations
 from tests.chaos.faults import batch_scenarios, realtime_scenarios, run_scenario
@@ -107,7 +107,7 @@ def provider_faults(url: str, args) -> list[dict]:
         for path, names in (("batch", batch_scenarios()), ("realtime", realtime_scenarios())):
             for name in names:
                 with store_schema(url, "bench_faults") as schema, \
-                        LeaseStore(url, schema, pool_size=6, lease_ttl_s=30) as store:
+                        ForgeStore(url, schema, pool_size=6, lease_ttl_s=30) as store:
                     report = run_scenario(path, name, store, sim, args.fault_jobs)
                 row = report.row()
                 row["problems"] = "; ".join(report.conservation.problems) or "none"

@@ -58,7 +58,7 @@ def _drain(daemon, store, inbox: Path, n: int, tag: str, timeout_s: float) -> tu
         failed = [r for r in tick.runs if not r[2]]
         if failed:
             raise RuntimeError(f"Dagster runs failed: {failed}")
-        counts = store.counts(source=f"file:{name}")
+        counts = store.jobs.counts(source=f"file:{name}")
         if sum(counts.values()) == n and not any(counts.get(s) for s in OPEN_STATES):
             return runs, counts
         if time.monotonic() > deadline:

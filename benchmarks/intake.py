@@ -26,7 +26,7 @@ from benchmarks.report import Ratio, Row, render_table
 from forge_dagster.core.intake.inbox import intake_file
 from forge_dagster.core.platform.catalog import load_processors
 from forge_dagster.core.platform.registry import load_catalog
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 
 SOURCE = "file:bench.jsonl"
 COPY_JOBS = "COPY jobs (source, external_id, processor, processor_version, mode, payload, max_attempts) FROM STDIN"
@@ -60,17 +60,17 @@ def copy_rows(lines: list[dict]) -> bytes:
     return ("\n".join(out) + "\n").encode()
 
 
-def _empty(store: LeaseStore) -> None:
+def _empty(store: ForgeStore) -> None:
     with store.transaction() as conn:
         conn.execute("TRUNCATE jobs, job_events RESTART IDENTITY CASCADE")
 
 
-def _count(store: LeaseStore) -> int:
+def _count(store: ForgeStore) -> int:
     with store.transaction() as conn:
         return conn.execute("SELECT count(*) FROM jobs").fetchone()[0]
 
 
-def forge_round(store: LeaseStore, path: Path, n: int) -> float:
+def forge_round(store: ForgeStore, path: Path, n: int) -> float:
     _empty(store)
     started = time.perf_counter()
     report = intake_file(store, load_catalog(store), path, source=SOURCE)
@@ -80,7 +80,7 @@ def forge_round(store: LeaseStore, path: Path, n: int) -> float:
     return n / seconds
 
 
-def raw_round(store: LeaseStore, url: str, rows: bytes, n: int) -> float:
+def raw_round(store: ForgeStore, url: str, rows: bytes, n: int) -> float:
     _empty(store)
     with psycopg.connect(url) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(store.schema)))
@@ -99,7 +99,7 @@ def rows(url: str, *, jobs: int, repeat: int) -> list[Row]:
     lines = intake_lines(jobs)
     raw = copy_rows(lines)
     forge_samples, raw_samples = [], []
-    with fresh_schema(url, "intake") as schema, LeaseStore(url, schema, pool_size=2) as store, \
+    with fresh_schema(url, "intake") as schema, ForgeStore(url, schema, pool_size=2) as store, \
             tempfile.TemporaryDirectory() as tmp:
         store.migrate()
         path = Path(tmp) / "bench.jsonl"

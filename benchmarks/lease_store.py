@@ -7,7 +7,7 @@ Measured on one server, each system in a fresh schema that is dropped afterwards
 1. the ceiling: pgbench running job_sql.CLAIM_JOBS then job_sql.SUCCEED_JOBS (generated from the store's own
    SQL, parameters as literals, k as a `\\set` variable, prepared statements as psycopg uses after five
    executions) over a pre-filled jobs table, 1 and 4 clients; jobs/s = transactions/s x k;
-2. Forge: 1 and 4 worker processes, each with its own LeaseStore, looping claim(k) -> succeed_many(all k)
+2. Forge: 1 and 4 worker processes, each with its own ForgeStore, looping claim(k) -> succeed_many(all k)
    (each success writes its accepted output, which the store checks: fail closed costs what it costs);
 3. procrastinate and pgqueuer (queue_peers.py): their own tables, 4 worker processes, a no-op task, drained.
 Every repeat re-fills the table (TRUNCATE, COPY, ANALYZE), times from the release of the already-connected
@@ -60,8 +60,7 @@ from forge_dagster.core.platform.processors import Processor
 from forge_dagster.core.platform.registry import register_processors
 from forge_dagster.core.platform.validation import accepted_output, validate_output
 from forge_dagster.core.runtime import redact_url
-from forge_dagster.core.store import job_sql
-from forge_dagster.core.store.lease_store import JobSpec, LeaseStore
+from forge_dagster.core.store import ForgeStore, JobSpec, job_sql
 
 KS = (1, 10, 100)
 WORKERS = (1, 4)
@@ -79,7 +78,7 @@ RESULTS = Path(__file__).parent / "results" / "lease_store.json"
 
 
 # -- the lease store ------------------------------------------------------------------------------
-def refill(store: LeaseStore, n: int) -> None:
+def refill(store: ForgeStore, n: int) -> None:
     """Empty the jobs table and enqueue `n` pending no-op jobs (one COPY), then ANALYZE it."""
     with store.transaction() as conn:
         conn.execute("TRUNCATE jobs, job_events, accepted_outputs RESTART IDENTITY")
@@ -91,8 +90,8 @@ def refill(store: LeaseStore, n: int) -> None:
         flush_stats(conn)  # the refill's commits are counted before a drain, not during it
 
 
-def check_succeeded(store: LeaseStore, expected: int) -> None:
-    counts = store.counts()
+def check_succeeded(store: ForgeStore, expected: int) -> None:
+    counts = store.jobs.counts()
     if counts.get("succeeded", 0) != expected or counts.get("running", 0):
         raise RuntimeError(f"expected {expected} succeeded jobs, found {counts}")
 
@@ -130,7 +129,7 @@ def pgbench_script(k: int) -> str:
     return f"\\set k {k}\n{claim}\n{collect} FROM claimed\n\\gset\n{finish};\n"
 
 
-def ceiling_round(pgbench: str, script: Path, url: str, store: LeaseStore, k: int, clients: int,
+def ceiling_round(pgbench: str, script: Path, url: str, store: ForgeStore, k: int, clients: int,
                   jobs: int) -> tuple[float, Usage]:
     """Fill the table, let pgbench claim and finish (almost) all of it; return jobs/s = tps x k, and the
     commits and WAL of the run (pgbench's sessions end with it, so this round needs no extra drain)."""
@@ -149,17 +148,17 @@ def ceiling_round(pgbench: str, script: Path, url: str, store: LeaseStore, k: in
     return float(tps.group(1)) * k, usage
 
 
-# -- 2. Forge: LeaseStore in worker processes ------------------------------------------------------
+# -- 2. Forge: ForgeStore in worker processes ------------------------------------------------------
 def _forge_worker(url: str, schema: str, events, commands) -> None:
-    """A worker process with its own LeaseStore; each round drains the queue with claim(k) -> succeed_many."""
+    """A worker process with its own ForgeStore; each round drains the queue with claim(k) -> succeed_many."""
 
     def prepare():
-        store = LeaseStore(url, schema, pool_size=2, lease_ttl_s=LEASE_TTL_S)
+        store = ForgeStore(url, schema, pool_size=2, lease_ttl_s=LEASE_TTL_S)
 
         def work(k: int) -> int:
             done = 0
-            while jobs := store.claim(k, mode="handler"):
-                done += len(store.succeed_many([(job, NOOP_ACCEPTED) for job in jobs]))
+            while jobs := store.jobs.claim(k, mode="handler"):
+                done += len(store.jobs.succeed_many([(job, NOOP_ACCEPTED) for job in jobs]))
             return done
 
         return work, store.close
@@ -167,7 +166,7 @@ def _forge_worker(url: str, schema: str, events, commands) -> None:
     child_main(prepare, events, commands)
 
 
-def forge_round(group: WorkerGroup, store: LeaseStore, k: int, jobs: int) -> float:
+def forge_round(group: WorkerGroup, store: ForgeStore, k: int, jobs: int) -> float:
     refill(store, jobs)
     seconds, done = group.round(k)
     check_succeeded(store, jobs)
@@ -180,8 +179,8 @@ def measure_lease_store(url: str, jobs: dict[int, int], repeat: int, pgbench: st
     """Ceiling and Forge for every k and worker count; their repeats alternate so both see the same load."""
     cells = []
     with fresh_schema(url, "ceiling") as ceiling_schema, fresh_schema(url, "forge") as forge_schema, \
-            LeaseStore(url, ceiling_schema, pool_size=1) as ceiling_store, \
-            LeaseStore(url, forge_schema, pool_size=1) as forge_store, \
+            ForgeStore(url, ceiling_schema, pool_size=1) as ceiling_store, \
+            ForgeStore(url, forge_schema, pool_size=1) as forge_store, \
             tempfile.TemporaryDirectory() as tmp:
         ceiling_store.migrate()
         forge_store.migrate()
@@ -191,7 +190,7 @@ def measure_lease_store(url: str, jobs: dict[int, int], repeat: int, pgbench: st
                     script = Path(tmp) / f"claim_finish_k{k}.sql"
                     script.write_text(pgbench_script(k))
                     ceiling = Cell("ceiling (pgbench)", k, workers, note="store SQL in pgbench, no client library")
-                    forge = Cell("forge (LeaseStore)", k, workers, note="claim(k) -> succeed_many, process/worker")
+                    forge = Cell("forge (ForgeStore)", k, workers, note="claim(k) -> succeed_many, process/worker")
                     for _ in range(repeat):
                         rate, ceiling.usage = ceiling_round(pgbench, script, url, ceiling_store, k, workers, jobs[k])
                         ceiling.samples.append(rate)
@@ -248,9 +247,9 @@ def as_rows(cells: list[Cell]) -> list[Row]:
         elif not c.system.startswith("ceiling") and ceiling:
             ratios.append(Ratio.unpaired(f"pgbench ceiling k={c.k} {c.workers}w", c.samples, ceiling.samples))
         what = {"ceiling (pgbench)": f"the store's claim + finish SQL in pgbench, k={c.k}, {c.workers} clients",
-                "forge (LeaseStore)": f"LeaseStore.claim(k={c.k}) -> succeed_many, {c.workers} worker processes"}
+                "forge (ForgeStore)": f"ForgeStore.claim(k={c.k}) -> succeed_many, {c.workers} worker processes"}
         label = {"ceiling (pgbench)": f"pgbench ceiling k={c.k} {c.workers}w",
-                 "forge (LeaseStore)": f"forge k={c.k} {c.workers}w"}.get(c.system, c.system)
+                 "forge (ForgeStore)": f"forge k={c.k} {c.workers}w"}.get(c.system, c.system)
         rows.append(Row("lease store", label, (what.get(c.system) or c.note) + ": no-op jobs drained", "jobs/s",
                         c.samples, ratios, details))
     return rows
@@ -275,7 +274,7 @@ def run(url: str, mode: str, jobs: int, jobs_single: int, repeat: int, peers: bo
     for c in cells:
         if not c.system.startswith("ceiling"):
             c.ratio = c.median / ceilings[(c.k, c.workers)] if (c.k, c.workers) in ceilings else None
-    order = {"ceiling (pgbench)": 0, "forge (LeaseStore)": 1}
+    order = {"ceiling (pgbench)": 0, "forge (ForgeStore)": 1}
     cells.sort(key=lambda c: (c.system not in order, c.k if c.system in order else 0, c.workers,
                               order.get(c.system, 0)))
     line, summary = summary_line(cells) if peers else ("", {})

@@ -40,7 +40,7 @@ from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.catalog import load_processors
 from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.realtime import KeyRing, RealtimeConfig, RealtimeExecutor, keys_from_env
-from forge_dagster.core.store import JobSpec, LeaseStore
+from forge_dagster.core.store import ForgeStore, JobSpec
 from forge_dagster.simulator.process import SimulatorProcess
 
 PROCESSOR = "ticket_triage"  # OpenAI chat completions with a json_schema response format
@@ -91,7 +91,7 @@ def forge_run(sim: SimulatorProcess, url: str, scenario: Scenario, run: int, *, 
     version = catalog[PROCESSOR].version
     env = {"OPENAI_API_KEY": f"sk-bench-forge-{run}", "OPENAI_BASE_URL": sim.openai_base_url,
            "OPENAI_RPM": str(scenario.rpm)}
-    with fresh_schema(url, "realtime") as schema, LeaseStore(url, schema, pool_size=8) as store:
+    with fresh_schema(url, "realtime") as schema, ForgeStore(url, schema, pool_size=8) as store:
         store.migrate()
         submit_jobs(store, [JobSpec(PROCESSOR, _payload(i), processor_version=version, mode="realtime")
                        for i in range(scenario.jobs)])
@@ -102,7 +102,7 @@ def forge_run(sim: SimulatorProcess, url: str, scenario: Scenario, run: int, *, 
         cpu, started = _cpu_s(), time.perf_counter()
         stats = executor.run_sync(until_idle=True)
         seconds, cpu = time.perf_counter() - started, _cpu_s() - cpu
-        counts = store.counts()
+        counts = store.jobs.counts()
     if counts != {"succeeded": scenario.jobs} or stats.succeeded != scenario.jobs:
         raise RuntimeError(f"forge realtime: {counts}, expected {scenario.jobs} succeeded")
     return Sample(scenario.jobs / seconds, 1000 * cpu / scenario.jobs, _chat_statuses(sim).count(429))

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from forge_dagster.core.store import LeaseStore
+    from forge_dagster.core.store import ForgeStore
 
 SUBJECTS = ["Cannot log in", "Invoice charged twice", "Export to CSV is slow", "Feature idea: dark mode",
             "App crashes on upload", "How do I reset my password?", "Data missing after sync"]
@@ -59,18 +59,18 @@ def _say(message: str) -> None:
 class Progress:
     """Prints where the demo's jobs and batches are: after every run, and after each tick without one."""
 
-    def __init__(self, store: LeaseStore, source: str, started: float, since: datetime) -> None:
+    def __init__(self, store: ForgeStore, source: str, started: float, since: datetime) -> None:
         self.store, self.source, self.started, self.since = store, source, started, since
         self.runs = self.failed = 0
 
     def __call__(self, job: str | None = None, partition: str | None = None, ok: bool = True) -> dict[str, int]:
-        counts = self.store.counts(source=self.source)
+        counts = self.store.jobs.counts(source=self.source)
         if job is not None:
             self.runs, self.failed = self.runs + 1, self.failed + (not ok)
         ran = f" | run {job}{'/' + partition if partition else ''}{'' if ok else ' FAILED'}" if job else ""
         failed = f" ({self.failed} failed)" if self.failed else ""
         _say(f"[{time.monotonic() - self.started:5.1f}s] jobs {dict(sorted(counts.items()))} | batches "
-             f"{dict(sorted(self.store.batch_counts(since=self.since).items()))} | runs {self.runs}{failed}{ran}")
+             f"{dict(sorted(self.store.batches.counts(since=self.since).items()))} | runs {self.runs}{failed}{ran}")
         return counts
 
     def started_run(self, job: str, partition: str | None) -> None:
@@ -98,7 +98,7 @@ def _run_until_settled(daemon, progress: Progress, timeout_s: float) -> dict[str
     deadline = time.monotonic() + timeout_s
     while True:
         tick = daemon.tick()
-        counts = progress.store.counts(source=progress.source) if tick.runs else progress()
+        counts = progress.store.jobs.counts(source=progress.source) if tick.runs else progress()
         if sum(counts.values()) and not any(counts.get(s) for s in OPEN_STATES):
             return counts
         if time.monotonic() > deadline:
@@ -116,7 +116,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from forge_dagster.core.config import load_settings
     from forge_dagster.core.runtime import bring_up
-    from forge_dagster.core.store import LeaseStore
+    from forge_dagster.core.store import ForgeStore
     from forge_dagster.dagster_instance import apply_pool_limits
     from forge_dagster.definitions import build_definitions
     from forge_dagster.orchestration import InProcessDaemon
@@ -129,7 +129,7 @@ def run_demo(args: argparse.Namespace) -> int:
     runtime = bring_up(settings, dagster=True)
     _say(runtime.describe())
     apply_pool_limits(runtime.dagster_home)
-    store = LeaseStore(runtime.database_url, settings.store_schema, pool_size=4)
+    store = ForgeStore(runtime.database_url, settings.store_schema, pool_size=4)
     try:
         store.migrate()
         source = _drop_sample(args.jobs, args.seed)
@@ -147,7 +147,7 @@ def run_demo(args: argparse.Namespace) -> int:
         counts = _run_until_settled(daemon, progress, args.timeout)
         summary = {
             "mode": runtime.mode, "jobs_total": sum(counts.values()), "jobs": counts,
-            "batches": store.batch_counts(since=since), "cost_usd": round(store.source_cost(source), 6),
+            "batches": store.batches.counts(since=since), "cost_usd": round(store.costs.source_cost(source), 6),
             "elapsed_s": round(time.monotonic() - started, 1),
         }
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from forge_dagster.core.store import LeaseStore, db
+from forge_dagster.core.store import ForgeStore, db
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +56,7 @@ def schema(database_url: str):
 
 @pytest.fixture
 def store(database_url: str, schema: str):
-    with LeaseStore(database_url, schema, lease_ttl_s=30, pool_size=6) as s:
+    with ForgeStore(database_url, schema, lease_ttl_s=30, pool_size=6) as s:
         yield s
 
 

@@ -101,7 +101,7 @@ def accept(store, job, output):
 
 def succeed(store, items, *, conn=None) -> set[int]:
     """Succeed claimed jobs with their outputs, each validated against its pinned registered processor."""
-    return store.succeed_many([(job, accept(store, job, output)) for job, output in items], conn=conn)
+    return store.jobs.succeed_many([(job, accept(store, job, output)) for job, output in items], conn=conn)
 
 
 ECHO_HANDLER = "tests.store.handlers:echo"

@@ -19,7 +19,7 @@ def _examples(problems: list[str]) -> str:
                 description="Every recently succeeded batch job has its validated output stored and, when its "
                             "result used tokens, the cost of that attempt booked in the ledger.")
 def succeeded_jobs_have_output_and_cost(lease_store: LeaseStoreResource):
-    missing = lease_store.store.batches.succeeded_without_output_or_cost(RECENT)
+    missing = lease_store.batches.succeeded_without_output_or_cost(RECENT)
     return dg.AssetCheckResult(
         passed=not missing, severity=dg.AssetCheckSeverity.ERROR,
         metadata={"failing": len(missing), "examples": _examples([f"job {i}: {why}" for i, why in missing])})
@@ -31,7 +31,7 @@ def succeeded_jobs_have_output_and_cost(lease_store: LeaseStoreResource):
 def succeeded_outputs_validate(lease_store: LeaseStoreResource, processors: ProcessorCatalogResource):
     catalog = processors.load(lease_store.store)
     bad = []
-    rows = lease_store.store.recent_succeeded(RECENT)
+    rows = lease_store.jobs.recent_succeeded(RECENT)
     for job_id, name, version, output in rows:
         try:
             errors = schema_errors(catalog.get_version(name, version), output)
@@ -47,7 +47,7 @@ def succeeded_outputs_validate(lease_store: LeaseStoreResource, processors: Proc
 @dg.asset_check(asset=validated_outputs, blocking=False,
                 description="No job is left in flight inside a batch that was already collected.")
 def no_stranded_jobs(lease_store: LeaseStoreResource):
-    stranded = lease_store.store.stranded_count()
+    stranded = lease_store.jobs.stranded_count()
     return dg.AssetCheckResult(passed=stranded == 0, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"stranded_jobs": stranded})
 

@@ -32,7 +32,7 @@ def night_of(context: dg.AssetExecutionContext) -> str:
 
 def _step(lease_store: LeaseStoreResource, night: str, name: str) -> dict:
     """What an earlier step recorded for the night (dg.Failure when it has not run)."""
-    steps = lease_store.store.knowledge.night_steps(night)
+    steps = lease_store.knowledge.night_steps(night)
     if name not in steps:
         raise dg.Failure(f"step {name!r} has not run for night {night}: materialise it first")
     return steps[name]["output"]
@@ -125,8 +125,8 @@ def research_scan(context: dg.AssetExecutionContext, config: ResearchConfig, lea
     left out, and an unreadable feed is reported without stopping the others."""
     night = night_of(context)
     feeds = config.feeds if config.feeds is not None else load_nightly_settings().feed_list
-    report = research.scan_feeds(feeds, lease_store.store.knowledge, night)
-    lease_store.store.knowledge.save_step(night, "research_scan", {"feeds": feeds, **report.to_dict()})
+    report = research.scan_feeds(feeds, lease_store.knowledge, night)
+    lease_store.knowledge.save_step(night, "research_scan", {"feeds": feeds, **report.to_dict()})
     preview = "\n".join(f"- {i.title}" for i in report.new_items[:10]) or "_nothing new_"
     return dg.MaterializeResult(metadata={
         "night": night, "feeds": dg.MetadataValue.int(len(feeds)),
@@ -141,8 +141,8 @@ def job_outcomes(context: dg.AssetExecutionContext, lease_store: LeaseStoreResou
     and batches that ended badly (from the jobs, job_events, costs and batches tables)."""
     night, settings = night_of(context), load_nightly_settings()
     since = datetime.now(UTC) - timedelta(hours=settings.window_h)
-    outcomes = lease_store.store.knowledge.job_outcomes(since)
-    lease_store.store.knowledge.save_step(night, "job_outcomes", outcomes)
+    outcomes = lease_store.knowledge.job_outcomes(since)
+    lease_store.knowledge.save_step(night, "job_outcomes", outcomes)
     return dg.MaterializeResult(metadata={
         "night": night, "jobs_finished": dg.MetadataValue.int(sum(r["count"] for r in outcomes["by_state"])),
         "cost_usd": dg.MetadataValue.float(sum((c["cost_usd"] for c in outcomes["costs"]), 0.0)),
@@ -179,7 +179,7 @@ def morning_briefing(context: dg.AssetExecutionContext, lease_store: LeaseStoreR
     """The morning briefing (markdown: what ran, what failed, what it cost, what was learned), stored for
     the night and queued once through the outbox for Slack (topic `briefing.ready`). Steps that failed or
     did not run are named under "What failed"."""
-    night, repo = night_of(context), lease_store.store.knowledge
+    night, repo = night_of(context), lease_store.knowledge
     since = datetime.now(UTC) - timedelta(hours=load_nightly_settings().window_h)
     records = context.instance.get_run_records(filters=dg.RunsFilter(created_after=since), limit=500)
     runs = [{"job": r.dagster_run.job_name, "status": r.dagster_run.status.value, "run_id": r.dagster_run.run_id}
@@ -207,7 +207,7 @@ def weekly_memory_digest(context: dg.AssetExecutionContext, lease_store: LeaseSt
                          gpu_mutex: GpuMutexResource, ollama: OllamaResource) -> dg.MaterializeResult:
     """The week's memories compressed: per source family, one digest by the local model (under the GPU
     mutex); the folded memories point to it and leave default search results."""
-    repo = lease_store.store.knowledge
+    repo = lease_store.knowledge
     now = datetime.now(UTC)
     week = f"{now.isocalendar().year}-W{now.isocalendar().week:02d}"
     groups = consolidation.week_groups(repo, now - timedelta(days=7))

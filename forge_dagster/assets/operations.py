@@ -35,7 +35,7 @@ def _ints(prefix: str, counts: dict[str, int]) -> dict[str, dg.MetadataValue]:
 def job_ledger(lease_store: LeaseStoreResource) -> dg.MaterializeResult:
     """Jobs by state (hot and archived) and the latest jobs that ended invalid, failed or dead, with
     their reasons."""
-    ops = lease_store.store.operations
+    ops = lease_store.operations
     snap = ops.metrics_snapshot()
     bad, finished = ops.finished_since(DAY_S)
     return dg.MaterializeResult(metadata={
@@ -52,7 +52,7 @@ def job_ledger(lease_store: LeaseStoreResource) -> dg.MaterializeResult:
 @dg.asset(group_name=OPERATIONS_GROUP, kinds={"postgres"})
 def batch_ledger(lease_store: LeaseStoreResource) -> dg.MaterializeResult:
     """Provider batches by state, the ones still open with their age, and provider answers by class."""
-    ops = lease_store.store.operations
+    ops = lease_store.operations
     snap = ops.metrics_snapshot()
     oldest = max(snap.oldest_open_batch_s.values(), default=0.0)
     return dg.MaterializeResult(metadata={
@@ -67,7 +67,7 @@ def batch_ledger(lease_store: LeaseStoreResource) -> dg.MaterializeResult:
 @dg.asset(group_name=OPERATIONS_GROUP, kinds={"postgres"})
 def cost_ledger(lease_store: LeaseStoreResource) -> dg.MaterializeResult:
     """Cost booked and tokens billed, by provider and model; the last 24 hours and all time."""
-    ops = lease_store.store.operations
+    ops = lease_store.operations
     usage = ops.metrics_snapshot().usage
     metadata = {
         "cost_usd_total": dg.MetadataValue.float(round(sum(u["cost_usd"] for u in usage), 6)),
@@ -115,12 +115,12 @@ def provider_credentials(lease_store: LeaseStoreResource, providers: ProviderPor
 def outbox_backlog(lease_store: LeaseStoreResource) -> dg.MaterializeResult:
     """What the outbox still has to deliver (notifications, stamps), with attempts and last errors, and the
     stamps the callback policy refused (never sent, for good) with their reasons."""
-    ops = lease_store.store.operations
-    stats = ops.outbox_stats()
+    outbox = lease_store.outbox
+    stats = outbox.stats()
     pending = [{**r, "created_at": str(r["created_at"])[:19], "available_at": str(r["available_at"])[:19]}
-               for r in ops.undelivered(20)]
+               for r in outbox.undelivered(20)]
     refused = [{"job": r["job_id"], "reason": r["reason"], "refused_at": str(r["refused_at"])[:19]}
-               for r in ops.recent_refused(20)]
+               for r in outbox.recent_refused(20)]
     return dg.MaterializeResult(metadata={
         "undelivered": dg.MetadataValue.int(stats["undelivered"]),
         "lag_s": dg.MetadataValue.float(round(stats["lag_s"], 1)),
@@ -161,7 +161,7 @@ def batch_archive(config: ArchiveConfig, lease_store: LeaseStoreResource) -> dg.
                 description="The oldest undelivered outbox row is younger than FORGE_OUTBOX_MAX_LAG_S (900 s).")
 def outbox_lag_within_limit(lease_store: LeaseStoreResource) -> dg.AssetCheckResult:
     limit = float(os.environ.get("FORGE_OUTBOX_MAX_LAG_S") or DEFAULT_MAX_LAG_S)
-    stats = lease_store.store.operations.outbox_stats()
+    stats = lease_store.outbox.stats()
     return dg.AssetCheckResult(passed=stats["lag_s"] <= limit, severity=dg.AssetCheckSeverity.ERROR,
                                metadata={"lag_s": round(stats["lag_s"], 1), "limit_s": limit,
                                          "undelivered": stats["undelivered"]})
@@ -170,7 +170,7 @@ def outbox_lag_within_limit(lease_store: LeaseStoreResource) -> dg.AssetCheckRes
 @dg.asset_check(asset=batch_ledger, blocking=False,
                 description="No batch has been open for more than 24 hours (the providers' completion window).")
 def no_batch_open_past_a_day(lease_store: LeaseStoreResource) -> dg.AssetCheckResult:
-    ages = lease_store.store.operations.metrics_snapshot().oldest_open_batch_s
+    ages = lease_store.operations.metrics_snapshot().oldest_open_batch_s
     oldest = max(ages.values(), default=0.0)
     return dg.AssetCheckResult(passed=oldest <= DAY_S, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"oldest_open_batch_age_s": round(oldest, 1)})
@@ -179,7 +179,7 @@ def no_batch_open_past_a_day(lease_store: LeaseStoreResource) -> dg.AssetCheckRe
 @dg.asset_check(asset=job_ledger, blocking=False,
                 description="At most 10% of the jobs finished in the last 24 hours ended invalid or dead.")
 def invalid_or_dead_rate(lease_store: LeaseStoreResource) -> dg.AssetCheckResult:
-    bad, finished = lease_store.store.operations.finished_since(DAY_S)
+    bad, finished = lease_store.operations.finished_since(DAY_S)
     rate = bad / finished if finished else 0.0
     return dg.AssetCheckResult(passed=rate <= 0.10, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"invalid_or_dead": bad, "finished": finished, "rate": round(rate, 4)})
@@ -189,7 +189,7 @@ def invalid_or_dead_rate(lease_store: LeaseStoreResource) -> dg.AssetCheckResult
                 description="No provider has every key paused (an outage: its jobs wait).")
 def no_provider_outage(lease_store: LeaseStoreResource) -> dg.AssetCheckResult:
     try:
-        outages = lease_store.store.keys.outages()
+        outages = lease_store.provider_keys.outages()
     except Exception:
         outages = []
     return dg.AssetCheckResult(passed=not outages, severity=dg.AssetCheckSeverity.ERROR,
@@ -199,7 +199,7 @@ def no_provider_outage(lease_store: LeaseStoreResource) -> dg.AssetCheckResult:
 @dg.asset_check(asset=batch_archive, blocking=False,
                 description="No batch is split between the hot and the archive tables.")
 def archive_is_whole(lease_store: LeaseStoreResource) -> dg.AssetCheckResult:
-    hot_jobs_of_archived, orphans = lease_store.store.operations.split_batches()
+    hot_jobs_of_archived, orphans = lease_store.operations.split_batches()
     return dg.AssetCheckResult(passed=hot_jobs_of_archived == 0 and orphans == 0,
                                severity=dg.AssetCheckSeverity.ERROR,
                                metadata={"hot_jobs_of_archived_batches": hot_jobs_of_archived,

@@ -51,7 +51,7 @@ def cmd_costs(args: argparse.Namespace) -> int:
 def cmd_budgets(args: argparse.Namespace) -> int:
     store = open_announced()
     with store:
-        costs = store.processors.costs
+        costs = store.costs
         if args.action == "set":
             if args.usd < 0:
                 return fail("a budget cannot be negative", 2)

@@ -87,7 +87,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     runtime, store = open_store()
     announce(runtime)
     with store:
-        status = {"mode": runtime.mode, "jobs": store.counts(), "batches": store.batch_counts()}
+        status = {"mode": runtime.mode, "jobs": store.jobs.counts(), "batches": store.batches.counts()}
     if args.json:
         print(json.dumps(status))
     else:

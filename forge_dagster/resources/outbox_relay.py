@@ -4,7 +4,7 @@ import dagster as dg
 
 from forge_dagster.core.config import load_settings
 from forge_dagster.core.ops.relay import Relay, build_relay
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 
 
 class OutboxRelayResource(dg.ConfigurableResource):
@@ -21,7 +21,7 @@ class OutboxRelayResource(dg.ConfigurableResource):
     callback_https_only: bool = False
     base_delay_s: float = 2.0
 
-    def relay(self, store: LeaseStore) -> Relay:
+    def relay(self, store: ForgeStore) -> Relay:
         """A relay over `store` with these receivers (close it after use)."""
         environ = {"FORGE_SIMULATOR_URL": self.simulator_url} if self.simulator_url else {}
         environ |= {"FORGE_CALLBACK_ALLOW": self.callback_allow or "",

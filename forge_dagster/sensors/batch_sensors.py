@@ -22,7 +22,7 @@ from forge_dagster.assets.batch_pipeline import batch_partition_key, batch_parti
 from forge_dagster.core.batch.building import STALE_SUBMITTING_S
 from forge_dagster.core.batch.collection import poll_open_batches
 from forge_dagster.core.intake.inbox import inbox_waiting
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 from forge_dagster.jobs.batch_jobs import build_batches_job, collect_batch_job
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.providers import ProviderPortsResource
@@ -33,7 +33,7 @@ REPEAT_UNCHANGED_S = 120
 COLLECT_RETRY_BASE_S, COLLECT_RETRY_CAP_S = 60, 900
 
 
-def run_in_flight(instance: dg.DagsterInstance, store: LeaseStore, job_name: str) -> dg.DagsterRun | None:
+def run_in_flight(instance: dg.DagsterInstance, store: ForgeStore, job_name: str) -> dg.DagsterRun | None:
     """A live run of `job_name` that is queued or running, if any (dead ones are reported failed first)."""
     runs = live_runs(instance, store, job_name)
     return runs[0] if runs else None
@@ -130,7 +130,7 @@ def batch_status_sensor(
     )
 
 
-def collect_run_key(instance: dg.DagsterInstance, store: LeaseStore, partition: str, now: float) -> str | None:
+def collect_run_key(instance: dg.DagsterInstance, store: ForgeStore, partition: str, now: float) -> str | None:
     """The run key that asks for the collection of the ended batch `partition` now (no live run collects
     it), or None while the delay after a failed run has not passed."""
     earlier = instance.get_run_records(filters=dg.RunsFilter(job_name=collect_batch_job.name,

@@ -81,7 +81,7 @@ def healing_sensor(context: dg.RunFailureSensorContext, lease_store: LeaseStoreR
         Signal.REDIS_DOWN: lambda: wait_remedy(ping_redis, wait_s=wait_s, budget_s=budget),
     }
     failure = next((f"{cls}: {msg}" for cls, msg in errors if cls), errors[-1][1])
-    outcome = heal(lease_store.store.knowledge, signal, run_id, remedies[signal](), policy, failure=failure)
+    outcome = heal(lease_store.knowledge, signal, run_id, remedies[signal](), policy, failure=failure)
     message = f"run {run_id[:8]}: {signal} -> {outcome.action} ({outcome.outcome}) {outcome.detail or ''}".strip()
     context.log.info(message)
     return dg.SkipReason(message)

@@ -13,7 +13,7 @@ from forge_dagster.sensors.intervals import sensor_interval
 def lease_recovery_sensor(context: dg.SensorEvaluationContext, lease_store: LeaseStoreResource):
     """Returns expired leases to pending (or dead when their attempts are spent). The cursor keeps the
     running totals, so the sensor's history shows how much it recovered."""
-    report = lease_store.store.sweep_expired(notices=sweep_notices)
+    report = lease_store.jobs.sweep_expired(notices=sweep_notices)
     totals = json.loads(context.cursor or "{}")
     cursor = json.dumps({"ticks": totals.get("ticks", 0) + 1,
                          "requeued": totals.get("requeued", 0) + report.requeued,

@@ -19,7 +19,7 @@ import dagster as dg
 from forge_dagster.constants import DEAD_RUN_TAG, RUN_LEASE_TAG, STORE_TAG
 from forge_dagster.core.config import load_settings
 from forge_dagster.core.ops.run_leases import dead_run_message
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 from forge_dagster.core.store.run_lease_store import DeadRun, RunToCheck
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.sensors.intervals import sensor_interval
@@ -28,19 +28,19 @@ IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dag
              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
-def store_tags(store: LeaseStore) -> dict[str, str]:
+def store_tags(store: ForgeStore) -> dict[str, str]:
     """The tags a work sensor puts on the runs it asks for: they belong to this store."""
     return {STORE_TAG: store.schema}
 
 
-def _own(store: LeaseStore, runs: list[dg.DagsterRun]) -> tuple[list[dg.DagsterRun], set[str]]:
+def _own(store: ForgeStore, runs: list[dg.DagsterRun]) -> tuple[list[dg.DagsterRun], set[str]]:
     """(the runs of this store among `runs`, the ids of those tagged with it)."""
     tagged = {r.run_id for r in runs if r.tags.get(STORE_TAG) == store.schema}
     leased = store.runs.known([r.run_id for r in runs if STORE_TAG not in r.tags])
     return [r for r in runs if r.run_id in tagged or r.run_id in leased], tagged
 
 
-def reap_dead_runs(instance: dg.DagsterInstance, store: LeaseStore, job_name: str | None = None,
+def reap_dead_runs(instance: dg.DagsterInstance, store: ForgeStore, job_name: str | None = None,
                    partition: str | None = None) -> list[DeadRun]:
     """Report failed every STARTED leased run of this store (of `job_name`, of `partition`) whose lease
     expired or that never took one within the start timeout; return them."""
@@ -66,7 +66,7 @@ def reap_dead_runs(instance: dg.DagsterInstance, store: LeaseStore, job_name: st
     return dead
 
 
-def live_runs(instance: dg.DagsterInstance, store: LeaseStore, job_name: str,
+def live_runs(instance: dg.DagsterInstance, store: ForgeStore, job_name: str,
               partition: str | None = None) -> list[dg.DagsterRun]:
     """The in-flight runs of this store of `job_name` (of `partition`), once the dead are reported failed."""
     reaped = {d.run_id for d in reap_dead_runs(instance, store, job_name, partition)}

@@ -26,7 +26,7 @@ from forge_dagster.core.platform.catalog import ProcessorCatalog, load_processor
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.providers.keyring import SIMULATOR_KEY, KeyRing, keys_from_env
 from forge_dagster.core.providers.quota import PausePolicy, probe_due_keys
-from forge_dagster.core.store import JobSpec, LeaseStore
+from forge_dagster.core.store import ForgeStore, JobSpec
 from forge_dagster.resources.providers import ProviderPortsResource
 from tests.chaos import conservation
 from tests.chaos.harness import ROOT, fresh_sim
@@ -62,7 +62,7 @@ class FaultReport:
                 "accepted twice": len(c.accepted_twice), "rounds": self.rounds, "elapsed s": round(self.elapsed_s, 1)}
 
 
-def batch_jobs(store: LeaseStore, n: int, *, max_attempts: int = 3, tag: str = "b",
+def batch_jobs(store: ForgeStore, n: int, *, max_attempts: int = 3, tag: str = "b",
                processors: tuple[str, ...] = ("ticket_triage", REVIEW)) -> list[int]:
     """n batch jobs, taking the given example processors in turn (OpenAI's ticket_triage, Anthropic's
     review_sentiment)."""
@@ -82,7 +82,7 @@ def simulator_ports(sim_url: str, timeout_s: float = 60.0):
 
 
 def drive_batches(
-    store: LeaseStore, catalog: ProcessorCatalog, ports, *, max_rounds: int = 40, ring: KeyRing | None = None,
+    store: ForgeStore, catalog: ProcessorCatalog, ports, *, max_rounds: int = 40, ring: KeyRing | None = None,
     between: Callable[[int], None] | None = None, max_requests_per_batch: int | None = None,
     errors: Counter[str] | None = None,
 ) -> int:
@@ -109,14 +109,14 @@ def drive_batches(
             between(n)
         if ring is not None:
             probe_due_keys(store, ring, FAST_PROBES)
-        if not any(store.counts().get(s) for s in conservation.OPEN):
+        if not any(store.jobs.counts().get(s) for s in conservation.OPEN):
             return n
         make_due(store)
         time.sleep(0.2 if polled is None else 0.02)
     return max_rounds
 
 
-def duplicate_provider_batches(store: LeaseStore, sim_url: str) -> int:
+def duplicate_provider_batches(store: ForgeStore, sim_url: str) -> int:
     """Provider batches beyond one per Forge batch: OpenAI's by their forge_batch_id metadata, Anthropic's
     (which carry no metadata) by count against the Forge batches holding an Anthropic batch id."""
     with openai.OpenAI(api_key=SIMULATOR_KEY, base_url=sim_url + "/v1", max_retries=3) as client:
@@ -131,8 +131,8 @@ def duplicate_provider_batches(store: LeaseStore, sim_url: str) -> int:
 
 
 def run_batch_fault(
-    store: LeaseStore, sim, name: str, *, jobs: int, knobs: dict | None = None, max_attempts: int = 3,
-    between: Callable[[int, object, LeaseStore], None] | None = None, timeout_s: float = 60.0,
+    store: ForgeStore, sim, name: str, *, jobs: int, knobs: dict | None = None, max_attempts: int = 3,
+    between: Callable[[int, object, ForgeStore], None] | None = None, timeout_s: float = 60.0,
     max_requests_per_batch: int | None = None, max_rounds: int = 40,
 ) -> FaultReport:
     """Enqueue `jobs`, set the simulator's `knobs`, drive the batch path to the end; `between(round, sim,
@@ -159,15 +159,15 @@ _SUBMITTER = (
     "import sys\n"
     "from forge_dagster.core.batch.building import build_and_submit\n"
     "from forge_dagster.core.platform.catalog import load_processors\n"
-    "from forge_dagster.core.store import LeaseStore\n"
+    "from forge_dagster.core.store import ForgeStore\n"
     "from tests.chaos.batch_faults import simulator_ports\n"
     "url, schema, sim = sys.argv[1:4]\n"
-    "with LeaseStore(url, schema, pool_size=2) as store:\n"
+    "with ForgeStore(url, schema, pool_size=2) as store:\n"
     "    print(build_and_submit(store, load_processors(), simulator_ports(sim)), flush=True)\n"
 )
 
 
-def crash_between_upload_and_create(store: LeaseStore, database_url: str, schema: str, sim, *,
+def crash_between_upload_and_create(store: ForgeStore, database_url: str, schema: str, sim, *,
                                     jobs: int) -> FaultReport:
     """A builder process is killed while its OpenAI batch create is in flight (the file is uploaded, the
     intent persisted); the orphaned create still lands at the provider. The next run resumes the

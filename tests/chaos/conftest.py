@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 from tests.chaos.harness import store_schema
 from tests.pipeline.conftest import catalog, ports, resources  # noqa: F401 - the Dagster-run scenarios use them
 
@@ -35,10 +35,10 @@ def module_schema(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def emptied_store(database_url: str, module_schema: str) -> Iterator[LeaseStore]:
+def emptied_store(database_url: str, module_schema: str) -> Iterator[ForgeStore]:
     """A store on the module's schema with every table of work emptied first: a fresh store for each
     scenario, cheaper than migrating a schema for each. The processor registry (configuration) is kept."""
-    with LeaseStore(database_url, module_schema, lease_ttl_s=30, pool_size=6) as store:
+    with ForgeStore(database_url, module_schema, lease_ttl_s=30, pool_size=6) as store:
         with store.transaction() as conn:
             tables = [r[0] for r in conn.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from forge_dagster.core.store import LeaseStore, db
+from forge_dagster.core.store import ForgeStore, db
 from tests.chaos import conservation
 from tests.chaos.harness import (
     Fleet,
@@ -133,7 +133,7 @@ def _start(url: str, schema: str, sim: SimulatorProcess, home: Path, jobs: int, 
     """Migrate `schema`, enqueue the jobs and start the fleet; returns once a first job has finished."""
     fresh_sim(sim, latency_ms=latency_ms)
     db.migrate(url, schema)
-    with LeaseStore(url, schema, pool_size=2, application_name=OBSERVER) as store:
+    with ForgeStore(url, schema, pool_size=2, application_name=OBSERVER) as store:
         enqueue_realtime(store, jobs)
     fleet = Fleet(worker_env(url, schema, sim.url, home, FORGE_LEASE_TTL_S=str(lease_ttl_s)), concurrency)
     for _ in range(workers):

@@ -9,7 +9,7 @@ import anthropic
 import openai
 
 from forge_dagster.core.providers.keyring import SIMULATOR_KEY
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 from tests.chaos.batch_faults import FaultReport, run_batch_fault
 from tests.chaos.realtime_faults import (
     key_paused,
@@ -18,7 +18,7 @@ from tests.chaos.realtime_faults import (
     run_realtime_fault,
 )
 
-Between = Callable[[int, object, LeaseStore], None]
+Between = Callable[[int, object, ForgeStore], None]
 
 MIXED = {"error_5xx_rate": 0.1, "malformed_rate": 0.1, "truncation_rate": 0.05, "out_of_order": True,
          "line_4xx_rate": 0.03}
@@ -26,7 +26,7 @@ MIXED = {"error_5xx_rate": 0.1, "malformed_rate": 0.1, "truncation_rate": 0.05, 
 
 def lift_after(round_: int, **knobs) -> Between:
     """After round `round_`, set `knobs` (the storm passes, the provider is fast again...)."""
-    def between(n: int, sim, store: LeaseStore) -> None:
+    def between(n: int, sim, store: ForgeStore) -> None:
         if n == round_:
             sim.configure(**knobs)
 
@@ -35,7 +35,7 @@ def lift_after(round_: int, **knobs) -> Between:
 
 def refill_after(round_: int) -> Between:
     """After round `round_`, credit is bought: the quota is refilled and no longer runs out."""
-    def between(n: int, sim, store: LeaseStore) -> None:
+    def between(n: int, sim, store: ForgeStore) -> None:
         if n == round_:
             refill(sim)
 
@@ -47,7 +47,7 @@ def refill(sim) -> None:
     sim.refill_quota()
 
 
-def cancel_at_provider(n: int, sim, store: LeaseStore) -> None:
+def cancel_at_provider(n: int, sim, store: ForgeStore) -> None:
     """After the first round, someone cancels every batch at the provider (its console, say) while they
     run; requests that finished in time keep their results. The provider is fast afterwards."""
     if n != 1:
@@ -99,7 +99,7 @@ def realtime_scenarios() -> dict[str, dict]:
     }
 
 
-def run_scenario(path: str, name: str, store: LeaseStore, sim, jobs: int) -> FaultReport:
+def run_scenario(path: str, name: str, store: ForgeStore, sim, jobs: int) -> FaultReport:
     """Run one catalogued scenario of `path` ("batch" or "realtime") with `jobs` jobs."""
     if path == "batch":
         return run_batch_fault(store, sim, name, jobs=jobs, **batch_scenarios()[name])

@@ -25,7 +25,7 @@ from psycopg import sql
 from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.catalog import load_processors
 from forge_dagster.core.runtime import with_database
-from forge_dagster.core.store import JobSpec, LeaseStore, db
+from forge_dagster.core.store import ForgeStore, JobSpec, db
 from forge_dagster.simulator.process import SimulatorProcess  # noqa: F401 (the scenarios name it)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,7 +165,7 @@ def own_database(server_url: str, prefix: str = "forge_chaos") -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def enqueue_realtime(store: LeaseStore, n: int, *, max_attempts: int = 5, processor: str = TICKET,
+def enqueue_realtime(store: ForgeStore, n: int, *, max_attempts: int = 5, processor: str = TICKET,
                      tag: str = "rt") -> list[int]:
     """n realtime jobs of the ticket processor (ids `tag`-0...); their job ids."""
     version = load_processors()[processor].version

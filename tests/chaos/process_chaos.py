@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 from tests.chaos import conservation
 from tests.chaos.harness import (
     Fleet,
@@ -145,7 +145,7 @@ def run_process_chaos(
 ) -> ProcessChaosReport:
     """Run the scenario on a fresh store schema; the simulator is configured here."""
     fresh_sim(sim, latency_ms=latency_ms)
-    with LeaseStore(database_url, schema, pool_size=2) as store:
+    with ForgeStore(database_url, schema, pool_size=2) as store:
         enqueue_realtime(store, jobs)
     env = worker_env(database_url, schema, sim.url, home, FORGE_LEASE_TTL_S=str(lease_ttl_s))
     fleet, rng = Fleet(env, concurrency), random.Random(seed)

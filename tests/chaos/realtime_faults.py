@@ -12,7 +12,7 @@ from dataclasses import replace
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.realtime import KeyRing, RealtimeConfig, RealtimeExecutor, keys_from_env
 from forge_dagster.core.realtime.calls import CallPolicy
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 from tests.chaos import conservation
 from tests.chaos.batch_faults import FAST_PROBES, FaultReport
 from tests.chaos.harness import enqueue_realtime, fresh_sim
@@ -21,12 +21,12 @@ CONFIG = RealtimeConfig(concurrency=16, key_refresh_s=0.1, retry_base_delay_s=0.
                         call=CallPolicy(pause=FAST_PROBES))
 
 # (sim, store) -> True once the fault has bitten and has been lifted
-Lift = Callable[[object, LeaseStore], bool]
+Lift = Callable[[object, ForgeStore], bool]
 
 
-def lift_when(bitten: Callable[[object, LeaseStore], bool], lift: Callable[[object], None]) -> Lift:
+def lift_when(bitten: Callable[[object, ForgeStore], bool], lift: Callable[[object], None]) -> Lift:
     """A watcher step: once `bitten(sim, store)`, call `lift(sim)` and report done."""
-    def step(sim, store: LeaseStore) -> bool:
+    def step(sim, store: ForgeStore) -> bool:
         if bitten(sim, store):
             lift(sim)
             return True
@@ -55,13 +55,13 @@ def other_application_at_the_limit(rpm: int, free_in_s: float = 3.0) -> Callable
     return before
 
 
-def key_paused(sim, store: LeaseStore) -> bool:
+def key_paused(sim, store: ForgeStore) -> bool:
     row = store.keys.get("openai", "simulator")
     return row is not None and row["state"] == "paused"
 
 
 def run_realtime_fault(
-    store: LeaseStore, sim, name: str, *, jobs: int, knobs: dict | None = None, max_attempts: int = 3,
+    store: ForgeStore, sim, name: str, *, jobs: int, knobs: dict | None = None, max_attempts: int = 3,
     lift: Lift | None = None, timeout_s: float = 60.0, call_timeout_s: float = 30.0,
     config: RealtimeConfig = CONFIG, ring_env: dict[str, str] | None = None,
     before: Callable[[object], None] | None = None,

@@ -127,7 +127,7 @@ def test_a_file_in_utf16_or_utf32_is_refused_whole_naming_its_encoding(store, tm
     source = f"file:{uuid.uuid4().hex}"
     with pytest.raises(UnreadableFile, match=rf"^wrong encoding \({FOREIGN[codec]}; Forge reads UTF-8\)$"):
         intake_file(store, load_processors(), path, source=source)
-    assert store.counts(source=source) == {}
+    assert store.jobs.counts(source=source) == {}
 
 
 odd_text = st.text(max_size=30)  # anything: NUL, lone surrogates, control characters

@@ -107,7 +107,7 @@ def test_collection_runs_killed_again_and_again_spend_no_attempt(dagster_env, re
         run = instance.get_run_by_id(run_id)
         assert run.status == dg.DagsterRunStatus.FAILURE and run.tags["forge/dead_run"] == "lease expired"
     assert attempts(database_url, schema) and set(attempts(database_url, schema).values()) == {1}
-    assert store.counts() == {"succeeded": 6}
+    assert store.jobs.counts() == {"succeeded": 6}
     with schema_conn(database_url, schema) as conn:
         assert conservation.check(conn).problems == []
 
@@ -120,7 +120,7 @@ def test_build_run_killed_while_uploading_is_resumed_at_once_on_the_same_attempt
     [request] = ask(pending_work_sensor, instance, resources)
     known: set[str] = set()
     proc = start_run(dagster_env, "build_batches", request.run_key)
-    wait_until(lambda: store.counts().get("submitted") == 5 and leased_run(store, "build_batches", known),
+    wait_until(lambda: store.jobs.counts().get("submitted") == 5 and leased_run(store, "build_batches", known),
                timeout_s=60, what="the submission intent of the build run")
     kill_when_working(store, proc, "build_batches", known)
     sim.configure(route_latency_ms={})
@@ -131,7 +131,7 @@ def test_build_run_killed_while_uploading_is_resumed_at_once_on_the_same_attempt
     assert again.run_key != request.run_key
     final = start_run(dagster_env, "build_batches", again.run_key)
     assert final.wait(120) == 0, final.stderr.read()[-3000:]
-    assert store.counts() == {"submitted": 5} and store.batch_counts() == {"in_progress": 1}
+    assert store.jobs.counts() == {"submitted": 5} and store.batches.counts() == {"in_progress": 1}
     creates = [r for r in sim.requests() if r["method"] == "POST" and r["path"] == "/v1/batches"]
     assert len(creates) == 1  # created once, by the resumed submission
     assert set(attempts(database_url, schema).values()) == {1}

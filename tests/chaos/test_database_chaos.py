@@ -11,7 +11,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from forge_dagster.core.runtime import with_database
-from forge_dagster.core.store import LeaseStore, db
+from forge_dagster.core.store import ForgeStore, db
 from tests.chaos.database_chaos import OBSERVER, run_held_xmin, run_terminations
 from tests.chaos.harness import Fleet, enqueue_realtime, own_database, worker_env
 from tests.helpers import wait_until
@@ -51,13 +51,13 @@ def test_a_worker_whose_claim_is_cut_off_mid_statement_reconnects_and_carries_on
     schema = "forge_cut"
     db.migrate(chaos_database, schema)
     fleet = Fleet(worker_env(chaos_database, schema, remote_sim.url, chaos_home), 2)
-    with LeaseStore(chaos_database, schema, pool_size=2, application_name=OBSERVER) as store, \
+    with ForgeStore(chaos_database, schema, pool_size=2, application_name=OBSERVER) as store, \
             psycopg.connect(chaos_database, application_name=OBSERVER) as locker, \
             psycopg.connect(database_url, autocommit=True) as admin:
         [first] = enqueue_realtime(store, 1)
         worker = fleet.start()
         try:
-            wait_until(lambda: store.get_job(first)["state"] == "succeeded", timeout_s=120, what="a worker at work")
+            wait_until(lambda: store.jobs.get(first)["state"] == "succeeded", timeout_s=120, what="a worker at work")
             locker.execute(sql.SQL("LOCK TABLE {}.jobs IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(schema)))
             database = conninfo_to_dict(chaos_database)["dbname"]
             waiting = wait_until(lambda: admin.execute(
@@ -66,7 +66,7 @@ def test_a_worker_whose_claim_is_cut_off_mid_statement_reconnects_and_carries_on
             admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (waiting,))
             locker.rollback()
             ids = enqueue_realtime(store, 5, tag="after")
-            wait_until(lambda: all(store.get_job(i)["state"] == "succeeded" for i in ids) or not worker.alive(),
+            wait_until(lambda: all(store.jobs.get(i)["state"] == "succeeded" for i in ids) or not worker.alive(),
                        timeout_s=60, what="the jobs enqueued after the cut")
             assert worker.alive(), f"the worker exited instead of reconnecting:\n{fleet.errors()}"
         finally:
@@ -87,9 +87,9 @@ def test_a_worker_started_before_its_database_answers_waits_for_it(database_url,
         with psycopg.connect(database_url, autocommit=True) as admin:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         db.migrate(url, "forge_late")
-        with LeaseStore(url, "forge_late", pool_size=1, application_name=OBSERVER) as store:
+        with ForgeStore(url, "forge_late", pool_size=1, application_name=OBSERVER) as store:
             ids = enqueue_realtime(store, 2)
-            wait_until(lambda: all(store.get_job(i)["state"] == "succeeded" for i in ids) or not worker.alive(),
+            wait_until(lambda: all(store.jobs.get(i)["state"] == "succeeded" for i in ids) or not worker.alive(),
                        timeout_s=60, what="the worker to come up and work")
             assert worker.alive(), fleet.errors()
     finally:

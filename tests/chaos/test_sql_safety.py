@@ -48,7 +48,7 @@ def test_sql_metacharacters_in_every_job_field_round_trip_as_data_and_tables_sur
     drive_batches(store, load_catalog(store), simulator_ports(sim.url))
 
     for job_id, (spec, source) in sources.items():
-        job = store.get_job(job_id)
+        job = store.jobs.get(job_id)
         assert (job["external_id"], job["processor"], job["payload"], job["callback_url"], job["source"]) == \
             (spec.external_id, spec.processor, spec.payload, spec.callback_url, source)
         if spec.processor == "ticket_triage":
@@ -71,7 +71,7 @@ def test_sql_metacharacters_in_memories_searches_budgets_and_registry_lookups_ar
     assert all(found[t].tags == [t, "chaos"] and found[t].content == f"zebracorn {t}" for t in NASTY)
     assert [m.source for m in search(store.knowledge, "zebracorn", tag=NASTY[0], limit=50)] == [NASTY[0]]
 
-    costs = store.processors.costs
+    costs = store.costs
     for i, text in enumerate(NASTY):
         costs.set_budget(text, i + 1)
         assert store.processors.events(text) == []

@@ -14,7 +14,8 @@ import os
 import sys
 import threading
 
-from forge_dagster.core.nightly.gpu_mutex import FencedOut, GpuMutex, connect
+from forge_dagster.core.nightly.gpu_mutex import GpuMutex, connect
+from forge_dagster.core.store.knowledge_types import FencedOut
 
 
 def contend(url: str, name: str, rounds: int) -> None:
@@ -43,9 +44,9 @@ def hold(url: str, name: str, ttl_ms: int, db_url: str | None, schema: str | Non
     sys.stdin.readline()  # the test freezes us (SIGSTOP) before sending this line
     outcome: dict = {"extend": lease.extend()}
     if db_url:
-        from forge_dagster.core.store import LeaseStore
+        from forge_dagster.core.store import ForgeStore
 
-        with LeaseStore(db_url, schema, pool_size=1) as store:
+        with ForgeStore(db_url, schema, pool_size=1) as store:
             try:
                 store.knowledge.record_gpu_result(lease.fencing, "test", {"by": "frozen holder"})
                 outcome["write"] = "accepted"

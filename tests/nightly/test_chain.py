@@ -37,10 +37,10 @@ def _rss(path, items):
 def _some_job_outcomes(store) -> None:
     """Forge's own work of the night: two succeeded, one failed, and the cost booked for one."""
     submit_jobs(store, [JobSpec("ticket_triage", {"n": i}, processor_version="1.0.0", mode="realtime") for i in range(3)])
-    jobs = store.claim(3, mode="realtime")
+    jobs = store.jobs.claim(3, mode="realtime")
     answer = {"category": "bug", "priority": "high", "summary": "Export does nothing."}
     succeed(store, [(jobs[0], answer), (jobs[1], answer)])
-    store.fail(jobs[2], "invalid_request: prompt too long", retryable=False)
+    store.jobs.fail(jobs[2], "invalid_request: prompt too long", retryable=False)
     with store.transaction() as conn:
         conn.execute("INSERT INTO costs (job_id, attempt, provider, model, processor, input_tokens, output_tokens,"
                      " cost_usd, pricing_version, batch_priced) VALUES (%s, 1, 'openai', 'gpt-4o-mini',"

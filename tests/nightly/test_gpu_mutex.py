@@ -13,7 +13,8 @@ import threading
 
 import pytest
 
-from forge_dagster.core.nightly.gpu_mutex import Fence, FencedOut, GpuMutex, LockLost, LockTimeout, connect
+from forge_dagster.core.nightly.gpu_mutex import GpuMutex, LockLost, LockTimeout, connect
+from forge_dagster.core.store.knowledge_types import Fence, FencedOut
 from tests.helpers import ROOT, wait_until
 
 

@@ -122,11 +122,11 @@ def test_an_attempt_whose_process_died_is_recorded_as_interrupted_and_still_coun
     script = textwrap.dedent(f"""
         import pathlib, time
         from forge_dagster.core.nightly.healing import HealingPolicy, Signal, heal
-        from forge_dagster.core.store import LeaseStore
+        from forge_dagster.core.store import ForgeStore
         def remedy():
             pathlib.Path({str(started)!r}).write_text("started")
             time.sleep(120)  # killed here, before any outcome is recorded
-        with LeaseStore({database_url!r}, {schema!r}, pool_size=1) as store:
+        with ForgeStore({database_url!r}, {schema!r}, pool_size=1) as store:
             heal(store.knowledge, Signal.OLLAMA_DOWN, "crashed", remedy, HealingPolicy(remedy_budget_s=0.5))
     """)
     child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -162,11 +162,11 @@ def _age_s(store) -> float:
 
 def test_stale_lease_remedy_returns_expired_jobs_to_pending(store):
     [job_id] = submit_jobs(store, [JobSpec("p", {"n": 1}, mode="realtime")]).accepted
-    store.claim(1, mode="realtime", ttl_s=0.2)
+    store.jobs.claim(1, mode="realtime", ttl_s=0.2)
     wait_until(lambda: _lease_expired(store, job_id), timeout_s=10, what="the lease to expire")
     outcome = heal(store.knowledge, Signal.STALE_LEASES, "r1", sweep_remedy(store), HealingPolicy())
     assert outcome.outcome == "ok" and "1 requeued" in outcome.detail
-    assert store.counts() == {"pending": 1}
+    assert store.jobs.counts() == {"pending": 1}
 
 
 def _lease_expired(store, job_id: int) -> bool:

@@ -10,9 +10,10 @@ import dagster as dg
 import pytest
 
 from forge_dagster.assets.nightly import weekly_memory_digest
-from forge_dagster.core.nightly.gpu_mutex import FencedOut, GpuMutex, LockLost
+from forge_dagster.core.nightly.gpu_mutex import GpuMutex, LockLost
 from forge_dagster.core.nightly.knowledge import NewMemory, remember, search
 from forge_dagster.core.store.knowledge_sql import SEARCH_MEMORIES
+from forge_dagster.core.store.knowledge_types import FencedOut
 from tests.helpers import forge_env, forge_process, wait_until
 from tests.nightly.conftest import model_calls
 

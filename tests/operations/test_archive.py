@@ -35,7 +35,7 @@ def test_cooled_batches_move_to_the_archive_and_stay_queryable(store, catalog, p
     batch = store.operations.find_batch(batch_id)
     assert batch["archived"] and batch["state"] == "archived" and batch["request_count"] == 5
     assert [j["id"] for j in store.operations.archived_batch_jobs(batch_id)] == ids
-    assert store.events(ids[0])  # the audit trail stays where it was
+    assert store.jobs.events(ids[0])  # the audit trail stays where it was
     assert store.operations.split_batches() == (0, 0)
 
     after = store.operations.metrics_snapshot()  # counters never go back when rows move
@@ -50,12 +50,12 @@ def test_requeued_jobs_stay_hot_while_their_old_batch_is_archived(store, catalog
     sim.configure(expire_batches=True, expire_complete_fraction=0.5)
     submit_jobs(store, ticket_specs(10))
     [batch_id] = run_batch_round(store, catalog, ports)
-    requeued = store.counts().get("pending", 0)
+    requeued = store.jobs.counts().get("pending", 0)
     assert 0 < requeued < 10  # these left the batch for another attempt
     report = archive_cooled(store, older_than_hours=0)
     assert report.batches == 1 and report.batch_jobs == 10 - requeued
     assert store.operations.find_batch(batch_id)["archived"]
-    assert store.counts() == {"pending": requeued}  # still in the hot table, ready to be claimed
+    assert store.jobs.counts() == {"pending": requeued}  # still in the hot table, ready to be claimed
     assert store.operations.split_batches() == (0, 0)
 
 

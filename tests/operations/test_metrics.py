@@ -52,7 +52,7 @@ def test_metrics_reflect_a_demo_run(tmp_path, database_url, schema, store):
         assert _total(samples, "forge_tokens_total", provider=provider, kind="output") > 0
     assert abs(_total(samples, "forge_cost_usd_total") - summary["cost_usd"]) < 1e-5
     assert _total(samples, "forge_batches", state="collected") == sum(summary["batches"].values())
-    assert _total(samples, "forge_outbox_undelivered") == store.outbox_lag()[0] > 0  # each batch.ended, unsent
+    assert _total(samples, "forge_outbox_undelivered") == store.outbox.lag()[0] > 0  # each batch.ended, unsent
     assert _total(samples, "forge_outbox_lag_seconds") > 0
 
 

@@ -42,7 +42,7 @@ def test_batch_end_reaches_the_simulators_webhook_by_default_with_counts_cost_an
     text = "\n".join(_texts(message))
     assert f"Batch b{batch_id} ended" in text
     assert "6 succeeded" in text and "$0.0" in text and "ticket_triage" in text
-    assert store.outbox_lag()[0] == 0
+    assert store.outbox.lag()[0] == 0
 
 
 def test_invalid_and_dead_jobs_are_told_with_a_sample_of_reasons(store, catalog, ports, sim, receiver, make_relay):
@@ -50,7 +50,7 @@ def test_invalid_and_dead_jobs_are_told_with_a_sample_of_reasons(store, catalog,
     submit_jobs(store, [JobSpec(s.processor, s.payload, external_id=s.external_id, processor_version="1.0.0",
                            max_attempts=1) for s in ticket_specs(3)])
     [batch_id] = run_batch_round(store, catalog, ports)
-    assert store.counts() == {"invalid": 3}
+    assert store.jobs.counts() == {"invalid": 3}
     relay = make_relay(store, webhook=receiver.url + "/slack")
     wait_until(lambda: relay.drain() is not None and receiver.slack_messages(), timeout_s=10, what="a message")
 
@@ -70,9 +70,9 @@ def test_a_storm_of_events_becomes_one_grouped_message(store, receiver, make_rel
         messages.append(OutboxMessage(topic, "key:openai:primary", {
             "provider": "openai", "alias": "primary", "reason": "quota exhausted", "next_probe_at": "soon"}))
     for m in messages:
-        store.write_outbox([m])
+        store.outbox.write([m])
     relay = make_relay(store, webhook=receiver.url + "/slack")
-    wait_until(lambda: relay.drain() is not None and store.outbox_lag()[0] == 0, timeout_s=15, what="the storm")
+    wait_until(lambda: relay.drain() is not None and store.outbox.lag()[0] == 0, timeout_s=15, what="the storm")
 
     [message] = receiver.slack_messages()
     body = message.json

@@ -65,6 +65,6 @@ def test_relay_sensor_drains_the_outbox_and_explains_itself(store, catalog, port
     first = wait_until(lambda: (r := tick()) and json.loads(r.cursor)["delivered"] and r, timeout_s=10,
                        what="a delivering tick")
     assert first.run_requests == [] and "delivered" in first.skip_reason.skip_message
-    wait_until(lambda: tick() and store.outbox_lag()[0] == 0, timeout_s=10, what="the outbox to drain")
+    wait_until(lambda: tick() and store.outbox.lag()[0] == 0, timeout_s=10, what="the outbox to drain")
     assert json.loads(cursor)["delivered"] == 3  # two stamps and the batch's notification
     assert len(receiver.accepted("/cb")) == 2 and len(receiver.slack_messages()) == 1

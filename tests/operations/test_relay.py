@@ -9,32 +9,32 @@ from datetime import timedelta
 import pytest
 
 from forge_dagster.core.intake.routing import submit_jobs
-from forge_dagster.core.store import JobSpec, LeaseStore, OutboxMessage
+from forge_dagster.core.store import ForgeStore, JobSpec, OutboxMessage
 from tests.helpers import register_processor, succeed, wait_until
 
 
 @pytest.fixture(autouse=True)
-def _registered(store: LeaseStore):
+def _registered(store: ForgeStore):
     register_processor(store)  # jobs of `p` can succeed
 
 
-def finish_jobs(store: LeaseStore, n: int, callback_url: str) -> list[int]:
+def finish_jobs(store: ForgeStore, n: int, callback_url: str) -> list[int]:
     """n realtime jobs with a callback that succeed through the store (each commit writes its stamp)."""
     ids = submit_jobs(store, [JobSpec("p", {"i": i}, mode="realtime", callback_url=f"{callback_url}/{i}")
                          for i in range(n)]).accepted
-    jobs = store.claim(n)
+    jobs = store.jobs.claim(n)
     succeed(store, [(job, {"answer": job.payload["i"]}) for job in jobs])
     return ids
 
 
-def stamp_row_ids(store: LeaseStore) -> set[int]:
+def stamp_row_ids(store: ForgeStore) -> set[int]:
     with store.transaction() as conn:
         return {r[0] for r in conn.execute("SELECT id FROM outbox WHERE topic = 'job.stamp'")}
 
 
-def drained(store: LeaseStore, relay) -> bool:
+def drained(store: ForgeStore, relay) -> bool:
     relay.drain()
-    return store.outbox_lag()[0] == 0
+    return store.outbox.lag()[0] == 0
 
 
 def test_every_stamp_arrives_once_at_a_deduping_receiver_that_fails_for_a_while(store, receiver, make_relay):
@@ -56,7 +56,7 @@ def test_every_stamp_arrives_once_at_a_deduping_receiver_that_fails_for_a_while(
 def test_rows_of_one_key_arrive_in_order_across_failures(store, receiver, make_relay):
     for i in range(12):  # one transaction each, as pauses and resumes happen
         key = f"key:openai:{'ab'[i % 2]}"
-        store.write_outbox([OutboxMessage("key.paused" if i % 4 < 2 else "key.resumed", key,
+        store.outbox.write([OutboxMessage("key.paused" if i % 4 < 2 else "key.resumed", key,
                                           {"provider": "openai", "alias": "ab"[i % 2], "n": i})])
     receiver.refuse(3)
     relay = make_relay(store, webhook=receiver.url + "/slack", notify_batch=3)
@@ -80,7 +80,7 @@ def test_failed_delivery_keeps_the_last_error_and_waits_for_its_backoff(store, r
 
     # Other transactions on the server may hold the snapshot's xmin back for a moment: wait for the try.
     wait_until(lambda: relay.drain().failed, timeout_s=10, what="the first try")
-    [row] = store.operations.undelivered()
+    [row] = store.outbox.undelivered()
     assert row["attempts"] == 1 and "HTTP 503" in row["last_error"]
     assert row["available_at"] - row["created_at"] > timedelta(seconds=20)  # backoff, not a hot loop
     assert relay.drain().delivered == 0
@@ -90,12 +90,12 @@ def test_failed_delivery_keeps_the_last_error_and_waits_for_its_backoff(store, r
         conn.execute("UPDATE outbox SET available_at = now()")
     wait_until(lambda: drained(store, relay), timeout_s=10, what="the second try")
     assert len(receiver.state.seen) == 2
-    assert store.operations.undelivered() == []
+    assert store.outbox.undelivered() == []
 
 
 def test_transition_that_rolled_back_sends_nothing(store, receiver, make_relay):
     submit_jobs(store, [JobSpec("p", {}, mode="realtime", callback_url=receiver.url + "/cb/1")])
-    [job] = store.claim(1)
+    [job] = store.jobs.claim(1)
     with pytest.raises(RuntimeError), store.transaction() as tx:
         succeed(store, [(job, {"phantom": True})], conn=tx)
         raise RuntimeError("crash before commit")
@@ -112,7 +112,7 @@ def test_transition_that_rolled_back_sends_nothing(store, receiver, make_relay):
 def test_late_committing_transaction_is_delivered_not_skipped(store, receiver, make_relay):
     submit_jobs(store, [JobSpec("p", {"i": i}, mode="realtime", callback_url=f"{receiver.url}/cb/{i}")
                    for i in range(2)])
-    slow_job, fast_job = store.claim(2)
+    slow_job, fast_job = store.jobs.claim(2)
     relay = make_relay(store)
     with store.transaction() as slow:
         succeed(store, [(slow_job, {"slow": True})], conn=slow)  # its stamp exists, uncommitted
@@ -125,7 +125,7 @@ def test_late_committing_transaction_is_delivered_not_skipped(store, receiver, m
 
 def test_two_relays_side_by_side_keep_order_per_key_and_send_each_row_once(store, receiver, make_relay):
     for i in range(40):
-        store.write_outbox([OutboxMessage("key.paused", f"key:openai:k{i % 4}", {"provider": "openai", "n": i})])
+        store.outbox.write([OutboxMessage("key.paused", f"key:openai:k{i % 4}", {"provider": "openai", "n": i})])
     relays = [make_relay(store, webhook=receiver.url + "/slack", notify_batch=2) for _ in range(2)]
     receiver.refuse(4)
 
@@ -150,7 +150,7 @@ def test_two_relays_side_by_side_keep_order_per_key_and_send_each_row_once(store
 
 
 def test_without_a_webhook_notifications_wait_and_the_relay_says_so(store, receiver, make_relay):
-    store.write_outbox([OutboxMessage("batch.ended", "batch:1", {"batch_id": 1})])
+    store.outbox.write([OutboxMessage("batch.ended", "batch:1", {"batch_id": 1})])
     finish_jobs(store, 1, receiver.url + "/cb")
     relay = make_relay(store, webhook=None)
 
@@ -158,7 +158,7 @@ def test_without_a_webhook_notifications_wait_and_the_relay_says_so(store, recei
     report = relay.drain()  # the stamp still went; the notification waits
     assert report.held == 1 and "FORGE_SLACK_WEBHOOK_URL" in report.summary()
     assert "none" in relay.describe()
-    assert store.outbox_lag()[0] == 1  # kept for when a webhook is configured
+    assert store.outbox.lag()[0] == 1  # kept for when a webhook is configured
 
     later = make_relay(store, webhook=receiver.url + "/slack")
     wait_until(lambda: drained(store, later), timeout_s=10, what="the notification")
@@ -180,7 +180,7 @@ def test_forge_work_drains_the_stamps_of_the_jobs_it_finished(store, receiver, d
     assert proc.returncode == 0, err[-2000:]
     assert "outbox relay on" in err and "notifications -> none" in err
     assert sorted(s.path for s in receiver.accepted("/cb").values()) == [f"/cb/{i}" for i in range(5)]
-    assert store.outbox_lag()[0] == 0
+    assert store.outbox.lag()[0] == 0
 
 
 def test_exit_drain_horizon_is_passed_only_once_a_transaction_running_at_exit_has_committed(
@@ -189,16 +189,16 @@ def test_exit_drain_horizon_is_passed_only_once_a_transaction_running_at_exit_ha
     """What `drain_at_exit` waits on: a stamp committed by a transaction that was still running when the
     process began to stop is readable (and delivered) once the horizon is passed, not before."""
     submit_jobs(store, [JobSpec("p", {"i": 0}, mode="realtime", callback_url=f"{receiver.url}/cb/0")])
-    [job] = store.claim(1)
+    [job] = store.jobs.claim(1)
     relay = make_relay(store)
-    ops = store.operations
+    outbox = store.outbox
     with store.transaction() as late:
         succeed(store, [(job, {"late": True})], conn=late)  # its stamp exists, not yet committed
-        horizon = ops.horizon()
-        assert not ops.passed(horizon)
+        horizon = outbox.horizon()
+        assert not outbox.passed(horizon)
         relay.drain()
         assert receiver.state.seen == []
-    assert ops.passed(horizon)
+    assert outbox.passed(horizon)
     relay.drain_at_exit()
     [stamp] = receiver.accepted("/cb").values()
     assert stamp.json["result"] == {"late": True}

@@ -9,19 +9,19 @@ import pytest
 
 from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.ops.stamps import load_callback_secret, sign, verify_signature
-from forge_dagster.core.store import JobSpec, LeaseStore
+from forge_dagster.core.store import ForgeStore, JobSpec
 from tests.helpers import register_processor, run_batch_round, succeed, wait_until
 from tests.operations.conftest import SECRET, ticket_specs
 
 
 @pytest.fixture(autouse=True)
-def _registered(store: LeaseStore):
+def _registered(store: ForgeStore):
     register_processor(store)  # jobs of `p` can succeed
 
 
 def test_stamp_signature_verifies_and_a_tampered_or_stale_one_does_not(store, receiver, make_relay):
     submit_jobs(store, [JobSpec("p", {}, mode="realtime", callback_url=receiver.url + "/cb/0")])
-    [job] = store.claim(1)
+    [job] = store.jobs.claim(1)
     succeed(store, [(job, {"ok": True})])
     relay = make_relay(store)
     wait_until(lambda: relay.drain().delivered, timeout_s=10, what="the stamp")
@@ -73,7 +73,7 @@ def test_batch_jobs_are_stamped_once_with_their_validated_result(store, catalog,
     relay = make_relay(store)
     wait_until(lambda: relay.drain() is not None and len(receiver.accepted("/cb")) == 4, timeout_s=15,
                what="four stamps")
-    assert store.outbox_lag()[0] == 1  # the batch.ended notification (this relay has no webhook)
+    assert store.outbox.lag()[0] == 1  # the batch.ended notification (this relay has no webhook)
 
     stamps = sorted(receiver.accepted("/cb").values(), key=lambda s: s.path)
     assert [s.path for s in stamps] == [f"/cb/{i}" for i in range(4)]
@@ -88,11 +88,11 @@ def test_every_terminal_path_stamps_a_job_with_a_callback(store, receiver, make_
     url = receiver.url + "/cb"
     submit_jobs(store, [JobSpec("p", {"i": i}, mode="realtime", max_attempts=1, callback_url=f"{url}/{i}")
                    for i in range(3)])
-    ok, bad, lost = store.claim(3, ttl_s=0.2)
+    ok, bad, lost = store.jobs.claim(3, ttl_s=0.2)
     succeed(store, [(ok, {"fine": True})])
-    store.fail(bad, "provider said no", retryable=False)
+    store.jobs.fail(bad, "provider said no", retryable=False)
     # The third worker crashed: once its lease expires, the sweep ends the job dead (attempts spent).
-    wait_until(lambda: store.sweep_expired().dead == 1, timeout_s=5, what="the lease to expire")
+    wait_until(lambda: store.jobs.sweep_expired().dead == 1, timeout_s=5, what="the lease to expire")
     relay = make_relay(store)
     wait_until(lambda: relay.drain() is not None and len(receiver.accepted("/cb")) == 3, timeout_s=10,
                what="three stamps")
@@ -110,12 +110,12 @@ def test_a_slow_receiver_is_served_once_although_the_relay_waits_longer_than_the
 ):
     """The relay holds its rows locked while it sends; a receiver slower than the store's idle-in-transaction
     limit must not get its round cut off (and the stamps sent again and again)."""
-    with LeaseStore(database_url, schema, idle_in_transaction_s=0.3) as store:
+    with ForgeStore(database_url, schema, idle_in_transaction_s=0.3) as store:
         submit_jobs(store, [JobSpec("p", {"i": i}, mode="realtime", callback_url=f"{receiver.url}/cb/{i}")
                        for i in range(2)])
-        succeed(store, [(job, {"i": job.payload["i"]}) for job in store.claim(2)])
+        succeed(store, [(job, {"i": job.payload["i"]}) for job in store.jobs.claim(2)])
         receiver.answer_after(0.5)
         report = make_relay(store).drain()
         assert (report.delivered, report.failed) == (2, 0)
         assert len(receiver.accepted("/cb")) == 2 and receiver.state.duplicates == []
-        assert store.outbox_lag()[0] == 0
+        assert store.outbox.lag()[0] == 0

@@ -17,7 +17,7 @@ from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.providers.quota import KeyPorts, PausePolicy
 from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.realtime import KeyRing, keys_from_env
-from forge_dagster.core.store import JobSpec, LeaseStore
+from forge_dagster.core.store import ForgeStore, JobSpec
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.provider_keys import ProviderKeysResource
 from forge_dagster.sensors.quota_sensors import key_probe_sensor
@@ -31,7 +31,7 @@ BACKUP = "sk-proj-forgetest-BATCHBACKUP-0123456789ab"
 KEY_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "FORGE_PROVIDER_KEYS")
 
 
-def enqueue(store: LeaseStore, n: int, *, first: int = 0, max_attempts: int = 3, line=ticket) -> list[int]:
+def enqueue(store: ForgeStore, n: int, *, first: int = 0, max_attempts: int = 3, line=ticket) -> list[int]:
     specs = [JobSpec(job["processor"], job["input"], external_id=job["id"], processor_version="1.0.0",
                      max_attempts=max_attempts) for job in (line(i) for i in range(first, first + n))]
     ids = submit_jobs(store, specs).accepted
@@ -39,7 +39,7 @@ def enqueue(store: LeaseStore, n: int, *, first: int = 0, max_attempts: int = 3,
     return ids
 
 
-def collect_ended(store: LeaseStore, catalog, ports) -> list[int]:
+def collect_ended(store: ForgeStore, catalog, ports) -> list[int]:
     """Poll every in-flight batch; collect and validate the ones that ended."""
     ended = poll_open_batches(store, ports, quota=FAST).ended
     for batch_id in ended:
@@ -48,12 +48,12 @@ def collect_ended(store: LeaseStore, catalog, ports) -> list[int]:
     return ended
 
 
-def topics(store: LeaseStore) -> list[str]:
+def topics(store: ForgeStore) -> list[str]:
     with store.transaction() as conn:
         return [row[0] for row in conn.execute("SELECT topic FROM outbox ORDER BY id")]
 
 
-def key_paused_payloads(store: LeaseStore) -> list[dict]:
+def key_paused_payloads(store: ForgeStore) -> list[dict]:
     with store.transaction() as conn:
         return [row[0] for row in conn.execute("SELECT payload FROM outbox WHERE topic = 'key.paused' ORDER BY id")]
 
@@ -69,8 +69,8 @@ def spend_quota(sim, api_key: str) -> None:
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x" * 20000}])
 
 
-def attempts(store: LeaseStore, ids: list[int]) -> set[int]:
-    return {store.get_job(i)["attempt"] for i in ids}
+def attempts(store: ForgeStore, ids: list[int]) -> set[int]:
+    return {store.jobs.get(i)["attempt"] for i in ids}
 
 
 def probe_tick(database_url: str, schema: str, sim) -> dict:
@@ -94,14 +94,14 @@ def test_quota_exhaustion_at_submit_pauses_the_key_and_jobs_wait_until_the_probe
     assert report.batches == [] and report.requeued_jobs == 3 and report.failed_jobs == 0
     key = store.keys.get("openai", "simulator")
     assert key["state"] == "paused" and key["reason"].startswith("quota_exhausted")
-    assert store.counts() == {"pending": 3} and attempts(store, ids) == {0}, "a paused key spends no attempt"
+    assert store.jobs.counts() == {"pending": 3} and attempts(store, ids) == {0}, "a paused key spends no attempt"
     assert topics(store) == ["key.paused", "provider.all_keys_paused"]
 
     # While the key is paused the builder does not call the provider: the jobs wait, unspent.
     creates = len(batch_creates(sim))
     build_and_submit(store, catalog, ports, quota=FAST)
     assert len(batch_creates(sim)) == creates
-    assert store.counts() == {"pending": 3} and attempts(store, ids) == {0}
+    assert store.jobs.counts() == {"pending": 3} and attempts(store, ids) == {0}
 
     # Before the refill the probe (listing models) answers, as the real APIs do for an exhausted key: the
     # key goes back on trial, its first batch create meets the wall again and it is paused for longer.
@@ -110,7 +110,7 @@ def test_quota_exhaustion_at_submit_pauses_the_key_and_jobs_wait_until_the_probe
     relapsed = store.keys.get("openai", "simulator")
     assert relapsed["state"] == "paused" and relapsed["probe_count"] == 1
     assert [p["probe_count"] for p in key_paused_payloads(store)] == [0, 1], "each relapse waits longer"
-    assert store.counts() == {"pending": 3} and attempts(store, ids) == {0}
+    assert store.jobs.counts() == {"pending": 3} and attempts(store, ids) == {0}
 
     sim.refill_quota()
     wait_until(lambda: probe_tick(database_url, schema, sim)["resumed"], timeout_s=10, what="a probe to resume")
@@ -120,7 +120,7 @@ def test_quota_exhaustion_at_submit_pauses_the_key_and_jobs_wait_until_the_probe
     assert (key["state"], key["probe_count"], key["paused_at"]) == ("active", 0, None), "the episode ended"
     wait_until(lambda: collect_ended(store, catalog, ports), timeout_s=10, what="the batch to end")
 
-    assert store.counts() == {"succeeded": 3}, "no job lost or failed by the outage"
+    assert store.jobs.counts() == {"succeeded": 3}, "no job lost or failed by the outage"
     assert attempts(store, ids) == {1}
     assert topics(store).count("provider.all_keys_paused") == 1, "the operator is told once per outage"
     assert topics(store).count("provider.keys_available") == 1
@@ -147,7 +147,7 @@ def test_a_paused_key_is_skipped_and_the_providers_other_key_keeps_submitting(st
 
     def all_succeeded() -> bool:
         collect_ended(store, catalog, keys)
-        return store.counts() == {"succeeded": 6}
+        return store.jobs.counts() == {"succeeded": 6}
 
     wait_until(all_succeeded, timeout_s=10, what="every job to succeed")
     polls = [r for r in sim.requests() if r["method"] == "GET" and r["path"].startswith("/v1/batches/")]
@@ -167,7 +167,7 @@ def test_anthropic_credit_exhaustion_at_batch_submit_pauses_the_key_and_spends_n
     key = store.keys.get("anthropic", "simulator")
     assert key["state"] == "paused" and "credit balance is too low" in key["reason"]
     assert store.keys.get("openai", "simulator")["state"] == "active", "only the refused provider's key stops"
-    assert store.counts() == {"pending": 3} and attempts(store, ids) == {0}
+    assert store.jobs.counts() == {"pending": 3} and attempts(store, ids) == {0}
     assert topics(store) == ["key.paused", "provider.all_keys_paused"]
 
 
@@ -191,14 +191,14 @@ def test_token_limit_holds_the_model_until_in_flight_batches_drain_and_jobs_comp
         remote = client.batches.retrieve(refused["provider_batch_id"])
     assert remote.status == "failed" and remote.errors.data[0].code == "token_limit_exceeded"
     assert [(h["provider"], h["model"]) for h in store.keys.holds()] == [("openai", "gpt-4o-mini")]
-    assert store.counts() == {"submitted": 2, "pending": 4}
-    assert attempts(store, [i for i in ids if store.get_job(i)["state"] == "pending"]) == {0}
+    assert store.jobs.counts() == {"submitted": 2, "pending": 4}
+    assert attempts(store, [i for i in ids if store.jobs.get(i)["state"] == "pending"]) == {0}
     assert topics(store) == ["batch.submission_held"], "two refusals, one hold, told once"
 
     creates = len(batch_creates(sim))
     build_and_submit(store, catalog, ports, quota=FAST, max_requests_per_batch=2)
     assert len(batch_creates(sim)) == creates, "a held model is not submitted"
-    assert store.counts() == {"submitted": 2, "pending": 4}
+    assert store.jobs.counts() == {"submitted": 2, "pending": 4}
     assert probe_tick(database_url, schema, sim)["holds_released"] == 0, "its first batch is still in flight"
 
     sim.configure(batch_processing_s=0)  # the first batch ends at its next read: its tokens drain
@@ -209,7 +209,7 @@ def test_token_limit_holds_the_model_until_in_flight_batches_drain_and_jobs_comp
         build_and_submit(store, catalog, ports, quota=FAST, max_requests_per_batch=2)
         collect_ended(store, catalog, ports)
         probe_tick(database_url, schema, sim)
-        return store.counts() == {"succeeded": 6}
+        return store.jobs.counts() == {"succeeded": 6}
 
     wait_until(all_succeeded, timeout_s=20, what="every job to succeed")
     assert attempts(store, ids) == {1}, "the refusals spent no attempt"
@@ -221,6 +221,6 @@ def test_a_batch_alone_over_the_token_limit_spends_its_attempts_instead_of_loopi
     ids = enqueue(store, 2, max_attempts=1)
     build_and_submit(store, catalog, ports, quota=FAST)
     collect_ended(store, catalog, ports)
-    assert store.counts() == {"dead": 2}
-    assert "token_limit_exceeded" in store.get_job(ids[0])["reason"]
+    assert store.jobs.counts() == {"dead": 2}
+    assert "token_limit_exceeded" in store.jobs.get(ids[0])["reason"]
     assert store.keys.holds() == [], "nothing of ours in flight: no hold to wait on"

@@ -34,7 +34,7 @@ def test_output_checks_fail_on_a_missing_cost_and_on_an_output_changed_after_acc
     [changed, lost, _] = enqueue(store, [ticket(i) for i in range(3)])
     [unpriced] = submit_jobs(store, [JobSpec("unpriced", ticket(9)["input"], processor_version="1.0.0")]).accepted
     batches = run_batch_round(store, catalog, resources["providers"].ports)
-    assert store.counts() == {"succeeded": 4}
+    assert store.jobs.counts() == {"succeeded": 4}
     edit = "UPDATE jobs SET output = '{\"category\": \"spam\"}' WHERE id = %s"
     with pytest.raises(psycopg.errors.CheckViolation), store.transaction() as conn:
         conn.execute(edit, (changed,))  # the store refuses an accepted output edited in place

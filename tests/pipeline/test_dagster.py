@@ -55,7 +55,7 @@ def test_asset_chain_takes_inbox_files_to_validated_outputs(tmp_path, resources,
         assert any(k.endswith(".input_tokens") for k in meta)
         checks = collected.get_asset_check_evaluations()
         assert len(checks) == len(BATCH_OUTPUT_CHECKS) and all(c.passed for c in checks)
-    assert store.counts() == {"succeeded": 16}
+    assert store.jobs.counts() == {"succeeded": 16}
 
     # Once collected, a batch is not requested again.
     again = _sensor(batch_status_sensor, instance, resources)

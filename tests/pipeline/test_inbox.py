@@ -61,7 +61,7 @@ def test_unreadable_entries_are_set_aside_and_the_rest_of_the_pipeline_goes_on(
     assert intake.success
     meta = intake.asset_materializations_for_node("job_intake")[0].metadata
     assert (meta["accepted"].value, meta["rejected"].value, meta["inbox_problems"].value) == (6, 1, 6)
-    assert store.counts() == {"pending": 7}
+    assert store.jobs.counts() == {"pending": 7}
     warnings = [e.user_message for e in instance.all_logs(intake.run_id) if e.level == logging.WARNING]
     assert any("inbox entry fifo.jsonl: a FIFO, not a file" in m for m in warnings)  # in the run's log too
 
@@ -120,7 +120,7 @@ def test_a_name_dropped_again_keeps_every_file_and_every_report(store, catalog, 
     assert [len((processed / n).read_text().splitlines()) for n in names] == [1, 2, 3]
     assert [report_of(refused, n)["problem"] for n in ["bad.jsonl", "bad.2.jsonl", "bad.3.jsonl"]] == \
         ["a folder, not a file"] * 3
-    assert store.counts() == {"pending": 6}
+    assert store.jobs.counts() == {"pending": 6}
 
 
 PERMISSION_DRAIN = """
@@ -149,7 +149,7 @@ def test_a_file_without_read_permission_is_set_aside_by_itself(store, catalog, t
     assert report_of(inbox / "refused", "locked.jsonl")["problem"] == "cannot be read: permission denied"
     write_inbox(inbox, [ticket(1)], name="good.jsonl")
     assert drain_inbox(store, catalog, inbox).accepted == 1
-    assert store.counts() == {"pending": 1}
+    assert store.jobs.counts() == {"pending": 1}
 
 
 def test_a_file_that_cannot_be_moved_is_reported_and_the_others_still_go_through(store, catalog, tmp_path):
@@ -157,7 +157,7 @@ def test_a_file_that_cannot_be_moved_is_reported_and_the_others_still_go_through
     (inbox / "processed").write_text("a file where the folder should be")
     (inbox / "b.jsonl").mkdir()
     report = drain_inbox(store, catalog, inbox)
-    assert report.accepted == 1 and store.counts() == {"pending": 1}
+    assert report.accepted == 1 and store.jobs.counts() == {"pending": 1}
     [stuck, refused] = report.problems
     assert stuck["file"] == "a.jsonl"
     assert stuck["problem"].startswith("taken in; could not be moved to processed/: [Errno 17] File exists")
@@ -166,4 +166,4 @@ def test_a_file_that_cannot_be_moved_is_reported_and_the_others_still_go_through
 
     again = drain_inbox(store, catalog, inbox)  # tried again: its lines are already in, nothing twice
     assert again.accepted == 0 and "duplicate id 't1'" in again.rejected[0]["error"]
-    assert store.counts() == {"pending": 1}
+    assert store.jobs.counts() == {"pending": 1}

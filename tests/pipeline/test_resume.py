@@ -8,7 +8,7 @@ from forge_dagster.core.batch.building import BuildReport, resume_stale_submissi
 from forge_dagster.core.batch.shaping import custom_id_for
 from forge_dagster.core.models import Provider
 from forge_dagster.core.providers import build_port
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 from tests.pipeline.conftest import review, ticket
 from tests.pipeline.test_engine import enqueue
 from tests.providers.helpers import routes
@@ -16,11 +16,11 @@ from tests.providers.helpers import routes
 MODELS = {"ticket_triage": ("openai", "gpt-4o-mini"), "review_sentiment": ("anthropic", "claude-3-5-haiku-latest")}
 
 
-def abandoned_intent(store: LeaseStore, lines: list[dict]) -> tuple[int, str]:
+def abandoned_intent(store: ForgeStore, lines: list[dict]) -> tuple[int, str]:
     """A submission intent committed by a builder that then died before its provider call finished:
     the batch in `submitting`, its jobs `submitted`, and (as after a crash) untouched for an hour."""
     enqueue(store, lines)
-    jobs = store.claim(len(lines), mode="batch", to_state="claimed", ttl_s=300)
+    jobs = store.jobs.claim(len(lines), mode="batch", to_state="claimed", ttl_s=300)
     provider, model = MODELS[lines[0]["processor"]]
     batch_id, forge_batch_id, held = store.batches.record_intent(
         provider=provider, model=model, processor=lines[0]["processor"], version="1.0.0",
@@ -55,7 +55,7 @@ def test_two_overlapping_resumes_create_one_provider_batch(store, catalog, ports
     assert batch_creates(sim) == 1
     batch = store.batches.get(batch_id)
     assert batch["state"] == "in_progress" and batch["submit_attempts"] == 2
-    assert store.counts() == {"submitted": 3}
+    assert store.jobs.counts() == {"submitted": 3}
 
 
 def test_resumed_submission_is_never_matched_to_another_forge_batch(store, catalog, ports, sim):

@@ -10,7 +10,7 @@ from forge_dagster.core.batch.collection import collect_results, poll_open_batch
 from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.models import Provider
 from forge_dagster.core.providers.results import openai_batch_item
-from forge_dagster.core.store import JobSpec, LeaseStore
+from forge_dagster.core.store import ForgeStore, JobSpec
 from tests.helpers import make_due, run_batch_round
 from tests.pipeline.conftest import review, ticket
 from tests.pipeline.test_engine import enqueue
@@ -19,7 +19,7 @@ TERMINAL = {"succeeded", "invalid", "failed", "dead"}
 OPEN = {"pending", "claimed", "running", "submitted", "collected"}
 
 
-def backoffs(store: LeaseStore) -> list[timedelta]:
+def backoffs(store: ForgeStore) -> list[timedelta]:
     """run_after minus the moment each pending job was put back (its updated_at, same transaction)."""
     with store.transaction() as conn:
         return [r[0] for r in conn.execute("SELECT run_after - updated_at FROM jobs WHERE state = 'pending'")]
@@ -49,16 +49,16 @@ def test_cancelled_batch_keeps_finished_results_and_requeues_the_rest(store, cat
     assert store.batches.get(batch_id)["state"] == "ended_cancelled"
     collect_results(store, ports, batch_id)
     validate_batch(store, catalog, batch_id)
-    counts = store.counts()
+    counts = store.jobs.counts()
     assert counts["succeeded"] == 5 and counts["pending"] == 5
-    finished = {i for i in ids if store.get_job(i)["state"] == "succeeded"}
+    finished = {i for i in ids if store.jobs.get(i)["state"] == "succeeded"}
 
     sim.configure(batch_processing_s=0)
     make_due(store)
     run_batch_round(store, catalog, ports)
-    assert store.counts() == {"succeeded": 10}
+    assert store.jobs.counts() == {"succeeded": 10}
     for job_id in ids:  # the finished half was kept, not run again
-        assert store.get_job(job_id)["attempt"] == (1 if job_id in finished else 2)
+        assert store.jobs.get(job_id)["attempt"] == (1 if job_id in finished else 2)
 
 
 def _openai_line_500(custom_id: str) -> dict:
@@ -79,7 +79,7 @@ def test_5xx_inside_a_result_line_is_retried_then_dead_with_its_reason(store, ca
         item = openai_batch_item(_openai_line_500(member["custom_id"]))
         store.batches.store_results(batch_id, [(job_id, attempt, item)])  # as collect_results stores lines
         validate_batch(store, catalog, batch_id)
-        job = store.get_job(job_id)
+        job = store.jobs.get(job_id)
         if attempt == 1:
             assert job["state"] == "pending" and job["reason"].startswith("http 500: ")
             make_due(store)
@@ -89,10 +89,10 @@ def test_5xx_inside_a_result_line_is_retried_then_dead_with_its_reason(store, ca
     assert [e["attempt"] for e in job["errors"]] == [1, 2]
 
 
-def conservation(store: LeaseStore, inputs: int) -> dict[str, int]:
+def conservation(store: ForgeStore, inputs: int) -> dict[str, int]:
     """Check that every input is in exactly one state, that each submitted job sits in exactly one batch
     the provider still has, and that the audit trail ends where each job is; return the counts."""
-    counts = store.counts()
+    counts = store.jobs.counts()
     assert set(counts) <= TERMINAL | OPEN, counts
     assert sum(counts.values()) == inputs, counts
     with store.transaction() as conn:
@@ -149,6 +149,6 @@ def test_a_result_line_carrying_nul_is_stored_and_judged_not_fatal_to_its_batch(
     assert store.batches.store_results(batch_id, [(ids[0], 1, openai_batch_item(line))]) == 1
     collect_results(store, ports, batch_id)  # the other job's line, from the provider
     validate_batch(store, catalog, batch_id)
-    assert store.get_job(ids[1])["state"] == "succeeded"
-    nul_job = store.get_job(ids[0])
+    assert store.jobs.get(ids[1])["state"] == "succeeded"
+    nul_job = store.jobs.get(ids[0])
     assert nul_job["state"] == "pending" and "schema" in nul_job["reason"]  # judged like any bad output

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from forge_dagster.core.ops.run_leases import RunDeclaredDead, RunHeartbeat
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 from forge_dagster.definitions import build_definitions
 from forge_dagster.sensors.batch_sensors import batch_status_sensor, collect_run_key, pending_work_sensor
 from forge_dagster.sensors.run_liveness import run_liveness_sensor, store_tags
@@ -22,7 +22,7 @@ from tests.pipeline.test_sensors import requested_key, tick
 DEFS = build_definitions()
 
 
-def started_run(instance: dg.DagsterInstance, job_name: str, store: LeaseStore | None = None,
+def started_run(instance: dg.DagsterInstance, job_name: str, store: ForgeStore | None = None,
                 **tags: str) -> dg.DagsterRun:
     """A run recorded as STARTED, as a run worker leaves it when it is killed; asked for by the sensors of
     `store` when given (tagged with it)."""
@@ -33,7 +33,7 @@ def started_run(instance: dg.DagsterInstance, job_name: str, store: LeaseStore |
     return instance.get_run_by_id(run.run_id)
 
 
-def lease_expired(store: LeaseStore, run_id: str) -> bool:
+def lease_expired(store: ForgeStore, run_id: str) -> bool:
     with store.transaction() as conn:
         row = conn.execute("SELECT lease_expires_at < now() FROM run_leases WHERE run_id = %s", (run_id,)).fetchone()
     return bool(row and row[0])
@@ -42,7 +42,7 @@ def lease_expired(store: LeaseStore, run_id: str) -> bool:
 @pytest.fixture
 def ghost(database_url, schema):
     """The store of a step process that took its run's lease and claimed jobs, then died."""
-    with LeaseStore(database_url, schema, owner="ghost-host:4242:dead01") as s:
+    with ForgeStore(database_url, schema, owner="ghost-host:4242:dead01") as s:
         yield s
 
 
@@ -72,15 +72,15 @@ def test_jobs_a_dead_run_claimed_go_back_with_their_attempt_unspent(resources, s
     enqueue(store, [ticket(i) for i in range(3)])
     run = started_run(instance, "build_batches")
     assert ghost.runs.take(run.run_id, run.job_name, None, ttl_s=0.5)
-    claimed = ghost.claim(2, mode="batch", to_state="claimed", ttl_s=300)  # attempt 1, never sent
+    claimed = ghost.jobs.claim(2, mode="batch", to_state="claimed", ttl_s=300)  # attempt 1, never sent
     wait_until(lambda: lease_expired(store, run.run_id), what="the dead run's lease to expire")
     tick(run_liveness_sensor, instance, resources)
     [failure] = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
     assert "2 claimed jobs back to pending, attempt unspent" in failure.message
     for job in claimed:  # at once, not after the claims' own 300 s leases
-        row = store.get_job(job.id)
+        row = store.jobs.get(job.id)
         assert (row["state"], row["attempt"], row["lease_token"]) == ("pending", 0, None)
-        assert "died before submitting (attempt given back)" in store.events(job.id)[-1]["reason"]
+        assert "died before submitting (attempt given back)" in store.jobs.events(job.id)[-1]["reason"]
 
 
 def test_run_with_a_live_heartbeat_is_waited_on_and_never_reported(resources, store):

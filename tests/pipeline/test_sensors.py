@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 
 from forge_dagster.assets.batch_pipeline import job_intake
 from forge_dagster.core.intake.routing import submit_jobs
-from forge_dagster.core.store import JobSpec, LeaseStore
+from forge_dagster.core.store import ForgeStore, JobSpec
 from forge_dagster.definitions import build_definitions
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.sensors.batch_sensors import REPEAT_UNCHANGED_S, pending_work_sensor
@@ -60,7 +60,7 @@ def test_requeued_cohort_gets_a_new_run_key(resources, store, catalog, ports, si
     sim.configure(expire_batches=True, expire_complete_fraction=0.0)
     run_batch_round(store, catalog, ports)
     make_due(store)
-    assert store.counts() == {"pending": 4}
+    assert store.jobs.counts() == {"pending": 4}
     again = tick(pending_work_sensor, instance, resources, cursor=first.cursor)
     assert requested_key(again) != requested_key(first)
 
@@ -91,34 +91,34 @@ def test_build_run_drains_the_inbox_the_sensor_watched(resources, store, tmp_pat
     [request] = tick(pending_work_sensor, instance, resources).run_requests
     intake = dg.materialize([job_intake], instance=instance, resources=resources, run_config=request.run_config)
     assert intake.asset_materializations_for_node("job_intake")[0].metadata["accepted"].value == 3
-    assert store.counts() == {"pending": 3}
+    assert store.jobs.counts() == {"pending": 3}
     assert not list((tmp_path / "home" / "inbox").glob("*.jsonl"))
 
 
-def test_realtime_jobs_released_back_get_a_new_run_key(store: LeaseStore, database_url, schema):
+def test_realtime_jobs_released_back_get_a_new_run_key(store: ForgeStore, database_url, schema):
     resources = {"lease_store": LeaseStoreResource(database_url=database_url, db_schema=schema)}
     instance = dg.DagsterInstance.ephemeral()
     submit_jobs(store, [JobSpec("ticket_triage", ticket(i)["input"], processor_version="1.0.0", mode="realtime")
                    for i in range(2)])
     first = tick(realtime_work_sensor, instance, resources)
-    jobs = store.claim(2, mode="realtime")
-    store.fail_many([(job, "transient: overloaded", True) for job in jobs])  # back to pending, retryable
+    jobs = store.jobs.claim(2, mode="realtime")
+    store.jobs.fail_many([(job, "transient: overloaded", True) for job in jobs])  # back to pending, retryable
     make_due(store)
     again = tick(realtime_work_sensor, instance, resources, cursor=first.cursor)
     assert requested_key(again) != requested_key(first)
 
 
-def test_lease_recovery_sensor_counts_what_it_recovered_in_its_cursor(store: LeaseStore, database_url, schema):
+def test_lease_recovery_sensor_counts_what_it_recovered_in_its_cursor(store: ForgeStore, database_url, schema):
     resources = {"lease_store": LeaseStoreResource(database_url=database_url, db_schema=schema)}
     instance = dg.DagsterInstance.ephemeral()
     submit_jobs(store, [JobSpec("ticket_triage", ticket(1)["input"], processor_version="1.0.0", mode="realtime")])
-    store.claim(1, mode="realtime")  # a worker took the job and died; its lease has run out since
+    store.jobs.claim(1, mode="realtime")  # a worker took the job and died; its lease has run out since
     with store.transaction() as conn:
         conn.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 second'")
     result = tick(lease_recovery_sensor, instance, resources, cursor=json.dumps({"ticks": 2, "requeued": 5}))
     assert result.skip_reason.skip_message == "recovered 1 expired leases, 0 jobs dead"
     assert json.loads(result.cursor) == {"ticks": 3, "requeued": 6, "dead": 0}
-    assert store.counts() == {"pending": 1}
+    assert store.jobs.counts() == {"pending": 1}
 
 
 def test_row_another_application_inserted_asks_for_intake_before_any_realtime_run(resources, store, database_url,

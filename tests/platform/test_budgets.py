@@ -38,17 +38,17 @@ def budget_alerts(store) -> list[tuple]:
 
 def test_a_budget_stops_submission_jobs_wait_without_spending_attempts_and_the_operator_is_told_once(
         store, catalog, ports, sim):
-    store.processors.costs.set_budget("ticket_triage", "0.00001")
+    store.costs.set_budget("ticket_triage", "0.00001")
     ids = enqueue(store, 3)
     report = build_and_submit(store, catalog, ports)
     assert (report.budget_held, report.batches, report.submitted_jobs) == (3, [], 0)
-    assert store.batch_counts() == {}
+    assert store.batches.counts() == {}
     for job_id in ids:
-        job = store.get_job(job_id)
+        job = store.jobs.get(job_id)
         assert (job["state"], job["attempt"]) == ("pending", 0)
         assert job["reason"].startswith("waiting: daily budget 'ticket_triage' of $0.00001 would be exceeded")
         assert re.search(r"\(\$0 booked today, \$0 in flight, up to \$0\.000\d+ for this request\)$", job["reason"])
-        assert [e["to_state"] for e in store.events(job_id)][-1] == "pending"
+        assert [e["to_state"] for e in store.jobs.events(job_id)][-1] == "pending"
     with store.transaction() as conn:
         assert conn.execute("SELECT bool_and(run_after > now()) FROM jobs").fetchone()[0]
     [(topic, key, payload)] = budget_alerts(store)
@@ -58,20 +58,20 @@ def test_a_budget_stops_submission_jobs_wait_without_spending_attempts_and_the_o
     make_due(store)
     assert build_and_submit(store, catalog, ports).budget_held == 3
     assert len(budget_alerts(store)) == 1  # told once per scope and day
-    assert store.processors.costs.alerts()[0]["held_jobs"] == 6
+    assert store.costs.alerts()[0]["held_jobs"] == 6
 
-    store.processors.costs.set_budget("ticket_triage", "10")
+    store.costs.set_budget("ticket_triage", "10")
     make_due(store)
     run_batch_round(store, catalog, ports)
-    assert store.counts() == {"succeeded": 3}
-    assert {store.get_job(j)["attempt"] for j in ids} == {1}  # waiting never cost an attempt
+    assert store.jobs.counts() == {"succeeded": 3}
+    assert {store.jobs.get(j)["attempt"] for j in ids} == {1}  # waiting never cost an attempt
 
 
 def test_work_in_flight_holds_budget_until_it_settles_and_never_costs_more_than_estimated(
         store, catalog, ports, sim):
     processor = catalog["ticket_triage"]
     one = estimate_cost(processor, render_request(processor, ticket_input(0), "j1a1"))
-    store.processors.costs.set_budget("ticket_triage", str(one * 5 / 2))  # room for two requests
+    store.costs.set_budget("ticket_triage", str(one * 5 / 2))  # room for two requests
     enqueue(store, 5)
     sim.configure(batch_processing_s=1000)
     first = build_and_submit(store, catalog, ports)
@@ -86,14 +86,14 @@ def test_work_in_flight_holds_budget_until_it_settles_and_never_costs_more_than_
     booked = store.batches.cost(batch_id)
     assert 0 < booked <= 2 * one  # the estimate is a worst case
     make_due(store)
-    spent, in_flight = store.processors.costs.usage_today()
+    spent, in_flight = store.costs.usage_today()
     assert spent["ticket_triage"] == booked and in_flight.get("ticket_triage", 0) == 0
     after = build_and_submit(store, catalog, ports)
     assert after.submitted_jobs == (5 * one / 2 - booked) // one  # what is actually booked frees the rest
 
 
 def test_the_all_processors_budget_covers_every_processor(store, catalog, ports, sim):
-    store.processors.costs.set_budget("*", "0")
+    store.costs.set_budget("*", "0")
     enqueue(store, 2)
     submit_jobs(store, [JobSpec("review_sentiment", {"review": "Fine."}, processor_version="1.0.0")])
     report = build_and_submit(store, catalog, ports)
@@ -103,13 +103,13 @@ def test_the_all_processors_budget_covers_every_processor(store, catalog, ports,
 
 
 def test_a_model_without_a_price_cannot_pass_a_budget(store, catalog, ports, sim):
-    store.processors.costs.set_budget("*", "100")
+    store.costs.set_budget("*", "100")
     [job_id] = enqueue(store, 1, name="unpriced_triage")
     assert build_and_submit(store, catalog, ports).budget_held == 1
-    assert "no price for openai/gpt-unpriced-test" in store.get_job(job_id)["reason"]
+    assert "no price for openai/gpt-unpriced-test" in store.jobs.get(job_id)["reason"]
 
 
 def test_without_budgets_nothing_is_held(store, catalog, ports, sim):
     enqueue(store, 2)
     assert build_and_submit(store, catalog, ports).budget_held == 0
-    assert store.processors.costs.clear_budget("ticket_triage") is False
+    assert store.costs.clear_budget("ticket_triage") is False

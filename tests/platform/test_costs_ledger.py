@@ -62,7 +62,7 @@ def run_with_one_repair(store, catalog, ports, sim, n: int = 4) -> list[int]:
 
 def test_the_ledger_has_one_row_per_billed_attempt_and_equals_the_sum_of_attempts(store, catalog, ports, sim, conn):
     ids = run_with_one_repair(store, catalog, ports, sim)
-    assert store.counts() == {"succeeded": 4}
+    assert store.jobs.counts() == {"succeeded": 4}
     rows = ledger(conn)
     assert [(r[0], r[1]) for r in rows] == [(j, a) for j in ids for a in (1, 2)]  # rejected answers are billed
     assert all(r[8] == PRICING_VERSION and r[9] for r in rows)
@@ -72,7 +72,7 @@ def test_the_ledger_has_one_row_per_billed_attempt_and_equals_the_sum_of_attempt
     lines = conn.execute("SELECT job_id, attempt, usage FROM batch_results").fetchall()
     priced = {(j, a): cost_usd(Provider.OPENAI, "o4-mini", Usage(**u), batch=True) for j, a, u in lines}
     assert {(r[0], r[1]): r[7] for r in rows} == priced
-    per_job = {j: store.get_job(j)["cost_usd"] for j in ids}
+    per_job = {j: store.jobs.get(j)["cost_usd"] for j in ids}
     assert sum(per_job.values()) == sum(r[7] for r in rows) == store.batches.cost()
     for job_id, total in per_job.items():
         assert total == sum(r[7] for r in rows if r[0] == job_id)
@@ -102,14 +102,14 @@ def test_openai_batches_reconcile_with_the_batch_usage_and_a_lost_booking_shows(
     assert f"ledger input_tokens {done[1].ledger['input_tokens'] - lost} vs provider " in again.notes[0]
     assert f"({-lost:+d})" in again.notes[0]
     assert not any(n.startswith("result lines") for n in again.notes)  # every line did come back
-    recorded = {r["batch_id"]: r for r in store.processors.costs.reconciliations()}
+    recorded = {r["batch_id"]: r for r in store.costs.reconciliations()}
     assert recorded[batch_id]["matched"] is False and "ledger input_tokens" in recorded[batch_id]["note"]
 
 
 def test_anthropic_batches_are_not_reconciled_for_want_of_batch_usage(store, catalog, ports, sim):
     submit_jobs(store, [JobSpec("review_sentiment", {"review": "Works well."}, processor_version="1.0.0")])
     run_batch_round(store, catalog, ports)
-    assert store.counts() == {"succeeded": 1}
+    assert store.jobs.counts() == {"succeeded": 1}
     assert reconcile_collected(store, ports) == []
 
 
@@ -141,7 +141,7 @@ def test_an_unpriced_model_books_its_tokens_without_a_cost_and_reports_say_so(st
     ids = submit_jobs(store, [JobSpec("inhouse_triage", ticket_input(i), processor_version="1.0.0")
                          for i in range(3)]).accepted
     run_batch_round(store, unpriced_catalog, ports)
-    assert store.counts() == {"succeeded": 3}
+    assert store.jobs.counts() == {"succeeded": 3}
     rows = ledger(conn)
     assert [r[0] for r in rows] == ids
     assert all(r[3] > 0 and r[5] > 0 and r[7] is None for r in rows)  # tokens kept, cost unknown (not 0)
@@ -177,6 +177,6 @@ def test_a_wrong_prices_file_never_stops_the_ledger(store, catalog, ports, conn,
     monkeypatch.setenv("FORGE_PRICES_FILE", str(prices))
     submit_jobs(store, [JobSpec("ticket_triage", ticket_input(1), processor_version="1.0.0")])
     run_batch_round(store, catalog, ports)
-    assert store.counts() == {"succeeded": 1}
+    assert store.jobs.counts() == {"succeeded": 1}
     [row] = ledger(conn)
     assert row[3] > 0 and row[7] is None and row[8] == f"{PRICING_VERSION}+unusable FORGE_PRICES_FILE"

@@ -41,7 +41,7 @@ def exported(store, tmp_path, ports, sim):
     submit_jobs(store, [JobSpec(name, ticket_input(i), external_id=f"{name}-{i}", processor_version="1.0.0")
                    for name in ("ticket_triage", "nested_triage") for i in range(4)])
     run_batch_round(store, catalog, ports)
-    assert store.counts() == {"succeeded": 8}
+    assert store.jobs.counts() == {"succeeded": 8}
     return catalog
 
 
@@ -50,7 +50,7 @@ def test_the_frame_has_one_row_per_output_and_one_typed_column_per_schema_proper
     assert list(frame.columns) == [*META_COLUMNS, "category", "priority", "summary"]
     assert len(frame) == 4 and list(frame["external_id"]) == [f"ticket_triage-{i}" for i in range(4)]
     for row in frame.itertuples(index=False):
-        output = store.get_job(row.job_id)["output"]
+        output = store.jobs.get(row.job_id)["output"]
         assert (row.category, row.priority, row.summary) == (output["category"], output["priority"], output["summary"])
     assert set(frame["processor_version"]) == {"1.0.0"}
     assert str(frame["finished_at"].dtype).startswith("datetime64") and frame["finished_at"].dt.tz is not None
@@ -60,7 +60,7 @@ def test_the_frame_has_one_row_per_output_and_one_typed_column_per_schema_proper
                                                         "steps"]
     assert {c: str(nested[c].dtype) for c in ("route.escalate", "confidence", "steps")} == {
         "route.escalate": "boolean", "confidence": "Float64", "steps": "Int64"}
-    first = store.get_job(int(nested["job_id"][0]))["output"]
+    first = store.jobs.get(int(nested["job_id"][0]))["output"]
     assert nested["route.queue"][0] == first["route"]["queue"] and nested["labels"][0] == first["labels"]
 
 

@@ -157,7 +157,7 @@ def test_a_job_keeps_its_pinned_version_after_promotion(store, dirs, ports, sim)
     sim.configure(batch_processing_s=1000)  # keep the batches open: what was submitted is what we read
     report = build_and_submit(store, catalog, ports)
     assert len(report.batches) == 2
-    batches = {store.get_job(j)["batch_id"]: j for j in (old_job, new_job)}
+    batches = {store.jobs.get(j)["batch_id"]: j for j in (old_job, new_job)}
     by_job = {batches[b]: store.batches.get(b) for b in batches}
     assert (by_job[old_job]["processor_version"], by_job[old_job]["model"]) == ("1.0.0", "gpt-4o-mini")
     assert (by_job[new_job]["processor_version"], by_job[new_job]["model"]) == ("1.1.0", "gpt-4.1-mini")

@@ -55,7 +55,7 @@ def test_repair_request_quotes_the_rejected_answer_and_every_validator_error(sto
     [job_id] = enqueue(store, "triage_r2", 1)
     sim.configure(schema_violation_rate=1.0)
     run_batch_round(store, catalog, ports)
-    first = store.get_job(job_id)
+    first = store.jobs.get(job_id)
     assert first["state"] == "pending" and first["reason"].startswith("schema")
 
     sim.configure(schema_violation_rate=0.0)
@@ -72,7 +72,7 @@ def test_repair_request_quotes_the_rejected_answer_and_every_validator_error(sto
     assert errors and all(f"- {e}" in repair["content"] for e in errors)
     assert body["response_format"] == original["response_format"]  # structured output is still asked for
 
-    done = store.get_job(job_id)
+    done = store.jobs.get(job_id)
     assert (done["state"], done["attempt"]) == ("succeeded", 2)
 
 
@@ -85,15 +85,15 @@ def test_the_repair_loop_stops_at_its_bound_even_with_attempts_left(store, catal
         run_batch_round(store, catalog, ports)
         make_due(store)
     for job_id in bounded:
-        job = store.get_job(job_id)
+        job = store.jobs.get(job_id)
         assert (job["state"], job["attempt"]) == ("invalid", 2)  # the first answer and one repair
         assert job["reason"].startswith("repair attempts (1) exhausted; last: schema")
         assert job["output"] is None and job["raw_output"]
     for job_id in none_allowed:
-        job = store.get_job(job_id)
+        job = store.jobs.get(job_id)
         assert (job["state"], job["attempt"]) == ("invalid", 1)
         assert job["reason"].startswith("repair attempts (0) exhausted")
-    assert store.counts() == {"invalid": 5}
+    assert store.jobs.counts() == {"invalid": 5}
 
 
 def _item(text=None, *, stop="stop", tool_input=None, outcome=ResultOutcome.SUCCEEDED) -> ResultItem:

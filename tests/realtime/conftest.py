@@ -18,7 +18,7 @@ from forge_dagster.core.realtime import (
     RealtimeStats,
     keys_from_env,
 )
-from forge_dagster.core.store import JobSpec, LeaseStore
+from forge_dagster.core.store import ForgeStore, JobSpec
 
 TICKET = "ticket_triage"  # OpenAI
 REVIEW = "review_sentiment"  # Anthropic
@@ -32,7 +32,7 @@ def catalog(store):
     return load_catalog(store)
 
 
-def variant(store: LeaseStore, catalog, name: str = TICKET, **changes):
+def variant(store: ForgeStore, catalog, name: str = TICKET, **changes):
     """A new version of processor `name` with `changes`, registered in the store (jobs may succeed only on
     registered versions); returns it and the registry's catalog that holds it."""
     from forge_dagster.core.platform.registry import load_catalog, register_processors
@@ -48,7 +48,7 @@ def ring_for(sim, **env: str) -> KeyRing:
     return KeyRing(keys_from_env(env, simulator_url=sim.url, timeout_s=10))
 
 
-def enqueue(store: LeaseStore, n: int, processor: str = TICKET, *, max_attempts: int = 3,
+def enqueue(store: ForgeStore, n: int, processor: str = TICKET, *, max_attempts: int = 3,
             version: str | None = None) -> list[int]:
     """n realtime jobs for `processor`; returns their ids."""
     def payload(i: int) -> dict:
@@ -105,7 +105,7 @@ def running() -> Iterator[list[Running]]:
             r.thread.join(30)
 
 
-def start_executor(started: list[Running], store: LeaseStore, catalog, ring: KeyRing,
+def start_executor(started: list[Running], store: ForgeStore, catalog, ring: KeyRing,
                    config: RealtimeConfig | None = None, **run_kwargs) -> Running:
     r = Running(RealtimeExecutor(store, catalog, ring, config or RealtimeConfig()))
     started.append(r)

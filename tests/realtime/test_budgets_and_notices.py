@@ -39,14 +39,14 @@ def test_a_budget_holds_realtime_jobs_without_spending_attempts_and_the_operator
     sim, store, catalog,
 ):
     budget = budget_for(catalog, 2.5)
-    store.processors.costs.set_budget(TICKET, str(budget))
+    store.costs.set_budget(TICKET, str(budget))
     ids = enqueue(store, 6)
     stats = RealtimeExecutor(store, catalog, ring_for(sim), RealtimeConfig(concurrency=16)).run_sync(
         until_drained=True)
 
-    assert store.counts() == {"succeeded": 2, "pending": 4}
+    assert store.jobs.counts() == {"succeeded": 2, "pending": 4}
     assert stats.budget_held == 4 and len(chat_calls(sim)) == 2, "held jobs are never called"
-    for job in (store.get_job(i) for i in ids):
+    for job in (store.jobs.get(i) for i in ids):
         if job["state"] == "pending":
             assert job["attempt"] == 0, "waiting for a budget must not spend an attempt"
             assert job["reason"].startswith(f"waiting: daily budget '{TICKET}' of $")
@@ -55,42 +55,42 @@ def test_a_budget_holds_realtime_jobs_without_spending_attempts_and_the_operator
     [alert] = outbox(store, "budget.exceeded")
     assert alert.key == f"budget:{TICKET}:{datetime.now(UTC).date().isoformat()}"
     assert alert.payload["held_jobs"] == 4
-    assert store.processors.costs.usage_today()[0][TICKET] <= budget
+    assert store.costs.usage_today()[0][TICKET] <= budget
 
     make_due(store)  # what the two cost is far below their worst case: room for more, not for all
     RealtimeExecutor(store, catalog, ring_for(sim), RealtimeConfig(concurrency=16)).run_sync(until_drained=True)
-    assert 2 < store.counts()["succeeded"] < len(ids)
+    assert 2 < store.jobs.counts()["succeeded"] < len(ids)
     assert len(outbox(store, "budget.exceeded")) == 1, "told once per scope and day"
-    assert store.processors.costs.usage_today()[0][TICKET] <= budget
+    assert store.costs.usage_today()[0][TICKET] <= budget
 
-    store.processors.costs.set_budget(TICKET, "10")
+    store.costs.set_budget(TICKET, "10")
     make_due(store)
     RealtimeExecutor(store, catalog, ring_for(sim), RealtimeConfig(concurrency=16)).run_sync(until_drained=True)
-    assert store.counts() == {"succeeded": len(ids)}
-    assert {store.get_job(i)["attempt"] for i in ids} == {1}
+    assert store.jobs.counts() == {"succeeded": len(ids)}
+    assert {store.jobs.get(i)["attempt"] for i in ids} == {1}
 
 
 def test_realtime_work_in_flight_holds_budget_until_it_settles(sim, store, catalog, running):
-    store.processors.costs.set_budget(TICKET, str(budget_for(catalog, 2.5)))
+    store.costs.set_budget(TICKET, str(budget_for(catalog, 2.5)))
     sim.configure(latency_ms=3000)
     worker = start_executor(running, store, catalog, ring_for(sim), RealtimeConfig(concurrency=8, idle_sleep_s=0.05))
 
     def running_jobs() -> int:
-        return store.counts().get("running", 0)
+        return store.jobs.counts().get("running", 0)
 
     first = enqueue(store, 1)  # claimed and admitted alone: each admission is a separate window
     wait_until(lambda: running_jobs() == 1, timeout_s=10, what="the first job in flight")
     second = enqueue(store, 1)
     wait_until(lambda: running_jobs() == 2, timeout_s=10, what="the second job in flight")
     [third] = enqueue(store, 1)
-    wait_until(lambda: store.get_job(third)["state"] == "pending" and store.get_job(third)["reason"],
+    wait_until(lambda: store.jobs.get(third)["state"] == "pending" and store.jobs.get(third)["reason"],
                timeout_s=10, what="the third job to be held")
-    assert store.get_job(third)["reason"].startswith(f"waiting: daily budget '{TICKET}'"), \
+    assert store.jobs.get(third)["reason"].startswith(f"waiting: daily budget '{TICKET}'"), \
         "the two calls in flight must hold their budget until they settle"
     assert running_jobs() == 2
-    wait_until(lambda: store.counts().get("succeeded", 0) == 2, timeout_s=15, what="the two to finish")
+    wait_until(lambda: store.jobs.counts().get("succeeded", 0) == 2, timeout_s=15, what="the two to finish")
     worker.finish()
-    assert {store.get_job(i)["state"] for i in first + second} == {"succeeded"}
+    assert {store.jobs.get(i)["state"] for i in first + second} == {"succeeded"}
 
 
 def test_realtime_jobs_turned_invalid_or_dead_are_told_through_the_outbox(sim, store, catalog):
@@ -99,13 +99,13 @@ def test_realtime_jobs_turned_invalid_or_dead_are_told_through_the_outbox(sim, s
     invalid = enqueue(store, 3, TICKET, version="9.3.0")
     RealtimeExecutor(store, strict_catalog, ring_for(sim), RealtimeConfig(concurrency=8)).run_sync(
         until_drained=True)
-    assert store.counts() == {"invalid": 3}
+    assert store.jobs.counts() == {"invalid": 3}
 
     sim.configure(schema_violation_rate=0.0, error_5xx_rate=1.0)
     dead = enqueue(store, 2, TICKET, max_attempts=1)
     no_retries = RealtimeConfig(concurrency=8, call=CallPolicy(transient_retries=0))
     RealtimeExecutor(store, catalog, ring_for(sim), no_retries).run_sync(until_drained=True)
-    assert store.counts() == {"invalid": 3, "dead": 2}
+    assert store.jobs.counts() == {"invalid": 3, "dead": 2}
 
     notices = outbox(store, "jobs.invalid_or_dead")
     assert {n.key for n in notices} == {f"realtime:{TICKET}"}

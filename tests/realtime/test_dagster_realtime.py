@@ -46,7 +46,7 @@ def test_realtime_sensor_requests_a_run_and_the_asset_runs_every_claimable_job(s
     assert (meta["openai.input_tokens"].value, meta["anthropic.input_tokens"].value) == (
         booked["openai"], booked["anthropic"])
     assert meta["openai.output_tokens"].value > 0 and meta["anthropic.output_tokens"].value > 0
-    assert store.counts() == {"succeeded": len(ids)}
+    assert store.jobs.counts() == {"succeeded": len(ids)}
     assert _sensor(realtime_work_sensor, instance, resources).run_requests == []
 
 

@@ -30,17 +30,17 @@ def test_quota_exhaustion_pauses_the_key_and_the_probe_resumes_it_after_refill(s
         return row is not None and row["state"] == "paused" and row["probe_count"] >= 2
 
     wait_until(relapsed, timeout_s=20, what="the key to be paused, probed and paused again")
-    counts = store.counts()
+    counts = store.jobs.counts()
     assert not {"failed", "dead", "invalid"} & set(counts), counts
     assert 0 < counts.get("succeeded", 0) < len(ids)
 
     sim.refill_quota()
-    wait_until(lambda: store.counts() == {"succeeded": len(ids)}, timeout_s=20, what="every job to succeed")
+    wait_until(lambda: store.jobs.counts() == {"succeeded": len(ids)}, timeout_s=20, what="every job to succeed")
     stats = worker.finish()
 
     key = store.keys.get("openai", "simulator")
     assert (key["state"], key["probe_count"], key["paused_at"]) == ("active", 0, None)
-    assert all(store.get_job(i)["attempt"] == 1 for i in ids), "a paused key must not spend attempts"
+    assert all(store.jobs.get(i)["attempt"] == 1 for i in ids), "a paused key must not spend attempts"
     topics = [topic for topic, _ in _outbox(store)]
     assert topics.count("provider.all_keys_paused") == 1, "the operator is told once per outage"
     assert topics.count("provider.keys_available") == 1
@@ -59,7 +59,7 @@ def test_a_paused_key_is_skipped_and_calls_move_to_the_fallback_key(sim, store, 
     ids = enqueue(store, 12, TICKET, version="9.0.0")
     ring = ring_for(sim, OPENAI_API_KEY=primary, OPENAI_API_KEY_BACKUP=backup, OPENAI_BASE_URL="SIM_OPENAI")
     worker = start_executor(running, store, routed, ring, RealtimeConfig(concurrency=4))
-    wait_until(lambda: store.counts() == {"succeeded": len(ids)}, timeout_s=20, what="every job to succeed")
+    wait_until(lambda: store.jobs.counts() == {"succeeded": len(ids)}, timeout_s=20, what="every job to succeed")
     worker.finish()
 
     calls = chat_calls(sim)

@@ -54,7 +54,7 @@ def test_paced_rate_is_within_ten_percent_of_the_enforced_limit_and_never_above(
     calls = chat_calls(sim, path)
     limit = min(CONCURRENCY / (LATENCY_MS / 1000), rpm / 60)  # requests per second
     rate, busiest = _rate_and_busiest([c["ts"] for c in calls], WINDOW_S)
-    assert store.counts() == {"succeeded": len(ids)}
+    assert store.jobs.counts() == {"succeeded": len(ids)}
     assert [c["status"] for c in calls].count(429) == 0, "the simulator refused calls: the limit was exceeded"
     assert len(calls) == stats.calls == len(ids)
     assert 0.9 * limit <= rate <= limit, f"achieved {rate:.1f}/s against a limit of {limit:.1f}/s"
@@ -78,8 +78,8 @@ def test_429_storm_ends_with_every_job_done_and_few_retries(sim, store, catalog)
 
     statuses = [c["status"] for c in chat_calls(sim)]
     refused = statuses.count(429)
-    assert store.counts() == {"succeeded": len(ids)}
-    assert all(store.get_job(i)["attempt"] == 1 for i in ids), "a 429 must not spend a job's attempt"
+    assert store.jobs.counts() == {"succeeded": len(ids)}
+    assert all(store.jobs.get(i)["attempt"] == 1 for i in ids), "a 429 must not spend a job's attempt"
     assert refused >= 1, "no storm happened: the scenario did not exercise 429s"
     assert stats.rate_limited == refused
     # Bounded: at most the calls already in flight when the first 429 came back (one wave, at most

@@ -46,7 +46,7 @@ def test_a_rejected_answer_is_asked_again_with_the_validators_errors_and_the_loo
 
     assert len(proxy.chats()) == 2 * len(ids), "the first answer and one repair per job, none past the bound"
     for i, job_id in enumerate(ids):
-        job = store.get_job(job_id)
+        job = store.jobs.get(job_id)
         assert (job["state"], job["attempt"]) == ("invalid", 1), "repairs happen within the attempt"
         assert job["reason"].startswith("repair attempts (1) exhausted; last: ")
         assert job["output"] is None and job["raw_output"]
@@ -73,7 +73,7 @@ def test_a_repaired_answer_is_accepted_and_every_answer_of_the_attempt_is_billed
     with store.transaction() as conn:
         ledger = dict(conn.execute("SELECT job_id, input_tokens + output_tokens FROM costs").fetchall())
     for i, job_id in enumerate(ids):
-        job, calls = store.get_job(job_id), calls_of(proxy, i)
+        job, calls = store.jobs.get(job_id), calls_of(proxy, i)
         assert 1 <= len(calls) <= 1 + processor.max_repair_attempts
         if job["state"] == "succeeded":
             assert validate_result(answer_item(calls[-1][2]["choices"][0]["message"]["content"]),
@@ -90,7 +90,7 @@ def test_an_answer_from_an_unpriced_model_is_booked_with_its_tokens_and_no_cost(
     ids = enqueue(store, 3, TICKET, version="9.2.0")
     RealtimeExecutor(store, unpriced, ring_for(sim), RealtimeConfig(concurrency=3)).run_sync(until_drained=True)
 
-    assert store.counts() == {"succeeded": 3}
+    assert store.jobs.counts() == {"succeeded": 3}
     with store.transaction() as conn:
         rows = conn.execute("SELECT job_id, model, input_tokens, output_tokens, cost_usd FROM costs "
                             "ORDER BY job_id").fetchall()
@@ -107,10 +107,10 @@ def test_5xx_answers_are_retried_within_bounds_and_every_job_still_succeeds(sim,
 
     statuses = [c["status"] for c in chat_calls(sim)]
     server_errors = sum(1 for s in statuses if s >= 500)
-    assert store.counts() == {"succeeded": len(ids)}
+    assert store.jobs.counts() == {"succeeded": len(ids)}
     assert server_errors >= 3, "too few 5xx answers: the scenario did not exercise retries"
     # Each 5xx was either retried in the call (at most 2 per answer) or sent the job back to the queue.
     assert server_errors == stats.call_retries + stats.retried
-    assert sum(store.get_job(i)["attempt"] for i in ids) == len(ids) + stats.retried
+    assert sum(store.jobs.get(i)["attempt"] for i in ids) == len(ids) + stats.retried
     assert store.operations.metrics_snapshot().provider_calls == {("openai", "ok"): len(ids),
                                                                    ("openai", "transient"): server_errors}

@@ -15,7 +15,7 @@ from forge_dagster.core.providers.ratelimit import KeyLimiter
 from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.realtime import RealtimeConfig, RealtimeExecutor
 from forge_dagster.core.realtime.routing import estimate_tokens
-from forge_dagster.core.store import JobSpec, LeaseStore
+from forge_dagster.core.store import ForgeStore, JobSpec
 from forge_dagster.simulator import openai_format
 from forge_dagster.simulator.dice import key_id
 from forge_dagster.simulator.generation import estimate_tokens as simulator_tokens
@@ -44,7 +44,7 @@ def test_two_workers_with_their_own_key_rings_stay_within_the_keys_limit_togethe
 
     def work(ring) -> None:
         try:
-            with LeaseStore(database_url, schema, pool_size=4) as own_store:  # a process's own connections
+            with ForgeStore(database_url, schema, pool_size=4) as own_store:  # a process's own connections
                 executor = RealtimeExecutor(own_store, catalog, ring, RealtimeConfig(concurrency=16))
                 stats.append(executor.run_sync(until_idle=True))
         except BaseException as exc:
@@ -56,7 +56,7 @@ def test_two_workers_with_their_own_key_rings_stay_within_the_keys_limit_togethe
     for t in threads:
         t.join(120)
     assert not errors, errors
-    assert store.counts() == {"succeeded": len(ids)}
+    assert store.jobs.counts() == {"succeeded": len(ids)}
     assert all(s.calls >= 10 for s in stats), [s.calls for s in stats]  # both worked, side by side
     refused = [c["status"] for c in chat_calls(sim)].count(429)
     assert refused <= 2, f"{refused} calls refused: the workers together went over the key's limit"
@@ -84,7 +84,7 @@ def test_tokens_per_minute_are_paced_by_what_the_provider_counts(remote_sim, sto
     limit = tpm / 60 / counted  # calls per second the provider allows
     rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
     busiest = max(bisect.bisect_left(stamps, t + 5.0) - i for i, t in enumerate(stamps))
-    assert store.counts() == {"succeeded": jobs} and stats.calls == jobs
+    assert store.jobs.counts() == {"succeeded": jobs} and stats.calls == jobs
     assert stats.rate_limited == 0, "the provider refused calls: its token limit was exceeded"
     assert 0.9 * limit <= rate <= limit, f"achieved {rate:.1f} calls/s against a limit of {limit:.1f}/s"
     assert busiest <= limit * (5.0 + CATCH_UP_S), f"{busiest} calls within 5 s at {limit:.1f}/s"

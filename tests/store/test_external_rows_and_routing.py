@@ -14,14 +14,14 @@ from forge_dagster.core.intake.inbox import intake_file
 from forge_dagster.core.intake.routing import processor_check, review_external_rows, submit_jobs
 from forge_dagster.core.platform.catalog import ProcessorCatalog, load_processors
 from forge_dagster.core.platform.registry import load_catalog, promote, register_processors
-from forge_dagster.core.store import JobSpec, LeaseStore
+from forge_dagster.core.store import ForgeStore, JobSpec
 
 SMALL = {"subject": "Export broken", "body": "The export button does nothing."}
 LARGE = {"subject": "Logs attached", "body": "stack frame\n" * 2000}  # far over the auto size bound
 
 
 @pytest.fixture
-def registry(store: LeaseStore):
+def registry(store: ForgeStore):
     """ticket_triage 1.0.0 (retired) and 1.1.0 (active), ticket_auto (auto) and ticket_live (realtime)."""
     ticket = load_processors()["ticket_triage"]
     register_processors(store, [(ticket, None)])
@@ -66,10 +66,10 @@ def test_every_externally_inserted_row_is_reviewed_before_any_claim(store, regis
         {"external_id": "inward_callback", "processor": "ticket_triage", "payload": SMALL,
          "callback_url": "http://169.254.169.254/latest/meta-data/"},
     ])
-    assert store.claim(20, mode="batch") == [] and store.claim(20, mode="realtime") == []
+    assert store.jobs.claim(20, mode="batch") == [] and store.jobs.claim(20, mode="realtime") == []
 
     assert review_external_rows(store, registry) == (5, 6)
-    jobs = {name: store.get_job(job_id) for name, job_id in ids.items()}
+    jobs = {name: store.jobs.get(job_id) for name, job_id in ids.items()}
     assert {n: (j["state"], j["processor_version"], j["mode"]) for n, j in jobs.items() if j["state"] == "pending"} == {
         "plain": ("pending", "1.1.0", "batch"), "complete": ("pending", "1.1.0", "batch"),
         "asks_realtime": ("pending", "1.1.0", "realtime"), "urgent": ("pending", "1.0.0", "realtime"),
@@ -82,10 +82,10 @@ def test_every_externally_inserted_row_is_reviewed_before_any_claim(store, regis
     assert "http(s)" in reasons["bad_callback"]
     assert jobs["bad_callback"]["callback_url"] is None  # no stamp to an address the relay cannot reach
     assert "callback_url refused: 169.254.169.254 is link-local" in reasons["inward_callback"]
-    assert store.outbox_lag()[0] == 0
-    assert [e["to_state"] for e in store.events(ids["retired"])] == ["failed"]
+    assert store.outbox.lag()[0] == 0
+    assert [e["to_state"] for e in store.jobs.events(ids["retired"])] == ["failed"]
 
-    claimed = {j.external_id for j in store.claim(20, mode="batch")} | {j.external_id for j in store.claim(20)}
+    claimed = {j.external_id for j in store.jobs.claim(20, mode="batch")} | {j.external_id for j in store.jobs.claim(20)}
     assert claimed == {"plain", "complete", "asks_realtime", "urgent", "tomorrow"}
     assert review_external_rows(store, registry) == (0, 0)
 
@@ -117,7 +117,7 @@ def test_jobs_are_routed_alike_from_a_file_and_from_the_python_api(store, regist
     # The window is configured: with FORGE_AUTO_REALTIME_WITHIN_S=60, ten minutes away is not soon.
     monkeypatch.setenv("FORGE_AUTO_REALTIME_WITHIN_S", "60")
     [job_id] = submit_jobs(store, [JobSpec("ticket_auto", LARGE, due_at=soon)], source="api2").accepted
-    assert store.get_job(job_id)["mode"] == "batch"
+    assert store.jobs.get(job_id)["mode"] == "batch"
     assert processor_check(ProcessorCatalog([registry["ticket_auto"]]), realtime_within_s=900)(
         "ticket_auto", None, LARGE, soon) == ("1.0.0", "realtime")
 
@@ -126,4 +126,4 @@ def test_a_job_pinned_to_a_retired_version_is_refused_at_the_api(store, registry
     report = submit_jobs(store, [JobSpec("ticket_triage", SMALL, processor_version="1.0.0"),
                             JobSpec("ticket_triage", SMALL)])
     assert [(r.index, "retired" in r.error) for r in report.rejected] == [(0, True)]
-    assert store.get_job(report.accepted[0])["processor_version"] == "1.1.0"
+    assert store.jobs.get(report.accepted[0])["processor_version"] == "1.1.0"

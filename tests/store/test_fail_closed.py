@@ -20,7 +20,7 @@ from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.catalog import load_processor_file
 from forge_dagster.core.platform.processors import ProcessorError
 from forge_dagster.core.realtime.handler_worker import Worker
-from forge_dagster.core.store import JobSpec, LeaseStore
+from forge_dagster.core.store import ForgeStore, JobSpec
 from tests.helpers import (
     ECHO_HANDLER,
     accept,
@@ -43,7 +43,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def _accepted_rows(store: LeaseStore) -> int:
+def _accepted_rows(store: ForgeStore) -> int:
     with store.transaction() as conn:
         return conn.execute("SELECT count(*) FROM accepted_outputs").fetchone()[0]
 
@@ -56,7 +56,7 @@ def _submit(tmp_path: Path, env: dict, lines: list[dict]) -> None:
 
 
 def test_plain_forge_work_calls_a_provider_and_succeeds_nothing_when_none_answers(
-    store: LeaseStore, database_url: str, schema: str, tmp_path: Path,
+    store: ForgeStore, database_url: str, schema: str, tmp_path: Path,
 ):
     """The report that opened this: `forge submit` of realtime LLM jobs, then plain `forge work --until-idle`,
     once marked them succeeded with an echo of their input. Now plain `forge work` runs them through the
@@ -70,7 +70,7 @@ def test_plain_forge_work_calls_a_provider_and_succeeds_nothing_when_none_answer
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err[-2000:]
 
-    jobs = [store.get_job(i) for i in (1, 2)]
+    jobs = [store.jobs.get(i) for i in (1, 2)]
     assert {j["state"] for j in jobs} <= {"dead", "failed"}, jobs
     assert all(j["output"] is None for j in jobs)
     assert all("connect" in j["reason"].lower() or "transient" in j["reason"].lower() for j in jobs), jobs
@@ -79,7 +79,7 @@ def test_plain_forge_work_calls_a_provider_and_succeeds_nothing_when_none_answer
 
 
 def test_a_handler_never_runs_llm_jobs_and_echo_is_no_default(
-    store: LeaseStore, database_url: str, schema: str, tmp_path: Path,
+    store: ForgeStore, database_url: str, schema: str, tmp_path: Path,
 ):
     """`--handler` runs only the jobs of processors that declare that handler: naming one on LLM work (the
     old `--handler echo`, or the echo fixture by path) refuses to start and leaves every job untouched."""
@@ -92,12 +92,12 @@ def test_a_handler_never_runs_llm_jobs_and_echo_is_no_default(
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 2, err
         assert f"no processor declares handler {handler!r}" in err
-    assert [store.get_job(i)["state"] for i in ids] == ["pending"] * 3
+    assert [store.jobs.get(i)["state"] for i in ids] == ["pending"] * 3
     assert _accepted_rows(store) == 0
 
 
 def test_a_handler_runs_the_jobs_of_its_processors_only_and_its_answers_are_validated(
-    store: LeaseStore, database_url: str, schema: str, tmp_path: Path,
+    store: ForgeStore, database_url: str, schema: str, tmp_path: Path,
 ):
     register_processor(store)  # an LLM processor: its job must not be touched by the handler
     register_step(store, "echo_step")
@@ -113,27 +113,27 @@ def test_a_handler_runs_the_jobs_of_its_processors_only_and_its_answers_are_vali
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err[-2000:]
 
-    assert store.get_job(echoed)["state"] == "succeeded"
-    assert store.get_job(echoed)["output"] == {"echo": {"i": 1}}
-    broken = store.get_job(off)
+    assert store.jobs.get(echoed)["state"] == "succeeded"
+    assert store.jobs.get(echoed)["output"] == {"echo": {"i": 1}}
+    broken = store.jobs.get(off)
     assert broken["state"] == "invalid" and broken["output"] is None
     assert "schema" in broken["reason"] and "unexpected" in broken["reason"], broken["reason"]
-    assert store.get_job(llm)["state"] == "pending"  # no handler ever saw the LLM job
+    assert store.jobs.get(llm)["state"] == "pending"  # no handler ever saw the LLM job
     with store.transaction() as conn:
         assert conn.execute("SELECT job_id, accepted_by FROM accepted_outputs").fetchall() == [
             (echoed, f"handler {ECHO_HANDLER}")]
 
 
-def test_a_handler_answer_that_breaks_the_schema_ends_invalid_in_process(store: LeaseStore):
+def test_a_handler_answer_that_breaks_the_schema_ends_invalid_in_process(store: ForgeStore):
     step = register_step(store, "strict_step", "tests.store.handlers:off_schema", response_schema=TRIAGE_SCHEMA)
     [job_id] = submit_jobs(store, [JobSpec("strict_step", {})]).accepted
     stats = Worker(store, lambda job: {"category": 7}, [step], concurrency=1, idle_sleep_s=0.01).run(until_idle=True)
-    job = store.get_job(job_id)
+    job = store.jobs.get(job_id)
     assert (stats.succeeded, job["state"], job["attempt"]) == (0, "invalid", 1)
     assert job["reason"].startswith("handler tests.store.handlers:off_schema: schema: 7 is not of type 'string'")
 
 
-def test_the_store_refuses_succeeded_without_an_accepted_output(store: LeaseStore):
+def test_the_store_refuses_succeeded_without_an_accepted_output(store: ForgeStore):
     """Rows another application writes (or any future code path) cannot fail open: the store itself refuses
     `succeeded` without the accepted output of that attempt."""
     register_processor(store)
@@ -147,14 +147,14 @@ def test_the_store_refuses_succeeded_without_an_accepted_output(store: LeaseStor
     for statement, params in refusals:
         with pytest.raises(psycopg.errors.CheckViolation, match="succeeded refused"), store.transaction() as conn:
             conn.execute(statement, params)
-    assert store.get_job(job_id)["state"] == "pending"
+    assert store.jobs.get(job_id)["state"] == "pending"
 
 
-def test_the_store_refuses_an_accepted_output_changed_or_moved_to_another_version(store: LeaseStore):
+def test_the_store_refuses_an_accepted_output_changed_or_moved_to_another_version(store: ForgeStore):
     register_processor(store)
     register_processor(store, version="1.1.0")
     [job_id] = submit_jobs(store, [JobSpec("p", {}, processor_version="1.0.0")]).accepted
-    [job] = store.claim(1)
+    [job] = store.jobs.claim(1)
     assert succeed(store, [(job, {"a": 1})]) == {job_id}
 
     for statement in ("UPDATE jobs SET output = '{\"a\": 2}' WHERE id = %s",  # edited in place
@@ -166,21 +166,21 @@ def test_the_store_refuses_an_accepted_output_changed_or_moved_to_another_versio
         conn.execute("UPDATE accepted_outputs SET fingerprint = 'forged' WHERE job_id = %s", (job_id,))
         conn.execute("UPDATE jobs SET state = 'running' WHERE id = %s", (job_id,))
         conn.execute("UPDATE jobs SET state = 'succeeded' WHERE id = %s", (job_id,))
-    assert store.get_job(job_id)["output"] == {"a": 1}
+    assert store.jobs.get(job_id)["output"] == {"a": 1}
 
 
-def test_an_output_validated_against_another_version_does_not_succeed_the_job(store: LeaseStore):
+def test_an_output_validated_against_another_version_does_not_succeed_the_job(store: ForgeStore):
     register_processor(store)
     register_processor(store, version="1.1.0")
     [job_id] = submit_jobs(store, [JobSpec("p", {}, processor_version="1.0.0")]).accepted
-    [job] = store.claim(1)
+    [job] = store.jobs.claim(1)
     other = accept(store, dataclasses.replace(job, processor_version="1.1.0"), {"a": 1})
-    assert store.succeed_many([(job, other)]) == set()  # not this job's pin: nothing written
-    assert store.get_job(job_id)["state"] == "running" and _accepted_rows(store) == 0
+    assert store.jobs.succeed_many([(job, other)]) == set()  # not this job's pin: nothing written
+    assert store.jobs.get(job_id)["state"] == "running" and _accepted_rows(store) == 0
     with pytest.raises(TypeError):
-        store.succeed_many([(job, {"a": 1})])  # a bare output is no acceptance
+        store.jobs.succeed_many([(job, {"a": 1})])  # a bare output is no acceptance
     with pytest.raises(ValueError):
-        store.finish_many([job], to_state="succeeded")
+        store.jobs.finish_many([job], to_state="succeeded")
 
 
 def test_a_processor_naming_a_handler_that_cannot_be_imported_is_refused_at_load(tmp_path: Path):

@@ -8,11 +8,11 @@ from datetime import datetime
 
 from forge_dagster.core.intake.lines import parse_lines
 from forge_dagster.core.intake.routing import submit_jobs
-from forge_dagster.core.store import JobSpec, LeaseStore, job_sql
+from forge_dagster.core.store import ForgeStore, JobSpec, job_sql
 from tests.helpers import forge_env, forge_process
 
 
-def test_bad_lines_are_rejected_per_line_and_good_ones_enqueued(store: LeaseStore):
+def test_bad_lines_are_rejected_per_line_and_good_ones_enqueued(store: ForgeStore):
     lines = [
         json.dumps({"id": "a", "processor": "p", "input": {"text": "ok"}}),
         '{"processor": "p", "input": {"text": ',  # malformed JSON
@@ -35,7 +35,7 @@ def test_bad_lines_are_rejected_per_line_and_good_ones_enqueued(store: LeaseStor
     assert len(report.accepted) == 2 and parsed.lines == [1, 9]
 
 
-def test_duplicate_ids_are_reported_not_dropped(store: LeaseStore):
+def test_duplicate_ids_are_reported_not_dropped(store: ForgeStore):
     report = submit_jobs(store, [JobSpec("p", {}, external_id="x"), JobSpec("p", {}, external_id="x")])
     assert len(report.accepted) == 1
     assert [(r.index, r.external_id) for r in report.rejected] == [(1, "x")]
@@ -74,16 +74,16 @@ def test_submit_cli_reports_rejections_with_line_numbers(tmp_path, database_url:
     assert "http(s)" in errors[5]
     assert "callback_url refused: ::ffff:a9fe:a9fe is link-local (IPv4-mapped form of 169.254.169.254)" in errors[6]
     assert "mode=external" in err
-    assert store.counts() == {"pending": 2}
+    assert store.jobs.counts() == {"pending": 2}
 
     # Submitting the same file again enqueues nothing twice: its lines are reported as duplicates.
     again = forge_process(["submit", str(path), "--json"], env=env, stdout=-1, stderr=-1, text=True)
     result = json.loads(again.communicate(timeout=120)[0])
     assert result["accepted"] == 0 and sum("duplicate" in r["error"] for r in result["rejected"]) == 2
-    assert store.counts() == {"pending": 2}
+    assert store.jobs.counts() == {"pending": 2}
 
 
-def test_claim_reads_pending_work_through_its_partial_index(store: LeaseStore):
+def test_claim_reads_pending_work_through_its_partial_index(store: ForgeStore):
     submit_jobs(store, [JobSpec("p", {"i": i}, mode="realtime") for i in range(20_000)])
     with store.transaction() as conn:
         conn.execute("UPDATE jobs SET state = 'failed' WHERE id % 10 <> 0")  # finished work
@@ -96,7 +96,7 @@ def test_claim_reads_pending_work_through_its_partial_index(store: LeaseStore):
     assert "Seq Scan" not in plan, plan  # the update finds its rows by primary key, not a table scan
 
 
-def test_each_bad_api_job_is_rejected_with_its_reason_and_the_good_ones_enqueued(store: LeaseStore):
+def test_each_bad_api_job_is_rejected_with_its_reason_and_the_good_ones_enqueued(store: ForgeStore):
     specs = [
         JobSpec("p", {"t": "ok"}, mode="realtime"),
         JobSpec("p", {"t": "nul \u0000"}, mode="realtime"),
@@ -117,11 +117,11 @@ def test_each_bad_api_job_is_rejected_with_its_reason_and_the_good_ones_enqueued
                             4: "not JSON", 5: "unpaired surrogate", 6: "byte limit", 7: "http(s)",
                             8: "processor contains a NUL", 9: "timezone"}.items():
         assert expected in reasons[index], (index, reasons[index])
-    assert len(report.accepted) == 2 and store.counts() == {"pending": 2}
-    assert store.get_job(report.accepted[1])["payload"] == specs[10].payload
+    assert len(report.accepted) == 2 and store.jobs.counts() == {"pending": 2}
+    assert store.jobs.get(report.accepted[1])["payload"] == specs[10].payload
 
 
-def test_a_row_the_database_refuses_is_rejected_alone(store: LeaseStore):
+def test_a_row_the_database_refuses_is_rejected_alone(store: ForgeStore):
     """A constraint the checks before COPY do not know (one an operator added) fails one row, not all."""
     with store.transaction() as conn:
         conn.execute("ALTER TABLE jobs ADD CONSTRAINT no_legacy CHECK (processor <> 'legacy')")
@@ -132,7 +132,7 @@ def test_a_row_the_database_refuses_is_rejected_alone(store: LeaseStore):
     assert [(r.index, r.external_id) for r in report.rejected] == [(1, report.rejected[0].external_id), (3, "twice")]
     assert "refused by PostgreSQL" in report.rejected[0].error and "no_legacy" in report.rejected[0].error
     assert "duplicate id 'twice'" in report.rejected[1].error
-    assert [store.get_job(i)["payload"]["i"] for i in report.accepted] == [0, 2]
+    assert [store.jobs.get(i)["payload"]["i"] for i in report.accepted] == [0, 2]
 
 
 def test_submit_cli_names_why_a_file_cannot_be_read_at_all(tmp_path, database_url: str, schema: str, store):
@@ -146,4 +146,4 @@ def test_submit_cli_names_why_a_file_cannot_be_read_at_all(tmp_path, database_ur
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 2 and out == "", err
         assert f"forge submit: {path}: {problem}" in err and "Traceback" not in err
-    assert store.counts() == {}
+    assert store.jobs.counts() == {}

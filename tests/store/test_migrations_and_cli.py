@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from forge_dagster.core.intake.routing import submit_jobs
-from forge_dagster.core.store import JobSpec, LeaseStore, db
+from forge_dagster.core.store import ForgeStore, JobSpec, db
 from tests.helpers import forge_env, forge_process, register_processor, succeed
 
 SCHEMA_SHAPE = """
@@ -57,10 +57,10 @@ def test_migrations_are_recorded_once_and_a_rerun_changes_nothing(database_url: 
         db.drop_schema(database_url, schema)
 
 
-def test_status_json_has_the_mode_and_counts_by_state(store: LeaseStore, database_url: str, schema: str):
+def test_status_json_has_the_mode_and_counts_by_state(store: ForgeStore, database_url: str, schema: str):
     register_processor(store)
     submit_jobs(store, [JobSpec("p", {"i": i}, mode="realtime") for i in range(3)])
-    succeed(store, [(job, {"ok": True}) for job in store.claim(1)])
+    succeed(store, [(job, {"ok": True}) for job in store.jobs.claim(1)])
     with store.transaction() as conn:
         conn.execute("INSERT INTO batches (provider, model, state) VALUES ('openai', 'gpt-4o-mini', 'in_progress')")
     secret_key, redis_password = "sk-proj-abcdefghijklmnopqrstuvwxyz0123", "s3cret-redis"
@@ -125,7 +125,7 @@ def test_after_the_server_drops_every_session_the_first_failed_check_replaces_al
     drains the pool, so a caller gets a fresh connection next instead of checking the other dead ones one
     by one, with the pool's growing pauses (1, 2, 4 s...) between them."""
     name = f"forge-drain-{uuid.uuid4().hex[:8]}"
-    with LeaseStore(database_url, schema, pool_size=4, application_name=name) as store:
+    with ForgeStore(database_url, schema, pool_size=4, application_name=name) as store:
         barrier = threading.Barrier(4)
 
         def hold_a_connection() -> None:
@@ -144,5 +144,5 @@ def test_after_the_server_drops_every_session_the_first_failed_check_replaces_al
                                    "WHERE application_name = %s", (name,)).fetchone()[0]
         assert killed == 4
         time.sleep(db.RECENTLY_USED_S + 0.1)  # idle long enough to be checked before use (not a race: a threshold)
-        assert store.counts() == {}
+        assert store.jobs.counts() == {}
         assert pool.get_stats().get("connections_lost", 0) == 1  # one dead connection checked, not four

@@ -22,9 +22,9 @@ from forge_dagster.core.platform.repair import render_job_request, repairs_for
 from forge_dagster.core.providers.base import CLOCK_SKEW_S, ProviderPort
 from forge_dagster.core.providers.limits import BatchLimitError
 from forge_dagster.core.providers.quota import BatchGate, KeyPorts, PausePolicy, pause_port_key, pauses_key
-from forge_dagster.core.store import ClaimedJob, LeaseStore
+from forge_dagster.core.store import ClaimedJob, ForgeStore
 from forge_dagster.core.store.batch_store import Settlement
-from forge_dagster.core.store.lease_store import backoff_delay
+from forge_dagster.core.store.job_store import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _render(job: ClaimedJob, catalog: ProcessorCatalog, ports: Mapping[Provider,
 
 
 def build_and_submit(
-    store: LeaseStore,
+    store: ForgeStore,
     catalog: ProcessorCatalog,
     ports: Mapping[Provider, ProviderPort],
     *,
@@ -82,7 +82,7 @@ def build_and_submit(
     submission is held for its enqueued-token limit, go back to pending without spending an attempt."""
     report = BuildReport()
     resume_stale_submissions(store, catalog, ports, report)
-    jobs = store.claim(claim_limit, mode="batch", to_state="claimed", ttl_s=lease_ttl_s)
+    jobs = store.jobs.claim(claim_limit, mode="batch", to_state="claimed", ttl_s=lease_ttl_s)
     report.claimed = len(jobs)
     if not jobs:
         return report
@@ -100,7 +100,7 @@ def build_and_submit(
     keys = KeyPorts.of(ports)
     gate = BatchGate(store, keys, quota)
     items, waiting = gate.split(items, by_cid, catalog)  # paused keys, held models: back to pending, unspent
-    store.keys.release(waiting.jobs)
+    store.jobs.release(waiting.jobs)
     report.errors += waiting.messages
     budget = admit_within_budgets(store, catalog, items, by_cid)
     items, report.budget_held = budget.admitted, len(budget.held)
@@ -126,7 +126,7 @@ def build_and_submit(
                 refused += [(j, f"no {processor.provider} key configured for processor {processor.name}", False)
                             for j in jobs_now]
             else:  # a key was paused by an earlier batch of this pass
-                store.keys.release([(j, *waited) for j in jobs_now])
+                store.jobs.release([(j, *waited) for j in jobs_now])
                 report.errors.append(f"{len(jobs_now)} jobs {waited[0]}")
             continue
         members = [(by_cid[r.custom_id], r.custom_id) for r in batch.requests]
@@ -145,12 +145,12 @@ def build_and_submit(
                             quota=gate.policy):
             gate.refresh()  # a key may have been paused: the next batches skip it
     if refused:
-        store.fail_many(refused)
+        store.jobs.fail_many(refused)
         report.failed_jobs += len(refused)
     return report
 
 
-def spec_for_batch(store: LeaseStore, catalog: ProcessorCatalog, batch_id: int) -> BatchSpec:
+def spec_for_batch(store: ForgeStore, catalog: ProcessorCatalog, batch_id: int) -> BatchSpec:
     """Rebuild a batch's spec from its stored members (same custom_ids, same rendered bodies)."""
     batch = store.batches.get(batch_id)
     requests = []
@@ -166,7 +166,7 @@ def spec_for_batch(store: LeaseStore, catalog: ProcessorCatalog, batch_id: int) 
 
 
 def resume_stale_submissions(
-    store: LeaseStore,
+    store: ForgeStore,
     catalog: ProcessorCatalog,
     ports: Mapping[Provider, ProviderPort],
     report: BuildReport,
@@ -197,7 +197,7 @@ def resume_stale_submissions(
 
 
 def submit_batch(
-    store: LeaseStore,
+    store: ForgeStore,
     port: ProviderPort,
     batch_id: int,
     spec: BatchSpec,
@@ -243,7 +243,7 @@ def submit_batch(
             if exc.error_class == ErrorClass.RATE_LIMITED:
                 # Nothing ran: the jobs wait as long as the provider asked, their attempt given back.
                 reason = f"waiting: submit rate-limited: {exc.message}"
-                report.requeued_jobs += store.keys.requeue_unsubmitted(batch_id, reason, exc.retry_after_s or 30.0)
+                report.requeued_jobs += store.batches.requeue_unsubmitted(batch_id, reason, exc.retry_after_s or 30.0)
                 report.errors.append(f"batch {batch_id}: {reason}"[:500])
                 return False
             _refuse(
@@ -262,14 +262,14 @@ def submit_batch(
         report.submitted_jobs += len(spec.requests)
         return True
     reason = f"waiting: every {spec.provider} key tried for this batch is paused (quota, credit or auth)"
-    requeued = store.keys.requeue_unsubmitted(batch_id, reason, min(waits))
+    requeued = store.batches.requeue_unsubmitted(batch_id, reason, min(waits))
     report.requeued_jobs += requeued
     report.errors.append(f"batch {batch_id}: {requeued} jobs {reason}")
     return False
 
 
 def _refuse(
-    store: LeaseStore,
+    store: ForgeStore,
     batch_id: int,
     requests: list[ProviderRequest],
     reason: str,
@@ -294,7 +294,7 @@ def _refuse(
     ]
     with store.transaction() as conn:  # the settling and its notice commit together
         states = store.batches.settle(batch, settlements, from_states=["submitted"], pricing_version="-", conn=conn)
-        store.write_outbox(rejection_messages(batch, settlements, states), conn=conn)
+        store.outbox.write(rejection_messages(batch, settlements, states), conn=conn)
     report.requeued_jobs += sum(1 for s in states.values() if s == "pending")
     report.failed_jobs += sum(1 for s in states.values() if s != "pending")
     report.errors.append(f"batch {batch_id}: {reason}")

@@ -34,9 +34,9 @@ from forge_dagster.core.providers.quota import (
     is_enqueued_token_limit,
     provider_batch_errors,
 )
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 from forge_dagster.core.store.batch_store import Settlement
-from forge_dagster.core.store.lease_store import backoff_delay
+from forge_dagster.core.store.job_store import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class PollReport:
 
 
 def poll_open_batches(
-    store: LeaseStore, ports: Mapping[Provider, ProviderPort], *, quota: PausePolicy | None = None
+    store: ForgeStore, ports: Mapping[Provider, ProviderPort], *, quota: PausePolicy | None = None
 ) -> PollReport:
     """One pass over every in-flight batch: read its provider status (through the key it went out with)
     and record it. A batch the provider failed for the model's enqueued-token limit holds submission for
@@ -92,7 +92,7 @@ def poll_open_batches(
     return report
 
 
-def _token_limited(store: LeaseStore, port: ProviderPort, batch_id: int, policy: PausePolicy,
+def _token_limited(store: ForgeStore, port: ProviderPort, batch_id: int, policy: PausePolicy,
                    report: PollReport) -> None:
     """If the provider failed the batch for the model's enqueued-token limit: hold the model's submission
     while batches of ours are in flight, and requeue the jobs. Their attempt is unspent when batches of
@@ -106,7 +106,7 @@ def _token_limited(store: LeaseStore, port: ProviderPort, batch_id: int, policy:
     if store.keys.in_flight(provider, model):
         hold_for_token_limit(store, provider, model, errors)
     if store.keys.in_flight_beside(batch_id):
-        requeued = store.keys.requeue_never_ran(batch_id, f"waiting: {errors}", policy.hold_recheck_s)
+        requeued = store.batches.requeue_never_ran(batch_id, f"waiting: {errors}", policy.hold_recheck_s)
         report.errors.append(f"batch {batch_id}: enqueued-token limit for {model}; {requeued} jobs wait")
         return
     settlements = [
@@ -116,7 +116,7 @@ def _token_limited(store: LeaseStore, port: ProviderPort, batch_id: int, policy:
     ]
     with store.transaction() as conn:  # the settling and its notice commit together
         states = store.batches.settle(batch, settlements, from_states=["submitted"], pricing_version="-", conn=conn)
-        store.write_outbox(rejection_messages(batch, settlements, states), conn=conn)
+        store.outbox.write(rejection_messages(batch, settlements, states), conn=conn)
     report.errors.append(f"batch {batch_id}: enqueued-token limit for {model} with nothing in flight: retried")
 
 
@@ -129,7 +129,7 @@ class ResultsReport:
 
 
 def collect_results(
-    store: LeaseStore, ports: Mapping[Provider, ProviderPort], batch_id: int
+    store: ForgeStore, ports: Mapping[Provider, ProviderPort], batch_id: int
 ) -> ResultsReport:
     """Download the ended batch's results (output and error lines, or the results stream) and store them,
     matched by custom_id. Every job still waiting gets exactly one line (missing ones: requeue)."""
@@ -219,7 +219,7 @@ def _settlement(row: Mapping[str, Any], item: ResultItem, verdict, cost, process
     return Settlement(kind=kind, reason=verdict.reason, exhausted="invalid", delay_s=delay, **base)
 
 
-def validate_batch(store: LeaseStore, catalog: ProcessorCatalog, batch_id: int) -> ValidationReport:
+def validate_batch(store: ForgeStore, catalog: ProcessorCatalog, batch_id: int) -> ValidationReport:
     """Validate every stored result of the batch against its processor and settle the jobs once.
     Collecting or validating a batch again books nothing twice."""
     batch = store.batches.get(batch_id)
@@ -250,7 +250,7 @@ def validate_batch(store: LeaseStore, catalog: ProcessorCatalog, batch_id: int) 
     with store.transaction() as conn:  # the settling and its notifications commit together
         states = store.batches.settle(batch, settlements, from_states=["collected"],
                                       pricing_version=table.version, conn=conn)
-        store.write_outbox(batch_messages(batch, settlements, states), conn=conn)
+        store.outbox.write(batch_messages(batch, settlements, states), conn=conn)
     for s in settlements:
         if s.job_id in states and s.usage:
             usage.update(s.usage)

@@ -23,7 +23,7 @@ from typing import Any
 from forge_dagster.core.intake.lines import UnreadableFile, file_lines, parse_lines
 from forge_dagster.core.intake.routing import processor_check
 from forge_dagster.core.platform.catalog import ProcessorCatalog
-from forge_dagster.core.store import JobSpec, LeaseStore
+from forge_dagster.core.store import ForgeStore, JobSpec
 
 
 @dataclass
@@ -114,7 +114,7 @@ def read_intake_file(path: Path) -> bytes:
 
 
 def intake_file(
-    store: LeaseStore, catalog: ProcessorCatalog, path: Path, *, source: str | None = None
+    store: ForgeStore, catalog: ProcessorCatalog, path: Path, *, source: str | None = None
 ) -> IntakeReport:
     """Enqueue one JSONL file; bad lines are reported with their numbers, good ones go in. UnreadableFile
     names why a file cannot be taken in at all (read_intake_file, file_lines)."""
@@ -122,7 +122,7 @@ def intake_file(
     digest = hashlib.sha256(data).hexdigest()[:16]
     parsed = parse_lines(file_lines(data), check_processor=processor_check(catalog))
     specs = _with_ids(parsed.specs, parsed.lines, digest)
-    report = store.enqueue(specs, source=source or f"file:{path.name}")
+    report = store.intake.enqueue(specs, source=source or f"file:{path.name}")
     rejected = [{"line": e.line, "error": e.error} for e in parsed.errors]
     rejected += [{"line": parsed.lines[r.index], "error": r.error} for r in report.rejected]
     return IntakeReport(
@@ -159,7 +159,7 @@ def file_away(path: Path, folder: Path, report: dict[str, Any]) -> str | None:
     return name
 
 
-def drain_inbox(store: LeaseStore, catalog: ProcessorCatalog, inbox: Path) -> IntakeReport:
+def drain_inbox(store: ForgeStore, catalog: ProcessorCatalog, inbox: Path) -> IntakeReport:
     """Take in every entry waiting in `inbox` (inbox_entries): a file is enqueued and moved to `processed/`,
     an entry that cannot be read to `refused/`, each beside a report of its own (file_away). One entry's
     problem never stops the others."""

@@ -23,7 +23,7 @@ from forge_dagster.core.platform.catalog import ProcessorCatalog
 from forge_dagster.core.platform.processors import Processor, validate_input
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.realtime.routing import auto_mode
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 
 
 def job_mode(processor: Processor, payload: Any, due_at: datetime | None, realtime_within_s: float) -> str:
@@ -62,7 +62,7 @@ def processor_check(
     return check
 
 
-def route_specs(store: LeaseStore, specs: Sequence[JobSpec]) -> list[JobSpec | str]:
+def route_specs(store: ForgeStore, specs: Sequence[JobSpec]) -> list[JobSpec | str]:
     """Jobs from the Python API, routed as intake routes them: pinned to the version a new job gets and sent
     to the lane its processor decides (a mode the job states is kept where the processor runs in it). A
     retired version (or a name with none active) or a mode that does not fit is refused: its place holds
@@ -89,15 +89,15 @@ def route_specs(store: LeaseStore, specs: Sequence[JobSpec]) -> list[JobSpec | s
     return routed
 
 
-def submit_jobs(store: LeaseStore, specs: Sequence[JobSpec], *, source: str = "api") -> EnqueueReport:
+def submit_jobs(store: ForgeStore, specs: Sequence[JobSpec], *, source: str = "api") -> EnqueueReport:
     """Route `specs` as every intake routes them, then enqueue them with one COPY. A job refused by routing
     (a retired version, a mode its processor does not run in) is rejected with the reason, like one the
     store refuses; the others still go in."""
-    return store.enqueue(route_specs(store, specs), source=source)
+    return store.intake.enqueue(route_specs(store, specs), source=source)
 
 
 def review_external_rows(
-    store: LeaseStore, catalog: ProcessorCatalog, *, realtime_within_s: float | None = None
+    store: ForgeStore, catalog: ProcessorCatalog, *, realtime_within_s: float | None = None
 ) -> tuple[int, int]:
     """Review every row other applications inserted (none is claimable before): the processor and the
     version the row names must exist and not be retired, the input must fit, a callback URL must be
@@ -114,5 +114,5 @@ def review_external_rows(
         version, mode = check(row["processor"], row["processor_version"], row["payload"], row["due_at"])
         return version, settle_mode(mode, row["mode"])
 
-    accepted, refused = store.review_unchecked(review)
+    accepted, refused = store.intake.review_unchecked(review)
     return accepted, len(refused)

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import redis
 
+from forge_dagster.core.store.knowledge_types import Fence, LockLost
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL_MS = 30_000
@@ -67,27 +69,8 @@ return 0
 """
 
 
-class LockLost(Exception):
-    """The lease ran out or was taken over: the holder must stop writing results."""
-
-
-class FencedOut(LockLost):
-    """The store refused a write: a later holder of the lock has already written with a higher fence."""
-
-
 class LockTimeout(Exception):
     """The mutex was not acquired within the caller's deadline."""
-
-
-@dataclass(frozen=True)
-class Fence:
-    """What a write under the lock carries: the guarded resource, the fencing number, and a digest of the
-    holder's lock token (so the store can tell two writes of one holder from two holders; the token
-    itself, which could release the lock, never leaves the process)."""
-
-    resource: str
-    number: int
-    holder: str
 
 
 def holder_digest(token: str) -> str:

@@ -153,7 +153,7 @@ def sweep_remedy(store) -> Callable[[], str]:
     """Free expired leases (their jobs go back to pending, or dead when attempts are spent)."""
 
     def remedy() -> str:
-        report = store.sweep_expired(notices=sweep_notices)
+        report = store.jobs.sweep_expired(notices=sweep_notices)
         return f"swept: {report.requeued} requeued, {report.dead} dead"
 
     return remedy

@@ -1,5 +1,5 @@
 """The archive: cooled batches and their jobs leave the hot tables after a configurable age and stay
-queryable (`all_jobs` / `all_batches` views, `LeaseStore.operations.find_job`).
+queryable (`all_jobs` / `all_batches` views, `ForgeStore.operations.find_job`).
 
 The age is `FORGE_ARCHIVE_AFTER_HOURS` (default 168, a week) unless the caller passes one; the
 `archive` schedule runs it nightly through the `batch_archive` asset.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 from forge_dagster.core.store.operations_store import ArchiveReport
 
 AGE_ENV = "FORGE_ARCHIVE_AFTER_HOURS"
@@ -26,7 +26,7 @@ def archive_age_hours(environ: Mapping[str, str] | None = None) -> float:
     return value
 
 
-def archive_cooled(store: LeaseStore, *, older_than_hours: float | None = None, limit: int = 500) -> ArchiveReport:
+def archive_cooled(store: ForgeStore, *, older_than_hours: float | None = None, limit: int = 500) -> ArchiveReport:
     """Move batches collected more than `older_than_hours` ago (with their jobs and result lines),
     finished unbatched jobs and delivered outbox rows of that age into the archive."""
     hours = archive_age_hours() if older_than_hours is None else older_than_hours

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from forge_dagster.core.models import JobState
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ TOKEN_KINDS = ("input", "cached_input", "output", "reasoning")
 class StoreCollector(Collector):
     """Yields Forge's metric families from one snapshot of the store."""
 
-    def __init__(self, store: LeaseStore) -> None:
+    def __init__(self, store: ForgeStore) -> None:
         self.store = store
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -97,18 +97,18 @@ class StoreCollector(Collector):
         yield age
 
 
-def build_registry(store: LeaseStore) -> CollectorRegistry:
+def build_registry(store: ForgeStore) -> CollectorRegistry:
     """A registry holding only Forge's collector."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(store))
     return registry
 
 
-def render(store: LeaseStore) -> bytes:
+def render(store: ForgeStore) -> bytes:
     """The metrics in Prometheus' text format (what a scrape returns)."""
     return generate_latest(build_registry(store))
 
 
-def serve(store: LeaseStore, *, port: int, host: str = "127.0.0.1"):
+def serve(store: ForgeStore, *, port: int, host: str = "127.0.0.1"):
     """Serve /metrics on host:port in a background thread; returns (server, thread)."""
     return start_http_server(port, addr=host, registry=build_registry(store))

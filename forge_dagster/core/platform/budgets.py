@@ -100,7 +100,7 @@ def admit_within_budgets(
     """Admit rendered (group key, request) items within the budgets; hold the rest (see module doc).
     With no budget set this reads one small table and admits everything. Batch jobs held are put back
     to pending here; realtime ones (`realtime`) are left for the worker to release."""
-    costs = store.processors.costs
+    costs = store.costs
     check = BudgetCheck(admitted=[])
     holds: dict[str, _ScopeHold] = {}
     with costs.budget_window() as window:

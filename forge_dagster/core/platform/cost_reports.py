@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from forge_dagster.core.models import Provider, ProviderError
+from forge_dagster.core.providers.errors import classify
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,14 @@ def since(days: int | None) -> datetime:
 def cost_table(store, by: str = "processor", days: int | None = None) -> list[dict[str, Any]]:
     """Ledger totals grouped `by` processor, model (provider/model) or day: attempts, tokens, USD, and the
     attempts booked without a price (their tokens are counted, their cost is not known)."""
-    rows = store.processors.costs.costs_by(by, since(days))
+    rows = store.costs.costs_by(by, since(days))
     return [{by: r["key"], "attempts": int(r["attempts"]), **{f: int(r[f]) for f in TOKEN_FIELDS},
              "cost_usd": float(r["cost_usd"]), "unpriced_attempts": int(r["unpriced_attempts"])} for r in rows]
 
 
 def cost_by_day_and_model(store, days: int | None = 30) -> pd.DataFrame:
     """USD per UTC day (rows) and provider/model (columns), zero where nothing was booked."""
-    rows = store.processors.costs.costs_by_day_and_model(since(days))
+    rows = store.costs.costs_by_day_and_model(since(days))
     if not rows:
         return pd.DataFrame(dtype=float)
     frame = pd.DataFrame({"day": [r["day"] for r in rows],
@@ -111,8 +112,6 @@ def openai_batch_usage(port, provider_batch_id: str) -> dict[str, int] | None:
     client with the port's own credentials."""
     import openai
 
-    from forge_dagster.core.providers.errors import classify
-
     creds = port.credentials
     client = openai.OpenAI(api_key=creds.get_secret_value(), base_url=creds.base_url, timeout=creds.timeout_s,
                            max_retries=2)
@@ -142,7 +141,7 @@ def reconcile_batch(store, port, batch_id: int) -> Reconciliation:
     batch = store.batches.get(batch_id)
     if batch is None or batch["provider"] != Provider.OPENAI or not batch["provider_batch_id"]:
         raise ValueError(f"batch {batch_id} is not a submitted OpenAI batch")
-    ledger, results = store.processors.costs.batch_sums(batch_id)
+    ledger, results = store.costs.batch_sums(batch_id)
     usage = openai_batch_usage(port, batch["provider_batch_id"])
     if usage is None:
         notes, matched = ["the provider reports no usage for this batch"], False
@@ -150,7 +149,7 @@ def reconcile_batch(store, port, batch_id: int) -> Reconciliation:
         notes = _differences("ledger", ledger, usage) + _differences("result lines", results, usage)
         matched = not notes
     found = Reconciliation(batch_id, batch["provider_batch_id"], matched, ledger, results, usage, notes)
-    store.processors.costs.record_reconciliation({
+    store.costs.record_reconciliation({
         "batch_id": batch_id, "provider": batch["provider"], "provider_batch_id": batch["provider_batch_id"],
         "ledger": ledger, "results": results, "provider_usage": usage, "matched": matched,
         "note": "; ".join(notes) or None})
@@ -165,7 +164,7 @@ def reconcile_collected(store, ports: Mapping[Provider, Any], *, limit: int = 10
     if Provider.OPENAI not in ports:
         return []
     done = []
-    for batch_id in store.processors.costs.unreconciled(Provider.OPENAI, limit):
+    for batch_id in store.costs.unreconciled(Provider.OPENAI, limit):
         try:
             done.append(reconcile_batch(store, ports[Provider.OPENAI], batch_id))
         except ProviderError as exc:
@@ -175,5 +174,5 @@ def reconcile_collected(store, ports: Mapping[Provider, Any], *, limit: int = 10
 
 def ledger_summary(store, days: int | None = None) -> dict[str, Any]:
     """Rows, USD and rows without a price in the ledger for the window, as plain numbers."""
-    rows, total, unpriced = store.processors.costs.ledger_total(since(days))
+    rows, total, unpriced = store.costs.ledger_total(since(days))
     return {"attempts": rows, "cost_usd": float(Decimal(total)), "unpriced_attempts": unpriced}

@@ -31,7 +31,7 @@ from forge_dagster.core.platform.catalog import (
     load_processors,
 )
 from forge_dagster.core.platform.processors import Processor, _semver_key
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 from forge_dagster.core.store.processor_store import RegistryError
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def _row(processor: Processor, source: str | None, activate_if_new: bool) -> dic
     }
 
 
-def registry_entries(store: LeaseStore) -> tuple[list[RegistryEntry], list[str]]:
+def registry_entries(store: ForgeStore) -> tuple[list[RegistryEntry], list[str]]:
     """Every registered version as an entry, and the stored definitions that no longer load."""
     entries, problems = [], []
     for row in store.processors.list():
@@ -175,7 +175,7 @@ def registry_entries(store: LeaseStore) -> tuple[list[RegistryEntry], list[str]]
 
 
 def register_processors(
-    store: LeaseStore, processors: Iterable[tuple[Processor, str | None]], *, actor: str | None = None
+    store: ForgeStore, processors: Iterable[tuple[Processor, str | None]], *, actor: str | None = None
 ) -> SyncReport:
     """Register (processor, source) pairs not in the registry yet. A name+version already registered
     with another definition is a conflict: the registry keeps its own (versions never change)."""
@@ -213,7 +213,7 @@ def _signature(dirs: list[Path]) -> tuple[Any, ...]:
 
 
 def sync_processors(
-    store: LeaseStore, directories: Iterable[str | Path] | None = None, *, actor: str = "sync"
+    store: ForgeStore, directories: Iterable[str | Path] | None = None, *, actor: str = "sync"
 ) -> SyncReport:
     """Register every YAML processor under `directories` (default: `default_processor_dirs()`) that the
     registry does not have yet. The YAML must load as a whole (a bad file raises ProcessorError)."""
@@ -231,7 +231,7 @@ def sync_processors(
 
 
 def load_catalog(
-    store: LeaseStore, directories: Iterable[str | Path] | None = None, *, sync: bool = True
+    store: ForgeStore, directories: Iterable[str | Path] | None = None, *, sync: bool = True
 ) -> RegistryCatalog:
     """The registry's catalog. With `sync`, YAML under `directories` (default dirs when None) is
     registered first, unless those files are unchanged since this process last synced them."""
@@ -247,11 +247,11 @@ def load_catalog(
     return RegistryCatalog(entries, problems)
 
 
-def promote(store: LeaseStore, name: str, version: str, *, actor: str | None = None) -> str | None:
+def promote(store: ForgeStore, name: str, version: str, *, actor: str | None = None) -> str | None:
     """Make draft `version` of `name` active; returns the version it replaced (now retired), if any."""
     return store.processors.promote(name, version, actor=actor)
 
 
-def retire(store: LeaseStore, name: str, version: str | None = None, *, actor: str | None = None) -> str:
+def retire(store: ForgeStore, name: str, version: str | None = None, *, actor: str | None = None) -> str:
     """Retire `version` of `name` (default: the active one); jobs pinned to it still finish."""
     return store.processors.retire(name, version, actor=actor)

@@ -22,15 +22,14 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from forge_dagster.core.models import Provider
 from forge_dagster.core.providers.base import ProviderCredentials, ProviderPort
 from forge_dagster.core.providers.ratelimit import KeyLimiter
+from forge_dagster.core.providers.registry import PORT_CLASSES
+from forge_dagster.core.store import ForgeStore
 from forge_dagster.core.store.key_store import KeyRecord
-
-if TYPE_CHECKING:
-    from forge_dagster.core.store import LeaseStore
 
 SIMULATOR_KEY = "sim-no-key"  # the value resources/providers.py sends to the simulator
 SIMULATOR_ALIAS = "simulator"
@@ -112,8 +111,6 @@ def keys_from_env(
 
 def _observed_port(key: ProviderKey, limiter: KeyLimiter) -> ProviderPort:
     """The key's port, whose async client reports every response's headers to the key's limiter."""
-    from forge_dagster.core.providers.registry import PORT_CLASSES
-
     module, name = PORT_CLASSES[key.provider].split(":")
     base: type[ProviderPort] = getattr(importlib.import_module(module), name)
     sdk = importlib.import_module(_SDK[key.provider][0])
@@ -155,14 +152,12 @@ class KeyRing:
     def limiter(self, key: ProviderKey) -> KeyLimiter:
         return self.limiters[key.name]
 
-    def share_pacing(self, store: LeaseStore) -> None:
+    def share_pacing(self, store: ForgeStore) -> None:
         """Pace every key on its schedule in `store`, shared with every other process that calls with
-        the same key (see pacing.py); without this, each limiter paces this process alone."""
-        from forge_dagster.core.realtime.pacing import StoreSchedule
-
+        the same key (see store/pacing_store.py); without this, each limiter paces this process alone."""
         for key in self.keys:
             record = key.record()
-            schedule = StoreSchedule(store, record.provider, record.fingerprint)
+            schedule = store.pacing.schedule(record.provider, record.fingerprint)
             schedule.ensure(key.rpm, key.tpm)
             self.limiters[key.name].shared = schedule
 

@@ -19,20 +19,19 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from forge_dagster.core.batch.shaping import GroupKey
 from forge_dagster.core.models import ErrorClass, Provider, ProviderError
+from forge_dagster.core.platform.catalog import ProcessorCatalog
+from forge_dagster.core.platform.processors import Processor
 from forge_dagster.core.providers.base import ProviderCredentials, ProviderPort
 from forge_dagster.core.providers.errors import classify
+from forge_dagster.core.providers.key_router import KeyRouter
+from forge_dagster.core.providers.keyring import KeyRing, ProviderKey
 from forge_dagster.core.secrets import scrub
-from forge_dagster.core.store import ClaimedJob, LeaseStore
+from forge_dagster.core.store import ClaimedJob, ForgeStore
 from forge_dagster.core.store.key_store import PauseResult
-
-if TYPE_CHECKING:  # the realtime package imports this module
-    from forge_dagster.core.batch.shaping import GroupKey
-    from forge_dagster.core.platform.catalog import ProcessorCatalog
-    from forge_dagster.core.platform.processors import Processor
-    from forge_dagster.core.providers.keyring import KeyRing, ProviderKey
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ def pauses_key(error: ProviderError) -> bool:
 
 
 def pause_key(
-    store: LeaseStore, key: ProviderKey, error: ProviderError, policy: PausePolicy,
+    store: ForgeStore, key: ProviderKey, error: ProviderError, policy: PausePolicy,
 ) -> PauseResult:
     """Pause `key` for `error` (writes key.paused, and provider.all_keys_paused once per outage)."""
     reason = f"{error.error_class}: {error.message}"
@@ -105,7 +104,7 @@ def probe_key(key: ProviderKey, *, timeout_s: float = 10.0) -> None:
         raise classify(exc) from exc
 
 
-def probe_due_keys(store: LeaseStore, ring: KeyRing, policy: PausePolicy | None = None) -> ProbeReport:
+def probe_due_keys(store: ForgeStore, ring: KeyRing, policy: PausePolicy | None = None) -> ProbeReport:
     """Probe every paused key whose time has come (claimed, so no key is probed twice at once) and
     resume those that answer; the others wait twice as long."""
     policy = policy or PausePolicy()
@@ -137,7 +136,7 @@ def is_enqueued_token_limit(error: ProviderError | str) -> bool:
     return any(code in text for code in TOKEN_LIMIT_CODES)
 
 
-def hold_for_token_limit(store: LeaseStore, provider: Provider | str, model: str, error: ProviderError | str) -> bool:
+def hold_for_token_limit(store: ForgeStore, provider: Provider | str, model: str, error: ProviderError | str) -> bool:
     """Hold batch submission for `model` until its in-flight batches drain (instead of failing jobs).
     True when the hold is new."""
     reason = error.message if isinstance(error, ProviderError) else str(error)
@@ -147,7 +146,7 @@ def hold_for_token_limit(store: LeaseStore, provider: Provider | str, model: str
     return held
 
 
-def release_drained_holds(store: LeaseStore) -> list[tuple[str, str]]:
+def release_drained_holds(store: ForgeStore) -> list[tuple[str, str]]:
     """End the holds of models with nothing in flight any more."""
     return store.keys.release_drained_holds()
 
@@ -168,8 +167,6 @@ def provider_batch_errors(port: ProviderPort, provider_batch_id: str, *, timeout
 # -- batch: which key submits --------------------------------------------------------------------
 def port_key(port: ProviderPort) -> ProviderKey:
     """The key behind a port, under the alias its credentials carry."""
-    from forge_dagster.core.providers.keyring import ProviderKey
-
     return ProviderKey(port.provider, port.credentials.alias, port.credentials)
 
 
@@ -188,8 +185,6 @@ class KeyPorts(Mapping[Provider, ProviderPort]):
         """`ports` if it is a KeyPorts already; else one key per port, under its credentials' alias."""
         if isinstance(ports, KeyPorts):
             return ports
-        from forge_dagster.core.providers.keyring import KeyRing
-
         given = {port_key(port).name: port for port in ports.values()}
         return cls(KeyRing([port_key(port) for port in ports.values()]), given)
 
@@ -225,13 +220,13 @@ class KeyPorts(Mapping[Provider, ProviderPort]):
         self.ring.close()
 
 
-def batch_port(store: LeaseStore, ports: Mapping[Provider, ProviderPort], batch: Mapping[str, Any]) -> ProviderPort:
+def batch_port(store: ForgeStore, ports: Mapping[Provider, ProviderPort], batch: Mapping[str, Any]) -> ProviderPort:
     """The port of the key `batch` (a batch row) was submitted with."""
     alias = store.keys.batch_keys([batch["id"]]).get(batch["id"])
     return KeyPorts.of(ports).for_batch(batch["provider"], alias)
 
 
-def pause_port_key(store: LeaseStore, port: ProviderPort, error: ProviderError, policy: PausePolicy) -> float:
+def pause_port_key(store: ForgeStore, port: ProviderPort, error: ProviderError, policy: PausePolicy) -> float:
     """Pause the key behind `port` for `error` (registering it first, so a key the store has not seen is
     paused too); returns the seconds until its next probe."""
     key = port_key(port)
@@ -260,9 +255,7 @@ class BatchGate:
     """One builder pass's view of what may be submitted: the keys' states from the store (paused keys
     are skipped) and the models whose submission is held for their enqueued-token limit."""
 
-    def __init__(self, store: LeaseStore, keys: KeyPorts, policy: PausePolicy | None = None) -> None:
-        from forge_dagster.core.realtime.routing import KeyRouter
-
+    def __init__(self, store: ForgeStore, keys: KeyPorts, policy: PausePolicy | None = None) -> None:
         self.store, self.keys, self.policy = store, keys, policy or PausePolicy()
         self.router = KeyRouter(keys.ring)
         store.keys.register(keys.ring.records())

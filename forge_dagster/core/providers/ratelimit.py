@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from forge_dagster.core.store.types import Grant
+
 log = logging.getLogger(__name__)
 
 WINDOW_S = 60.0
@@ -112,18 +114,6 @@ class LimiterStats:
     rate_limited: int = 0  # 429s reported
     blocked_s: float = 0.0  # time the key was blocked by retry-after / exhausted headers
     tightened: int = 0
-
-
-@dataclass(frozen=True)
-class Grant:
-    """A slot taken from a shared schedule: its time and the schedule's time when it was taken (epoch
-    seconds on the schedule's clock), and the key's limits and generation as shared."""
-
-    admit_at: float
-    now: float
-    rpm: int | None
-    tpm: int | None
-    generation: int
 
 
 class SharedSchedule(Protocol):

@@ -34,6 +34,7 @@ from forge_dagster.core.platform.repair import (
     with_repair,
 )
 from forge_dagster.core.platform.validation import accepted_output, validate_result
+from forge_dagster.core.providers.key_router import KeyRouter
 from forge_dagster.core.providers.keyring import ProviderKey
 from forge_dagster.core.providers.quota import PausePolicy, pauses_key
 from forge_dagster.core.providers.ratelimit import Backoff
@@ -46,9 +47,9 @@ from forge_dagster.core.realtime.recording import (
     Outcome,
     RealtimeStats,
 )
-from forge_dagster.core.realtime.routing import KeyRouter, charged_tokens, estimate_tokens
+from forge_dagster.core.realtime.routing import charged_tokens, estimate_tokens
 from forge_dagster.core.store import ClaimedJob
-from forge_dagster.core.store.key_store import BilledAttempt
+from forge_dagster.core.store.cost_store import BilledAttempt
 
 log = logging.getLogger(__name__)
 

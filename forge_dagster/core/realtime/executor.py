@@ -25,13 +25,13 @@ from forge_dagster.core.models import ProviderError
 from forge_dagster.core.ops.notify import sweep_notices
 from forge_dagster.core.platform.budgets import BUDGET_RECHECK_S, admit_within_budgets
 from forge_dagster.core.platform.catalog import ProcessorCatalog
+from forge_dagster.core.providers.key_router import KeyRouter
 from forge_dagster.core.providers.keyring import KeyRing, ProviderKey
 from forge_dagster.core.providers.quota import PausePolicy, pause_key, probe_due_keys
 from forge_dagster.core.realtime.calls import CallPolicy, JobCall, PreparedJob, prepare
 from forge_dagster.core.realtime.handler_worker import SWEEP_EVERY_S
 from forge_dagster.core.realtime.recording import RELEASE, Outcome, RealtimeStats, write_outcomes
-from forge_dagster.core.realtime.routing import KeyRouter
-from forge_dagster.core.store import ClaimedJob, LeaseStore
+from forge_dagster.core.store import ClaimedJob, ForgeStore
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class RealtimeConfig:
 class RealtimeExecutor:
     """Runs realtime jobs with up to `concurrency` calls in flight, within every key's limits."""
 
-    def __init__(self, store: LeaseStore, catalog: ProcessorCatalog, ring: KeyRing,
+    def __init__(self, store: ForgeStore, catalog: ProcessorCatalog, ring: KeyRing,
                  config: RealtimeConfig | None = None) -> None:
         self.store, self.catalog, self.ring = store, catalog, ring
         self.config = config or RealtimeConfig()
@@ -110,7 +110,7 @@ class RealtimeExecutor:
         only the sweep ends a job whose last attempt died with its worker (no Dagster sensor may run)."""
         while not stop.is_set():
             try:
-                await asyncio.to_thread(self.store.sweep_expired, notices=sweep_notices)
+                await asyncio.to_thread(self.store.jobs.sweep_expired, notices=sweep_notices)
             except Exception:  # the database may be restarting; the next round tries again
                 log.warning("lease sweep failed", exc_info=True)
             await _wait(stop, self.config.sweep_every_s)
@@ -122,7 +122,7 @@ class RealtimeExecutor:
             if not jobs:
                 continue
             try:
-                held = await asyncio.to_thread(self.store.heartbeat, jobs, ttl_s=self.ttl_s)
+                held = await asyncio.to_thread(self.store.jobs.heartbeat, jobs, ttl_s=self.ttl_s)
             except Exception:
                 log.warning("heartbeat failed", exc_info=True)
                 continue
@@ -268,7 +268,7 @@ class RealtimeExecutor:
         """Claim up to k jobs; none while the database is away (a claim cut off before it committed
         changed nothing; one cut off after it committed is swept back when its leases expire)."""
         try:
-            return await asyncio.to_thread(self.store.claim, k, mode="realtime", ttl_s=self.ttl_s)
+            return await asyncio.to_thread(self.store.jobs.claim, k, mode="realtime", ttl_s=self.ttl_s)
         except psycopg.OperationalError as exc:
             log.warning("claim failed, the database is away: %s; retrying", str(exc).splitlines()[0])
             await asyncio.sleep(self.config.idle_sleep_s)
@@ -276,7 +276,7 @@ class RealtimeExecutor:
 
     async def _none_open(self) -> bool:
         try:
-            return await asyncio.to_thread(self.store.open_count, "realtime") == 0
+            return await asyncio.to_thread(self.store.jobs.open_count, "realtime") == 0
         except psycopg.OperationalError:
             return False
 

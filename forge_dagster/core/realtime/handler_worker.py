@@ -29,7 +29,7 @@ from forge_dagster.core.models import AcceptedOutput, JobState
 from forge_dagster.core.ops.notify import invalid_or_dead_messages, sweep_notices
 from forge_dagster.core.platform.processors import Processor
 from forge_dagster.core.platform.validation import accepted_output, validate_output
-from forge_dagster.core.store import ClaimedJob, LeaseStore
+from forge_dagster.core.store import ClaimedJob, ForgeStore
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class _Outcome:
 class _Heartbeat(threading.Thread):
     """Extends the leases of in-flight jobs every ttl/3, off the handlers' threads."""
 
-    def __init__(self, store: LeaseStore, ttl_s: float) -> None:
+    def __init__(self, store: ForgeStore, ttl_s: float) -> None:
         super().__init__(name="forge-heartbeat", daemon=True)
         self.store, self.ttl_s = store, ttl_s
         self.in_flight: dict[int, ClaimedJob] = {}
@@ -82,7 +82,7 @@ class _Heartbeat(threading.Thread):
             with self.lock:
                 jobs = list(self.in_flight.values())
             try:
-                held = self.store.heartbeat(jobs, ttl_s=self.ttl_s)  # sets lease_lost on the others
+                held = self.store.jobs.heartbeat(jobs, ttl_s=self.ttl_s)  # sets lease_lost on the others
             except Exception:  # the database may be restarting; the next beat tries again
                 log.warning("heartbeat failed", exc_info=True)
                 continue
@@ -99,7 +99,7 @@ class Worker:
     declare it), validating what it returns against each job's pinned version."""
 
     def __init__(
-        self, store: LeaseStore, handler: Handler, processors: Sequence[Processor], *, concurrency: int = 4,
+        self, store: ForgeStore, handler: Handler, processors: Sequence[Processor], *, concurrency: int = 4,
         lease_ttl_s: float | None = None, idle_sleep_s: float = 0.2, sweep_every_s: float = SWEEP_EVERY_S,
         retry_base_delay_s: float = 2.0,
     ) -> None:
@@ -146,7 +146,7 @@ class Worker:
         successes = [(o.job, o.accepted) for o in outcomes if o.accepted is not None]
         invalid = [(o.job, o.invalid) for o in outcomes if o.invalid is not None]
         failures = [(o.job, o.failure.reason, o.failure.retryable) for o in outcomes if o.failure is not None]
-        held = self._retrying(lambda: self.store.succeed_many(successes), set()) if successes else set()
+        held = self._retrying(lambda: self.store.jobs.succeed_many(successes), set()) if successes else set()
         states = self._retrying(lambda: self._fail(invalid, failures), {}) if invalid or failures else {}
         for job, _ in successes:
             self._count(JobState.SUCCEEDED) if job.id in held else self._lost(job)
@@ -161,18 +161,18 @@ class Worker:
             for job, reason in invalid:
                 by_reason[reason].append(job)
             for reason, jobs in by_reason.items():
-                done = self.store.finish_many(jobs, to_state=JobState.INVALID, reason=reason, conn=conn)
+                done = self.store.jobs.finish_many(jobs, to_state=JobState.INVALID, reason=reason, conn=conn)
                 states.update(dict.fromkeys(done, JobState.INVALID))
             if failures:
-                states.update(self.store.fail_many(failures, conn=conn, base_delay_s=self.retry_base_delay_s))
+                states.update(self.store.jobs.fail_many(failures, conn=conn, base_delay_s=self.retry_base_delay_s))
             reasons = {job.id: reason for job, reason in invalid} | {job.id: reason for job, reason, _ in failures}
             told = [(job_id, state, reasons[job_id]) for job_id, state in states.items()]
-            self.store.write_outbox(invalid_or_dead_messages("worker", {"source": "worker"}, told), conn=conn)
+            self.store.outbox.write(invalid_or_dead_messages("worker", {"source": "worker"}, told), conn=conn)
         return states
 
     def _write(self, successes: list, failures: list) -> tuple[set[int], dict[int, str]]:
         """Write the outcomes, trying again while the database is away (see `_retrying`)."""
-        held = self._retrying(lambda: self.store.finish_many(successes), set()) if successes else set()
+        held = self._retrying(lambda: self.store.jobs.finish_many(successes), set()) if successes else set()
         return held, (self._retrying(lambda: self._fail(failures), {}) if failures else {})
 
     @staticmethod
@@ -191,7 +191,7 @@ class Worker:
 
     def _none_open(self) -> bool:
         try:
-            return self.store.open_count(self.mode, pins=list(self.processors)) == 0
+            return self.store.jobs.open_count(self.mode, pins=list(self.processors)) == 0
         except psycopg.OperationalError:
             return False
 
@@ -222,10 +222,10 @@ class Worker:
                         free = min(free, max_jobs - self.stats.claimed)
                     try:
                         if time.monotonic() - last_sweep > self.sweep_every_s:
-                            swept = self.store.sweep_expired(notices=sweep_notices)
+                            swept = self.store.jobs.sweep_expired(notices=sweep_notices)
                             self.stats.swept += swept.requeued + swept.dead
                             last_sweep = time.monotonic()
-                        jobs = (self.store.claim(free, mode=self.mode, ttl_s=self.ttl_s, pins=list(self.processors))
+                        jobs = (self.store.jobs.claim(free, mode=self.mode, ttl_s=self.ttl_s, pins=list(self.processors))
                                 if free > 0 else [])
                     except psycopg.OperationalError as exc:  # the database is away: try again shortly
                         log.warning("claim failed: %s; retrying", str(exc).splitlines()[0])

@@ -13,8 +13,8 @@ from typing import Any
 from forge_dagster.core.models import AcceptedOutput, JobState
 from forge_dagster.core.ops.notify import invalid_or_dead_messages
 from forge_dagster.core.platform.pricing import usable_prices
-from forge_dagster.core.store import ClaimedJob, LeaseStore
-from forge_dagster.core.store.key_store import BilledAttempt
+from forge_dagster.core.store import ClaimedJob, ForgeStore
+from forge_dagster.core.store.cost_store import BilledAttempt
 
 log = logging.getLogger(__name__)
 
@@ -45,33 +45,33 @@ class FlushResult:
     cost_usd: Decimal
 
 
-def write_outcomes(store: LeaseStore, outcomes: list[Outcome], *, retry_base_delay_s: float = 2.0) -> FlushResult:
+def write_outcomes(store: ForgeStore, outcomes: list[Outcome], *, retry_base_delay_s: float = 2.0) -> FlushResult:
     """Write a batch of outcomes in one transaction; every transition is fenced by the job's lease."""
     states: dict[int, str] = {}
     by_kind: dict[str, list[Outcome]] = defaultdict(list)
     for o in outcomes:
         by_kind[o.kind].append(o)
     with store.transaction() as conn:
-        done = store.succeed_many([(o.job, o.output) for o in by_kind[SUCCEEDED]], conn=conn)
+        done = store.jobs.succeed_many([(o.job, o.output) for o in by_kind[SUCCEEDED]], conn=conn)
         states.update(dict.fromkeys(done, JobState.SUCCEEDED))
         invalid_by_reason: dict[str, list[Outcome]] = defaultdict(list)
         for o in by_kind[INVALID]:
             invalid_by_reason[o.reason or "invalid"].append(o)
         for reason, group in invalid_by_reason.items():
-            done = store.finish_many([o.job for o in group], to_state=JobState.INVALID, reason=reason, conn=conn)
+            done = store.jobs.finish_many([o.job for o in group], to_state=JobState.INVALID, reason=reason, conn=conn)
             states.update(dict.fromkeys(done, JobState.INVALID))
         failures = [(o.job, o.reason or "failed", o.kind == RETRY) for o in by_kind[RETRY] + by_kind[FAILED]]
         if failures:
-            states.update(store.fail_many(failures, conn=conn, base_delay_s=retry_base_delay_s))
-        released = store.keys.release([(o.job, o.reason or "released", o.delay_s) for o in by_kind[RELEASE]],
+            states.update(store.jobs.fail_many(failures, conn=conn, base_delay_s=retry_base_delay_s))
+        released = store.jobs.release([(o.job, o.reason or "released", o.delay_s) for o in by_kind[RELEASE]],
                                       conn=conn)
         states.update(dict.fromkeys(released, JobState.PENDING))
         billed = [o.billed for o in outcomes if o.billed is not None]
-        cost = store.keys.book_usage(billed, settled=set(states), pricing_version=usable_prices()[0].version,
+        cost = store.costs.book_usage(billed, settled=set(states), pricing_version=usable_prices()[0].version,
                                      conn=conn)
         calls = sum((o.calls for o in outcomes), Counter())  # made whether or not the lease still held
         store.operations.add_provider_calls(calls, conn=conn)
-        store.write_outbox(_rejection_notices(outcomes, states), conn=conn)
+        store.outbox.write(_rejection_notices(outcomes, states), conn=conn)
     return FlushResult(states, cost)
 
 

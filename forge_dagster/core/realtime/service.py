@@ -15,7 +15,7 @@ from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.providers.keyring import KeyRing
 from forge_dagster.core.realtime.executor import RealtimeConfig, RealtimeExecutor
 from forge_dagster.core.realtime.recording import RealtimeStats
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import ForgeStore
 
 
 def _on_signals(stop: threading.Event) -> Callable[[], None]:
@@ -34,7 +34,7 @@ def _on_signals(stop: threading.Event) -> Callable[[], None]:
 
 
 def run_realtime_worker(
-    store: LeaseStore, *, concurrency: int = 64, until_idle: bool = False, max_jobs: int | None = None,
+    store: ForgeStore, *, concurrency: int = 64, until_idle: bool = False, max_jobs: int | None = None,
     ring: KeyRing | None = None, stop: threading.Event | None = None,
 ) -> RealtimeStats:
     """Run realtime jobs from `store` with the keys from the environment until stopped (or idle). The

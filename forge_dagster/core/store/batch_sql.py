@@ -13,23 +13,6 @@ VALUES (%(provider)s, %(model)s, %(processor)s, %(version)s, 'submitting', 0, 0,
 RETURNING id, forge_batch_id
 """
 
-ATTACH_JOBS = """
-WITH input AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(custom_ids)s::text[]) AS t(id, token, custom_id)
-), moved AS (
-    UPDATE jobs j
-    SET state = 'submitted', batch_id = %(batch_id)s, custom_id = i.custom_id,
-        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-    FROM input i
-    WHERE j.id = i.id AND j.lease_token = i.token AND j.state = 'claimed'
-    RETURNING j.id, j.attempt
-), events AS (
-    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
-    SELECT id, %(actor)s, 'claimed', 'submitted', attempt, 'batch ' || %(batch_id)s FROM moved
-)
-SELECT id FROM moved
-"""
-
 SIZE_BATCH = """
 UPDATE batches SET request_count = %(count)s, bytes = %(bytes)s, updated_at = now() WHERE id = %(batch_id)s
 """
@@ -128,90 +111,10 @@ FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
 ON CONFLICT (batch_id, custom_id) DO NOTHING
 """
 
-# Jobs whose results are stored move submitted -> collected.
-MARK_COLLECTED = """
-WITH moved AS (
-    UPDATE jobs j SET state = 'collected', updated_at = now()
-    FROM batch_results r
-    WHERE r.batch_id = %(batch_id)s AND j.id = r.job_id AND j.batch_id = r.batch_id
-      AND j.custom_id = r.custom_id AND j.state = 'submitted'
-    RETURNING j.id, j.attempt
-), events AS (
-    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
-    SELECT id, %(actor)s, 'submitted', 'collected', attempt, 'result stored' FROM moved
-)
-SELECT count(*) FROM moved
-"""
-
 STORED_RESULTS = """
 SELECT custom_id, job_id, attempt, outcome, status_code, text, tool_input, stop_reason, usage, error_class,
        error_message, raw
 FROM batch_results WHERE batch_id = %(batch_id)s ORDER BY job_id
-"""
-
-# Settle collected (or, for a failed submission, submitted) jobs. kind: succeeded | invalid | failed |
-# retry. A succeeded settlement carries what validation accepted (processor, version, fingerprint), written
-# to accepted_outputs beside the state change. A retry goes back to pending after its delay until max_attempts, then to its `exhausted` state
-# (invalid for output that never validated, dead for provider-side trouble).
-SETTLE_JOBS = """
-WITH input AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(custom_ids)s::text[], %(kinds)s::text[], %(outputs)s::jsonb[],
-                         %(raw_outputs)s::text[], %(reasons)s::text[], %(exhausted)s::text[],
-                         %(delays)s::float8[], %(usages)s::jsonb[], %(costs)s::numeric[],
-                         %(accepted)s::jsonb[])
-        AS t(id, custom_id, kind, output, raw_output, reason, exhausted, delay, usage, cost, accepted)
-), current AS (
-    SELECT j.id, j.state AS from_state, j.attempt, j.max_attempts, i.kind, i.output, i.raw_output, i.reason,
-           i.exhausted, i.delay, i.usage, i.cost, i.accepted,
-           CASE WHEN i.kind <> 'retry' THEN i.kind
-                WHEN j.attempt >= j.max_attempts THEN i.exhausted
-                ELSE 'pending' END AS next_state
-    FROM jobs j JOIN input i ON j.id = i.id
-    WHERE j.batch_id = %(batch_id)s AND j.custom_id = i.custom_id AND j.state = ANY(%(from_states)s::text[])
-    FOR UPDATE OF j
-), accepted AS (  -- what validation accepted, checked by the store's trigger against the job's pin
-    INSERT INTO accepted_outputs (job_id, attempt, processor, processor_version, fingerprint, output_digest,
-                                  accepted_by)
-    SELECT c.id, c.attempt, c.accepted ->> 'processor', c.accepted ->> 'processor_version',
-           c.accepted ->> 'fingerprint', md5(c.output::text), c.accepted ->> 'accepted_by'
-    FROM current c WHERE c.next_state = 'succeeded'
-), done AS (
-    UPDATE jobs j
-    SET state = c.next_state,
-        output = CASE WHEN c.next_state = 'succeeded' THEN c.output ELSE j.output END,
-        raw_output = c.raw_output,
-        reason = CASE WHEN c.kind = 'retry' AND c.next_state <> 'pending'
-                      THEN 'max attempts (' || c.max_attempts || ') reached; last: ' || c.reason
-                      ELSE c.reason END,
-        errors = CASE WHEN c.next_state = 'succeeded' THEN j.errors
-                      ELSE coalesce(j.errors, '[]'::jsonb)
-                           || jsonb_build_array(jsonb_build_object('attempt', c.attempt, 'reason', c.reason)) END,
-        usage = c.usage,
-        cost_usd = coalesce(j.cost_usd, 0) + coalesce(c.cost, 0),
-        run_after = CASE WHEN c.next_state = 'pending' THEN now() + make_interval(secs => c.delay)
-                         ELSE j.run_after END,
-        batch_id = CASE WHEN c.next_state = 'pending' THEN NULL ELSE j.batch_id END,
-        finished_at = CASE WHEN c.next_state = 'pending' THEN NULL ELSE now() END,
-        updated_at = now()
-    FROM current c
-    WHERE j.id = c.id
-    RETURNING j.id, j.state, j.attempt, j.reason, c.from_state, c.cost, c.usage
-), booked AS (
-    INSERT INTO costs (job_id, attempt, batch_id, provider, model, processor, input_tokens, cached_input_tokens,
-                       output_tokens, reasoning_tokens, cost_usd, pricing_version, batch_priced)
-    SELECT d.id, d.attempt, %(batch_id)s, %(provider)s, %(model)s, %(processor)s,
-           coalesce((d.usage ->> 'input_tokens')::int, 0), coalesce((d.usage ->> 'cached_input_tokens')::int, 0),
-           coalesce((d.usage ->> 'output_tokens')::int, 0), coalesce((d.usage ->> 'reasoning_tokens')::int, 0),
-           d.cost, %(pricing_version)s, %(batch_priced)s
-    FROM done d  -- billed attempts: priced, or unpriced (NULL cost) with tokens
-    WHERE d.cost IS NOT NULL
-       OR coalesce((d.usage ->> 'input_tokens')::int, 0) + coalesce((d.usage ->> 'output_tokens')::int, 0) > 0
-    ON CONFLICT (job_id, attempt) DO NOTHING
-), events AS (
-    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
-    SELECT id, %(actor)s, from_state, state, attempt, reason FROM done
-)
-SELECT id, state FROM done
 """
 
 MARK_BATCH_COLLECTED = """
@@ -257,3 +160,9 @@ FROM jobs
 WHERE state = 'pending' AND run_after <= now()
   AND CASE WHEN reviewed THEN mode = %(mode)s ELSE %(mode)s = 'batch' END
 """
+
+COUNT_BATCHES_SINCE = """
+SELECT state, count(*) FROM batches WHERE created_at >= %(since)s GROUP BY state
+"""
+
+COUNT_BATCHES_BY_STATE = "SELECT state, count(*) FROM batches GROUP BY state"

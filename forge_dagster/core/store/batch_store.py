@@ -1,6 +1,6 @@
 """Provider batches in the store: intent, status, stored results, settling jobs, costs.
 
-Reached as `LeaseStore.batches`; it shares the store's connection pool.
+Reached as `ForgeStore.batches`; it shares the store's connection pool.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import json
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -16,7 +17,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from forge_dagster.core.models import AcceptedOutput, ResultItem
-from forge_dagster.core.store import batch_sql
+from forge_dagster.core.store import batch_sql, job_sql
 from forge_dagster.core.store.types import ClaimedJob
 
 
@@ -114,7 +115,7 @@ class BatchRepository:
             held = {
                 row[0]
                 for row in conn.execute(
-                    batch_sql.ATTACH_JOBS,
+                    job_sql.ATTACH_JOBS,
                     {
                         "ids": [j.id for j, _ in members],
                         "tokens": [j.lease_token for j, _ in members],
@@ -234,7 +235,7 @@ class BatchRepository:
         with self._pool.connection() as conn:
             conn.execute(batch_sql.INSERT_RESULTS, {"batch_id": batch_id, "rows": _json_without_nul(rows)})
             return conn.execute(
-                batch_sql.MARK_COLLECTED, {"batch_id": batch_id, "actor": self.owner}
+                job_sql.MARK_COLLECTED, {"batch_id": batch_id, "actor": self.owner}
             ).fetchone()[0]
 
     def stored_results(self, batch_id: int) -> list[dict[str, Any]]:
@@ -277,7 +278,32 @@ class BatchRepository:
             "actor": self.owner,
         }
         with nullcontext(conn) if conn is not None else self._pool.connection() as c:
-            return {row[0]: row[1] for row in c.execute(batch_sql.SETTLE_JOBS, params)}
+            return {row[0]: row[1] for row in c.execute(job_sql.SETTLE_JOBS, params)}
+
+    def requeue_unsubmitted(self, batch_id: int, reason: str, delay_s: float) -> int:
+        """Every key refused the batch (quota, credit, auth): it ends failed and its jobs go back to pending
+        without spending their attempt. Returns the jobs requeued (0 if the batch was not `submitting`)."""
+        with self._pool.connection() as conn:
+            if conn.execute(batch_sql.FAIL_SUBMISSION, {"batch_id": batch_id, "error": reason[:2000]}).fetchone() is None:
+                return 0
+            return self._requeue_jobs(conn, batch_id, reason, delay_s)
+
+    def requeue_never_ran(self, batch_id: int, reason: str, delay_s: float) -> int:
+        """The provider failed the whole batch before running any of it (e.g. the model's enqueued-token
+        limit): its jobs go back to pending without spending their attempt. Returns the jobs requeued."""
+        with self._pool.connection() as conn:
+            return self._requeue_jobs(conn, batch_id, reason, delay_s)
+
+    def _requeue_jobs(self, conn, batch_id: int, reason: str, delay_s: float) -> int:
+        params = {"batch_id": batch_id, "reason": reason[:500], "delay": float(delay_s), "actor": self.owner}
+        return int(conn.execute(job_sql.REQUEUE_BATCH_UNSPENT, params).fetchone()[0])
+
+    def counts(self, *, since: datetime | None = None) -> dict[str, int]:
+        """Batches by state (created at or after `since` when given)."""
+        query, params = ((batch_sql.COUNT_BATCHES_BY_STATE, {}) if since is None
+                         else (batch_sql.COUNT_BATCHES_SINCE, {"since": since}))
+        with self._pool.connection() as conn:
+            return {state: n for state, n in conn.execute(query, params)}
 
     def mark_collected(self, batch_id: int) -> bool:
         with self._pool.connection() as conn:

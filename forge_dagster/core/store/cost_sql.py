@@ -43,26 +43,6 @@ ON CONFLICT (job_id, attempt) DO UPDATE SET estimated_usd = excluded.estimated_u
 
 PRUNE_ESTIMATES = "DELETE FROM cost_estimates WHERE created_at < now() - interval '3 days'"
 
-# A job held back by a budget goes back to pending without spending its attempt (the claim counted
-# it), fenced by its lease token, and is due again after `delay`.
-RELEASE_HELD = """
-WITH input AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(reasons)s::text[]) AS t(id, token, reason)
-), moved AS (
-    UPDATE jobs j
-    SET state = 'pending', attempt = greatest(j.attempt - 1, 0), reason = i.reason,
-        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-        run_after = now() + make_interval(secs => %(delay)s), updated_at = now()
-    FROM input i
-    WHERE j.id = i.id AND j.lease_token = i.token AND j.state = 'claimed'
-    RETURNING j.id, j.attempt, i.reason
-), events AS (
-    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
-    SELECT id, %(actor)s, 'claimed', 'pending', attempt, reason FROM moved
-)
-SELECT id FROM moved
-"""
-
 # `first` is true only for the first hold of a scope on a UTC day: the operator is told then.
 RECORD_ALERT = """
 INSERT INTO budget_alerts AS a (scope, day, held_jobs)
@@ -135,4 +115,24 @@ SET ledger = excluded.ledger, results = excluded.results, provider_usage = exclu
 RECONCILIATIONS = """
 SELECT batch_id, provider, provider_batch_id, ledger, results, provider_usage, matched, note, checked_at
 FROM cost_reconciliations ORDER BY batch_id
+"""
+
+SOURCE_COST = """
+SELECT coalesce(sum(c.cost_usd), 0) FROM costs c JOIN jobs j ON j.id = c.job_id WHERE j.source = %(source)s
+"""
+
+# One ledger row per (job, attempt) the provider billed, at realtime (non-batch) prices; NULL cost when the
+# model has no price (every BilledAttempt used tokens).
+BOOK_REALTIME_COSTS = """
+INSERT INTO costs (job_id, attempt, batch_id, provider, model, processor, input_tokens, cached_input_tokens,
+                   output_tokens, reasoning_tokens, cost_usd, pricing_version, batch_priced)
+SELECT t.id, t.attempt, NULL, t.provider, t.model, t.processor,
+       coalesce((t.usage ->> 'input_tokens')::int, 0), coalesce((t.usage ->> 'cached_input_tokens')::int, 0),
+       coalesce((t.usage ->> 'output_tokens')::int, 0), coalesce((t.usage ->> 'reasoning_tokens')::int, 0),
+       t.cost, %(pricing_version)s, false
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(providers)s::text[], %(models)s::text[],
+            %(processors)s::text[], %(usages)s::jsonb[], %(costs)s::numeric[])
+    AS t(id, attempt, provider, model, processor, usage, cost)
+ON CONFLICT (job_id, attempt) DO NOTHING
+RETURNING job_id, cost_usd
 """

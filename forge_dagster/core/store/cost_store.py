@@ -1,7 +1,7 @@
 """Money in the store: budgets and the estimates that reserve them, holding jobs back, the operator's
-alert, ledger reports and batch reconciliations.
+alert, the realtime ledger rows, ledger reports and batch reconciliations.
 
-Reached as `LeaseStore.processors.costs`.
+Reached as `ForgeStore.costs`; it shares the store's connection pool.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from forge_dagster.core.store import cost_sql as sql
-from forge_dagster.core.store import outbox_sql
+from forge_dagster.core.store import job_sql
+from forge_dagster.core.store.job_store import JobRepository
+from forge_dagster.core.store.outbox_store import OutboxRepository
+from forge_dagster.core.store.types import ClaimedJob, OutboxMessage
 
 BUDGET_TOPIC = "budget.exceeded"
 ALL_SCOPE = "*"  # the budget over every processor together
@@ -50,9 +53,21 @@ def _by_scope(rows: Sequence[tuple[str, Decimal]]) -> dict[str, Decimal]:
     return out
 
 
+@dataclass(frozen=True)
+class BilledAttempt:
+    """One billed attempt of a realtime job (for the costs ledger and the job row)."""
+
+    job: ClaimedJob
+    provider: str
+    model: str
+    usage: dict[str, int]
+    cost_usd: Decimal | None
+    raw_output: str | None = None
+
+
 class CostRepository:
-    def __init__(self, pool, owner: str) -> None:
-        self._pool, self.owner = pool, owner
+    def __init__(self, pool, owner: str, jobs: JobRepository, outbox: OutboxRepository) -> None:
+        self._pool, self.owner, self._jobs, self._outbox = pool, owner, jobs, outbox
 
     def _rows(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -105,17 +120,39 @@ class CostRepository:
         Returns (ids released, scopes the operator is told about now)."""
         told: list[str] = []
         with self._pool.connection() as conn:
-            released = {r[0] for r in conn.execute(sql.RELEASE_HELD, {
-                "ids": [j.id for j, _ in held], "tokens": [j.lease_token for j, _ in held],
-                "reasons": [reason for _, reason in held], "delay": delay_s, "actor": self.owner})}
+            released = self._jobs.release([(job, reason, delay_s) for job, reason in held], conn=conn)
             for scope, count, payload in alerts:
                 first, day = conn.execute(sql.RECORD_ALERT, {"scope": scope, "held": count}).fetchone()
                 if first:
-                    conn.execute(outbox_sql.INSERT_OUTBOX, {
-                        "topic": BUDGET_TOPIC, "key": f"budget:{scope}:{day.isoformat()}",
-                        "payload": Jsonb({**payload, "scope": scope, "day": day.isoformat()})})
+                    self._outbox.write([OutboxMessage(BUDGET_TOPIC, f"budget:{scope}:{day.isoformat()}",
+                                                      {**payload, "scope": scope, "day": day.isoformat()})], conn=conn)
                     told.append(scope)
         return released, told
+
+    def book_usage(self, items: Sequence[BilledAttempt], *, settled: set[int], pricing_version: str, conn) -> Decimal:
+        """Book each billed attempt once in the costs ledger (ON CONFLICT DO NOTHING) and note usage and
+        cost on the jobs in `settled` (those this worker's fenced transition just moved). An attempt at a
+        model without a price is booked with its tokens and no cost. Returns the cost booked now."""
+        if not items:
+            return Decimal(0)
+        params = {
+            "ids": [u.job.id for u in items], "attempts": [u.job.attempt for u in items],
+            "providers": [u.provider for u in items], "models": [u.model for u in items],
+            "processors": [u.job.processor for u in items], "usages": [Jsonb(u.usage) for u in items],
+            "costs": [u.cost_usd for u in items], "pricing_version": pricing_version,
+        }
+        booked = {job_id: cost for job_id, cost in conn.execute(sql.BOOK_REALTIME_COSTS, params)}
+        mine = [u for u in items if u.job.id in settled]
+        if mine:
+            conn.execute(job_sql.NOTE_JOB_USAGE, {
+                "ids": [u.job.id for u in mine], "usages": [Jsonb(u.usage) for u in mine],
+                "raw_outputs": [u.raw_output for u in mine], "booked": [booked.get(u.job.id) for u in mine]})
+        return sum((cost for cost in booked.values() if cost is not None), Decimal(0))  # None: unpriced
+
+    def source_cost(self, source: str) -> float:
+        """Cost booked for the jobs of one intake source, in USD."""
+        with self._pool.connection() as conn:
+            return float(conn.execute(sql.SOURCE_COST, {"source": source}).fetchone()[0])
 
     def alerts(self) -> list[dict[str, Any]]:
         return self._rows(sql.BUDGET_ALERTS)

@@ -1,4 +1,4 @@
-"""Connections and migrations for the lease store.
+"""Connections and migrations for the store.
 
 Every connection sets `search_path` to the store's schema, so SQL names tables without a schema and
 tests can run side by side in schemas of their own. Migrations are the plain SQL files in
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from importlib import resources
 
 import psycopg
@@ -99,6 +99,15 @@ def one_statement(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
         finally:
             if not conn.closed:
                 conn.autocommit = False
+
+
+def use(pool: ConnectionPool, conn: psycopg.Connection | None, *, statements: int = 2
+        ) -> AbstractContextManager[psycopg.Connection]:
+    """`conn` (the caller's transaction), else a pooled one: in a transaction of its own, or in autocommit
+    when the work is a single statement."""
+    if conn is not None:
+        return nullcontext(conn)
+    return one_statement(pool) if statements == 1 else pool.connection()
 
 
 def migration_files() -> list[tuple[int, str, str]]:

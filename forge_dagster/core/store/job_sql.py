@@ -1,8 +1,10 @@
-"""SQL for the jobs table and its job_events audit, one named statement per operation.
+"""Every statement that changes the jobs table, one named statement per transition (the other store
+modules call these; reads are in job_read_sql.py, intake's COPY in intake_sql.py).
 
 Every statement that changes a leased job is fenced: it matches on `id`, `lease_token` and the leased
 state, so a worker whose lease was taken over updates nothing. Every transition writes its job_events
-row in the same statement (a data-modifying CTE), so the audit cannot drift from the table.
+row in the same statement (a data-modifying CTE), so the audit cannot drift from the table. Kept in one
+module, past the usual size, so the fence of every transition can be read and audited in one place.
 """
 
 # Claim up to k jobs in one statement. The two candidate sets are MATERIALIZED so each
@@ -213,88 +215,6 @@ WITH expired AS MATERIALIZED (
 SELECT id, state, reason FROM done
 """
 
-# Intake: rows are COPYed into a temporary table, then inserted, already reviewed (Forge checked them);
-# a duplicate (source, external_id) is skipped here and reported by the caller as rejected.
-CREATE_STAGING = """
-CREATE TEMP TABLE intake_staging (
-    seq bigint, source text, external_id text, processor text, processor_version text, mode text,
-    payload jsonb, max_attempts integer, callback_url text, due_at timestamptz
-) ON COMMIT DROP
-"""
-
-COPY_STAGING = """
-COPY intake_staging (seq, source, external_id, processor, processor_version, mode, payload, max_attempts,
-                     callback_url, due_at) FROM STDIN
-"""
-
-# Used between rows when a batch falls back to one row at a time.
-CLEAR_STAGING = "TRUNCATE intake_staging"
-
-INSERT_FROM_STAGING = """
-WITH inserted AS (
-    INSERT INTO jobs (source, external_id, processor, processor_version, mode, payload, max_attempts, callback_url,
-                      due_at, reviewed)
-    SELECT source, external_id, processor, processor_version, mode, payload, max_attempts, callback_url, due_at, true
-    FROM intake_staging
-    ORDER BY seq
-    ON CONFLICT (source, external_id) DO NOTHING
-    RETURNING id, source, external_id
-), events AS (
-    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
-    SELECT id, %(actor)s, NULL, 'pending', 0, 'enqueued' FROM inserted
-)
-SELECT s.seq, CASE WHEN s.nth = 1 THEN i.id END AS id
-FROM (
-    SELECT seq, source, external_id,
-           row_number() OVER (PARTITION BY source, external_id ORDER BY seq) AS nth
-    FROM intake_staging
-) s
-LEFT JOIN inserted i ON i.source = s.source AND i.external_id = s.external_id
-ORDER BY s.seq
-"""
-
-COUNT_JOBS_BY_STATE = "SELECT state, count(*) FROM jobs GROUP BY state"
-
-COUNT_SOURCE_JOBS_BY_STATE = "SELECT state, count(*) FROM jobs WHERE source = %(source)s GROUP BY state"
-
-SOURCE_COST = """
-SELECT coalesce(sum(c.cost_usd), 0) FROM costs c JOIN jobs j ON j.id = c.job_id WHERE j.source = %(source)s
-"""
-
-COUNT_BATCHES_SINCE = """
-SELECT state, count(*) FROM batches WHERE created_at >= %(since)s GROUP BY state
-"""
-
-COUNT_OPEN_JOBS = """
-SELECT count(*) FROM jobs WHERE mode = %(mode)s AND state IN ('pending', 'claimed', 'running')
-  AND (%(pins)s::text[] IS NULL OR processor || ' ' || processor_version = ANY (%(pins)s::text[]))
-"""
-
-COUNT_BATCHES_BY_STATE = "SELECT state, count(*) FROM batches GROUP BY state"
-
-JOB_EVENTS = """
-SELECT job_id, at, actor, from_state, to_state, attempt, reason
-FROM job_events WHERE job_id = %(job_id)s ORDER BY id
-"""
-
-GET_JOB = """
-SELECT id, source, external_id, processor, processor_version, mode, payload, state, attempt, max_attempts,
-       lease_owner, lease_token, lease_expires_at, batch_id, custom_id, output, raw_output, errors, reason, usage,
-       cost_usd, callback_url, due_at, reviewed, created_at, finished_at
-FROM jobs WHERE id = %(job_id)s
-"""
-
-# Rows another application inserted straight into jobs are not reviewed (the column's default): intake
-# checks each against the processor registry (pinning its version and resolving its mode) before any
-# claim may take it, whatever version the row names.
-UNREVIEWED_JOBS = """
-SELECT id, processor, processor_version, mode, payload, due_at, callback_url FROM jobs
-WHERE NOT reviewed AND state = 'pending'
-ORDER BY id
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED
-"""
-
 ACCEPT_REVIEWED = """
 WITH done AS (
     UPDATE jobs j SET processor_version = t.version, mode = t.mode, reviewed = true, updated_at = now()
@@ -323,13 +243,165 @@ INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
 SELECT id, %(actor)s, 'pending', 'failed', attempt, reason FROM done
 """
 
-RECENT_SUCCEEDED = """
-SELECT id, processor, processor_version, output FROM jobs
-WHERE state = 'succeeded' ORDER BY finished_at DESC NULLS LAST LIMIT %(limit)s
+# Leased jobs go back to pending without spending their attempt: the provider never ran them (every
+# key paused, or the realtime worker stopping). Fenced like every other transition.
+RELEASE_JOBS = """
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(reasons)s::text[], %(delays)s::float8[])
+        AS t(id, token, reason, delay)
+), done AS (
+    UPDATE jobs j
+    SET state = 'pending', attempt = greatest(j.attempt - 1, 0), reason = i.reason,
+        run_after = now() + make_interval(secs => i.delay),
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM input i
+    WHERE j.id = i.id AND j.lease_token = i.token AND j.state = %(from_state)s
+    RETURNING j.id, j.attempt, j.reason
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, %(from_state)s, 'pending', attempt, reason FROM done
+)
+SELECT id FROM done
 """
 
-# Jobs still marked in flight although their batch is already collected: a settling bug if ever > 0.
-STRANDED_IN_COLLECTED_BATCHES = """
-SELECT count(*) FROM jobs j JOIN batches b ON b.id = j.batch_id
-WHERE j.state IN ('submitted', 'collected') AND b.state IN ('collected', 'archived')
+# The provider never ran the batch (every key refused it for quota, or it failed for the model's
+# enqueued-token limit): its jobs go back to pending without spending their attempt. Callers run this in
+# the transaction that moved the batch itself, so the jobs of one batch are requeued once.
+REQUEUE_BATCH_UNSPENT = """
+WITH done AS (
+    UPDATE jobs j
+    SET state = 'pending', attempt = greatest(j.attempt - 1, 0), reason = %(reason)s,
+        run_after = now() + make_interval(secs => %(delay)s), batch_id = NULL, finished_at = NULL,
+        updated_at = now()
+    WHERE j.batch_id = %(batch_id)s AND j.state = 'submitted'
+    RETURNING j.id, j.attempt
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, 'submitted', 'pending', attempt, %(reason)s FROM done
+)
+SELECT count(*) FROM done
+"""
+
+# Usage, raw text and booked cost on jobs this worker just settled (called in the same transaction as
+# the fenced transition, for the ids it returned).
+NOTE_JOB_USAGE = """
+UPDATE jobs j
+SET usage = t.usage, raw_output = coalesce(t.raw_output, j.raw_output),
+    cost_usd = coalesce(j.cost_usd, 0) + coalesce(t.booked, 0)
+FROM unnest(%(ids)s::bigint[], %(usages)s::jsonb[], %(raw_outputs)s::text[], %(booked)s::numeric[])
+    AS t(id, usage, raw_output, booked)
+WHERE j.id = t.id
+"""
+
+ATTACH_JOBS = """
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(custom_ids)s::text[]) AS t(id, token, custom_id)
+), moved AS (
+    UPDATE jobs j
+    SET state = 'submitted', batch_id = %(batch_id)s, custom_id = i.custom_id,
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM input i
+    WHERE j.id = i.id AND j.lease_token = i.token AND j.state = 'claimed'
+    RETURNING j.id, j.attempt
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, 'claimed', 'submitted', attempt, 'batch ' || %(batch_id)s FROM moved
+)
+SELECT id FROM moved
+"""
+
+# Jobs whose results are stored move submitted -> collected.
+MARK_COLLECTED = """
+WITH moved AS (
+    UPDATE jobs j SET state = 'collected', updated_at = now()
+    FROM batch_results r
+    WHERE r.batch_id = %(batch_id)s AND j.id = r.job_id AND j.batch_id = r.batch_id
+      AND j.custom_id = r.custom_id AND j.state = 'submitted'
+    RETURNING j.id, j.attempt
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, 'submitted', 'collected', attempt, 'result stored' FROM moved
+)
+SELECT count(*) FROM moved
+"""
+
+# Settle collected (or, for a failed submission, submitted) jobs. kind: succeeded | invalid | failed |
+# retry. A succeeded settlement carries what validation accepted (processor, version, fingerprint), written
+# to accepted_outputs beside the state change. A retry goes back to pending after its delay until max_attempts, then to its `exhausted` state
+# (invalid for output that never validated, dead for provider-side trouble).
+SETTLE_JOBS = """
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(custom_ids)s::text[], %(kinds)s::text[], %(outputs)s::jsonb[],
+                         %(raw_outputs)s::text[], %(reasons)s::text[], %(exhausted)s::text[],
+                         %(delays)s::float8[], %(usages)s::jsonb[], %(costs)s::numeric[],
+                         %(accepted)s::jsonb[])
+        AS t(id, custom_id, kind, output, raw_output, reason, exhausted, delay, usage, cost, accepted)
+), current AS (
+    SELECT j.id, j.state AS from_state, j.attempt, j.max_attempts, i.kind, i.output, i.raw_output, i.reason,
+           i.exhausted, i.delay, i.usage, i.cost, i.accepted,
+           CASE WHEN i.kind <> 'retry' THEN i.kind
+                WHEN j.attempt >= j.max_attempts THEN i.exhausted
+                ELSE 'pending' END AS next_state
+    FROM jobs j JOIN input i ON j.id = i.id
+    WHERE j.batch_id = %(batch_id)s AND j.custom_id = i.custom_id AND j.state = ANY(%(from_states)s::text[])
+    FOR UPDATE OF j
+), accepted AS (  -- what validation accepted, checked by the store's trigger against the job's pin
+    INSERT INTO accepted_outputs (job_id, attempt, processor, processor_version, fingerprint, output_digest,
+                                  accepted_by)
+    SELECT c.id, c.attempt, c.accepted ->> 'processor', c.accepted ->> 'processor_version',
+           c.accepted ->> 'fingerprint', md5(c.output::text), c.accepted ->> 'accepted_by'
+    FROM current c WHERE c.next_state = 'succeeded'
+), done AS (
+    UPDATE jobs j
+    SET state = c.next_state,
+        output = CASE WHEN c.next_state = 'succeeded' THEN c.output ELSE j.output END,
+        raw_output = c.raw_output,
+        reason = CASE WHEN c.kind = 'retry' AND c.next_state <> 'pending'
+                      THEN 'max attempts (' || c.max_attempts || ') reached; last: ' || c.reason
+                      ELSE c.reason END,
+        errors = CASE WHEN c.next_state = 'succeeded' THEN j.errors
+                      ELSE coalesce(j.errors, '[]'::jsonb)
+                           || jsonb_build_array(jsonb_build_object('attempt', c.attempt, 'reason', c.reason)) END,
+        usage = c.usage,
+        cost_usd = coalesce(j.cost_usd, 0) + coalesce(c.cost, 0),
+        run_after = CASE WHEN c.next_state = 'pending' THEN now() + make_interval(secs => c.delay)
+                         ELSE j.run_after END,
+        batch_id = CASE WHEN c.next_state = 'pending' THEN NULL ELSE j.batch_id END,
+        finished_at = CASE WHEN c.next_state = 'pending' THEN NULL ELSE now() END,
+        updated_at = now()
+    FROM current c
+    WHERE j.id = c.id
+    RETURNING j.id, j.state, j.attempt, j.reason, c.from_state, c.cost, c.usage
+), booked AS (
+    INSERT INTO costs (job_id, attempt, batch_id, provider, model, processor, input_tokens, cached_input_tokens,
+                       output_tokens, reasoning_tokens, cost_usd, pricing_version, batch_priced)
+    SELECT d.id, d.attempt, %(batch_id)s, %(provider)s, %(model)s, %(processor)s,
+           coalesce((d.usage ->> 'input_tokens')::int, 0), coalesce((d.usage ->> 'cached_input_tokens')::int, 0),
+           coalesce((d.usage ->> 'output_tokens')::int, 0), coalesce((d.usage ->> 'reasoning_tokens')::int, 0),
+           d.cost, %(pricing_version)s, %(batch_priced)s
+    FROM done d  -- billed attempts: priced, or unpriced (NULL cost) with tokens
+    WHERE d.cost IS NOT NULL
+       OR coalesce((d.usage ->> 'input_tokens')::int, 0) + coalesce((d.usage ->> 'output_tokens')::int, 0) > 0
+    ON CONFLICT (job_id, attempt) DO NOTHING
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, from_state, state, attempt, reason FROM done
+)
+SELECT id, state FROM done
+"""
+
+# Jobs a dead run's processes had claimed for a batch and not yet put into one: the provider was never
+# asked, so they go back to pending with their attempt given back.
+RELEASE_DEAD_RUN_CLAIMS = """
+WITH done AS (
+    UPDATE jobs j
+    SET state = 'pending', attempt = greatest(j.attempt - 1, 0), reason = %(reason)s, run_after = now(),
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE j.state = 'claimed' AND j.lease_owner = ANY(%(owners)s::text[])
+    RETURNING j.id, j.attempt
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, 'claimed', 'pending', attempt, %(reason)s FROM done
+)
+SELECT count(*) FROM done
 """

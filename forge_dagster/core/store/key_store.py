@@ -1,28 +1,22 @@
 """Provider keys in the store: registration, pause / probe / resume with their outbox notices, provider
-outages (every key paused: told once), batch submission holds, the key each batch goes out with, the jobs
-of batches the provider never ran (back to pending, attempt unspent), and the realtime path's job statements.
+outages (every key paused: told once), batch submission holds and the key each batch goes out with.
 
-Reached as `LeaseStore.keys`; it shares the store's connection pool. Outbox rows are written in the same
+Reached as `ForgeStore.keys`; it shares the store's connection pool. Outbox rows are written in the same
 transaction as the state change they announce.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
-from forge_dagster.core.store import batch_sql, keys_sql
-from forge_dagster.core.store.types import ClaimedJob, OutboxMessage
-
-if TYPE_CHECKING:
-    from forge_dagster.core.store.lease_store import LeaseStore
+from forge_dagster.core.store import keys_sql
+from forge_dagster.core.store.outbox_store import OutboxRepository
+from forge_dagster.core.store.types import OutboxMessage
 
 KEY_PAUSED = "key.paused"
 KEY_RESUMED = "key.resumed"
@@ -49,31 +43,19 @@ class PauseResult:
     all_paused: bool = False  # this pause started an outage of the whole provider (told now)
 
 
-@dataclass(frozen=True)
-class BilledAttempt:
-    """One billed attempt of a realtime job (for the costs ledger and the job row)."""
-
-    job: ClaimedJob
-    provider: str
-    model: str
-    usage: dict[str, int]
-    cost_usd: Decimal | None
-    raw_output: str | None = None
-
-
 class KeyRepository:
-    def __init__(self, store: LeaseStore) -> None:
-        self._store = store
+    def __init__(self, pool, outbox: OutboxRepository) -> None:
+        self._pool, self._outbox = pool, outbox
 
     def _rows(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        with self._store.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(query, params or {}).fetchall()
 
     # -- keys ------------------------------------------------------------------------------------
     def register(self, keys: Sequence[KeyRecord]) -> dict[tuple[str, str], str]:
         """Insert or refresh key rows; returns {(provider, alias): state}."""
         states = {}
-        with self._store.transaction() as conn:
+        with self._pool.connection() as conn:
             for k in keys:
                 params = {"provider": k.provider, "alias": k.alias, "masked": k.masked,
                           "fingerprint": k.fingerprint}
@@ -95,7 +77,7 @@ class KeyRepository:
         when it was the provider's last active key (once per outage)."""
         params = {"provider": provider, "alias": alias, "reason": reason[:500], "base_s": float(base_s),
                   "cap_s": float(cap_s), "min_s": float(min_s)}
-        with self._store.transaction() as conn:
+        with self._pool.connection() as conn:
             conn.execute(keys_sql.LOCK_PROVIDER_KEYS, params)
             row = conn.execute(keys_sql.PAUSE_KEY, params).fetchone()
             if row is None:
@@ -112,7 +94,7 @@ class KeyRepository:
                         "provider": provider, "reason": reason[:500],
                         "message": f"every {provider} key is paused; its jobs wait (none fail) until a "
                                    "probe brings a key back"}))
-            self._store.write_outbox(messages, conn=conn)
+            self._outbox.write(messages, conn=conn)
         return PauseResult(True, until, probe_count, all_paused)
 
     def claim_due_probes(self, *, limit: int = 20, budget_s: float = 60.0) -> list[dict[str, Any]]:
@@ -122,11 +104,11 @@ class KeyRepository:
     def resume(self, provider: str, alias: str) -> bool:
         """The probe answered: back in service (writes `key.resumed`). False if it was not paused."""
         params = {"provider": provider, "alias": alias}
-        with self._store.transaction() as conn:
+        with self._pool.connection() as conn:
             row = conn.execute(keys_sql.RESUME_KEY, params).fetchone()
             if row is None:
                 return False
-            self._store.write_outbox([OutboxMessage(KEY_RESUMED, f"key:{provider}:{alias}", {
+            self._outbox.write([OutboxMessage(KEY_RESUMED, f"key:{provider}:{alias}", {
                 "provider": provider, "alias": alias, "probes": row[0], "paused_for": row[1]})], conn=conn)
         return True
 
@@ -134,17 +116,17 @@ class KeyRepository:
         """Record a failed probe and push the next one further out; returns its time."""
         params = {"provider": provider, "alias": alias, "error": error[:500], "base_s": float(base_s),
                   "cap_s": float(cap_s)}
-        with self._store.transaction() as conn:
+        with self._pool.connection() as conn:
             row = conn.execute(keys_sql.PROBE_FAILED, params).fetchone()
         return row[1] if row else None
 
     def confirm(self, provider: str, alias: str) -> bool:
         """A real call succeeded on the key: its pause episode (and any provider outage) is over."""
         params = {"provider": provider, "alias": alias}
-        with self._store.transaction() as conn:
+        with self._pool.connection() as conn:
             confirmed = conn.execute(keys_sql.CONFIRM_KEY, params).fetchone() is not None
             if conn.execute(keys_sql.END_OUTAGE, params).fetchone() is not None:
-                self._store.write_outbox([OutboxMessage(KEYS_AVAILABLE, f"provider:{provider}", {
+                self._outbox.write([OutboxMessage(KEYS_AVAILABLE, f"provider:{provider}", {
                     "provider": provider, "alias": alias})], conn=conn)
         return confirmed
 
@@ -152,51 +134,15 @@ class KeyRepository:
         """Providers whose every key is paused, with since when."""
         return self._rows(keys_sql.LIST_OUTAGES)
 
-    # -- realtime jobs ---------------------------------------------------------------------------
-    def release(self, items: Sequence[tuple[ClaimedJob, str, float]], *, conn=None) -> set[int]:
-        """Return leased jobs (job, reason, delay_s) to pending without spending their attempt; returns
-        the ids that were still held."""
-        if not items:
-            return set()
-        released: set[int] = set()
-        with nullcontext(conn) if conn is not None else self._store.transaction() as c:
-            for from_state in {job.state for job, _, _ in items}:
-                chunk = [it for it in items if it[0].state == from_state]
-                params = {"ids": [j.id for j, _, _ in chunk], "tokens": [j.lease_token for j, _, _ in chunk],
-                          "reasons": [r[:500] for _, r, _ in chunk], "delays": [float(d) for _, _, d in chunk],
-                          "from_state": from_state, "actor": self._store.owner}
-                released |= {row[0] for row in c.execute(keys_sql.RELEASE_JOBS, params)}
-        return released
-
-    def book_usage(self, items: Sequence[BilledAttempt], *, settled: set[int], pricing_version: str, conn) -> Decimal:
-        """Book each billed attempt once in the costs ledger (ON CONFLICT DO NOTHING) and note usage and
-        cost on the jobs in `settled` (those this worker's fenced transition just moved). An attempt at a
-        model without a price is booked with its tokens and no cost. Returns the cost booked now."""
-        if not items:
-            return Decimal(0)
-        params = {
-            "ids": [u.job.id for u in items], "attempts": [u.job.attempt for u in items],
-            "providers": [u.provider for u in items], "models": [u.model for u in items],
-            "processors": [u.job.processor for u in items], "usages": [Jsonb(u.usage) for u in items],
-            "costs": [u.cost_usd for u in items], "pricing_version": pricing_version,
-        }
-        booked = {job_id: cost for job_id, cost in conn.execute(keys_sql.BOOK_REALTIME_COSTS, params)}
-        mine = [u for u in items if u.job.id in settled]
-        if mine:
-            conn.execute(keys_sql.NOTE_JOB_USAGE, {
-                "ids": [u.job.id for u in mine], "usages": [Jsonb(u.usage) for u in mine],
-                "raw_outputs": [u.raw_output for u in mine], "booked": [booked.get(u.job.id) for u in mine]})
-        return sum((cost for cost in booked.values() if cost is not None), Decimal(0))  # None: unpriced
-
     # -- batch submission holds ------------------------------------------------------------------
     def hold_submissions(self, provider: str, model: str, reason: str) -> bool:
         """Hold batch submission for `model` until its in-flight batches drain; True if newly held (then
         `batch.submission_held` is written to the outbox, once per hold)."""
         params = {"provider": provider, "model": model, "reason": reason[:500]}
-        with self._store.transaction() as conn:
+        with self._pool.connection() as conn:
             row = conn.execute(keys_sql.HOLD_SUBMISSIONS, params).fetchone()
             if row is not None:
-                self._store.write_outbox([OutboxMessage(SUBMISSION_HELD, f"hold:{provider}:{model}", {
+                self._outbox.write([OutboxMessage(SUBMISSION_HELD, f"hold:{provider}:{model}", {
                     "provider": provider, "model": model, "reason": reason[:500], "in_flight_batches": row[0],
                     "message": f"batch submission for {provider} {model} waits until its in-flight batches "
                                "end; its jobs wait (none fail)"})], conn=conn)
@@ -211,38 +157,20 @@ class KeyRepository:
 
     def in_flight(self, provider: str, model: str) -> int:
         """Batches of `model` the provider may still be working on (their tokens are enqueued)."""
-        with self._store.transaction() as conn:
+        with self._pool.connection() as conn:
             return int(conn.execute(keys_sql.IN_FLIGHT_BATCHES, {"provider": provider, "model": model}).fetchone()[0])
 
     def in_flight_beside(self, batch_id: int) -> int:
         """Other batches of the batch's model that were in flight when it was submitted."""
-        with self._store.transaction() as conn:
+        with self._pool.connection() as conn:
             return int(conn.execute(keys_sql.IN_FLIGHT_BESIDE, {"batch_id": batch_id}).fetchone()[0])
 
     # -- batches and their keys ------------------------------------------------------------------
     def set_batch_key(self, batch_id: int, alias: str) -> None:
         """Record the key a batch in `submitting` is about to go out with."""
-        with self._store.transaction() as conn:
+        with self._pool.connection() as conn:
             conn.execute(keys_sql.SET_BATCH_KEY, {"batch_id": batch_id, "alias": alias})
 
     def batch_keys(self, batch_ids: Sequence[int]) -> dict[int, str | None]:
         """{batch id: alias of the key it was submitted with (None: not recorded)}."""
         return {r["id"]: r["key_alias"] for r in self._rows(keys_sql.BATCH_KEYS, {"ids": list(batch_ids)})}
-
-    def requeue_unsubmitted(self, batch_id: int, reason: str, delay_s: float) -> int:
-        """Every key refused the batch (quota, credit, auth): it ends failed and its jobs go back to pending
-        without spending their attempt. Returns the jobs requeued (0 if the batch was not `submitting`)."""
-        with self._store.transaction() as conn:
-            if conn.execute(batch_sql.FAIL_SUBMISSION, {"batch_id": batch_id, "error": reason[:2000]}).fetchone() is None:
-                return 0
-            return self._requeue_batch(conn, batch_id, reason, delay_s)
-
-    def requeue_never_ran(self, batch_id: int, reason: str, delay_s: float) -> int:
-        """The provider failed the whole batch before running any of it (e.g. the model's enqueued-token
-        limit): its jobs go back to pending without spending their attempt. Returns the jobs requeued."""
-        with self._store.transaction() as conn:
-            return self._requeue_batch(conn, batch_id, reason, delay_s)
-
-    def _requeue_batch(self, conn, batch_id: int, reason: str, delay_s: float) -> int:
-        params = {"batch_id": batch_id, "reason": reason[:500], "delay": float(delay_s), "actor": self._store.owner}
-        return int(conn.execute(keys_sql.REQUEUE_BATCH_UNSPENT, params).fetchone()[0])

@@ -110,54 +110,6 @@ WHERE provider = %(provider)s AND alias = %(alias)s AND state = 'active'
 RETURNING probe_count
 """
 
-# Leased jobs go back to pending without spending their attempt: the provider never ran them (every
-# key paused, or the realtime worker stopping). Fenced like every other transition.
-RELEASE_JOBS = """
-WITH input AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(reasons)s::text[], %(delays)s::float8[])
-        AS t(id, token, reason, delay)
-), done AS (
-    UPDATE jobs j
-    SET state = 'pending', attempt = greatest(j.attempt - 1, 0), reason = i.reason,
-        run_after = now() + make_interval(secs => i.delay),
-        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-    FROM input i
-    WHERE j.id = i.id AND j.lease_token = i.token AND j.state = %(from_state)s
-    RETURNING j.id, j.attempt, j.reason
-), events AS (
-    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
-    SELECT id, %(actor)s, %(from_state)s, 'pending', attempt, reason FROM done
-)
-SELECT id FROM done
-"""
-
-# One ledger row per (job, attempt) the provider billed, at realtime (non-batch) prices; NULL cost when the
-# model has no price (every BilledAttempt used tokens).
-BOOK_REALTIME_COSTS = """
-INSERT INTO costs (job_id, attempt, batch_id, provider, model, processor, input_tokens, cached_input_tokens,
-                   output_tokens, reasoning_tokens, cost_usd, pricing_version, batch_priced)
-SELECT t.id, t.attempt, NULL, t.provider, t.model, t.processor,
-       coalesce((t.usage ->> 'input_tokens')::int, 0), coalesce((t.usage ->> 'cached_input_tokens')::int, 0),
-       coalesce((t.usage ->> 'output_tokens')::int, 0), coalesce((t.usage ->> 'reasoning_tokens')::int, 0),
-       t.cost, %(pricing_version)s, false
-FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(providers)s::text[], %(models)s::text[],
-            %(processors)s::text[], %(usages)s::jsonb[], %(costs)s::numeric[])
-    AS t(id, attempt, provider, model, processor, usage, cost)
-ON CONFLICT (job_id, attempt) DO NOTHING
-RETURNING job_id, cost_usd
-"""
-
-# Usage, raw text and booked cost on jobs this worker just settled (called in the same transaction as
-# the fenced transition, for the ids it returned).
-NOTE_JOB_USAGE = """
-UPDATE jobs j
-SET usage = t.usage, raw_output = coalesce(t.raw_output, j.raw_output),
-    cost_usd = coalesce(j.cost_usd, 0) + coalesce(t.booked, 0)
-FROM unnest(%(ids)s::bigint[], %(usages)s::jsonb[], %(raw_outputs)s::text[], %(booked)s::numeric[])
-    AS t(id, usage, raw_output, booked)
-WHERE j.id = t.id
-"""
-
 HOLD_SUBMISSIONS = """
 INSERT INTO submission_holds (provider, model, reason, in_flight_batches)
 SELECT %(provider)s, %(model)s, %(reason)s, count(*)
@@ -198,22 +150,4 @@ SELECT count(*)
 FROM batches b JOIN batches o ON o.provider = b.provider AND o.model = b.model AND o.id <> b.id
 WHERE b.id = %(batch_id)s AND o.submitted_at IS NOT NULL AND o.submitted_at <= b.submitted_at
   AND (o.ended_at IS NULL OR o.ended_at >= b.submitted_at)
-"""
-
-# The provider never ran the batch (every key refused it for quota, or it failed for the model's
-# enqueued-token limit): its jobs go back to pending without spending their attempt. Callers run this in
-# the transaction that moved the batch itself, so the jobs of one batch are requeued once.
-REQUEUE_BATCH_UNSPENT = """
-WITH done AS (
-    UPDATE jobs j
-    SET state = 'pending', attempt = greatest(j.attempt - 1, 0), reason = %(reason)s,
-        run_after = now() + make_interval(secs => %(delay)s), batch_id = NULL, finished_at = NULL,
-        updated_at = now()
-    WHERE j.batch_id = %(batch_id)s AND j.state = 'submitted'
-    RETURNING j.id, j.attempt
-), events AS (
-    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
-    SELECT id, %(actor)s, 'submitted', 'pending', attempt, %(reason)s FROM done
-)
-SELECT count(*) FROM done
 """

@@ -1,7 +1,7 @@
 """The nightly runtime's tables: memories, fences, GPU results, research items, night steps, briefings,
 self-healing attempts, and the reports it reads from Forge's jobs.
 
-Reached as `LeaseStore.knowledge`; it shares the store's connection pool.
+Reached as `ForgeStore.knowledge`; it shares the store's connection pool.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from forge_dagster.core.nightly.gpu_mutex import Fence, FencedOut
-from forge_dagster.core.nightly.knowledge import Memory, NewMemory
 from forge_dagster.core.store import knowledge_sql as ksql
 from forge_dagster.core.store import nightly_sql as nsql
 from forge_dagster.core.store import outbox_sql
+from forge_dagster.core.store.knowledge_types import Fence, FencedOut, Memory, NewMemory
 
 
 @dataclass(frozen=True)

@@ -1,26 +1,18 @@
-"""Operating Forge from the store: the relay's delivery lanes, the archive, metrics and the operator view.
+"""Operating Forge from the store: the archive, metrics and the operator view.
 
-Reached as `LeaseStore.operations`; it shares the store's connection pool.
+Reached as `ForgeStore.operations`; it shares the store's connection pool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
-from forge_dagster.core.store import archive_sql, operations_sql
-from forge_dagster.core.store.types import OutboxRow
-
-
-@dataclass(frozen=True)
-class ReadyRow(OutboxRow):
-    """An outbox row a relay lane holds; `prev_id` is the previous undelivered row of its key, if any."""
-
-    prev_id: int | None = None
+from forge_dagster.core.store import archive_sql, operations_sql, outbox_sql
 
 
 @dataclass
@@ -63,66 +55,6 @@ class OperationsRepository:
     def _rows(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(query, params or {}).fetchall()
-
-    # -- relay lanes -----------------------------------------------------------------------------
-    def fetch_ready(
-        self, conn: psycopg.Connection, topics: Sequence[str], *, include: bool, limit: int = 100
-    ) -> list[ReadyRow]:
-        """Lock the rows of the lane (topics in `topics` when `include`, else all others) that may be
-        delivered now, in order per key. Only rows whose key predecessor is also held are returned.
-        The transaction stays open while they are sent, so it may sit idle longer than the store's usual
-        limit (RELAY_IDLE_LIMIT)."""
-        conn.execute(operations_sql.RELAY_IDLE_LIMIT)
-        rows = conn.execute(
-            operations_sql.FETCH_READY_RUNS, {"topics": list(topics), "include": include, "limit": limit}
-        ).fetchall()
-        held: set[int] = set()
-        ready = []
-        for row_id, topic, key, payload, attempts, prev_id in rows:
-            if prev_id is None or prev_id in held:
-                held.add(row_id)
-                ready.append(ReadyRow(row_id, topic, key, payload, attempts, prev_id))
-        return ready
-
-    def horizon(self) -> str:
-        """A mark past every transaction running now (see `passed`)."""
-        with self._pool.connection() as conn:
-            return conn.execute(operations_sql.HORIZON).fetchone()[0]
-
-    def passed(self, horizon: str) -> bool:
-        """Have all transactions that were running at `horizon` ended (their outbox rows now readable)?"""
-        with self._pool.connection() as conn:
-            return bool(conn.execute(operations_sql.PASSED_HORIZON, {"horizon": horizon}).fetchone()[0])
-
-    def mark_attempt_failed(self, conn: psycopg.Connection, row_id: int, error: str, delay_s: float) -> None:
-        """Record a failed delivery: the row is due again after `delay_s`, its last error kept."""
-        conn.execute(operations_sql.MARK_ATTEMPT_FAILED, {"id": row_id, "error": error[:2000], "delay": delay_s})
-
-    def mark_refused(self, conn: psycopg.Connection, refused: Sequence[tuple[int, str]]) -> None:
-        """Close rows whose destination the callback policy refuses, each with its reason: never retried,
-        not delivered (they count as refused in the metrics)."""
-        if refused:
-            conn.execute(operations_sql.MARK_REFUSED, {"ids": [r[0] for r in refused],
-                                                       "reasons": [r[1][:2000] for r in refused]})
-
-    def recent_refused(self, limit: int = 20) -> list[dict[str, Any]]:
-        """Refused stamps, newest first: the job and the reason (which names the host and the address)."""
-        return self._rows(operations_sql.RECENT_REFUSED, {"limit": limit})
-
-    def count_held(self, topics: Sequence[str], *, include: bool) -> int:
-        """Undelivered rows of a lane (see `fetch_ready`)."""
-        with self._pool.connection() as conn:
-            return conn.execute(operations_sql.COUNT_HELD, {"topics": list(topics), "include": include}).fetchone()[0]
-
-    def undelivered(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Undelivered outbox rows, oldest first, with their attempts and last error."""
-        return self._rows(operations_sql.UNDELIVERED, {"limit": limit})
-
-    def outbox_stats(self) -> dict[str, float]:
-        with self._pool.connection() as conn:
-            undelivered, lag, retrying, delivered, refused = conn.execute(operations_sql.OUTBOX_STATS).fetchone()
-        return {"undelivered": int(undelivered), "lag_s": float(lag), "retrying": int(retrying),
-                "delivered": int(delivered), "refused": int(refused)}
 
     def latest_key_events(self) -> list[dict[str, Any]]:
         """The latest key.* / provider.* event per outbox key (paused, resumed, ...)."""
@@ -191,7 +123,7 @@ class OperationsRepository:
                  "reasoning": int(r), "cost_usd": float(cost), "attempts": n}
                 for p, m, i, c, o, r, cost, n in conn.execute(operations_sql.COST_AND_TOKENS)
             ]
-            undelivered, lag, retrying, delivered, refused = conn.execute(operations_sql.OUTBOX_STATS).fetchone()
+            undelivered, lag, retrying, delivered, refused = conn.execute(outbox_sql.OUTBOX_STATS).fetchone()
             snap.outbox_undelivered, snap.outbox_lag_s = int(undelivered), float(lag)
             snap.outbox_retrying, snap.outbox_delivered = int(retrying), int(delivered)
             snap.callbacks_refused = int(refused)

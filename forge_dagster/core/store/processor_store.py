@@ -1,7 +1,7 @@
 """The processor registry in the store: versions, their status and its history, the earlier answers of
 jobs (for repair prompts) and validated outputs (for exports).
 
-Reached as `LeaseStore.processors`; money (budgets, ledger reports, reconciliation) is its `costs`.
+Reached as `ForgeStore.processors`; it shares the store's connection pool.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Json
 
 from forge_dagster.core.store import processor_sql as sql
-from forge_dagster.core.store.cost_store import CostRepository
 
 
 class RegistryError(ValueError):
@@ -24,11 +23,6 @@ class RegistryError(ValueError):
 class ProcessorRepository:
     def __init__(self, pool, owner: str) -> None:
         self._pool, self.owner = pool, owner
-
-    @property
-    def costs(self):
-        """Budgets, cost estimates, ledger reports and reconciliations (same pool)."""
-        return CostRepository(self._pool, self.owner)
 
     def _rows(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:

@@ -57,22 +57,6 @@ SELECT run_id, owners, heartbeat_at, reason FROM run_leases
 WHERE run_id = ANY(%(run_ids)s::text[]) AND dead_at IS NOT NULL
 """
 
-# Jobs a dead run's processes had claimed for a batch and not yet put into one: the provider was never
-# asked, so they go back to pending with their attempt given back.
-RELEASE_DEAD_RUN_CLAIMS = """
-WITH done AS (
-    UPDATE jobs j
-    SET state = 'pending', attempt = greatest(j.attempt - 1, 0), reason = %(reason)s, run_after = now(),
-        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-    WHERE j.state = 'claimed' AND j.lease_owner = ANY(%(owners)s::text[])
-    RETURNING j.id, j.attempt
-), events AS (
-    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
-    SELECT id, %(actor)s, 'claimed', 'pending', attempt, %(reason)s FROM done
-)
-SELECT count(*) FROM done
-"""
-
 # Submissions a dead run's processes left unfinished become stale at once: the next build run resumes them
 # (finds the provider's batch or creates it once) instead of waiting out the stale-submission delay.
 EXPEDITE_DEAD_RUN_SUBMISSIONS = """

@@ -1,4 +1,4 @@
-"""Leases of the Dagster runs that do Forge's work, in the store. Reached as `LeaseStore.runs`."""
+"""Leases of the Dagster runs that do Forge's work, in the store. Reached as `ForgeStore.runs`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from forge_dagster.core.store import db, run_lease_sql
+from forge_dagster.core.store import db, job_sql, run_lease_sql
 
 SWEEPER = "sweeper"  # the actor of lease recoveries in job_events, as the expired-lease sweep
 
@@ -65,7 +65,7 @@ class RunLeaseRepository:
                 released = expedited = 0
                 if owners:
                     note = f"released: run {run_id[:8]} died before submitting (attempt given back)"
-                    released = conn.execute(run_lease_sql.RELEASE_DEAD_RUN_CLAIMS,
+                    released = conn.execute(job_sql.RELEASE_DEAD_RUN_CLAIMS,
                                             {"owners": owners, "reason": note, "actor": SWEEPER}).fetchone()[0]
                     expedited = len(conn.execute(run_lease_sql.EXPEDITE_DEAD_RUN_SUBMISSIONS,
                                                  {"owners": owners}).fetchall())

@@ -1,5 +1,5 @@
 """Plain types the store's repositories hand out and take back: a claimed job and its lease, outbox
-messages and rows, what a sweep did, and the worker names leases are held under."""
+messages and rows, what a sweep did, a pacing slot, and the worker names leases are held under."""
 
 from __future__ import annotations
 
@@ -50,6 +50,18 @@ class OutboxRow:
     key: str
     payload: dict[str, Any]
     attempts: int
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A slot taken from a key's shared pacing schedule: its time and the schedule's time when it was taken
+    (epoch seconds on the schedule's clock), and the key's limits and generation as shared."""
+
+    admit_at: float
+    now: float
+    rpm: int | None
+    tpm: int | None
+    generation: int
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,25 @@
 """Pacing shared by every process that calls with a provider key: the key's GCRA schedule lives in its
-row in the store (`key_pacing`), so several `forge work --realtime` processes, or one beside a Dagster
-run, together stay within the key's limits. PostgreSQL is what every Forge worker already shares
-(embedded or external); a reservation costs one short UPDATE, taken off the event loop.
+row (`key_pacing`), so several `forge work` processes, or one beside a Dagster run, together stay within
+the key's limits. A reservation costs one short statement (run it off the event loop).
+
+Reached as `ForgeStore.pacing`; `schedule(provider, fingerprint)` is a `SharedSchedule` for `KeyLimiter`.
 """
 
 from __future__ import annotations
 
-from forge_dagster.core.providers.ratelimit import Grant
-from forge_dagster.core.store import LeaseStore
+from forge_dagster.core.store import db
 from forge_dagster.core.store import pacing_sql as sql
+from forge_dagster.core.store.types import Grant
 
 
-class StoreSchedule:
-    """One key's shared schedule (a `SharedSchedule` for `KeyLimiter`), keyed by the key's fingerprint."""
+class KeySchedule:
+    """One key's shared schedule, keyed by the key's fingerprint."""
 
-    def __init__(self, store: LeaseStore, provider: str, fingerprint: str) -> None:
-        self.store, self.provider, self.fingerprint = store, provider, fingerprint
+    def __init__(self, pool, provider: str, fingerprint: str) -> None:
+        self._pool, self.provider, self.fingerprint = pool, provider, fingerprint
 
     def ensure(self, rpm: int | None, tpm: int | None) -> None:
-        with self.store.transaction() as conn:
+        with self._pool.connection() as conn:
             conn.execute(sql.ENSURE_KEY_PACING, {"provider": self.provider, "fingerprint": self.fingerprint,
                                                  "rpm": rpm, "tpm": tpm})
 
@@ -28,13 +29,21 @@ class StoreSchedule:
         params = {"provider": self.provider, "fingerprint": self.fingerprint, "rpm": rpm, "tpm": tpm,
                   "tokens": float(tokens), "correction": float(correction), "void": void,
                   "headroom": float(headroom), "burst_s": float(burst_s)}
-        with self.store.statement() as conn:  # the row lock ends with the statement, whatever this process does
+        with db.one_statement(self._pool) as conn:  # the row lock ends with the statement, whatever this process does
             admit_at, now, rpm_, tpm_, generation = conn.execute(sql.RESERVE_SLOT, params).fetchone()
         return Grant(float(admit_at), float(now), rpm_, tpm_, int(generation))
 
     def block(self, seconds: float) -> int:
         """Block the key for every process; returns the key's new generation."""
-        with self.store.statement() as conn:
+        with db.one_statement(self._pool) as conn:
             row = conn.execute(sql.BLOCK_KEY, {"provider": self.provider, "fingerprint": self.fingerprint,
                                                "seconds": float(seconds)}).fetchone()
         return int(row[0]) if row else -1
+
+
+class PacingRepository:
+    def __init__(self, pool) -> None:
+        self._pool = pool
+
+    def schedule(self, provider: str, fingerprint: str) -> KeySchedule:
+        return KeySchedule(self._pool, provider, fingerprint)
