@@ -33,9 +33,14 @@ class JobState(StrEnum):
     INVALID = "invalid"
     FAILED = "failed"
     DEAD = "dead"
+    CANCELLED = "cancelled"  # by an operator; terminal, a late result is refused
 
 
-TERMINAL_JOB_STATES = frozenset({JobState.SUCCEEDED, JobState.INVALID, JobState.FAILED, JobState.DEAD})
+TERMINAL_JOB_STATES = frozenset({JobState.SUCCEEDED, JobState.INVALID, JobState.FAILED, JobState.DEAD,
+                                 JobState.CANCELLED})
+OPEN_JOB_STATES = frozenset({JobState.PENDING, JobState.CLAIMED, JobState.RUNNING, JobState.SUBMITTED,
+                             JobState.COLLECTED})
+RETRYABLE_JOB_STATES = frozenset({JobState.DEAD, JobState.INVALID, JobState.FAILED, JobState.CANCELLED})
 LEASED_JOB_STATES = frozenset({JobState.CLAIMED, JobState.RUNNING})
 
 

@@ -1,6 +1,7 @@
 """The conservation check every chaos scenario ends with, read from the store's own tables.
 
-- every job is in exactly one terminal state (succeeded, invalid, failed, dead) with a reason, none open;
+- every job is in exactly one terminal state (succeeded, invalid, failed, dead, cancelled) with a reason, none
+  open;
 - no job was accepted twice: one transition into a terminal state per job in `job_events`;
 - no stale completion: every transition out of a leased state was made by the worker holding the lease
   (the actor of the job's latest claim), or by the sweeper;
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-TERMINAL = ("succeeded", "invalid", "failed", "dead")
+TERMINAL = ("succeeded", "invalid", "failed", "dead", "cancelled")
 OPEN = ("pending", "claimed", "running", "submitted", "collected")
 LEASED = ("claimed", "running")
 SWEEPER = "sweeper"
@@ -70,7 +71,7 @@ def _stale(events: list[tuple[str | None, str | None, str]]) -> list[tuple[str, 
         if to_state in LEASED:
             holder = actor  # a claim (fresh or a takeover) names the new holder
             continue
-        if from_state in LEASED and actor not in (holder, SWEEPER):
+        if from_state in LEASED and actor not in (holder, SWEEPER) and not (actor or "").startswith("operator:"):
             stale.append((actor or "?", to_state))
         holder = None
     return stale

@@ -18,7 +18,7 @@ WITH picked AS MATERIALIZED (
       AND b.collected_at < now() - make_interval(secs => %(older_than_s)s)
       AND NOT EXISTS (
           SELECT 1 FROM jobs j
-          WHERE j.batch_id = b.id AND j.state NOT IN ('succeeded', 'invalid', 'failed', 'dead'))
+          WHERE j.batch_id = b.id AND j.state NOT IN ('succeeded', 'invalid', 'failed', 'dead', 'cancelled'))
     ORDER BY b.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -47,7 +47,7 @@ SELECT (SELECT count(*) FROM moved_batches), (SELECT count(*) FROM moved_jobs), 
 ARCHIVE_FINISHED_UNBATCHED_JOBS = """
 WITH picked AS MATERIALIZED (
     SELECT id FROM jobs
-    WHERE batch_id IS NULL AND state IN ('succeeded', 'invalid', 'failed', 'dead')
+    WHERE batch_id IS NULL AND state IN ('succeeded', 'invalid', 'failed', 'dead', 'cancelled')
       AND finished_at < now() - make_interval(secs => %(older_than_s)s)
     ORDER BY id
     LIMIT %(limit)s

@@ -31,3 +31,54 @@ STRANDED_IN_COLLECTED_BATCHES = """
 SELECT count(*) FROM jobs j JOIN batches b ON b.id = j.batch_id
 WHERE j.state IN ('submitted', 'collected') AND b.state IN ('collected', 'archived')
 """
+
+# A page of jobs, newest first (`before`: the id the previous page ended at), by optional filters. `batch`
+# matches Forge's batch id or its forge/provider batch id.
+LIST_JOBS = """
+SELECT j.id, j.source, j.external_id, j.processor, j.processor_version, j.mode, j.state, j.attempt,
+       j.max_attempts, j.batch_id, j.reason, j.cost_usd, j.created_at, j.finished_at
+FROM jobs j
+WHERE (%(states)s::text[] IS NULL OR j.state = ANY(%(states)s::text[]))
+  AND (%(processor)s::text IS NULL OR j.processor = %(processor)s)
+  AND (%(batch_id)s::bigint IS NULL OR j.batch_id = %(batch_id)s)
+  AND (%(since)s::timestamptz IS NULL OR j.created_at >= %(since)s)
+  AND (%(before)s::bigint IS NULL OR j.id < %(before)s)
+ORDER BY j.id DESC
+LIMIT %(limit)s
+"""
+
+# The ids a filter selects (an operator's bulk retry or cancel), oldest first.
+SELECT_IDS = """
+SELECT j.id FROM jobs j
+WHERE j.state = ANY(%(states)s::text[])
+  AND (%(processor)s::text IS NULL OR j.processor = %(processor)s)
+  AND (%(since)s::timestamptz IS NULL OR j.created_at >= %(since)s)
+ORDER BY j.id
+LIMIT %(limit)s
+"""
+
+# A job by its intake id (external_id), in any source.
+BY_EXTERNAL_ID = "SELECT id, source FROM jobs WHERE external_id = %(external_id)s ORDER BY id"
+
+STATES_OF = "SELECT id, state FROM jobs WHERE id = ANY(%(ids)s::bigint[])"
+
+PROCESSORS_AND_MODES_OF = "SELECT DISTINCT processor, mode FROM jobs WHERE id = ANY(%(ids)s::bigint[])"
+
+# Each attempt's provider answer as collected from a batch (raw body, outcome, usage, error).
+JOB_RESULTS = """
+SELECT r.attempt, r.batch_id, b.forge_batch_id, b.provider_batch_id, r.outcome, r.status_code, r.stop_reason,
+       r.usage, r.error_class, r.error_message, r.raw, r.received_at
+FROM batch_results r JOIN batches b ON b.id = r.batch_id
+WHERE r.job_id = %(job_id)s ORDER BY r.received_at
+"""
+
+JOB_COSTS = """
+SELECT attempt, batch_id, provider, model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens,
+       cost_usd, pricing_version, batch_priced, booked_at
+FROM costs WHERE job_id = %(job_id)s ORDER BY attempt
+"""
+
+JOB_ACCEPTED = """
+SELECT attempt, processor, processor_version, fingerprint, accepted_by, accepted_at
+FROM accepted_outputs WHERE job_id = %(job_id)s ORDER BY attempt
+"""

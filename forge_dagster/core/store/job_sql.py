@@ -405,3 +405,51 @@ WITH done AS (
 )
 SELECT count(*) FROM done
 """
+
+# An operator cancels open jobs: each ends `cancelled` with the operator's reason and its lease cleared, so
+# the worker holding it updates nothing (its token no longer matches) and a late batch result is not
+# settled (the job is no longer submitted or collected). A job a worker finished first is not open any more
+# when its row lock is granted: it is left alone and reported as already finished.
+CANCEL_JOBS = """
+WITH current AS (
+    SELECT j.id, j.state AS from_state FROM jobs j
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state IN ('pending', 'claimed', 'running', 'submitted', 'collected')
+    FOR UPDATE OF j
+), moved AS (
+    UPDATE jobs j
+    SET state = 'cancelled', reason = %(reason)s, lease_owner = NULL, lease_token = NULL,
+        lease_expires_at = NULL, finished_at = now(), updated_at = now()
+    FROM current c WHERE j.id = c.id
+    RETURNING j.id, j.attempt, c.from_state
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, from_state, 'cancelled', attempt, %(reason)s FROM moved
+)
+SELECT id, from_state FROM moved
+"""
+
+# An operator retries jobs that ended without success: back to pending at once with a fresh attempt budget
+# (max_attempts moves to attempt + budget; attempts keep counting, so each keeps its own ledger row), out of
+# any batch, pinned to `version` (and its `mode`) when given. A job that is not in such a state when its
+# row lock is granted is left alone.
+RETRY_JOBS = """
+WITH current AS (
+    SELECT j.id, j.state AS from_state FROM jobs j
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state IN ('dead', 'invalid', 'failed', 'cancelled')
+    FOR UPDATE OF j
+), moved AS (
+    UPDATE jobs j
+    SET state = 'pending', reason = %(reason)s,
+        attempt_budget = coalesce(%(budget)s, j.attempt_budget, j.max_attempts),
+        max_attempts = j.attempt + coalesce(%(budget)s, j.attempt_budget, j.max_attempts),
+        processor_version = coalesce(%(version)s, j.processor_version), mode = coalesce(%(mode)s, j.mode),
+        run_after = now(), batch_id = NULL, custom_id = NULL, lease_owner = NULL, lease_token = NULL,
+        lease_expires_at = NULL, finished_at = NULL, updated_at = now()
+    FROM current c WHERE j.id = c.id
+    RETURNING j.id, j.attempt, c.from_state
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, from_state, 'pending', attempt, %(reason)s FROM moved
+)
+SELECT id, from_state FROM moved
+"""

@@ -9,7 +9,8 @@ expired leases come back without an operator. The SQL of every transition is in 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -17,7 +18,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from forge_dagster.core.models import AcceptedOutput, JobState
-from forge_dagster.core.store import db, job_read_sql, job_sql
+from forge_dagster.core.store import db, job_read_sql, job_sql, operator_sql
 from forge_dagster.core.store.outbox_store import OutboxRepository
 from forge_dagster.core.store.types import ClaimedJob, LeaseLost, OutboxMessage, SweepReport
 
@@ -188,7 +189,78 @@ class JobRepository:
         dead = sum(1 for _, state, _ in rows if state == JobState.DEAD)
         return SweepReport(requeued=len(rows) - dead, dead=dead)
 
+    # -- operator actions ------------------------------------------------------------------------
+    def cancel(self, ids: Sequence[int], *, reason: str, actor: str, selector: Mapping[str, Any]) -> dict[int, str]:
+        """Cancel the open jobs among `ids` (terminal `cancelled`, lease cleared: a worker's late write is
+        refused) and record the operator's action, in one transaction. Returns {job id: state it left}."""
+        return self._operator_move(job_sql.CANCEL_JOBS, "cancel", ids, {"reason": reason, "actor": actor},
+                                   selector)
+
+    def retry(self, ids: Sequence[int], *, reason: str, actor: str, selector: Mapping[str, Any],
+              version: str | None = None, mode: str | None = None, budget: int | None = None) -> dict[int, str]:
+        """Send the jobs among `ids` that ended without success back to pending with a fresh attempt budget
+        (pinned to `version` and `mode` when given) and record the operator's action, in one transaction.
+        Returns {job id: state it left}."""
+        params = {"reason": reason, "actor": actor, "version": version, "mode": mode, "budget": budget}
+        return self._operator_move(job_sql.RETRY_JOBS, "retry", ids, params, selector)
+
+    def _operator_move(self, query: str, action: str, ids: Sequence[int], params: dict[str, Any],
+                       selector: Mapping[str, Any]) -> dict[int, str]:
+        with self._pool.connection() as conn:
+            moved = {job_id: state for job_id, state in conn.execute(query, {**params, "ids": list(ids)})}
+            skipped = [{"job": job_id, "why": "its state changed before the action reached it"}
+                       for job_id in ids if job_id not in moved]
+            conn.execute(operator_sql.RECORD_ACTION, {
+                "action": action, "actor": params["actor"], "reason": params["reason"],
+                "selector": Jsonb(dict(selector)), "changed": len(moved), "skipped": Jsonb(skipped)})
+        return moved
+
+    def operator_actions(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest operator actions, newest first."""
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(operator_sql.RECENT_ACTIONS, {"limit": limit}).fetchall()
+
     # -- reading ---------------------------------------------------------------------------------
+    def page(self, *, states: Sequence[str] | None = None, processor: str | None = None,
+             batch_id: int | None = None, since: datetime | None = None, before: int | None = None,
+             limit: int = 50) -> list[dict[str, Any]]:
+        """A page of jobs, newest first; the next page starts `before` the last id of this one."""
+        params = {"states": list(states) if states else None, "processor": processor, "batch_id": batch_id,
+                  "since": since, "before": before, "limit": limit}
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(job_read_sql.LIST_JOBS, params).fetchall()
+
+    def select_ids(self, *, states: Sequence[str], processor: str | None = None, since: datetime | None = None,
+                   limit: int = 100_000) -> list[int]:
+        """Ids of the jobs a filter selects, oldest first."""
+        params = {"states": list(states), "processor": processor, "since": since, "limit": limit}
+        with self._pool.connection() as conn:
+            return [r[0] for r in conn.execute(job_read_sql.SELECT_IDS, params)]
+
+    def by_external_id(self, external_id: str) -> list[tuple[int, str]]:
+        """(job id, source) of the jobs whose intake id is `external_id` (one per source)."""
+        with self._pool.connection() as conn:
+            return [tuple(r) for r in conn.execute(job_read_sql.BY_EXTERNAL_ID, {"external_id": external_id})]
+
+    def states(self, ids: Sequence[int]) -> dict[int, str]:
+        """{job id: state} of the jobs among `ids` that exist (in the hot table)."""
+        with self._pool.connection() as conn:
+            return {r[0]: r[1] for r in conn.execute(job_read_sql.STATES_OF, {"ids": list(ids)})}
+
+    def processors_and_modes(self, ids: Sequence[int]) -> set[tuple[str, str | None]]:
+        """The (processor, mode) pairs of the jobs among `ids`."""
+        with self._pool.connection() as conn:
+            return {tuple(r) for r in conn.execute(job_read_sql.PROCESSORS_AND_MODES_OF, {"ids": list(ids)})}
+
+    def story(self, job_id: int) -> dict[str, list[dict[str, Any]]]:
+        """What happened to a job beside its row: events, collected provider answers, ledger rows and
+        accepted outputs, each oldest first."""
+        queries = {"events": job_read_sql.JOB_EVENTS, "results": job_read_sql.JOB_RESULTS,
+                   "costs": job_read_sql.JOB_COSTS, "accepted": job_read_sql.JOB_ACCEPTED}
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            return {name: cur.execute(q, {"job_id": job_id}).fetchall() for name, q in queries.items()}
+
+
     def counts(self, *, source: str | None = None) -> dict[str, int]:
         """Jobs by state (of one intake source when given)."""
         query, params = ((job_read_sql.COUNT_JOBS_BY_STATE, {}) if source is None

@@ -4,7 +4,7 @@ briefings and self-healing attempts."""
 # Jobs that reached a terminal state in the window, by processor and state.
 OUTCOMES_BY_STATE = """
 SELECT processor, state, count(*) FROM jobs
-WHERE finished_at >= %(since)s AND state IN ('succeeded', 'invalid', 'failed', 'dead')
+WHERE finished_at >= %(since)s AND state IN ('succeeded', 'invalid', 'failed', 'dead', 'cancelled')
 GROUP BY processor, state ORDER BY processor, state
 """
 

@@ -83,6 +83,6 @@ FROM jobs WHERE state IN ('invalid', 'dead', 'failed') ORDER BY finished_at DESC
 
 FINISHED_SINCE = """
 SELECT count(*) FILTER (WHERE state IN ('invalid', 'dead')), count(*)
-FROM jobs WHERE state IN ('succeeded', 'invalid', 'failed', 'dead')
+FROM jobs WHERE state IN ('succeeded', 'invalid', 'failed', 'dead', 'cancelled')
   AND finished_at >= now() - make_interval(secs => %(s)s)
 """
