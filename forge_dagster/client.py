@@ -239,7 +239,10 @@ class Forge:
         """Send jobs that ended without success (dead, invalid, failed, cancelled) back to pending with a
         fresh attempt budget (`attempts`, else the one they had), on processor `version` when given. Name
         them, or pick them by `states` (and `processor`, `since`). The reason is recorded with each."""
-        return retry_jobs(self.store, self._refs(ids) if ids is not None else None, states=states,
+        refs = self._refs(ids) if ids is not None else None
+        if refs == []:  # an empty selection (a filtered frame with no rows): nothing to do
+            return ActionReport("retry")
+        return retry_jobs(self.store, refs, states=states,
                           processor=processor, since=since, version=version, attempts=attempts, reason=reason,
                           actor=self.actor)
 
@@ -247,7 +250,10 @@ class Forge:
                since: datetime | None = None) -> ActionReport:
         """Cancel open jobs (they end `cancelled` with the reason; a late answer is refused). Name them, or
         pick them by `processor` (all its open jobs) and `states`, `since`."""
-        return cancel_jobs(self.store, self._refs(ids) if ids is not None else None, states=states,
+        refs = self._refs(ids) if ids is not None else None
+        if refs == []:
+            return ActionReport("cancel")
+        return cancel_jobs(self.store, refs, states=states,
                            processor=processor, since=since, reason=reason, actor=self.actor)
 
     def _resolve(self, jobs: Jobs) -> list[int]:

@@ -89,3 +89,12 @@ def test_retry_gives_a_fresh_budget_on_another_version_and_the_job_then_succeeds
     assert frame["state"].tolist() == ["succeeded", "succeeded"] and set(frame["version"]) == {"1.1.0"}
     assert frame["echo.subject"].tolist() == ["a", "b"]
     assert [store.jobs.get(i)["max_attempts"] for i in sent.ids] == [3, 3], "attempt 1 spent, then 2 more"
+
+
+def test_an_empty_selection_is_nothing_to_do(forge: Forge, store):
+    sent = forge.submit(TICKET, tickets(2))
+    frame = forge.results(sent)
+    before = snapshot(store)
+    assert forge.retry(frame[frame.state == "invalid"], reason="none invalid").changed == {}
+    assert forge.cancel([], reason="nothing").changed == {}
+    assert snapshot(store) == before
