@@ -37,7 +37,8 @@ from forge_dagster.core.intake.routing import processor_check
 from forge_dagster.core.models import TERMINAL_JOB_STATES, JobSpec
 from forge_dagster.core.ops.operator import ActionReport, OperatorError, cancel_jobs, resolve, retry_jobs
 from forge_dagster.core.platform.exports import outputs_frame
-from forge_dagster.core.platform.registry import load_catalog
+from forge_dagster.core.platform.processors import Processor
+from forge_dagster.core.platform.registry import RegistryCatalog, load_catalog
 from forge_dagster.core.runtime import open_store
 from forge_dagster.core.store import ForgeStore
 
@@ -114,69 +115,47 @@ class Forge:
         refused with its reason; the others go in. `due_at` (timezone-aware) says when answers are needed
         (an `auto` processor runs work due soon in realtime)."""
         catalog = load_catalog(self.store)
-        try:
-            pinned = catalog.for_new_job(processor, version)
-        except KeyError:
-            known = ", ".join(sorted({p.name for p in catalog.all()})) or "none"
-            what = f"processor {processor!r}" + (f" has no version {version}" if catalog.versions(processor)
-                                                  else f" is unknown (known: {known})")
-            raise OperatorError(f"{what}; nothing submitted") from None
-        except ValueError as exc:
-            raise OperatorError(f"{exc}; nothing submitted") from None
+        pinned = _pinned(catalog, processor, version)
         if due_at is not None and (not isinstance(due_at, datetime) or due_at.tzinfo is None):
             raise OperatorError("due_at must be a timezone-aware datetime; nothing submitted")
         payloads = _payloads(rows)
-        intake_ids = _intake_ids(ids, rows, len(payloads))
-
-        refused: dict[int, str] = {}
+        tally = _Tally(processor, _intake_ids(ids, rows, len(payloads)))
         first_row: dict[str, int] = {}
-        for n, ext in enumerate(intake_ids):
+        for n, ext in enumerate(tally.intake_ids):
             if ext is not None and first_row.setdefault(ext, n) != n:
-                refused[n] = f"id {ext!r} repeats row {first_row[ext]}"
+                tally.refused[n] = f"id {ext!r} repeats row {first_row[ext]}"
         held = self.store.jobs.by_intake_ids(self.source, list(first_row)) if first_row else {}
-        jobs: dict[int, int] = {}  # row -> Forge id
-        existing: set[int] = set()
         check = processor_check(catalog)
         specs: list[tuple[int, JobSpec]] = []
-        for n, (payload, ext) in enumerate(zip(payloads, intake_ids, strict=True)):
-            if n in refused:
+        for n, (payload, ext) in enumerate(zip(payloads, tally.intake_ids, strict=True)):
+            if n in tally.refused:
                 continue
             if ext in held:
-                self._take_existing(n, ext, held[ext], processor, jobs, existing, refused)
+                tally.held(n, *held[ext])
                 continue
             try:
                 pinned_version, mode = check(processor, pinned.version, payload, due_at)
             except ValueError as exc:
-                refused[n] = str(exc)
+                tally.refused[n] = str(exc)
                 continue
             specs.append((n, JobSpec(processor, payload, external_id=ext, processor_version=pinned_version,
                                      mode=mode, max_attempts=pinned.max_attempts, due_at=due_at)))
-        report = self.store.intake.enqueue([spec for _, spec in specs], source=self.source) if specs else None
-        if report is None:
-            return _submission(jobs, existing, refused, intake_ids)
+        if not specs:
+            return tally.submission()
+        report = self.store.intake.enqueue([spec for _, spec in specs], source=self.source)
         rejected = {r.index: r.error for r in report.rejected}
-        taken = [n for i, (n, _) in enumerate(specs) if i not in rejected]
-        jobs.update(zip(taken, report.accepted, strict=True))
+        tally.jobs.update(zip([n for i, (n, _) in enumerate(specs) if i not in rejected], report.accepted,
+                              strict=True))
         # A duplicate here was submitted by someone else since the look-up above: it is theirs, and ours.
         late = [specs[i][1].external_id for i in rejected if specs[i][1].external_id is not None]
         held = self.store.jobs.by_intake_ids(self.source, late) if late else {}
         for i, error in rejected.items():
             n, spec = specs[i]
             if spec.external_id in held:
-                self._take_existing(n, spec.external_id, held[spec.external_id], processor, jobs, existing, refused)
+                tally.held(n, *held[spec.external_id])
             else:
-                refused[n] = error
-        return _submission(jobs, existing, refused, intake_ids)
-
-    @staticmethod
-    def _take_existing(n: int, ext: str, job: tuple[int, str], processor: str, jobs: dict[int, int],
-                       existing: set[int], refused: dict[int, str]) -> None:
-        job_id, held_by = job
-        if held_by != processor:
-            refused[n] = f"id {ext!r} is already job {job_id}, of processor {held_by}"
-        else:
-            jobs[n] = job_id
-            existing.add(n)
+                tally.refused[n] = error
+        return tally.submission()
 
     # -- wait and read ---------------------------------------------------------------------------------
     def wait(self, ids: Jobs, timeout: float | None = None, progress: bool = True) -> dict[str, int]:
@@ -195,10 +174,9 @@ class Forge:
                     bar.update(len(job_ids) - len(still) - bar.n)
                 if not still:
                     archived = [i for i in job_ids if i not in states]
-                    ended = _counts_of(states.values())
-                    for state, n in _counts_of(r["state"] for r in self.store.jobs.outcomes(ids=archived)).items():
-                        ended[state] = ended.get(state, 0) + n
-                    return ended
+                    if archived:  # read where they are now
+                        states.update((r["id"], r["state"]) for r in self.store.jobs.outcomes(ids=archived))
+                    return _counts_of(states.values())
                 if deadline is not None and time.monotonic() >= deadline:
                     by_state = ", ".join(f"{s} {n}" for s, n in sorted(_counts_of(still).items()))
                     raise TimeoutError(f"{len(still)} of {len(job_ids)} jobs still open after {timeout} s "
@@ -276,11 +254,43 @@ class Forge:
         return list(jobs)
 
 
-def _submission(jobs: dict[int, int], existing: set[int], refused: dict[int, str],
-                intake_ids: list[str | None]) -> Submission:
-    order = sorted(jobs)
-    return Submission(ids=[jobs[n] for n in order], existing=[jobs[n] for n in order if n in existing],
-                      refused=[Refusal(n, intake_ids[n], refused[n]) for n in sorted(refused)])
+@dataclass
+class _Tally:
+    """Where each row of one `submit` stands: a job (new, or one its intake id already named) or a refusal."""
+
+    processor: str
+    intake_ids: list[str | None]
+    jobs: dict[int, int] = field(default_factory=dict)  # row -> Forge id
+    existing: set[int] = field(default_factory=set)  # rows whose id already named a job
+    refused: dict[int, str] = field(default_factory=dict)  # row -> reason
+
+    def held(self, row: int, job_id: int, processor: str) -> None:
+        """Row `row`'s intake id is already job `job_id`'s: that job is the row's, if of the same processor."""
+        if processor != self.processor:
+            self.refused[row] = f"id {self.intake_ids[row]!r} is already job {job_id}, of processor {processor}"
+        else:
+            self.jobs[row] = job_id
+            self.existing.add(row)
+
+    def submission(self) -> Submission:
+        order = sorted(self.jobs)
+        return Submission(ids=[self.jobs[n] for n in order],
+                          existing=[self.jobs[n] for n in order if n in self.existing],
+                          refused=[Refusal(n, self.intake_ids[n], self.refused[n]) for n in sorted(self.refused)])
+
+
+def _pinned(catalog: RegistryCatalog, processor: str, version: str | None) -> Processor:
+    """The version new jobs of `processor` get (the active one, or `version`); OperatorError when there is
+    none: an unknown name or version, a retired version, no active one."""
+    try:
+        return catalog.for_new_job(processor, version)
+    except KeyError:
+        known = ", ".join(sorted({p.name for p in catalog.all()})) or "none"
+        what = f"processor {processor!r}" + (f" has no version {version}" if catalog.versions(processor)
+                                              else f" is unknown (known: {known})")
+        raise OperatorError(f"{what}; nothing submitted") from None
+    except ValueError as exc:
+        raise OperatorError(f"{exc}; nothing submitted") from None
 
 
 def _payloads(rows: Rows) -> list[Any]:
@@ -315,7 +325,7 @@ def _progress_bar(total: int):
     if not sys.stderr.isatty():
         return None
     try:
-        from tqdm.auto import tqdm  # imported when a bar is drawn: tqdm.auto pulls in IPython's widgets
+        from tqdm import tqdm  # imported when a bar is drawn, not by every service that imports the client
     except ImportError:
         return None
     return tqdm(total=total, unit="job", desc="forge", file=sys.stderr)

@@ -4,13 +4,21 @@ schema's properties as columns (nested ones as parent.child) and the cost booked
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+
 import pandas as pd
 import pytest
 
 from forge_dagster import Forge
 from forge_dagster.client import OperatorError
 from forge_dagster.core.realtime.handler_worker import Worker
-from tests.helpers import register_step
+from tests.helpers import ROOT, forge_env, register_step
 from tests.store.handlers import echo, off_schema
 
 from .conftest import NESTED_SCHEMA, TICKET, realtime_ticket
@@ -76,3 +84,37 @@ def test_unknown_ids_are_named(forge: Forge, store):
         forge.wait("nope", timeout=1)
     with pytest.raises(OperatorError, match="no jobs named"):
         forge.results([])
+
+
+def test_wait_draws_a_progress_bar_when_stderr_is_a_terminal(database_url: str, schema: str, forge: Forge, tmp_path):
+    """A process whose stderr is a terminal (a pseudo-terminal here) sees the bar; the jobs it waits on
+    ended (cancelled) before, so the bar is full at once."""
+    sent = forge.submit(TICKET, tickets(2), ids=["p0", "p1"])
+    forge.cancel(sent, reason="only the bar matters")
+    code = ("from forge_dagster import Forge\n"
+            "with Forge.from_env() as forge:\n"
+            "    print(forge.wait(['p0', 'p1'], timeout=30))\n")
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 x 100, as terminals are
+    done = subprocess.run([sys.executable, "-c", code], env=forge_env(database_url, schema,
+                          FORGE_HOME=str(tmp_path / "home")), cwd=ROOT, stdout=subprocess.PIPE, stderr=child,
+                          text=True, timeout=120)
+    os.close(child)
+    shown = _read_all(main)
+    assert done.returncode == 0, shown[-2000:]
+    assert done.stdout.strip() == "{'cancelled': 2}"
+    assert "forge: 100%" in shown and "2/2" in shown, shown[-2000:]
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the terminal's other side is closed and everything was read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
