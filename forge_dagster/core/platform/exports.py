@@ -11,7 +11,7 @@ and `read_export(path, kinds)` turns every column back into its type (an empty s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,13 +97,44 @@ def _typed(frame: pd.DataFrame, kinds: Mapping[str, str]) -> pd.DataFrame:
     return frame
 
 
-def _column_name(column: str) -> str:
-    return f"output.{column}" if column in META_COLUMNS else column
+def _column_name(column: str, meta: Mapping[str, str] = META_COLUMNS) -> str:
+    return f"output.{column}" if column in meta else column
 
 
-def frame_kinds(columns: Mapping[str, str]) -> dict[str, str]:
+def frame_kinds(columns: Mapping[str, str], meta: Mapping[str, str] = META_COLUMNS) -> dict[str, str]:
     """Every column of an export frame -> its kind (metadata columns first)."""
-    return {**META_COLUMNS, **{_column_name(c): k for c, k in columns.items()}}
+    return {**meta, **{_column_name(c, meta): k for c, k in columns.items()}}
+
+
+def outputs_frame(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, str],
+                  processors: Iterable[Processor]) -> pd.DataFrame:
+    """`rows` (each its `meta` columns and an `output`) as a typed DataFrame: the meta columns, then one
+    column per property of these processor versions' response schemas (output_columns); a key of an output
+    that no schema declares is a JSON column of its own, and an output that is not a JSON object stays whole
+    in one `output` column. A property named like a meta column is prefixed `output.`."""
+    columns = output_columns(processors)
+    covered = {c.split(".")[0] for c in columns}
+    whole = False
+    for row in rows:  # keys of outputs from versions not given, or that their schemas do not declare
+        output = row["output"]
+        if isinstance(output, Mapping):
+            for key in output:
+                if key not in covered:
+                    columns.setdefault(key, "json")
+        elif output is not None:
+            whole = True
+    kinds = frame_kinds(columns, meta)
+    if whole:
+        kinds.setdefault("output", "json")
+    records = [
+        {**{k: row[k] for k in meta},
+         **{_column_name(c, meta): _cell(_lookup(row["output"], c), kind) for c, kind in columns.items()},
+         **({"output": _cell(row["output"], "json")} if whole and not isinstance(row["output"], Mapping) else {})}
+        for row in rows
+    ]
+    frame = pd.DataFrame.from_records(records, columns=list(kinds))
+    frame.attrs["kinds"] = kinds
+    return _typed(frame, kinds)
 
 
 def validated_outputs_frame(
@@ -116,21 +147,7 @@ def validated_outputs_frame(
         first = catalog[processor].version
         versions = sorted(versions, key=lambda v: v != first)
     known = [catalog.get_version(processor, v) for v in versions if (processor, v) in catalog]
-    columns = output_columns(known)
-    covered = {c.split(".")[0] for c in columns}
-    for row in rows:  # keys of outputs from versions this catalog does not know
-        for key in row["output"] or {}:
-            if key not in covered:
-                columns.setdefault(key, "json")
-    records = [
-        {**{k: row[k] for k in META_COLUMNS},
-         **{_column_name(c): _cell(_lookup(row["output"], c), kind) for c, kind in columns.items()}}
-        for row in rows
-    ]
-    kinds = frame_kinds(columns)
-    frame = pd.DataFrame.from_records(records, columns=list(kinds))
-    frame.attrs["kinds"] = kinds
-    return _typed(frame, kinds)
+    return outputs_frame(rows, META_COLUMNS, known)
 
 
 def write_export(frame: pd.DataFrame, path: str | Path, fmt: str) -> Path:

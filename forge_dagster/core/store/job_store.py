@@ -242,6 +242,20 @@ class JobRepository:
         with self._pool.connection() as conn:
             return [tuple(r) for r in conn.execute(job_read_sql.BY_EXTERNAL_ID, {"external_id": external_id})]
 
+    def by_intake_ids(self, source: str, external_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """{intake id: (job id, processor)} of the jobs `source` holds under `external_ids` (hot or archived)."""
+        params = {"source": source, "external_ids": list(external_ids)}
+        with self._pool.connection() as conn:
+            return {r[0]: (r[1], r[2]) for r in conn.execute(job_read_sql.BY_INTAKE_IDS, params)}
+
+    def outcomes(self, *, ids: Sequence[int] | None = None, processor: str | None = None) -> list[dict[str, Any]]:
+        """What became of the jobs among `ids`, or of every job of `processor` (hot or archived), oldest
+        first: id, external_id, processor, processor_version, state, reason, output, cost_usd."""
+        query, params = ((job_read_sql.OUTCOMES_OF, {"ids": list(ids)}) if ids is not None
+                         else (job_read_sql.OUTCOMES_OF_PROCESSOR, {"processor": processor}))
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(query, params).fetchall()
+
     def states(self, ids: Sequence[int]) -> dict[int, str]:
         """{job id: state} of the jobs among `ids` that exist (in the hot table)."""
         with self._pool.connection() as conn:
