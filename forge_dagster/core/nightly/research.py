@@ -7,6 +7,7 @@ A feed that cannot be read or parsed is reported with its error; the other feeds
 from __future__ import annotations
 
 import hashlib
+from importlib import resources
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -146,3 +147,9 @@ def scan_feeds(sources: Sequence[str], repo, night: str) -> ScanReport:
         report.new_items.extend(i for i in unique if (i.feed, i.item_id) in new)
         report.seen += len(unique) - sum(1 for i in unique if (i.feed, i.item_id) in new)
     return report
+
+
+def example_feeds() -> list[str]:
+    """The feeds that ship with Forge (examples/feeds/): read when none are configured."""
+    folder = resources.files("forge_dagster") / "examples" / "feeds"
+    return sorted(str(f) for f in folder.iterdir() if f.name.endswith((".xml", ".json")))
