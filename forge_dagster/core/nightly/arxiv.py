@@ -126,7 +126,7 @@ def summarise(papers: Sequence[Paper], runtime) -> dict[str, Any]:
             except ValueError as exc:
                 out["errors"].append(f"{p.id}: {error_text(exc)}")
             except Exception as exc:  # noqa: BLE001 - the model is gone; the papers stand
-                out["errors"].append(error_text(exc))
+                out["error"] = error_text(exc)
                 model_down = True
         out["papers"].append(entry)
     return out

@@ -46,13 +46,14 @@ def _earlier(s: dict[str, Any], run_started: Any) -> bool:
 
 
 def _ran(steps: dict[str, dict[str, Any]], runs: Sequence[dict[str, Any]], outcomes: dict[str, Any],
-         skips: dict[str, str], run_started: float | None) -> list[str]:
+         skips: dict[str, str], run_started: float | None, notices: Sequence[str]) -> list[str]:
     lines = []
     if steps:
         done = ", ".join(f"{name} ({_when(s)}{', an earlier run' if _earlier(s, run_started) else ''})"
                          for name, s in steps.items())
         lines.append(f"- Nightly steps: {done}")
     lines += [f"- Not run: `{name}`: {reason}" for name, reason in skips.items()]
+    lines += [f"- Told Slack: {text.splitlines()[0]}" for text in notices]
     if runs:
         by_status = Counter(r["status"] for r in runs)
         jobs = Counter(r["job"] for r in runs)
@@ -70,8 +71,6 @@ def _ran(steps: dict[str, dict[str, Any]], runs: Sequence[dict[str, Any]], outco
 def _steps_failed(steps: dict[str, dict[str, Any]], expected: Sequence[str], skips: dict[str, str]) -> list[str]:
     lines = [f"- Step `{name}` did not run" for name in expected if name not in steps and name not in skips]
     lines += [f"- Step `{name}` failed: {_out(steps, name)['error']}" for name in steps if _out(steps, name).get("error")]
-    lines += [f"- Step `{name}` waited {_out(steps, name)['gpu_wait_s']:.1f} s for the GPU" for name in steps
-              if _out(steps, name).get("gpu_wait_s")]
     kept = _out(steps, "knowledge_consolidation")
     if kept.get("errors"):
         lines.append(f"- Knowledge consolidation: {kept.get('unsummarised', 0)} findings kept without the model's "
@@ -132,18 +131,19 @@ def _learned(steps: dict[str, dict[str, Any]], memories: Sequence[Any]) -> list[
 
 def render_briefing(night: str, steps: dict[str, dict[str, Any]], runs: Sequence[dict[str, Any]],
                     memories: Sequence[Any], *, expected: Sequence[str] = (), skips: dict[str, str] | None = None,
-                    run_started: float | None = None) -> tuple[str, str]:
+                    run_started: float | None = None, notices: Sequence[str] = ()) -> tuple[str, str]:
     """(level, markdown) of the night's briefing from its recorded steps, the steps skipped and why, the
     Dagster runs of the window ({job, status, run_id}) and the memories stored that night. A step that
     recorded an `error`, or one of `expected` that neither ran nor was skipped, is named under "What
-    failed"; a step recorded before `run_started` (unix time) is marked as an earlier run's."""
+    failed"; a step recorded before `run_started` (unix time) is marked as an earlier run's; `notices` are
+    what the night already told Slack (waits, failed runs)."""
     skips = skips or {}
     triage = _out(steps, "triage")
     outcomes = _out(steps, "job_outcomes")
     level = triage.get("level", "UNKNOWN")
     sections = [
         [f"# Forge morning briefing — {night}", f"**Night status: {level}** (rule score {triage.get('score', '?')})"],
-        ["## What ran", *_ran(steps, runs, outcomes, skips, run_started)],
+        ["## What ran", *_ran(steps, runs, outcomes, skips, run_started, notices)],
         ["## What failed", *_failed(steps, runs, outcomes, expected, skips)],
         ["## What it cost", *_cost(steps, outcomes)],
         ["## What was learned", *_learned(steps, memories)],

@@ -83,7 +83,7 @@ def review_changes(changes: Sequence[Change], runtime, *, context_tokens: int) -
     """Review every change chunk by chunk with the local model (the caller holds the GPU mutex)."""
     budget = chunk_budget(context_tokens)
     reviews, errors, usage = [], [], {"input_tokens": 0, "output_tokens": 0}
-    model_down = False
+    model_down: str | None = None
     for change in changes:
         parts = chunks(change, budget)
         review = {**change.summary(), "chunks": len(parts), "findings": [], "reviewed_chunks": 0}
@@ -97,8 +97,7 @@ def review_changes(changes: Sequence[Change], runtime, *, context_tokens: int) -
                 errors.append(f"{change.sha[:12]} part {i}: {error_text(exc)}")
                 continue
             except Exception as exc:  # noqa: BLE001 - the model is gone: stop asking, say what was left
-                errors.append(f"{change.sha[:12]}: {error_text(exc)}")
-                model_down = True
+                model_down = error_text(exc)
                 break
             for key, value_ in gen.usage().items():
                 usage[key] = usage.get(key, 0) + value_
@@ -107,4 +106,4 @@ def review_changes(changes: Sequence[Change], runtime, *, context_tokens: int) -
         reviews.append(review)
     return {"reviews": reviews, "changes": len(reviews), "findings": sum(len(r["findings"]) for r in reviews),
             "unreviewed_chunks": sum(r["chunks"] - r["reviewed_chunks"] for r in reviews), "errors": errors,
-            "usage": usage}
+            "usage": usage, **({"error": model_down} if model_down else {})}

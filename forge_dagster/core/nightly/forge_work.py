@@ -17,4 +17,4 @@ def work_summary(outcomes: dict[str, Any]) -> dict[str, Any]:
     return {**outcomes, "finished": finished, "invalid": by_state.get("invalid", 0),
             "invalid_rate": round(by_state.get("invalid", 0) / finished, 4) if finished else 0.0,
             "failure_rate": round(bad / finished, 4) if finished else 0.0,
-            "cost_usd": round(sum(float(c["cost_usd"]) for c in outcomes.get("costs", [])), 6)}
+            "cost_usd": round(float(sum(float(c["cost_usd"]) for c in outcomes.get("costs", []))), 6)}

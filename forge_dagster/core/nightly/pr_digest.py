@@ -50,7 +50,7 @@ def summarise(collected: dict[str, Any], runtime) -> dict[str, Any]:
             out["errors"].append(f"{entry['repo']}: {error_text(exc)}")
             continue
         except Exception as exc:  # noqa: BLE001 - the model is gone; the branch lists stand
-            out["errors"].append(error_text(exc))
+            out["error"] = error_text(exc)
             break
         for key, n in gen.usage().items():
             out["usage"][key] = out["usage"].get(key, 0) + n

@@ -7,11 +7,11 @@ A feed that cannot be read or parsed is reported with its error; the other feeds
 from __future__ import annotations
 
 import hashlib
-from importlib import resources
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit

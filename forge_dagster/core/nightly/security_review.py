@@ -104,7 +104,7 @@ def assess(rules: dict[str, Any], runtime, *, limit: int = 20) -> dict[str, Any]
             out["errors"].append(error_text(exc))
             continue
         except Exception as exc:  # noqa: BLE001 - the model is gone; the rules' findings stand
-            out["errors"].append(error_text(exc))
+            out["error"] = error_text(exc)
             break
         for key, n in gen.usage().items():
             out["usage"][key] = out["usage"].get(key, 0) + n

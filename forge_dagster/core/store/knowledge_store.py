@@ -150,6 +150,11 @@ class KnowledgeRepository:
         with self._pool.connection() as conn:
             return {step: reason for step, reason, _ in conn.execute(nsql.NIGHT_SKIPS, {"night": night})}
 
+    def night_notices(self, night: str) -> list[tuple[str, str]]:
+        """(topic, text) of the notices sent about one night, oldest first."""
+        with self._pool.connection() as conn:
+            return [(topic, text or "") for topic, text in conn.execute(nsql.NIGHT_NOTICES, {"night": night})]
+
     def steps_between(self, first: str, last: str, steps: Sequence[str]) -> list[tuple[str, str, dict[str, Any]]]:
         """(night, step, output) of `steps` for the nights from `first` to `last` (inclusive)."""
         with self._pool.connection() as conn:
@@ -164,7 +169,8 @@ class KnowledgeRepository:
         """Write an outbox row ({topic}, key `key`) unless one was written under `key` before; the claim and
         the row commit together. Returns True when it was written now."""
         with self._pool.connection() as conn:
-            if conn.execute(nsql.CLAIM_NOTICE, {"key": key, "topic": topic}).fetchone() is None:
+            claim = {"key": key, "topic": topic, "night": payload.get("night"), "text": payload.get("text")}
+            if conn.execute(nsql.CLAIM_NOTICE, claim).fetchone() is None:
                 return False
             conn.execute(outbox_sql.INSERT_OUTBOX, {"topic": topic, "key": key, "payload": Jsonb(payload)})
             return True

@@ -126,7 +126,9 @@ ORDER BY night, step
 """
 
 CLAIM_NOTICE = """
-INSERT INTO nightly_notices (key, topic) VALUES (%(key)s, %(topic)s)
+INSERT INTO nightly_notices (key, topic, night, text) VALUES (%(key)s, %(topic)s, %(night)s, %(text)s)
 ON CONFLICT (key) DO NOTHING
 RETURNING key
 """
+
+NIGHT_NOTICES = "SELECT topic, text FROM nightly_notices WHERE night = %(night)s ORDER BY sent_at, key"

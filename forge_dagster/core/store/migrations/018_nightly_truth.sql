@@ -15,8 +15,11 @@ CREATE TABLE nightly_skips (
 CREATE TABLE nightly_notices (
     key      text PRIMARY KEY,
     topic    text NOT NULL,
+    night    text,
+    text     text,
     sent_at  timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX nightly_notices_night_idx ON nightly_notices (night);
 
 -- What Slack was last told about a night's briefing (its level and what failed, as a digest), and how
 -- many versions were sent: a re-run that changes either posts a correction that replaces it.
