@@ -1,0 +1,139 @@
+"""An operator's cancel of an in-flight provider batch, on both providers through their official SDKs and
+the simulator: what finished is harvested and validated, the rest requeued (attempt unspent) or cancelled,
+every job ends in exactly one state, and bad requests change nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from forge_dagster.core.batch.building import build_and_submit
+from forge_dagster.core.batch.cancel import cancel_batch
+from forge_dagster.core.batch.collection import poll_open_batches
+from forge_dagster.core.batch.inspection import batch_detail, list_batches
+from forge_dagster.core.ops.operator import OperatorError
+from tests.helpers import run_batch_round
+from tests.pipeline.conftest import review, ticket
+from tests.pipeline.test_engine import enqueue
+
+LINES = {"openai": ticket, "anthropic": review}
+
+
+def in_flight_batch(store, catalog, ports, sim, provider: str, n: int = 10) -> tuple[dict, list[int]]:
+    """`n` jobs of `provider` submitted in one batch the provider is still working on (half of it finishes
+    when cancelled)."""
+    sim.configure(batch_processing_s=1000, cancel_complete_fraction=0.5)
+    ids = enqueue(store, [LINES[provider](i) for i in range(n)])
+    build_and_submit(store, catalog, ports)
+    [batch] = store.batches.open_batches()
+    assert batch["provider"] == provider and batch["state"] == "in_progress"
+    return batch, ids
+
+
+def snapshot(store) -> tuple:
+    """Everything a refused request must leave as it was."""
+    with store.transaction() as conn:
+        jobs = conn.execute("SELECT id, state, attempt, reason, batch_id FROM jobs ORDER BY id").fetchall()
+        batches = conn.execute("SELECT id, state, counts, updated_at FROM batches ORDER BY id").fetchall()
+        actions = conn.execute("SELECT count(*) FROM operator_actions").fetchone()[0]
+        outbox = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    return jobs, batches, actions, outbox
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_cancel_requeue_harvests_finished_jobs_and_requeues_the_rest_with_their_attempt_unspent(
+        store, catalog, ports, sim, provider):
+    batch, ids = in_flight_batch(store, catalog, ports, sim, provider)
+    report = cancel_batch(store, catalog, ports, batch["provider_batch_id"], then="requeue",
+                          reason="wrong prompt version", actor="ana")
+    assert report.ended and report.provider_state == "ended_cancelled"
+    assert report.by_state() == {"pending": 5, "succeeded": 5} and not report.skipped
+    rows = {i: store.jobs.get(i) for i in ids}
+    finished = {i for i, r in rows.items() if r["state"] == "succeeded"}
+    for job_id, row in rows.items():  # each job in exactly one state
+        if job_id in finished:  # validated: the store refuses succeeded without an accepted output
+            assert row["output"] and row["attempt"] == 1 and store.jobs.story(job_id)["accepted"]
+        else:
+            assert (row["state"], row["attempt"], row["batch_id"]) == ("pending", 0, None)
+            assert row["reason"].startswith(f"batch {batch['id']} cancelled, requeued")
+            assert store.jobs.events(job_id)[-1]["actor"] == "operator:ana"
+    assert store.batches.get(batch["id"])["state"] == "collected"
+    [action] = store.jobs.operator_actions()
+    assert (action["action"], action["actor"], action["reason"], action["changed"]) == (
+        "cancel_batch", "operator:ana", "wrong prompt version", 10)
+    assert action["selector"]["batch_id"] == batch["id"] and action["selector"]["then"] == "requeue"
+
+    sim.configure(batch_processing_s=0)  # the requeued half runs again, on its first attempt
+    run_batch_round(store, catalog, ports)
+    assert store.jobs.counts() == {"succeeded": 10}
+    assert all(store.jobs.get(i)["attempt"] == 1 for i in ids)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_cancel_then_cancel_ends_unfinished_jobs_cancelled(store, catalog, ports, sim, provider):
+    batch, ids = in_flight_batch(store, catalog, ports, sim, provider)
+    report = cancel_batch(store, catalog, ports, batch["forge_batch_id"], then="cancel", reason="not needed",
+                          actor="ana")
+    assert report.by_state() == {"cancelled": 5, "succeeded": 5}
+    states = {i: store.jobs.get(i) for i in ids}
+    assert sorted(r["state"] for r in states.values()) == ["cancelled"] * 5 + ["succeeded"] * 5
+    for row in states.values():
+        if row["state"] == "cancelled":
+            assert row["reason"] == f"cancelled with batch {batch['id']}: not needed" and row["finished_at"]
+    assert store.batches.get(batch["id"])["state"] == "collected"
+    detail = batch_detail(store, batch["id"])
+    assert detail["jobs"] == {"cancelled": 5, "succeeded": 5}
+    assert detail["results"] == {"requeue": 5, "succeeded": 5}
+    history = [h["state"] for h in detail["history"]]
+    assert history[:3] == ["submitting", "in_progress", "ended"]
+    assert sorted(history[3:]) == ["collected", "operator cancel_batch"]
+    [action] = detail["actions"]
+    assert (action["reason"], action["selector"]["then"]) == ("not needed", "cancel")
+
+
+def test_cancel_refuses_bad_requests_and_changes_nothing(store, catalog, ports, sim):
+    batch, _ = in_flight_batch(store, catalog, ports, sim, "openai")
+    before = snapshot(store)
+    for ref, kwargs, message in [
+        ("nope", {"reason": "x"}, "no batch with id, forge batch id or provider batch id nope"),
+        ("999999", {"reason": "x"}, "no batch with id"),
+        (batch["id"], {"reason": "  "}, "say why"),
+        (batch["id"], {"reason": "x", "then": "delete"}, "--then is requeue or cancel"),
+    ]:
+        with pytest.raises(OperatorError, match=message):
+            cancel_batch(store, catalog, ports, ref, **kwargs)
+    assert snapshot(store) == before
+    assert not any(r["path"].endswith("/cancel") for r in sim.requests())  # the provider was never asked
+
+
+def test_cancel_of_a_collected_batch_is_refused_with_nothing_changed(store, catalog, ports, sim):
+    enqueue(store, [ticket(i) for i in range(4)])
+    [batch_id] = run_batch_round(store, catalog, ports)
+    before = snapshot(store)
+    with pytest.raises(OperatorError, match=f"batch {batch_id} was already collected.*nothing changed"):
+        cancel_batch(store, catalog, ports, batch_id, reason="too late")
+    assert snapshot(store) == before and store.jobs.counts() == {"succeeded": 4}
+    assert not any(r["path"].endswith("/cancel") for r in sim.requests())
+
+
+def test_cancel_of_a_batch_that_ended_uncollected_is_refused(store, catalog, ports, sim):
+    enqueue(store, [review(i) for i in range(3)])
+    build_and_submit(store, catalog, ports)
+    [batch_id] = poll_open_batches(store, ports).ended
+    before = snapshot(store)
+    with pytest.raises(OperatorError, match="already ended at the provider \\(ended_completed\\)"):
+        cancel_batch(store, catalog, ports, batch_id, reason="late")
+    assert snapshot(store) == before
+
+
+def test_list_shows_age_counts_and_cost_filtered_by_state_and_provider(store, catalog, ports, sim):
+    enqueue(store, [ticket(i) for i in range(3)] + [review(i) for i in range(2)])
+    run_batch_round(store, catalog, ports)
+    rows = list_batches(store)
+    assert {r["provider"] for r in rows} == {"openai", "anthropic"}
+    openai = list_batches(store, provider="openai")
+    [row] = openai
+    assert row["jobs"] == {"succeeded": 3} and row["request_count"] == 3 and row["cost_usd"] > 0
+    assert row["age_s"] >= 0 and row["state"] == "collected"
+    assert list_batches(store, states=["in_progress"]) == []
+    with pytest.raises(OperatorError, match="no batch state done"):
+        list_batches(store, states=["done"])
