@@ -4,6 +4,9 @@ every job ends in exactly one state, and bad requests change nothing."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import pytest
 
 from forge_dagster.core.batch.building import build_and_submit
@@ -11,7 +14,7 @@ from forge_dagster.core.batch.cancel import cancel_batch
 from forge_dagster.core.batch.collection import poll_open_batches
 from forge_dagster.core.batch.inspection import batch_detail, list_batches
 from forge_dagster.core.ops.operator import OperatorError
-from tests.helpers import run_batch_round
+from tests.helpers import forge_env, forge_process, run_batch_round
 from tests.pipeline.conftest import review, ticket
 from tests.pipeline.test_engine import enqueue
 
@@ -137,3 +140,48 @@ def test_list_shows_age_counts_and_cost_filtered_by_state_and_provider(store, ca
     assert list_batches(store, states=["in_progress"]) == []
     with pytest.raises(OperatorError, match="no batch state done"):
         list_batches(store, states=["done"])
+
+
+def forge(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """`forge ARGS` as the operator runs it: a process of its own; (exit status, stdout, stderr)."""
+    proc = forge_process(args, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+def test_forge_batches_cli_lists_shows_and_cancels_end_to_end(store, catalog, ports, sim, database_url, schema):
+    batch, ids = in_flight_batch(store, catalog, ports, sim, "anthropic", n=6)
+    env = forge_env(database_url, schema, FORGE_SIMULATOR_URL=sim.url)
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):  # no key: the simulator answers
+        env.pop(name, None)
+
+    code, out, _ = forge(["batches", "list", "--state", "in_progress", "--json"], env)
+    assert code == 0
+    [row] = json.loads(out)
+    assert (row["id"], row["jobs"], row["request_count"]) == (batch["id"], {"submitted": 6}, 6)
+
+    before = snapshot(store)
+    code, _, err = forge(["batches", "cancel", "msgbatch_nope", "--reason", "x"], env)
+    assert code == 2 and "no batch with id, forge batch id or provider batch id msgbatch_nope" in err
+    code, _, err = forge(["batches", "cancel", str(batch["id"])], env)
+    assert code == 2 and "--reason" in err  # argparse: the reason is required
+    assert snapshot(store) == before
+
+    code, out, err = forge(["batches", "cancel", batch["provider_batch_id"], "--then", "cancel",
+                            "--reason", "duplicate upload", "--json"], env)
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["batch_id"], report["then"], report["provider_state"]) == (batch["id"], "cancel", "ended_cancelled")
+    assert report["jobs_by_state"] == {"cancelled": 3, "succeeded": 3} and report["changed"] == 6
+    assert sorted(store.jobs.get(i)["state"] for i in ids) == ["cancelled"] * 3 + ["succeeded"] * 3
+    assert "mode=" in err  # the mode line, on stderr
+
+    code, _, err = forge(["batches", "cancel", batch["forge_batch_id"], "--reason", "again"], env)
+    assert code == 2 and "already collected" in err and "nothing changed" in err
+
+    code, out, _ = forge(["batches", "show", batch["forge_batch_id"]], env)
+    assert code == 0 and f"batch {batch['id']} ({batch['forge_batch_id']})" in out
+    assert "operator cancel_batch" in out and "duplicate upload" in out and "cancelled=3" in out
+    code, out, _ = forge(["batches", "show", str(batch["id"]), "--json"], env)
+    detail = json.loads(out)
+    assert detail["batch"]["state"] == "collected" and detail["jobs"] == {"cancelled": 3, "succeeded": 3}
