@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import dagster as dg
 import pytest
 
 from forge_dagster.core.batch.building import build_and_submit
@@ -14,6 +15,7 @@ from forge_dagster.core.batch.cancel import cancel_batch
 from forge_dagster.core.batch.collection import poll_open_batches
 from forge_dagster.core.batch.inspection import batch_detail, list_batches
 from forge_dagster.core.ops.operator import OperatorError
+from forge_dagster.jobs.batch_operator_jobs import cancel_batch_job
 from tests.helpers import forge_env, forge_process, run_batch_round
 from tests.pipeline.conftest import review, ticket
 from tests.pipeline.test_engine import enqueue
@@ -185,3 +187,30 @@ def test_forge_batches_cli_lists_shows_and_cancels_end_to_end(store, catalog, po
     code, out, _ = forge(["batches", "show", str(batch["id"]), "--json"], env)
     detail = json.loads(out)
     assert detail["batch"]["state"] == "collected" and detail["jobs"] == {"cancelled": 3, "succeeded": 3}
+
+
+def test_the_cancel_batch_launchpad_job_cancels_and_records_what_it_changed(store, catalog, ports, sim, resources):
+    batch, ids = in_flight_batch(store, catalog, ports, sim, "openai", n=4)
+    config = {"batch": batch["forge_batch_id"], "then": "requeue", "reason": "from the UI"}
+    result = cancel_batch_job.execute_in_process(
+        run_config={"ops": {"cancel_provider_batch": {"config": config}}}, resources=resources)
+    assert result.success and result.output_for_node("cancel_provider_batch") == 4
+    [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    metadata = output.event_specific_data.metadata
+    assert metadata["batch_id"].value == batch["id"] and metadata["provider_state"].value == "ended_cancelled"
+    assert metadata["jobs_by_state"].value == {"pending": 2, "succeeded": 2}
+    assert metadata["changed"].value == 4 and metadata["left alone"].value == []
+    assert metadata["operator_action"].value == store.jobs.operator_actions()[0]["id"]
+    assert sorted(store.jobs.get(i)["state"] for i in ids) == ["pending", "pending", "succeeded", "succeeded"]
+    assert store.jobs.events(ids[0])[-1]["actor"].startswith("operator:dagster:")
+
+
+def test_a_cancel_batch_run_the_engine_refuses_fails_and_changes_nothing(store, catalog, ports, sim, resources):
+    enqueue(store, [review(i) for i in range(2)])
+    [batch_id] = run_batch_round(store, catalog, ports)
+    before = snapshot(store)
+    with pytest.raises(dg.Failure, match=f"nothing changed: batch {batch_id} was already collected"):
+        cancel_batch_job.execute_in_process(
+            run_config={"ops": {"cancel_provider_batch": {"config": {"batch": str(batch_id), "reason": "x"}}}},
+            resources=resources)
+    assert snapshot(store) == before
