@@ -12,7 +12,7 @@ import pytest
 
 from forge_dagster.core.batch.building import build_and_submit
 from forge_dagster.core.batch.cancel import cancel_batch
-from forge_dagster.core.batch.collection import poll_open_batches
+from forge_dagster.core.batch.collection import collect_results, poll_open_batches, validate_batch
 from forge_dagster.core.batch.inspection import batch_detail, list_batches
 from forge_dagster.core.ops.operator import OperatorError
 from forge_dagster.jobs.batch_operator_jobs import cancel_batch_job
@@ -214,3 +214,25 @@ def test_a_cancel_batch_run_the_engine_refuses_fails_and_changes_nothing(store, 
             run_config={"ops": {"cancel_provider_batch": {"config": {"batch": str(batch_id), "reason": "x"}}}},
             resources=resources)
     assert snapshot(store) == before
+
+
+def test_cancel_of_a_batch_the_provider_already_finished_harvests_it_all(store, catalog, ports, sim):
+    enqueue(store, [ticket(i) for i in range(3)])
+    build_and_submit(store, catalog, ports)
+    [batch] = store.batches.open_batches()
+    assert ports["openai"].status(batch["provider_batch_id"]).ended  # ended at the provider, not yet polled
+    report = cancel_batch(store, catalog, ports, batch["id"], then="cancel", reason="late")
+    assert report.provider_state == "ended_completed" and report.by_state() == {"succeeded": 3}
+    assert store.batches.get(batch["id"])["state"] == "collected"
+
+
+def test_a_provider_still_cancelling_after_the_wait_is_left_to_the_pipeline(store, catalog, ports, sim):
+    batch, ids = in_flight_batch(store, catalog, ports, sim, "anthropic", n=4)
+    report = cancel_batch(store, catalog, ports, batch["id"], reason="stop it", wait_s=0)
+    assert not report.ended and report.provider_state == "cancelling" and not report.changed
+    assert store.batches.get(batch["id"])["state"] == "cancelling"
+    assert store.jobs.operator_actions()[0]["selector"]["ended"] is False
+    [ended] = poll_open_batches(store, ports).ended  # the pipeline finds it ended and collects it as usual
+    collect_results(store, ports, ended)
+    validate_batch(store, catalog, ended)
+    assert sorted(store.jobs.get(i)["state"] for i in ids) == ["pending", "pending", "succeeded", "succeeded"]
