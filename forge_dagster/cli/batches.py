@@ -88,6 +88,7 @@ def _cancel(store, args) -> int:
 
 
 def cmd_batches(args: argparse.Namespace) -> int:
+    from forge_dagster.core.models import ProviderError
     from forge_dagster.core.ops.operator import OperatorError
 
     actions = {"list": _list, "show": _show, "cancel": _cancel}
@@ -97,6 +98,9 @@ def cmd_batches(args: argparse.Namespace) -> int:
             return actions[args.action](store, args)
         except OperatorError as exc:
             return fail(str(exc), 2)
+        except ProviderError as exc:  # after the provider ended the batch: the pipeline collects it as usual
+            return fail(f"the provider failed while the batch was harvested ({exc}); the batch has ended and "
+                        "the pipeline collects it")
 
 
 def add_commands(sub) -> None:

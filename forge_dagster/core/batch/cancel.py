@@ -111,12 +111,16 @@ def _ask_provider(port: ProviderPort, provider_batch_id: str) -> BatchStatus:
 
 def _wait_ended(port: ProviderPort, status: BatchStatus, wait_s: float,
                 sleep: Callable[[float], None]) -> BatchStatus:
-    """The batch's status once the provider reports it ended, or the last one read when `wait_s` passed."""
+    """The batch's status once the provider reports it ended, or the last one read when `wait_s` passed
+    (a read that fails is tried again until then)."""
     deadline, pause = time.monotonic() + wait_s, 0.2
     while not status.ended and time.monotonic() < deadline:
         sleep(min(pause, max(0.0, deadline - time.monotonic())))
         pause = min(pause * 1.5, 2.0)
-        status = port.status(status.provider_batch_id)
+        try:
+            status = port.status(status.provider_batch_id)
+        except ProviderError:
+            continue
     return status
 
 
