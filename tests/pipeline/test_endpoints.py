@@ -12,7 +12,12 @@ import pyarrow.parquet as pq
 
 from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.models import Usage
-from forge_dagster.core.platform.exports import embedding_matrix, export_validated_outputs, read_export
+from forge_dagster.core.platform.exports import (
+    embedding_matrix,
+    embeddings_array,
+    export_validated_outputs,
+    read_export,
+)
 from forge_dagster.core.platform.pricing import cost_usd
 from forge_dagster.core.platform.validation import vector_digest
 from forge_dagster.core.realtime import KeyRing, RealtimeConfig, RealtimeExecutor, keys_from_env
@@ -109,6 +114,9 @@ def test_parquet_export_of_embeddings_reads_back_as_arrays_of_the_right_length(s
     # CSV carries the vectors as JSON lists, read back to float32 arrays with the kinds.
     csv = export_validated_outputs(store, catalog, EMBED, tmp_path / "e.csv", "csv")
     assert np.array_equal(embedding_matrix(read_export(csv.path, csv.kinds)), matrix)
+    # What the Python client calls: the same vectors straight from the store, by job id.
+    job_ids, vectors = embeddings_array(store, catalog, EMBED)
+    assert job_ids.tolist() == ids and np.array_equal(vectors, matrix)
 
 
 def test_moderation_export_has_flagged_and_one_column_per_category(store, catalog, ports, sim, tmp_path):

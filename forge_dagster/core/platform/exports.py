@@ -209,6 +209,17 @@ def embedding_matrix(frame: pd.DataFrame, column: str = "embedding") -> np.ndarr
     return np.stack(vectors)
 
 
+def embeddings_array(
+    store, catalog: ProcessorCatalog, processor: str, *, version: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(job ids, vectors) of an embeddings processor's validated outputs: int64 ids and one float32 array
+    of shape (jobs, dimensions), in job order. For the Python client (`Forge.embeddings`)."""
+    frame = validated_outputs_frame(store, catalog, processor, version=version)
+    if frame.attrs["kinds"].get("embedding") != "vector":
+        raise ValueError(f"processor {processor} has no embeddings (its endpoint is not embeddings)")
+    return frame["job_id"].to_numpy(dtype=np.int64), embedding_matrix(frame)
+
+
 def read_export(path: str | Path, kinds: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Read an export back. Parquet keeps its types; CSV needs `kinds` (from `frame.attrs['kinds']` or
     `frame_kinds(output_columns(...))`) to turn text back into typed columns and lists."""
