@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from forge_dagster.core.models import BatchSpec, Provider, ProviderRequest, ResultItem, ResultOutcome, Usage
 from forge_dagster.core.platform.catalog import PACKAGE_PROCESSORS_DIR, load_processors
 from forge_dagster.core.platform.pricing import cost_usd
-from forge_dagster.core.platform.processors import Processor, TemplateError
+from forge_dagster.core.platform.processors import Processor, TemplateError, validate_input
 from forge_dagster.core.platform.repair import Repair, with_repair
 from forge_dagster.core.platform.validation import validate_result, vector_digest
 from forge_dagster.core.providers.limits import BatchLimitError, check_limits
@@ -69,8 +69,11 @@ def test_each_endpoint_renders_its_own_body_and_batch_url():
 
 
 def test_a_template_that_renders_an_empty_embedding_input_is_refused_per_job():
+    processor = Processor(**EMBED)
+    assert validate_input(processor, {"text": "  "}) == ["the template renders an empty embeddings input"]
+    assert validate_input(processor, {"text": "lamp"}) == []
     with pytest.raises(TemplateError, match="renders an empty embeddings input"):
-        render_request(Processor(**EMBED), {"text": "   "}, "j1a1")
+        render_request(processor, {"text": "   "}, "j1a1")
 
 
 def test_a_repair_of_a_responses_answer_continues_its_input_and_embeddings_are_asked_again_unchanged():

@@ -206,7 +206,7 @@ class Processor(BaseModel):
             if missing:
                 raise ValueError(f"{missing[0]}: required field is missing (a processor without a handler "
                                  f"needs {', '.join(needed)})")
-            problems = endpoint_problems({**self.__dict__, "endpoint": self.endpoint})
+            problems = endpoint_problems(dict(self.__dict__))
             if problems:
                 raise ValueError(problems[0])
         if self.handler is not None and (self.endpoint != "chat" or self.dimensions is not None):
@@ -300,7 +300,7 @@ def validate_input(processor: Processor, job_input: Any) -> list[str]:
         return [f"job input must be a JSON object, got {type(job_input).__name__}"]
     if processor.template is None:  # a handler step takes any object as its input
         return []
-    if not is_jinja(processor.template):
+    if not is_jinja(processor.template) and not processor.fixed_output:
         errors = []
         for dotted in processor.template_fields:
             try:
@@ -309,7 +309,9 @@ def validate_input(processor: Processor, job_input: Any) -> list[str]:
                 errors.append(str(exc))
         return errors
     try:
-        render_template(processor.template, job_input)
+        text = render_template(processor.template, job_input)
     except TemplateError as exc:
         return [str(exc)]
+    if processor.fixed_output and not text.strip():  # the API refuses an empty input: never sent
+        return [f"the template renders an empty {processor.endpoint} input"]
     return []
