@@ -180,6 +180,7 @@ def _item_from_row(row: Mapping[str, Any]) -> ResultItem:
         usage=Usage(**(row["usage"] or {})),
         error=error,
         raw=row["raw"],
+        vector=row.get("vector"),
     )
 
 
@@ -244,7 +245,9 @@ def judge_batch(store: ForgeStore, catalog: ProcessorCatalog, batch: Mapping[str
             unfinished.add(row["job_id"])
         verdict = validate_result(item, processor)
         cost = None
-        if item.usage.input_tokens or item.usage.output_tokens:
+        # Moderations report no usage and are free: an answered one is still booked, at 0 USD.
+        answered_free = processor.endpoint == "moderations" and item.outcome is ResultOutcome.SUCCEEDED
+        if item.usage.input_tokens or item.usage.output_tokens or answered_free:
             try:
                 cost = cost_usd(Provider(batch["provider"]), batch["model"], item.usage, batch=True, table=table)
             except NoPrice as exc:

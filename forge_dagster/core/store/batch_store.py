@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 from forge_dagster.core.models import AcceptedOutput, ResultItem
 from forge_dagster.core.store import batch_read_sql, batch_sql, job_sql, operator_sql
 from forge_dagster.core.store.types import ClaimedJob
+from forge_dagster.core.store.vector_store import write_output_vectors
 
 
 @dataclass(frozen=True)
@@ -256,8 +257,12 @@ class BatchRepository:
                    "error_class": str(item.error.error_class) if item.error else None,
                    "error_message": item.error.message[:4000] if item.error else None, "raw": item.raw}
             rows.append({k: v for k, v in row.items() if v is not None})  # absent: SQL NULL
+        vectors = [(item.custom_id, item.vector) for _, _, item in items if item.vector is not None]
         with self._pool.connection() as conn:
             conn.execute(batch_sql.INSERT_RESULTS, {"batch_id": batch_id, "rows": _json_without_nul(rows)})
+            if vectors:
+                conn.execute(batch_sql.STORE_RESULT_VECTORS, {"batch_id": batch_id, "custom_ids": [c for c, _ in vectors],
+                                                              "vectors": [v for _, v in vectors]})
             return conn.execute(
                 job_sql.MARK_COLLECTED, {"batch_id": batch_id, "actor": self.owner}
             ).fetchone()[0]
@@ -304,7 +309,10 @@ class BatchRepository:
             "actor": actor or self.owner,
         }
         with nullcontext(conn) if conn is not None else self._pool.connection() as c:
-            return {row[0]: row[1] for row in c.execute(job_sql.SETTLE_JOBS, params)}
+            states = {row[0]: row[1] for row in c.execute(job_sql.SETTLE_JOBS, params)}
+            write_output_vectors(c, [(s.job_id, s.output) for s in settlements
+                                     if s.output is not None and states.get(s.job_id) == "succeeded"])
+            return states
 
     def requeue_unsubmitted(self, batch_id: int, reason: str, delay_s: float) -> int:
         """Every key refused the batch (quota, credit, auth): it ends failed and its jobs go back to pending
