@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.platform(),
-        "cores": os.cpu_count(), "args": {k: str(v) for k, v in vars(args).items()},
+        "cores": os.cpu_count(), "args": {k: str(v) for k, v in vars(args).items() if k != "output"},
         "runs": rows, "problems": problems}, indent=2, default=str) + "\n")
     for scenario, found in problems.items():
         print(f"PROBLEMS in {scenario}: {found}")
