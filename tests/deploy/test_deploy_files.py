@@ -121,7 +121,7 @@ def test_forge_writes_the_run_queue_limits_for_an_external_database_only(tmp_pat
 
 def test_the_shipped_dagster_yaml_loads_as_an_instance_with_the_queue_and_the_docker_launcher(database_url, tmp_path,
                                                                                             monkeypatch):
-    pytest.importorskip("dagster_docker", reason="the deploy extra (pip install -e '.[deploy]')")
+    pytest.importorskip("dagster_docker", reason="in the dev extra: pip install -e '.[dev]'")
     import dagster as dg
 
     runtime.ensure_database(database_url, "forge_deploy_check")
