@@ -216,13 +216,16 @@ class Cluster:
                 found.append(f"--- {w.label} ({w.proc.pid})\n{text[-3000:]}")
         return "\n".join(found)
 
-    def close(self) -> list[str]:
-        """Tear everything down; the namespaces still there afterwards (none, if all went well)."""
+    def close(self, *, keep_logs: bool = False) -> list[str]:
+        """Tear everything down (the logs stay when `keep_logs`, for a failure's message); the namespaces
+        still there afterwards (none, if all went well)."""
         names = self.net.namespaces()
         self.net.teardown()
-        for path in self.root.iterdir():  # the logs stay, for a failure's message
-            if path.name != "logs":
+        for path in self.root.iterdir():
+            if not (keep_logs and path.name == "logs"):
                 shutil.rmtree(path, ignore_errors=True)
+        if not keep_logs:
+            self.root.rmdir()
         return leftover_namespaces(names)
 
 

@@ -171,11 +171,15 @@ def run_multihost(scenario: str, *, realtime: int, batch: int, workers_c: int = 
     report = MultihostReport(scenario, realtime, batch, {"host-c": workers_c, "host-d": workers_d}, concurrency,
                              lease_ttl_s)
     cluster = open_cluster(lease_ttl_s=lease_ttl_s, latency_ms=latency_ms, dagster=dagster, subnet=subnet)
+    ok = False
     try:
         _run(cluster, report, scenario, workers_c, workers_d, concurrency, drain_timeout_s)
+        ok = not report.problems
     finally:
         report.errors = cluster.errors()
-        report.leftover_namespaces = cluster.close()
+        if not ok:
+            report.errors += f"\n(logs of every process kept in {cluster.root / 'logs'})"
+        report.leftover_namespaces = cluster.close(keep_logs=not ok)
     return report
 
 
