@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from forge_dagster.core.models import CUSTOM_ID_RE
 from forge_dagster.simulator import answers
+from forge_dagster.simulator.anthropic_format import validate_params
 from forge_dagster.simulator.dice import fingerprint, unit
 
 if TYPE_CHECKING:
@@ -66,8 +67,6 @@ class MessageBatch:
 
 def validate_requests(requests: Any) -> str | None:
     """Why a batch `requests` array is unacceptable (duplicate custom_id included), or None."""
-    from forge_dagster.simulator.anthropic_format import validate_params
-
     if not isinstance(requests, list) or not requests:
         return "requests: at least one request is required"
     if len(requests) > MAX_REQUESTS:
