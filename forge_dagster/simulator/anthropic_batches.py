@@ -181,7 +181,7 @@ class AnthropicStore:
                 continue
             status, body, gen = answers.anthropic_message(state, request["params"], fingerprint(request),
                                                           batch.occurrences[i], in_batch=True,
-                                                          unique=f"{batch.id}/{i}")
+                                                          unique=f"{batch.id}/{i}", key=batch.key)
             if status == 200:
                 output_tokens += gen.output_tokens if gen else 0
                 results.append({"custom_id": request["custom_id"], "result": {"type": "succeeded", "message": body}})
