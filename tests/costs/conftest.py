@@ -9,7 +9,7 @@ import pytest
 from forge_dagster.core.platform.catalog import PACKAGE_PROCESSORS_DIR
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.resources.provider_keys import ProviderKeysResource
-from tests.platform.conftest import example, write_processor
+from tests.platform.conftest import example, forge_cli, write_processor  # noqa: F401 (a fixture)
 
 # About 1,400 tokens by the simulator's count: over the 1,024-token minimum a prompt cache keeps.
 LONG_SYSTEM = "You analyse customer product reviews.\n" + "Follow the house style guide to the letter. " * 130
