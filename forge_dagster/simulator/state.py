@@ -116,6 +116,6 @@ class SimState:
             self._cache_entries[marker] = max(expires or 0.0, now + _CACHE_TTL_S.get(ttl, 300.0))
         return (tokens, 0) if alive else (0, tokens)
 
-    @staticmethod
-    def now() -> float:
-        return time.time()
+    def now(self) -> float:
+        """The simulator's clock: wall time plus the `clock_offset_s` knob."""
+        return time.time() + self.config.clock_offset_s
