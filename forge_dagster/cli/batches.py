@@ -1,4 +1,4 @@
-"""`forge batches list | show ID | cancel ID`: provider batches from the command line.
+"""`forge batches list | show ID | cancel ID | prune`: provider batches from the command line.
 
 An ID is Forge's batch id (a number), its forge batch id (fb_...) or the provider's batch id. A request
 that cannot be carried out (an unknown batch, a cancel of one that already ended) says why, changes
@@ -87,11 +87,36 @@ def _cancel(store, args) -> int:
     return 0 if report.ended else 1
 
 
+def _prune(store, args) -> int:
+    from forge_dagster.core.batch.provider_storage import prune_provider_storage, results_at_risk
+    from forge_dagster.core.providers.registry import ProviderRegistry
+    from forge_dagster.resources.provider_keys import ProviderKeysResource
+
+    ports = ProviderRegistry.from_env() or ProviderKeysResource().ports  # no key: FORGE_SIMULATOR_URL's
+    report = prune_provider_storage(store, ports, older_than_days=args.older_than)
+    at_risk = results_at_risk(store, args.warn_days)
+    if args.json:
+        print(json.dumps({"released": report.released, "unused_uploads": report.unused_uploads,
+                          "forgotten": report.forgotten, "errors": report.errors,
+                          "results_at_risk": [r["id"] for r in at_risk]}, default=str))
+    else:
+        files = sum(len(v) for v in report.released.values())
+        print(f"OpenAI: {files} files of {len(report.released)} collected batches deleted, "
+              f"{len(report.unused_uploads)} unused uploads deleted; Anthropic: {len(report.forgotten)} collected "
+              f"batches older than {args.older_than:g} days deleted")
+        for row in at_risk:
+            print(f"batch {row['id']} ({row['provider_batch_id']}) is not collected and its results are "
+                  f"deleted by Anthropic at {row['results_deleted_at']}")
+        for problem in report.errors:
+            print(f"not done: {problem}")
+    return 1 if report.errors else 0
+
+
 def cmd_batches(args: argparse.Namespace) -> int:
     from forge_dagster.core.models import ProviderError
     from forge_dagster.core.ops.operator import OperatorError
 
-    actions = {"list": _list, "show": _show, "cancel": _cancel}
+    actions = {"list": _list, "show": _show, "cancel": _cancel, "prune": _prune}
     store = open_announced()
     with store:
         try:
@@ -104,7 +129,7 @@ def cmd_batches(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("batches", help="provider batches: list, show one, cancel one")
+    p = sub.add_parser("batches", help="provider batches: list, show one, cancel one, prune provider storage")
     actions = p.add_subparsers(dest="action", required=True)
     a = actions.add_parser("list", help="batches newest first: age, requests, jobs by state, cost")
     a.add_argument("--state", action="append", help="only batches in this state (repeatable)")
@@ -120,5 +145,12 @@ def add_commands(sub) -> None:
     a.add_argument("--reason", required=True, help="why: recorded with the action and every job it settles")
     a.add_argument("--wait", type=float, default=120.0,
                    help="seconds to wait for the provider to end the batch (default 120)")
+    a.add_argument("--json", action="store_true")
+    a = actions.add_parser("prune", help="delete provider-side objects Forge no longer needs: OpenAI files of "
+                                         "collected batches and unused uploads, old collected Anthropic batches")
+    a.add_argument("--older-than", type=float, default=7.0,
+                   help="delete collected Anthropic batches older than this many days (default 7)")
+    a.add_argument("--warn-days", type=float, default=3.0,
+                   help="list uncollected Anthropic batches whose results go within this many days (default 3)")
     a.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_batches)

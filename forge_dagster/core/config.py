@@ -130,6 +130,9 @@ class ForgeSettings(EnvironSettings):
     archive_after_hours: float = Field(
         default=DEFAULT_ARCHIVE_AFTER_HOURS, alias="FORGE_ARCHIVE_AFTER_HOURS",
         description="Collected batches older than this leave the hot tables for the archive.")
+    provider_file_retention_s: float = Field(
+        default=0.0, ge=0, alias="FORGE_PROVIDER_FILE_RETENTION_S",
+        description="How long after collection a batch's OpenAI files are kept (0: deleted once its lines are stored).")
     prices_file: str | None = Field(default=None, alias="FORGE_PRICES_FILE",
                                     description="A YAML of the team's own prices over the built-in table.")
     processors_dir: str | None = Field(default=None, alias="FORGE_PROCESSORS_DIR",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -259,18 +259,35 @@ class ProviderError(Exception):
 
 @dataclass(frozen=True)
 class Usage:
+    """Tokens of one request (see pricing.py for the convention: every cache class is part of input)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
-    cached_input_tokens: int = 0
+    cached_input_tokens: int = 0  # read from the prompt cache
     reasoning_tokens: int = 0
+    cache_write_5m_tokens: int = 0  # written to Anthropic's prompt cache with a 5-minute TTL
+    cache_write_1h_tokens: int = 0  # ... with a 1-hour TTL
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
 
     def to_dict(self) -> dict[str, int]:
-        return {
+        """The usage as stored; the cache-write counts only when there are any (older rows lack them)."""
+        out = {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cached_input_tokens": self.cached_input_tokens,
             "reasoning_tokens": self.reasoning_tokens,
         }
+        if self.cache_write_5m_tokens:
+            out["cache_write_5m_tokens"] = self.cache_write_5m_tokens
+        if self.cache_write_1h_tokens:
+            out["cache_write_1h_tokens"] = self.cache_write_1h_tokens
+        return out
 
 
 @dataclass(frozen=True)

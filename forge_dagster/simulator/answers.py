@@ -110,9 +110,10 @@ def openai_any(
 
 def anthropic_message(
     state: SimState, params: dict[str, Any], fp: str, occurrence: int,
-    *, in_batch: bool = False, unique: str | None = None,
+    *, in_batch: bool = False, unique: str | None = None, key: str = "",
 ) -> tuple[int, dict[str, Any], Generation | None]:
-    """(status, message or error body, generation) for one Messages API call."""
+    """(status, message or error body, generation) for one Messages API call; `cache_control` breakpoints
+    write, then read, the prompt cache of `key`."""
     problem = anthropic_format.validate_params(params)
     if problem:
         return 400, anthropic_format.error_body(400, problem), None
@@ -124,4 +125,8 @@ def anthropic_message(
     gen = generate(state.dice, cfg, fp, occurrence, spec, anthropic_format.input_text(params),
                    int(params["max_tokens"]), str(params.get("model", "")))
     message_id = "msg_" + (digest(state.seed, "msg", unique)[:24] if unique else state.dice.new_id("", "msg"))
-    return 200, anthropic_format.message(gen, params, message_id, batch=in_batch), gen
+    marked = anthropic_format.cache_prefix(params)
+    read, written = state.cache_breakpoint(key, *marked) if marked else (0, 0)
+    read, written = min(read, gen.input_tokens), min(written, gen.input_tokens - min(read, gen.input_tokens))
+    return 200, anthropic_format.message(gen, params, message_id, batch=in_batch, cache_read=read,
+                                         cache_write=written, ttl=marked[1] if marked else "5m"), gen

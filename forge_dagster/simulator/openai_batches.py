@@ -49,11 +49,12 @@ class StoredFile:
     filename: str
     purpose: str
     created_at: int
+    expires_at: int | None = None  # an output or error file of a batch created with output_expires_after
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "object": "file", "bytes": len(self.data), "created_at": self.created_at,
                 "filename": self.filename, "purpose": self.purpose, "status": "processed",
-                "status_details": None, "expires_at": None}
+                "status_details": None, "expires_at": self.expires_at}
 
 
 @dataclass
@@ -77,6 +78,7 @@ class Batch:
     counts: dict[str, int] = field(default_factory=dict)
     usage: dict[str, Any] | None = None
     input_tokens: int = 0  # counted against the enqueued-token limit while the batch is unfinished
+    output_expires_s: int | None = None  # output_expires_after.seconds (anchor created_at) of its result files
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,7 +165,22 @@ class OpenAIStore:
             self.files[stored.id] = stored
         return stored
 
-    def create_batch(self, input_file_id: str, endpoint: str, window: str, metadata: Any, key: str) -> Batch:
+    def live_file(self, file_id: str) -> StoredFile | None:
+        """The file, or None when it is unknown, deleted or past its `expires_at` (then it is dropped)."""
+        with self.state.lock:
+            stored = self.files.get(file_id)
+            if stored is not None and stored.expires_at is not None and stored.expires_at <= self.state.now():
+                del self.files[file_id]
+                return None
+            return stored
+
+    def live_files(self) -> list[StoredFile]:
+        with self.state.lock:
+            ids = list(self.files)
+        return [f for f in map(self.live_file, ids) if f is not None]
+
+    def create_batch(self, input_file_id: str, endpoint: str, window: str, metadata: Any, key: str,
+                     output_expires_s: int | None = None) -> Batch:
         """Create a batch from an uploaded file (validation problems, and going over the enqueued-token
         limit, surface as status `failed`). Only a batch that will run spends quota."""
         state = self.state
@@ -178,7 +195,8 @@ class OpenAIStore:
             active = state.content_faults_on(in_batch=True)
             occurrences = [state.occurrence("line", fingerprint(line), active) for line in lines]
             batch = Batch(state.dice.new_id("batch_", "batch"), len(self.batches), input_file_id, endpoint, window,
-                          metadata, state.now(), key, lines, occurrences, model, input_tokens=input_tokens)
+                          metadata, state.now(), key, lines, occurrences, model, input_tokens=input_tokens,
+                          output_expires_s=output_expires_s)
             batch.errors = self._validation_errors(lines, endpoint)
             if batch.errors is None and limit and enqueued + input_tokens > limit:
                 batch.errors = _token_limit_error(model, limit)
@@ -313,18 +331,20 @@ class OpenAIStore:
         state.quota.spend("openai", batch.key, batch.usage["output_tokens"])
         batch.counts = {"total": len(batch.lines), "completed": len(bodies), "failed": len(batch.lines) - len(bodies)}
         if outputs:
-            batch.output_file_id = self._result_file(batch.id, "output", outputs).id
+            batch.output_file_id = self._result_file(batch, "output", outputs).id
         if errors:
-            batch.error_file_id = self._result_file(batch.id, "error", errors).id
+            batch.error_file_id = self._result_file(batch, "error", errors).id
         batch.status = status
         if status != "cancelled":
             batch.times.setdefault("finalizing_at", int(now))
         batch.times[f"{status}_at"] = int(now)
 
-    def _result_file(self, batch_id: str, kind: str, entries: list[dict[str, Any]]) -> StoredFile:
+    def _result_file(self, batch: Batch, kind: str, entries: list[dict[str, Any]]) -> StoredFile:
         data = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries).encode()
-        stored = StoredFile(self.state.dice.new_id("file-", "file", 22), data, f"{batch_id}_{kind}.jsonl",
-                            "batch_output", int(self.state.now()))
+        created = int(self.state.now())
+        expires = created + batch.output_expires_s if batch.output_expires_s else None
+        stored = StoredFile(self.state.dice.new_id("file-", "file", 22), data, f"{batch.id}_{kind}.jsonl",
+                            "batch_output", created, expires)
         with self.state.lock:
             self.files[stored.id] = stored
         return stored

@@ -70,8 +70,7 @@ def upload_file(state: SimState, req: Request) -> Response:
 
 
 def list_files(state: SimState, req: Request) -> Response:
-    with state.lock:
-        files = sorted(state.openai.files.values(), key=lambda f: f.created_at, reverse=True)
+    files = sorted(state.openai.live_files(), key=lambda f: f.created_at, reverse=True)
     purpose = req.query.get("purpose")
     data = [f.to_dict() for f in files if not purpose or f.purpose == purpose]
     return json_response({"object": "list", "data": data, "has_more": False,
@@ -79,8 +78,7 @@ def list_files(state: SimState, req: Request) -> Response:
 
 
 def _file_or_404(state: SimState, file_id: str) -> Any:
-    with state.lock:
-        stored = state.openai.files.get(file_id)
+    stored = state.openai.live_file(file_id)
     if stored is None:
         return error_response("openai", 404, f"No such File object: {file_id}", param="id")
     return stored
@@ -99,8 +97,9 @@ def file_content(state: SimState, req: Request, file_id: str) -> Response:
 
 
 def delete_file(state: SimState, req: Request, file_id: str) -> Response:
+    stored = state.openai.live_file(file_id)
     with state.lock:
-        stored = state.openai.files.pop(file_id, None)
+        state.openai.files.pop(file_id, None)
     if stored is None:
         return error_response("openai", 404, f"No such File object: {file_id}", param="id")
     return json_response({"id": file_id, "object": "file", "deleted": True})
@@ -120,12 +119,18 @@ def create_batch(state: SimState, req: Request) -> Response:
     metadata = body.get("metadata")
     if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > 16):
         return error_response("openai", 400, "'metadata' must be an object of at most 16 strings.", param="metadata")
-    with state.lock:
-        source = state.openai.files.get(str(file_id))
+    expires = body.get("output_expires_after")
+    if expires is not None and (not isinstance(expires, dict) or expires.get("anchor") != "created_at"
+                                or not isinstance(expires.get("seconds"), int)
+                                or not 3600 <= expires["seconds"] <= 2592000):
+        return error_response("openai", 400, "Invalid 'output_expires_after': anchor must be 'created_at' and "
+                              "seconds between 3600 and 2592000.", param="output_expires_after")
+    source = state.openai.live_file(str(file_id))
     if source is None or source.purpose != "batch":
         return error_response("openai", 400, f"Invalid 'input_file_id': {file_id!r} is not a batch file.",
                               param="input_file_id")
-    batch = state.openai.create_batch(source.id, endpoint, "24h", metadata, req.key or "")
+    batch = state.openai.create_batch(source.id, endpoint, "24h", metadata, req.key or "",
+                                      expires["seconds"] if expires else None)
     req.extra.update(batch_id=batch.id, custom_ids=[str(ln["custom_id"]) for ln in batch.lines])
     return ambiguous_create(state, req, fingerprint(parse_batch_file(source.data)), json_response(batch.to_dict()))
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from forge_dagster.core.batch.provider_storage import release_batch_files
 from forge_dagster.core.models import (
     BatchState,
     ErrorClass,
@@ -132,7 +133,8 @@ def collect_results(
     store: ForgeStore, ports: Mapping[Provider, ProviderPort], batch_id: int
 ) -> ResultsReport:
     """Download the ended batch's results (output and error lines, or the results stream) and store them,
-    matched by custom_id. Every job still waiting gets exactly one line (missing ones: requeue)."""
+    matched by custom_id. Every job still waiting gets exactly one line (missing ones: requeue). Then the
+    provider's files of the batch are deleted (provider_storage.py)."""
     batch = store.batches.get(batch_id)
     waiting = {m["custom_id"]: m for m in store.batches.members(batch_id) if m["state"] == "submitted"}
     report = ResultsReport()
@@ -155,6 +157,9 @@ def collect_results(
         if i.custom_id in waiting
     ]
     report.stored_now = store.batches.store_results(batch_id, rows)
+    # Only now, with every line stored, may the provider's copies go (a failure leaves them for `prune`).
+    for problem in release_batch_files(store, ports, batch_id=batch_id).errors:
+        log.warning("%s", problem)
     report.lines = len(rows)
     report.by_outcome = dict(Counter(str(i.outcome) for _, _, i in rows))
     totals: Counter[str] = Counter()

@@ -127,6 +127,16 @@ def _semver_key(version: str) -> tuple[Any, ...]:
     return (int(major), int(minor), int(patch), 0 if pre else 1, pre_key)
 
 
+class CacheSpec(BaseModel):
+    """`cache: {ttl: 5m | 1h}`: mark the processor's shared prefix (system prompt, tool definitions) for
+    the provider's prompt cache (Anthropic `cache_control`; OpenAI `prompt_cache_key`, whose own cache
+    decides its lifetime)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ttl: Literal["5m", "1h"] = "5m"
+
+
 class Processor(BaseModel):
     """One processor definition. Build with `load_processor_file` (or directly, for tests and the API)."""
 
@@ -157,6 +167,8 @@ class Processor(BaseModel):
     # or moderations (OpenAI). `dimensions` asks a text-embedding-3 model for a shorter vector.
     endpoint: Endpoint = "chat"
     dimensions: StrictInt | None = Field(default=None, gt=0, le=16384)
+    # Prompt caching of the shared prefix (see CacheSpec); None: requests carry no cache marks.
+    cache: CacheSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -209,6 +221,8 @@ class Processor(BaseModel):
             problems = endpoint_problems(dict(self.__dict__))
             if problems:
                 raise ValueError(problems[0])
+        if self.cache is not None and (self.handler is not None or self.fixed_output):
+            raise ValueError("cache: only a chat or responses processor has a prompt to cache")
         if self.handler is not None and (self.endpoint != "chat" or self.dimensions is not None):
             raise ValueError("endpoint: a handler step calls no provider endpoint")
         if self.output_policy != "text" and self.handler is None and self.endpoint in CHAT_ENDPOINTS:
@@ -256,6 +270,7 @@ class Processor(BaseModel):
         unset = {"handler"} if self.handler is None else set()
         unset |= {"endpoint"} if self.endpoint == "chat" else set()
         unset |= {"dimensions"} if self.dimensions is None else set()
+        unset |= {"cache"} if self.cache is None else set()
         dumped = self.model_dump(mode="json", exclude=unset)
         canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]

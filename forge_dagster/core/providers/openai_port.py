@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 FORGE_BATCH_ID_KEY = "forge_batch_id"
 MAX_LISTED_BATCHES = 2_000  # find_submitted gives up after scanning this many batches
+UPLOAD_PREFIX = "forge-"  # the filename of every batch input file Forge uploads starts with it
+OUTPUT_EXPIRES_S = 30 * 86_400  # output_expires_after: the longest OpenAI allows (files are deleted sooner)
 
 _STATES = {
     "validating": BatchState.IN_PROGRESS,
@@ -67,7 +69,7 @@ class OpenAIPort(ProviderPort):
     def _upload(self, batch: BatchSpec) -> str:
         content = b"".join(encode_line(Provider.OPENAI, r) for r in batch.requests)
         uploaded = self._client.files.create(
-            file=(f"forge-{batch.forge_batch_id}.jsonl", content, "application/jsonl"), purpose="batch"
+            file=(f"{UPLOAD_PREFIX}{batch.forge_batch_id}.jsonl", content, "application/jsonl"), purpose="batch"
         )
         return uploaded.id
 
@@ -78,6 +80,8 @@ class OpenAIPort(ProviderPort):
             endpoint=openai_url(batch.endpoint),
             completion_window="24h",
             metadata={FORGE_BATCH_ID_KEY: batch.forge_batch_id},
+            # Output and error files expire by themselves even if Forge never deletes them.
+            output_expires_after={"anchor": "created_at", "seconds": OUTPUT_EXPIRES_S},
         )
         log.info("batch %s: created OpenAI batch %s", batch.forge_batch_id, created.id)
         return SubmittedBatch(provider_batch_id=created.id, input_file_id=upload)
@@ -191,6 +195,34 @@ class OpenAIPort(ProviderPort):
 
     def close(self) -> None:
         self._client.close()
+
+    # -- provider storage --------------------------------------------------------------------------
+    def release_batch(self, provider_batch_id: str) -> list[str]:
+        """Delete the batch's input, output and error files (a 404 means gone already)."""
+        try:
+            remote = self._client.batches.retrieve(provider_batch_id)
+        except openai.NotFoundError:
+            return []  # the provider lost the batch: it keeps nothing of it
+        except Exception as exc:
+            raise classify(exc) from exc
+        files = [f for f in (remote.input_file_id, remote.output_file_id, remote.error_file_id) if f]
+        return [f for f in files if self.delete_file(f)]
+
+    def delete_file(self, file_id: str) -> bool:
+        try:
+            self._client.files.delete(file_id)
+        except openai.NotFoundError:
+            return True
+        except Exception as exc:
+            raise classify(exc) from exc
+        return True
+
+    def forge_uploads(self) -> list[tuple[str, str, float]]:
+        try:
+            return [(f.id, f.filename, float(f.created_at)) for f in self._client.files.list(purpose="batch")
+                    if f.filename.startswith(UPLOAD_PREFIX)]
+        except Exception as exc:
+            raise classify(exc) from exc
 
 
 def _resource(client: Any, endpoint: str) -> Any:

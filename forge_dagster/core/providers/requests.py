@@ -1,6 +1,11 @@
 """The provider's own request body for one job, per endpoint: OpenAI chat.completions, responses, embeddings
 or moderations, or Anthropic messages, with the structured-output keys each takes (chat `response_format`
-json_schema, responses `text.format` json_schema, Anthropic's forced tool)."""
+json_schema, responses `text.format` json_schema, Anthropic's forced tool).
+
+Prompt caching (a processor's `cache:`): the shared prefix comes first and is built once per processor, so
+it is byte-identical in every request of a batch. Anthropic: the system prompt becomes one text block with
+`cache_control` (and the forced tool carries it too: tools precede the system prompt in the cached prefix).
+OpenAI: `prompt_cache_key` names the processor version, so its requests are routed to the same cache."""
 
 from __future__ import annotations
 
@@ -19,6 +24,22 @@ def structured_output(processor: Processor) -> dict[str, Any]:
     return processor.memo("requests.structured_output", lambda: _structured_output(processor))
 
 
+def cache_control(processor: Processor) -> dict[str, Any] | None:
+    """Anthropic's cache breakpoint for the processor's TTL (None when the processor does not cache)."""
+    if processor.cache is None:
+        return None
+    return {"type": "ephemeral", "ttl": processor.cache.ttl}
+
+
+def prompt_cache_key(processor: Processor) -> str:
+    """OpenAI's `prompt_cache_key`: one per processor version."""
+    return f"forge:{processor.name}:{processor.version}"
+
+
+def _system_blocks(processor: Processor) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": processor.system_prompt, "cache_control": cache_control(processor)}]
+
+
 def _structured_output(processor: Processor) -> dict[str, Any]:
     if processor.output_policy != "json" or processor.fixed_output:
         return {}
@@ -30,6 +51,8 @@ def _structured_output(processor: Processor) -> dict[str, Any]:
         return {"response_format": {"type": "json_schema", "json_schema": schema}}
     description = processor.description or f"Return the result of {processor.name}."
     tool = {"name": TOOL_NAME, "description": description, "input_schema": processor.response_schema}
+    if processor.cache is not None:
+        tool["cache_control"] = cache_control(processor)
     return {"tools": [tool], "tool_choice": {"type": "tool", "name": TOOL_NAME}}
 
 
@@ -53,9 +76,13 @@ def render_request(processor: Processor, job_input: Mapping[str, Any], custom_id
         body["messages"] = [*messages, {"role": "user", "content": user}]
     else:
         body["max_tokens"] = processor.max_tokens
-        if system:
+        if system and processor.cache is not None:
+            body["system"] = processor.memo("requests.system_blocks", lambda: _system_blocks(processor))
+        elif system:
             body["system"] = system
         body["messages"] = [{"role": "user", "content": user}]
+    if processor.cache is not None and processor.provider == Provider.OPENAI:
+        body["prompt_cache_key"] = prompt_cache_key(processor)
     if processor.temperature is not None:
         body["temperature"] = processor.temperature
     body.update(structured_output(processor))

@@ -357,3 +357,31 @@ class BatchRepository:
     def mark_collected(self, batch_id: int) -> bool:
         with self._pool.connection() as conn:
             return conn.execute(batch_sql.MARK_BATCH_COLLECTED, {"batch_id": batch_id}).rowcount == 1
+
+    # -- provider storage ----------------------------------------------------------------------------
+    def to_release(self, provider: str, *, retention_s: float, batch_id: int | None = None,
+                   limit: int = 200) -> list[dict[str, Any]]:
+        """Batches of `provider` whose provider files may be deleted (every line stored; see the SQL)."""
+        return self._rows(batch_sql.BATCHES_TO_RELEASE, {"provider": provider, "retention_s": retention_s,
+                                                         "batch_id": batch_id, "limit": limit})
+
+    def mark_released(self, batch_id: int) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(batch_sql.MARK_FILES_RELEASED, {"batch_id": batch_id})
+
+    def to_forget(self, days: float, limit: int = 200) -> list[dict[str, Any]]:
+        """Collected Anthropic batches older than `days` still held at the provider."""
+        return self._rows(batch_sql.BATCHES_TO_FORGET, {"days": days, "limit": limit})
+
+    def mark_forgotten(self, batch_id: int) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(batch_sql.MARK_FORGOTTEN, {"batch_id": batch_id})
+
+    def results_at_risk(self, days: float) -> list[dict[str, Any]]:
+        """Uncollected Anthropic batches whose results the provider deletes within `days`."""
+        return self._rows(batch_sql.RESULTS_AT_RISK, {"days": days})
+
+    def known_input_files(self, file_ids: Sequence[str]) -> set[str]:
+        """The ids among `file_ids` that a batch of Forge's (hot or archived) was created from."""
+        with self._pool.connection() as conn:
+            return {r[0] for r in conn.execute(batch_sql.KNOWN_INPUT_FILES, {"file_ids": list(file_ids)})}

@@ -168,6 +168,10 @@ class CostRepository:
             raise ValueError(f"cannot group costs by {by!r}: use processor, model or day")
         return self._rows(sql.COSTS_BY, {"by": by, "since": since})
 
+    def cache_by_processor(self, since: datetime) -> list[dict[str, Any]]:
+        """Per processor and price class: attempts, cache hits and the cache token classes."""
+        return self._rows(sql.CACHE_BY_PROCESSOR, {"since": since})
+
     def costs_by_day_and_model(self, since: datetime) -> list[dict[str, Any]]:
         return self._rows(sql.COSTS_BY_DAY_AND_MODEL, {"since": since})
 

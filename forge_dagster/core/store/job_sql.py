@@ -374,10 +374,13 @@ WITH input AS (
     RETURNING j.id, j.state, j.attempt, j.reason, c.from_state, c.cost, c.usage
 ), booked AS (
     INSERT INTO costs (job_id, attempt, batch_id, provider, model, processor, input_tokens, cached_input_tokens,
-                       output_tokens, reasoning_tokens, cost_usd, pricing_version, batch_priced)
+                       output_tokens, reasoning_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cost_usd,
+                       pricing_version, batch_priced)
     SELECT d.id, d.attempt, %(batch_id)s, %(provider)s, %(model)s, %(processor)s,
            coalesce((d.usage ->> 'input_tokens')::int, 0), coalesce((d.usage ->> 'cached_input_tokens')::int, 0),
            coalesce((d.usage ->> 'output_tokens')::int, 0), coalesce((d.usage ->> 'reasoning_tokens')::int, 0),
+           coalesce((d.usage ->> 'cache_write_5m_tokens')::int, 0),
+           coalesce((d.usage ->> 'cache_write_1h_tokens')::int, 0),
            d.cost, %(pricing_version)s, %(batch_priced)s
     FROM done d  -- billed attempts: priced, or unpriced (NULL cost) with tokens
     WHERE d.cost IS NOT NULL
