@@ -35,6 +35,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_work(args: argparse.Namespace) -> int:
     """LLM jobs through the providers by default; `--handler` runs a declared non-LLM step instead."""
+    from forge_dagster.core.ops.fleet import on_the_fleet  # the console's live fleet sees this process
     from forge_dagster.core.ops.relay import background_relay, build_relay
     from forge_dagster.core.platform.pricing import PricesFileError, active_prices
 
@@ -48,7 +49,9 @@ def cmd_work(args: argparse.Namespace) -> int:
         worker = _handler_worker(store, args) if args.handler else None
         if args.handler and worker is None:
             return 2
-        with background_relay(build_relay(store, forge_home=load_settings().forge_home)) as relay:
+        kind, detail = ("handler", args.handler) if args.handler else ("realtime", f"concurrency {args.concurrency}")
+        with on_the_fleet(store, kind, detail=detail), \
+                background_relay(build_relay(store, forge_home=load_settings().forge_home)) as relay:
             print(relay.describe(), file=sys.stderr, flush=True)  # the outbox drains beside the claim loop
             if worker is not None:
                 stats = worker.run(until_idle=args.until_idle)
