@@ -78,12 +78,13 @@ def _child(url: str, schema: str, dagster_url: str, sim_url: str, home: str, job
         from forge_dagster.definitions import build_definitions
         from forge_dagster.orchestration import InProcessDaemon
         from forge_dagster.resources.lease_store import LeaseStoreResource
-        from forge_dagster.resources.providers import ProcessorCatalogResource, ProviderPortsResource
+        from forge_dagster.resources.processor_catalog import ProcessorCatalogResource
+        from forge_dagster.resources.provider_keys import ProviderKeysResource
 
         write_dagster_yaml(Path(home) / "dagster", dagster_url)
         lease_store = LeaseStoreResource(database_url=url, db_schema=schema)
         defs = build_definitions({"lease_store": lease_store, "processors": ProcessorCatalogResource(),
-                                  "providers": ProviderPortsResource(simulator_url=sim_url)})
+                                  "provider_keys": ProviderKeysResource(simulator_url=sim_url)})
         daemon = InProcessDaemon(defs, dg.DagsterInstance.get(), ["pending_work_sensor", "batch_status_sensor"],
                                  run_config=lambda job: {"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
         inbox = Path(home) / "inbox"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import dagster as dg
 
 from forge_dagster.constants import GPU_POOL
+from forge_dagster.core.config import load_settings
 from forge_dagster.core.runtime import redact_url
 
 # Pools whose limit differs from `concurrency.pools.default_limit` (the only pool setting dagster.yaml
@@ -25,7 +25,8 @@ def apply_pool_limits(dagster_home: Path) -> None:
     does), once per home and storage: a marker file records what was applied. Must run before the first
     GPU step claims a slot, or Dagster creates the pool at the default limit; `forge dev` and `forge demo`
     call it on start."""
-    config = (dagster_home / "dagster.yaml").read_text() + redact_url(os.environ.get("FORGE_DAGSTER_PG_URL", ""))
+    pg_url = load_settings().dagster_pg_url
+    config = (dagster_home / "dagster.yaml").read_text() + redact_url(pg_url.get_secret_value() if pg_url else "")
     marker = dagster_home / ".forge-pool-limits"
     applied = hashlib.sha256(json.dumps([config, POOL_LIMITS], sort_keys=True).encode()).hexdigest()
     if marker.exists() and marker.read_text().strip() == applied:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+from pydantic import SecretStr
 
 from forge_dagster.assets.batch_pipeline import (
     job_intake,
@@ -15,7 +16,9 @@ from forge_dagster.assets.costs import cost_report
 from forge_dagster.assets.nightly import NIGHTLY_CHAIN, weekly_memory_digest
 from forge_dagster.assets.operations import OPERATIONS_CHECKS, OPERATOR_VIEW_ASSETS, batch_archive
 from forge_dagster.assets.realtime import realtime_job, realtime_outputs
-from forge_dagster.core.config import load_settings
+from forge_dagster.core.config import ForgeSettings, load_settings
+from forge_dagster.core.nightly.settings import load_nightly_settings
+from forge_dagster.core.providers.keyring import DEFAULT_SIMULATOR_URL
 from forge_dagster.jobs.archive_jobs import (
     archive_job,
     archive_schedule,
@@ -35,8 +38,8 @@ from forge_dagster.resources.gpu import GpuMutexResource
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.ollama import OllamaResource
 from forge_dagster.resources.outbox_relay import OutboxRelayResource
+from forge_dagster.resources.processor_catalog import ProcessorCatalogResource
 from forge_dagster.resources.provider_keys import ProviderKeysResource
-from forge_dagster.resources.providers import ProcessorCatalogResource, ProviderPortsResource
 from forge_dagster.sensors.batch_sensors import batch_status_sensor, pending_work_sensor
 from forge_dagster.sensors.healing import healing_sensor
 from forge_dagster.sensors.lease_recovery import lease_recovery_sensor
@@ -46,34 +49,31 @@ from forge_dagster.sensors.realtime_sensors import realtime_work_sensor
 from forge_dagster.sensors.run_liveness import run_liveness_sensor
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource]:
-    """Resources from the environment: keys via `dg.EnvVar`; no key means the local simulator."""
-    import os
+def default_resources(settings: ForgeSettings | None = None) -> dict[str, dg.ConfigurableResource]:
+    """Resources from the settings: secrets as `dg.EnvVar` (named, never copied); no key means the simulator."""
+    settings = settings or load_settings()
 
-    def env(name: str):
-        return dg.EnvVar(name) if os.environ.get(name) else None
+    def secret(name: str, value: SecretStr | str | None) -> dg.EnvVar | None:
+        given = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return dg.EnvVar(name) if given else None
 
     return {
         "lease_store": LeaseStoreResource(),
         "processors": ProcessorCatalogResource(),
-        "providers": ProviderPortsResource(
-            openai_api_key=env("OPENAI_API_KEY"), anthropic_api_key=env("ANTHROPIC_API_KEY"),
-            openai_base_url=os.environ.get("OPENAI_BASE_URL"), anthropic_base_url=os.environ.get("ANTHROPIC_BASE_URL"),
-            simulator_url=os.environ.get("FORGE_SIMULATOR_URL", "http://127.0.0.1:8700"),
+        "provider_keys": ProviderKeysResource(
+            openai_api_key=secret("OPENAI_API_KEY", settings.openai_api_key),
+            anthropic_api_key=secret("ANTHROPIC_API_KEY", settings.anthropic_api_key),
+            openai_base_url=settings.openai_base_url, anthropic_base_url=settings.anthropic_base_url,
+            simulator_url=settings.simulator_url or DEFAULT_SIMULATOR_URL,
         ),
         "outbox_relay": OutboxRelayResource(
-            slack_webhook_url=env("FORGE_SLACK_WEBHOOK_URL"), callback_secret=env("FORGE_CALLBACK_SECRET"),
-            simulator_url=os.environ.get("FORGE_SIMULATOR_URL"),
-            callback_allow=os.environ.get("FORGE_CALLBACK_ALLOW"),
-            callback_https_only=load_settings().callback_https_only,
+            slack_webhook_url=secret("FORGE_SLACK_WEBHOOK_URL", settings.slack_webhook_url),
+            callback_secret=secret("FORGE_CALLBACK_SECRET", settings.callback_secret),
+            simulator_url=settings.simulator_url, callback_allow=settings.callback_allow or None,
+            callback_https_only=settings.callback_https_only,
         ),
-        "provider_keys": ProviderKeysResource(
-            openai_api_key=env("OPENAI_API_KEY"), anthropic_api_key=env("ANTHROPIC_API_KEY"),
-            simulator_url=os.environ.get("FORGE_SIMULATOR_URL", "http://127.0.0.1:8700"),
-        ),
-        "gpu_mutex": GpuMutexResource(redis_url=env("FORGE_REDIS_URL")),
-        "ollama": OllamaResource(host=os.environ.get("OLLAMA_HOST"),
-                                 model=os.environ.get("FORGE_NIGHTLY_MODEL", "llama3.2:3b")),
+        "gpu_mutex": GpuMutexResource(redis_url=secret("FORGE_REDIS_URL", settings.redis_url)),
+        "ollama": OllamaResource(host=settings.ollama_host, model=load_nightly_settings().model),
     }
 
 

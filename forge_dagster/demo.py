@@ -120,7 +120,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from forge_dagster.dagster_instance import apply_pool_limits
     from forge_dagster.definitions import build_definitions
     from forge_dagster.orchestration import InProcessDaemon
-    from forge_dagster.resources.providers import ProviderPortsResource
+    from forge_dagster.resources.provider_keys import ProviderKeysResource
 
     settings = load_settings()
     sim = None if not settings.providers_simulated else _start_simulator(args.seed)
@@ -133,7 +133,7 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         store.migrate()
         source = _drop_sample(args.jobs, args.seed)
-        resources = {"providers": ProviderPortsResource(simulator_url=sim.url)} if sim is not None else {}
+        resources = {"provider_keys": ProviderKeysResource(simulator_url=sim.url)} if sim is not None else {}
         progress = Progress(store, source, started, since)
         daemon = InProcessDaemon(
             build_definitions(resources), dg.DagsterInstance.get(), ["pending_work_sensor", "batch_status_sensor"],

@@ -16,7 +16,8 @@ from forge_dagster.core.config import load_settings
 from forge_dagster.core.intake.inbox import drain_inbox
 from forge_dagster.core.intake.routing import review_external_rows
 from forge_dagster.resources.lease_store import LeaseStoreResource
-from forge_dagster.resources.providers import ProcessorCatalogResource, ProviderPortsResource
+from forge_dagster.resources.processor_catalog import ProcessorCatalogResource
+from forge_dagster.resources.provider_keys import ProviderKeysResource
 
 batch_partitions = dg.DynamicPartitionsDefinition(name="provider_batch")
 
@@ -80,11 +81,11 @@ class BuilderConfig(dg.Config):
 @dg.asset(group_name=BATCH_GROUP, kinds={"python", "postgres"}, deps=[job_intake])
 def provider_batches(
     context: dg.AssetExecutionContext, config: BuilderConfig, lease_store: LeaseStoreResource,
-    processors: ProcessorCatalogResource, providers: ProviderPortsResource,
+    processors: ProcessorCatalogResource, provider_keys: ProviderKeysResource,
 ) -> dg.MaterializeResult:
     """Provider batches built from pending jobs: grouped by provider, model and processor version,
     shaped within the provider's limits, and submitted (the intent is stored before each call)."""
-    report = build_and_submit(lease_store.store, processors.load(lease_store.store), providers.ports,
+    report = build_and_submit(lease_store.store, processors.load(lease_store.store), provider_keys.ports,
                               claim_limit=config.claim_limit, max_requests_per_batch=config.max_requests_per_batch)
     for error in report.errors:
         context.log.warning(error)
@@ -103,13 +104,13 @@ def provider_batches(
 @dg.asset(group_name=BATCH_GROUP, kinds={"python", "postgres"}, partitions_def=batch_partitions,
           deps=[provider_batches])
 def provider_results(
-    context: dg.AssetExecutionContext, lease_store: LeaseStoreResource, providers: ProviderPortsResource,
+    context: dg.AssetExecutionContext, lease_store: LeaseStoreResource, provider_keys: ProviderKeysResource,
 ) -> dg.MaterializeResult:
     """Every result line of one ended provider batch (output and error files, or the results stream),
     stored as received and matched to its job by custom_id."""
     batch_id = batch_id_from_key(context.partition_key)
     store = lease_store.store
-    report = collect_results(store, providers.ports, batch_id)
+    report = collect_results(store, provider_keys.ports, batch_id)
     batch = store.batches.get(batch_id)
     return dg.MaterializeResult(metadata={
         "batch_state": dg.MetadataValue.text(batch["state"]),

@@ -6,7 +6,7 @@ import dagster as dg
 from forge_dagster.assets.batch_pipeline import validated_outputs
 from forge_dagster.core.platform.validation import schema_errors
 from forge_dagster.resources.lease_store import LeaseStoreResource
-from forge_dagster.resources.providers import ProcessorCatalogResource
+from forge_dagster.resources.processor_catalog import ProcessorCatalogResource
 
 RECENT = 1000  # succeeded jobs each check looks at, newest first
 

@@ -19,7 +19,7 @@ from forge_dagster.core.platform.cost_reports import (
     reconcile_collected,
 )
 from forge_dagster.resources.lease_store import LeaseStoreResource
-from forge_dagster.resources.providers import ProviderPortsResource
+from forge_dagster.resources.provider_keys import ProviderKeysResource
 
 
 class CostReportConfig(dg.Config):
@@ -30,12 +30,12 @@ class CostReportConfig(dg.Config):
 @dg.asset(group_name=OPERATIONS_GROUP, kinds={"python", "postgres"})
 def cost_report(
     context: dg.AssetExecutionContext, config: CostReportConfig, lease_store: LeaseStoreResource,
-    providers: ProviderPortsResource,
+    provider_keys: ProviderKeysResource,
 ) -> dg.MaterializeResult:
     """Cost per UTC day and model from the cost ledger (one row per billed attempt): a markdown table
     with totals, a stacked PNG chart, costs by processor, and how OpenAI batches reconcile."""
     store = lease_store.store
-    reconciled = reconcile_collected(store, providers.ports)
+    reconciled = reconcile_collected(store, provider_keys.ports)
     differing = [r for r in reconciled if not r.matched]
     for r in differing:
         context.log.warning(f"batch {r.batch_id} does not reconcile: {'; '.join(r.notes)}")

@@ -20,7 +20,7 @@ from forge_dagster.core.nightly.settings import load_nightly_settings, night_key
 from forge_dagster.resources.gpu import GpuMutexResource
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.ollama import OllamaResource
-from forge_dagster.resources.providers import ProviderPortsResource
+from forge_dagster.resources.provider_keys import ProviderKeysResource
 
 NIGHT_TAG = "forge/night"
 
@@ -64,7 +64,7 @@ class HealthConfig(dg.Config):
 
 @dg.asset(group_name=NIGHTLY_GROUP, kinds={"python", "postgres"}, deps=[gpu_warmup])
 def health_checks(context: dg.AssetExecutionContext, config: HealthConfig, lease_store: LeaseStoreResource,
-                  gpu_mutex: GpuMutexResource, ollama: OllamaResource, providers: ProviderPortsResource
+                  gpu_mutex: GpuMutexResource, ollama: OllamaResource, provider_keys: ProviderKeysResource
                   ) -> dg.MaterializeResult:
     """Disk, PostgreSQL, Redis, providers, Ollama, the Dagster daemon, queue depths, failure rates and
     the outbox, each ok / warn / fail with the numbers behind it."""
@@ -76,7 +76,7 @@ def health_checks(context: dg.AssetExecutionContext, config: HealthConfig, lease
         "disk": health.disk_check(load_settings().forge_home, settings.disk_min_free_gb),
         "postgres": health.postgres_check(store.url),
         "redis": health.redis_check(gpu_mutex.resolved_url()),
-        "providers": health.providers_check(providers.ports),
+        "providers": health.providers_check(provider_keys.ports),
         "ollama": health.ollama_check(runtime.host, runtime.model),
         "queues": health.queue_check(store, settings),
         "failure_rates": health.failure_rate_check(store, settings),

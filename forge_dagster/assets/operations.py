@@ -5,18 +5,17 @@ The ledgers are refreshed by the `operator_view` schedule; `batch_archive` is ma
 `archive` schedule, which moves cooled batches out of the hot tables.
 """
 
-import os
 
 import dagster as dg
 import pandas as pd
 
 from forge_dagster.constants import OPERATIONS_GROUP
+from forge_dagster.core.config import load_settings
 from forge_dagster.core.models import JobState
 from forge_dagster.core.ops.archive import archive_age_hours, archive_cooled
-from forge_dagster.core.ops.service_checks import DEFAULT_MAX_LAG_S
 from forge_dagster.core.secrets import mask_secret
 from forge_dagster.resources.lease_store import LeaseStoreResource
-from forge_dagster.resources.providers import ProviderPortsResource
+from forge_dagster.resources.provider_keys import ProviderKeysResource
 
 DAY_S = 24 * 3600.0
 
@@ -83,14 +82,14 @@ def cost_ledger(lease_store: LeaseStoreResource) -> dg.MaterializeResult:
 
 
 @dg.asset(group_name=OPERATIONS_GROUP, kinds={"python"})
-def provider_credentials(lease_store: LeaseStoreResource, providers: ProviderPortsResource) -> dg.MaterializeResult:
+def provider_credentials(lease_store: LeaseStoreResource, provider_keys: ProviderKeysResource) -> dg.MaterializeResult:
     """The provider keys in use, masked (never in clear), with their pause state and latest key event."""
     rows = []
-    for provider, key, base in (("openai", providers.openai_api_key, providers.openai_base_url),
-                                ("anthropic", providers.anthropic_api_key, providers.anthropic_base_url)):
+    for provider, key, base in (("openai", provider_keys.openai_api_key, provider_keys.openai_base_url),
+                                ("anthropic", provider_keys.anthropic_api_key, provider_keys.anthropic_base_url)):
         rows.append({"provider": provider, "alias": "primary" if key else "simulator",
                      "key": mask_secret(key) if key else "(simulator, no key)",
-                     "endpoint": base or (providers.simulator_url if not key else "provider default")})
+                     "endpoint": base or (provider_keys.simulator_url if not key else "provider default")})
     store = lease_store.store
     try:
         states = {(r["provider"], r["alias"]): r for r in store.keys.all()}
@@ -160,7 +159,7 @@ def batch_archive(config: ArchiveConfig, lease_store: LeaseStoreResource) -> dg.
 @dg.asset_check(asset=outbox_backlog, blocking=False,
                 description="The oldest undelivered outbox row is younger than FORGE_OUTBOX_MAX_LAG_S (900 s).")
 def outbox_lag_within_limit(lease_store: LeaseStoreResource) -> dg.AssetCheckResult:
-    limit = float(os.environ.get("FORGE_OUTBOX_MAX_LAG_S") or DEFAULT_MAX_LAG_S)
+    limit = load_settings().outbox_max_lag_s
     stats = lease_store.outbox.stats()
     return dg.AssetCheckResult(passed=stats["lag_s"] <= limit, severity=dg.AssetCheckSeverity.ERROR,
                                metadata={"lag_s": round(stats["lag_s"], 1), "limit_s": limit,

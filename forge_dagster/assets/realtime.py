@@ -12,8 +12,8 @@ import dagster as dg
 from forge_dagster.constants import LEASED_RUN_TAGS, REALTIME_GROUP
 from forge_dagster.core.realtime.executor import RealtimeConfig, RealtimeExecutor
 from forge_dagster.resources.lease_store import LeaseStoreResource
+from forge_dagster.resources.processor_catalog import ProcessorCatalogResource
 from forge_dagster.resources.provider_keys import ProviderKeysResource
-from forge_dagster.resources.providers import ProcessorCatalogResource
 
 
 class RealtimeRunConfig(dg.Config):

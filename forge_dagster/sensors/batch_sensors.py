@@ -25,7 +25,7 @@ from forge_dagster.core.intake.inbox import inbox_waiting
 from forge_dagster.core.store import ForgeStore
 from forge_dagster.jobs.batch_jobs import build_batches_job, collect_batch_job
 from forge_dagster.resources.lease_store import LeaseStoreResource
-from forge_dagster.resources.providers import ProviderPortsResource
+from forge_dagster.resources.provider_keys import ProviderKeysResource
 from forge_dagster.sensors.intervals import retry_delay, sensor_interval
 from forge_dagster.sensors.run_liveness import died, live_runs, store_tags
 
@@ -97,13 +97,13 @@ def pending_work_sensor(context: dg.SensorEvaluationContext, lease_store: LeaseS
 
 @dg.sensor(job=collect_batch_job, minimum_interval_seconds=sensor_interval(60), default_status=dg.DefaultSensorStatus.RUNNING)
 def batch_status_sensor(
-    context: dg.SensorEvaluationContext, lease_store: LeaseStoreResource, providers: ProviderPortsResource,
+    context: dg.SensorEvaluationContext, lease_store: LeaseStoreResource, provider_keys: ProviderKeysResource,
 ):
     """Polls every in-flight provider batch once per tick and requests the collection run of each
     batch that ended and has no live collection run (see the module docstring for its run keys), tagged
     with its provider."""
     store = lease_store.store
-    poll = poll_open_batches(store, providers.ports)
+    poll = poll_open_batches(store, provider_keys.ports)
     for error in poll.errors:
         context.log.warning(error)
     ended = store.batches.ended_uncollected()

@@ -27,7 +27,7 @@ from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.providers.keyring import SIMULATOR_KEY, KeyRing, keys_from_env
 from forge_dagster.core.providers.quota import PausePolicy, probe_due_keys
 from forge_dagster.core.store import ForgeStore, JobSpec
-from forge_dagster.resources.providers import ProviderPortsResource
+from forge_dagster.resources.provider_keys import ProviderKeysResource
 from tests.chaos import conservation
 from tests.chaos.harness import ROOT, fresh_sim
 from tests.helpers import make_due
@@ -78,7 +78,7 @@ def batch_jobs(store: ForgeStore, n: int, *, max_attempts: int = 3, tag: str = "
 
 def simulator_ports(sim_url: str, timeout_s: float = 60.0):
     """The ports the Dagster resources build when no key is configured: the simulator's."""
-    return ProviderPortsResource(simulator_url=sim_url, timeout_s=timeout_s).ports
+    return ProviderKeysResource(simulator_url=sim_url, timeout_s=timeout_s).ports
 
 
 def drive_batches(

@@ -11,7 +11,7 @@ from forge_dagster.core.nightly.gpu_mutex import connect
 from forge_dagster.resources.gpu import GpuMutexResource
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.ollama import OllamaResource
-from forge_dagster.resources.providers import ProviderPortsResource
+from forge_dagster.resources.provider_keys import ProviderKeysResource
 
 MODEL = "llama3.2:3b"
 
@@ -34,7 +34,7 @@ def mutex_name(redis_url):
 def resources(database_url, schema, sim, redis_url, mutex_name):
     return {
         "lease_store": LeaseStoreResource(database_url=database_url, db_schema=schema),
-        "providers": ProviderPortsResource(simulator_url=sim.url),
+        "provider_keys": ProviderKeysResource(simulator_url=sim.url),
         "gpu_mutex": GpuMutexResource(redis_url=redis_url, name=mutex_name, ttl_ms=5000, acquire_timeout_s=30),
         "ollama": OllamaResource(host=sim.ollama_host, model=MODEL),
     }

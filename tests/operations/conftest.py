@@ -47,9 +47,9 @@ def catalog(store):
 
 @pytest.fixture
 def ports(sim):
-    from forge_dagster.resources.providers import ProviderPortsResource
+    from forge_dagster.resources.provider_keys import ProviderKeysResource
 
-    return ProviderPortsResource(simulator_url=sim.url).ports
+    return ProviderKeysResource(simulator_url=sim.url).ports
 
 
 

@@ -10,7 +10,7 @@ from forge_dagster.assets.operations import OPERATIONS_CHECKS, OPERATOR_VIEW_ASS
 from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.outbox_relay import OutboxRelayResource
-from forge_dagster.resources.providers import ProviderPortsResource
+from forge_dagster.resources.provider_keys import ProviderKeysResource
 from forge_dagster.sensors.outbox_relay import outbox_relay_sensor
 from tests.helpers import run_batch_round, wait_until
 from tests.operations.conftest import SECRET, ticket_specs
@@ -23,7 +23,7 @@ def test_ledgers_show_jobs_batches_costs_and_masked_credentials(store, catalog, 
     run_batch_round(store, catalog, ports)
     resources = {
         "lease_store": LeaseStoreResource(database_url=database_url, db_schema=schema),
-        "providers": ProviderPortsResource(openai_api_key=FAKE_KEY, simulator_url=sim.url),
+        "provider_keys": ProviderKeysResource(openai_api_key=FAKE_KEY, simulator_url=sim.url),
     }
     checks = [c for c in OPERATIONS_CHECKS if c is not archive_is_whole]  # its asset is not materialised here
     result = dg.materialize([*OPERATOR_VIEW_ASSETS, *checks], resources=resources)

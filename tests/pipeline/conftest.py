@@ -7,7 +7,8 @@ import json
 import pytest
 
 from forge_dagster.resources.lease_store import LeaseStoreResource
-from forge_dagster.resources.providers import ProcessorCatalogResource, ProviderPortsResource
+from forge_dagster.resources.processor_catalog import ProcessorCatalogResource
+from forge_dagster.resources.provider_keys import ProviderKeysResource
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def catalog(store):
 
 @pytest.fixture
 def ports(sim):
-    return ProviderPortsResource(simulator_url=sim.url).ports
+    return ProviderKeysResource(simulator_url=sim.url).ports
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def resources(database_url, schema, sim):
     return {
         "lease_store": LeaseStoreResource(database_url=database_url, db_schema=schema),
         "processors": ProcessorCatalogResource(),
-        "providers": ProviderPortsResource(simulator_url=sim.url),
+        "provider_keys": ProviderKeysResource(simulator_url=sim.url),
     }
 
 

@@ -17,7 +17,7 @@ from forge_dagster.assets.batch_pipeline import (
 from forge_dagster.assets.checks import BATCH_OUTPUT_CHECKS
 from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.store import JobSpec
-from forge_dagster.resources.providers import ProcessorCatalogResource
+from forge_dagster.resources.processor_catalog import ProcessorCatalogResource
 from tests.helpers import run_batch_round
 from tests.pipeline.conftest import ticket
 from tests.pipeline.test_engine import enqueue
@@ -33,7 +33,7 @@ def test_output_checks_fail_on_a_missing_cost_and_on_an_output_changed_after_acc
     catalog = resources["processors"].load(store)
     [changed, lost, _] = enqueue(store, [ticket(i) for i in range(3)])
     [unpriced] = submit_jobs(store, [JobSpec("unpriced", ticket(9)["input"], processor_version="1.0.0")]).accepted
-    batches = run_batch_round(store, catalog, resources["providers"].ports)
+    batches = run_batch_round(store, catalog, resources["provider_keys"].ports)
     assert store.jobs.counts() == {"succeeded": 4}
     edit = "UPDATE jobs SET output = '{\"category\": \"spam\"}' WHERE id = %s"
     with pytest.raises(psycopg.errors.CheckViolation), store.transaction() as conn:

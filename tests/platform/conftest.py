@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from forge_dagster.core.platform.catalog import PACKAGE_PROCESSORS_DIR
-from forge_dagster.resources.providers import ProviderPortsResource
+from forge_dagster.resources.provider_keys import ProviderKeysResource
 
 
 def example(name: str) -> dict:
@@ -31,7 +31,7 @@ def write_processor(folder: Path, definition: dict, **changes) -> Path:
 
 @pytest.fixture
 def ports(sim):
-    return ProviderPortsResource(simulator_url=sim.url).ports
+    return ProviderKeysResource(simulator_url=sim.url).ports
 
 
 

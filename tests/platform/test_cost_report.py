@@ -16,7 +16,7 @@ from forge_dagster.core.platform.cost_reports import ledger_summary
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.store import JobSpec
 from forge_dagster.resources.lease_store import LeaseStoreResource
-from forge_dagster.resources.providers import ProviderPortsResource
+from forge_dagster.resources.provider_keys import ProviderKeysResource
 from tests.helpers import run_batch_round
 from tests.platform.conftest import ticket_input
 
@@ -26,7 +26,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture
 def resources(database_url, schema, sim):
     return {"lease_store": LeaseStoreResource(database_url=database_url, db_schema=schema),
-            "providers": ProviderPortsResource(simulator_url=sim.url)}
+            "provider_keys": ProviderKeysResource(simulator_url=sim.url)}
 
 
 def materialize(resources, out: Path):

@@ -7,8 +7,8 @@ import dagster as dg
 
 from forge_dagster.assets.realtime import realtime_outputs
 from forge_dagster.resources.lease_store import LeaseStoreResource
+from forge_dagster.resources.processor_catalog import ProcessorCatalogResource
 from forge_dagster.resources.provider_keys import ProviderKeysResource
-from forge_dagster.resources.providers import ProcessorCatalogResource
 from forge_dagster.sensors.quota_sensors import key_probe_sensor
 from forge_dagster.sensors.realtime_sensors import realtime_work_sensor
 

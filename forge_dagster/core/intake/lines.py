@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -116,7 +115,7 @@ def parse_lines(
     `check_processor`, a line with no mode leaves it to the store, which routes it by its processor.
     A callback_url the policy refuses without a lookup (a literal private address...) refuses its line;
     the policy is the environment's (`FORGE_CALLBACK_ALLOW`) unless one is given."""
-    policy = callback_policy if callback_policy is not None else CallbackPolicy.from_environ(os.environ)
+    policy = callback_policy if callback_policy is not None else CallbackPolicy.from_environ()
     parsed = ParsedIntake()
     for number, raw in enumerate(lines, start=1):
         try:

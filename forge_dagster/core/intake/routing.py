@@ -5,7 +5,6 @@ before the store takes it. `submit_jobs` is the one way in for jobs built in Pyt
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -104,7 +103,7 @@ def review_external_rows(
     http(s) and not one the callback policy refuses without a lookup. Accepted rows are pinned and routed like every other job (a mode the row states is kept);
     refused ones fail with the reason. Returns (accepted, refused)."""
     check = processor_check(catalog, realtime_within_s=realtime_within_s)
-    policy = CallbackPolicy.from_environ(os.environ)
+    policy = CallbackPolicy.from_environ()
 
     def review(row: dict[str, Any]) -> tuple[str, str]:
         url = row["callback_url"]

@@ -47,6 +47,10 @@ class OllamaRuntime:
         self.host, self.model, self.keep_alive = host, model, keep_alive
         self.client = ollama.Client(host=host, timeout=timeout_s)
 
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self.client.close()
+
     def _call(self, fn, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)

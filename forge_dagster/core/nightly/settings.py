@@ -2,48 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from forge_dagster.core.config import EnvironSettings
+
+ENV_PREFIX = "FORGE_NIGHTLY_"
 
 
-class NightlySettings(BaseSettings):
-    """Schedule, model and thresholds of the nightly chain. Lists are comma-separated in the environment."""
+class NightlySettings(EnvironSettings):
+    """Schedule, model and thresholds of the nightly chain, each from `FORGE_NIGHTLY_<FIELD>` (its name in
+    capitals): e.g. `FORGE_NIGHTLY_CRON`. Lists are comma-separated in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="FORGE_NIGHTLY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    timezone: str = "UTC"
-    cron: str = "0 2 * * *"  # 02:00 every day in `timezone`
-    weekly_cron: str = "0 4 * * 0"  # Sundays 04:00
-    model: str = "llama3.2:3b"
-    feeds: str = ""  # RSS/Atom/JSON feed files or URLs, comma-separated
-    window_h: float = 24.0  # how far back "the night" looks at Forge's jobs, runs and costs
-    disk_min_free_gb: float = 2.0
-    queue_depth_max: int = 10_000
-    pending_age_max_s: float = 6 * 3600
-    failure_rate_warn: float = 0.05
-    failure_rate_fail: float = 0.25
-    outbox_lag_max_s: float = 900.0
-    daemon_heartbeat_max_s: float = 300.0
-    gpu_acquire_timeout_s: float = 900.0  # how long a GPU step waits for the mutex (resource `gpu_mutex`)
-    healing_max_attempts: int = Field(default=3, ge=1)
-    healing_cooldown_s: float = 300.0
-    healing_window_s: float = 24 * 3600
-    healing_wait_s: float = 30.0  # how long a remedy waits for the dependency to answer again
-    # The most one remedy may take: it runs in a sensor tick, which Dagster stops after 60 s by default.
-    healing_budget_s: float = Field(default=30.0, gt=0)
-    ollama_restart_cmd: str | None = None  # run when Ollama is down, e.g. "systemctl restart ollama"
+    timezone: str = Field(default="UTC", description="The timezone of the schedules and of a night's date.")
+    cron: str = Field(default="0 2 * * *", description="When the nightly chain starts (02:00 every day).")
+    weekly_cron: str = Field(default="0 4 * * 0", description="When the weekly consolidation runs (Sundays 04:00).")
+    model: str = Field(default="llama3.2:3b", description="The Ollama model the chain warms up and uses.")
+    feeds: str = Field(default="", description="RSS/Atom/JSON feed files or URLs for the article scan, comma-separated.")
+    window_h: float = Field(default=24.0, description='How far back "the night" looks at jobs, runs and costs.')
+    disk_min_free_gb: float = Field(default=2.0, description="Free disk below which the disk check fails (below twice this: warns).")
+    queue_depth_max: int = Field(default=10_000, description="Pending jobs above which the queues check warns.")
+    pending_age_max_s: float = Field(default=6 * 3600, description="The oldest pending job's age above which the queues check warns.")
+    failure_rate_warn: float = Field(default=0.05, description="The night's failure rate that warns.")
+    failure_rate_fail: float = Field(default=0.25, description="The night's failure rate that fails.")
+    outbox_lag_max_s: float = Field(default=900.0, description="The outbox lag above which the outbox check warns.")
+    daemon_heartbeat_max_s: float = Field(default=300.0, description="The Dagster daemon's heartbeat age above which the daemon check fails.")
+    gpu_acquire_timeout_s: float = Field(default=900.0, description="How long a GPU step waits for the GPU mutex.")
+    healing_max_attempts: int = Field(default=3, ge=1, description="Remedies per signal within the healing window.")
+    healing_cooldown_s: float = Field(default=300.0, description="The pause between two remedies of one signal.")
+    healing_window_s: float = Field(default=24 * 3600, description="The window the remedy attempts are counted in.")
+    healing_wait_s: float = Field(default=30.0, description="How long a remedy waits for the dependency to answer.")
+    # It runs in a sensor tick, which Dagster stops after 60 s by default.
+    healing_budget_s: float = Field(default=30.0, gt=0, description="The most one remedy may take.")
+    ollama_restart_cmd: str | None = Field(
+        default=None, description='Run when Ollama is down, e.g. "systemctl restart ollama"; unset: no restart.')
 
     @property
     def feed_list(self) -> list[str]:
         return [f.strip() for f in self.feeds.split(",") if f.strip()]
 
 
-def load_nightly_settings() -> NightlySettings:
-    """The nightly settings from the current environment."""
-    return NightlySettings()
+def load_nightly_settings(environ: Mapping[str, str] | None = None) -> NightlySettings:
+    """The nightly settings of the process environment, or of `environ` alone when given."""
+    if environ is None:
+        return NightlySettings()
+    return NightlySettings.of(environ)
 
 
 def night_key(timezone: str, at: datetime | None = None) -> str:

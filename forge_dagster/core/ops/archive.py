@@ -7,20 +7,19 @@ The age is `FORGE_ARCHIVE_AFTER_HOURS` (default 168, a week) unless the caller p
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
+from forge_dagster.core.config import DEFAULT_ARCHIVE_AFTER_HOURS, load_settings
 from forge_dagster.core.store import ForgeStore
 from forge_dagster.core.store.operations_store import ArchiveReport
 
 AGE_ENV = "FORGE_ARCHIVE_AFTER_HOURS"
-DEFAULT_AGE_HOURS = 168.0
+DEFAULT_AGE_HOURS = DEFAULT_ARCHIVE_AFTER_HOURS
 
 
 def archive_age_hours(environ: Mapping[str, str] | None = None) -> float:
-    """The configured age after which a collected batch is cooled."""
-    env = os.environ if environ is None else environ
-    value = float(env.get(AGE_ENV) or DEFAULT_AGE_HOURS)
+    """The configured age after which a collected batch is cooled (`environ` alone when given)."""
+    value = load_settings(environ).archive_after_hours
     if value < 0:
         raise ValueError(f"{AGE_ENV} must be >= 0, got {value}")
     return value

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from forge_dagster.core.config import settings_from
+from forge_dagster.core.config import load_settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -131,9 +131,10 @@ class CallbackPolicy:
         return cls(frozenset(hosts), tuple(domains), tuple(networks), https_only)
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> CallbackPolicy:
-        """The policy `FORGE_CALLBACK_ALLOW` and `FORGE_CALLBACK_HTTPS_ONLY` in `environ` describe."""
-        settings = settings_from(environ)
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> CallbackPolicy:
+        """The policy `FORGE_CALLBACK_ALLOW` and `FORGE_CALLBACK_HTTPS_ONLY` describe (in the settings, or
+        in `environ` alone when given)."""
+        settings = load_settings(environ)
         return cls.parse(settings.callback_allow, https_only=settings.callback_https_only)
 
     def describe(self) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from forge_dagster.core.config import ForgeSettings
 from forge_dagster.core.ops.stamps import DeliveryError
 from forge_dagster.core.secrets import scrub
 from forge_dagster.core.store.types import OutboxMessage, OutboxRow
@@ -29,12 +30,12 @@ MAX_TEXT = 2900  # a section's text is limited to 3000 characters
 SAMPLES = 5
 
 
-def webhook_url(environ: Mapping[str, str]) -> tuple[str | None, str]:
+def webhook_url(settings: ForgeSettings) -> tuple[str | None, str]:
     """(the webhook URL or None, where it comes from, for the operator)."""
-    if environ.get("FORGE_SLACK_WEBHOOK_URL"):
-        return environ["FORGE_SLACK_WEBHOOK_URL"], "FORGE_SLACK_WEBHOOK_URL"
-    if environ.get("FORGE_SIMULATOR_URL"):
-        return environ["FORGE_SIMULATOR_URL"].rstrip("/") + "/slack/webhook", "the simulator's Slack receiver"
+    if settings.slack_webhook_url and settings.slack_webhook_url.get_secret_value():
+        return settings.slack_webhook_url.get_secret_value(), "FORGE_SLACK_WEBHOOK_URL"
+    if settings.simulator_url:
+        return settings.simulator_url.rstrip("/") + "/slack/webhook", "the simulator's Slack receiver"
     return None, "none: set FORGE_SLACK_WEBHOOK_URL (notifications are held in the outbox)"
 
 

@@ -17,7 +17,6 @@ The `outbox_relay_sensor` drains it from Dagster; `forge work` runs it beside th
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -26,11 +25,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from forge_dagster.core.config import settings_from
+from pydantic import SecretStr
+
+from forge_dagster.core.config import ForgeSettings, load_settings
 from forge_dagster.core.ops.callback_policy import CallbackPolicy, Resolver, system_resolver
 from forge_dagster.core.ops.notify import SlackNotifier, webhook_url
 from forge_dagster.core.ops.stamp_delivery import DELIVERED, FAILED, REFUSED, StampLane
-from forge_dagster.core.ops.stamps import STAMP_TOPIC, DeliveryError, StampSender, load_callback_secret
+from forge_dagster.core.ops.stamps import STAMP_TOPIC, DeliveryError, StampSender, callback_secret_of
 from forge_dagster.core.store import ForgeStore
 from forge_dagster.core.store.outbox_store import ReadyRow
 
@@ -182,22 +183,21 @@ class Relay:
 
 def build_relay(
     store: ForgeStore, *, forge_home: Path, environ: Mapping[str, str] | None = None,
-    slack_webhook_url: str | None = None, callback_secret: str | None = None,
+    settings: ForgeSettings | None = None, slack_webhook_url: str | None = None, callback_secret: str | None = None,
     resolver: Resolver = system_resolver, **kwargs,
 ) -> Relay:
-    """A relay configured from the environment (or the values given): webhook, callback secret, and the
-    callback policy with its per-host bounds (`FORGE_CALLBACK_*`). The Slack webhook is the operator's own
+    """A relay configured from `settings` (default: those of the environment, or of `environ` alone), or the
+    values given: webhook, callback secret, and the callback policy with its per-host bounds (`FORGE_CALLBACK_*`). The Slack webhook is the operator's own
     and is not under the callback policy; a job's callback_url always is."""
-    env = dict(os.environ if environ is None else environ)
+    settings = settings.model_copy() if settings is not None else load_settings(environ)
     if slack_webhook_url:
-        env["FORGE_SLACK_WEBHOOK_URL"] = slack_webhook_url
+        settings.slack_webhook_url = SecretStr(slack_webhook_url)
     if callback_secret:
-        env["FORGE_CALLBACK_SECRET"] = callback_secret
-    url, source = webhook_url(env)
+        settings.callback_secret = SecretStr(callback_secret)
+    url, source = webhook_url(settings)
     notifier = SlackNotifier(url) if url else None
-    settings = settings_from(env)
     policy = CallbackPolicy.parse(settings.callback_allow, https_only=settings.callback_https_only)
-    stamps = StampSender(load_callback_secret(forge_home, env), policy=policy, resolver=resolver)
+    stamps = StampSender(callback_secret_of(settings, forge_home), policy=policy, resolver=resolver)
     kwargs = {"host_concurrency": settings.callback_host_concurrency, "host_rate": settings.callback_host_rate,
               **kwargs}
     return Relay(store, stamps=stamps, notifier=notifier, notifier_note=source, **kwargs)

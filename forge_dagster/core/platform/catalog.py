@@ -4,7 +4,6 @@ a handler that cannot be imported included), a folder of them, and the catalog b
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError as PydanticValidationError
 
+from forge_dagster.core.config import load_settings
 from forge_dagster.core.platform.processors import HANDLER_RE, Processor, ProcessorError, _semver_key
 
 PACKAGE_PROCESSORS_DIR = Path(__file__).resolve().parents[2] / "examples" / "processors"
@@ -133,7 +133,7 @@ def _processor_files(directory: Path) -> list[Path]:
 def default_processor_dirs() -> list[Path]:
     """The packaged examples, then `$FORGE_PROCESSORS_DIR` when set."""
     dirs = [PACKAGE_PROCESSORS_DIR]
-    extra = os.environ.get(PROCESSORS_DIR_ENV)
+    extra = load_settings().processors_dir
     if extra:
         dirs.append(Path(extra))
     return dirs

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from forge_dagster.core.config import load_settings
 from forge_dagster.core.models import Provider, Usage
 
 # Bump on every change to the table below: each ledger row keeps the version it was priced with.
@@ -165,7 +166,7 @@ def _table(path: str | None, _stamp: tuple[int, int]) -> PriceTable:
 def active_prices() -> PriceTable:
     """The built-in table, with the prices of FORGE_PRICES_FILE over it when set (re-read when the file
     changes). PricesFileError when that file is missing or wrong."""
-    path = os.environ.get(PRICES_FILE_ENV) or None
+    path = load_settings().prices_file or None
     if path is None:
         return _table(None, (0, 0))
     try:

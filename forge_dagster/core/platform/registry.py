@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +30,7 @@ from forge_dagster.core.platform.catalog import (
     load_processors,
 )
 from forge_dagster.core.platform.processors import Processor, _semver_key
+from forge_dagster.core.process_cache import ProcessCache
 from forge_dagster.core.store import ForgeStore
 from forge_dagster.core.store.processor_store import RegistryError
 
@@ -41,10 +41,10 @@ __all__ = [
     "register_processors", "retire", "sync_processors",
 ]
 
-_lock = threading.Lock()
-_built: dict[str, Processor] = {}  # definition hash -> Processor (keeps compiled validators warm)
-_synced: dict[tuple[str, str], tuple[Any, ...]] = {}  # (url, schema) -> signature of the YAML synced last
-_MAX_BUILT = 1024
+# definition hash -> Processor (keeps compiled validators warm)
+_built: ProcessCache[str, Processor] = ProcessCache("processors by definition hash", max_entries=1024)
+# (url, schema) -> signature of the YAML synced last
+_synced: ProcessCache[tuple[str, str], tuple[Any, ...]] = ProcessCache("YAML signature synced per store")
 
 
 @dataclass(frozen=True)
@@ -139,16 +139,7 @@ def _definition_hash(definition: dict[str, Any]) -> str:
 
 
 def _build(definition: dict[str, Any]) -> Processor:
-    digest = _definition_hash(definition)
-    with _lock:
-        found = _built.get(digest)
-    if found is None:
-        found = Processor.model_validate(definition)
-        with _lock:
-            if len(_built) >= _MAX_BUILT:
-                _built.clear()
-            _built[digest] = found
-    return found
+    return _built.get_or_create(_definition_hash(definition), lambda: Processor.model_validate(definition))
 
 
 def _row(processor: Processor, source: str | None, activate_if_new: bool) -> dict[str, Any]:
@@ -225,8 +216,7 @@ def sync_processors(
             if path.suffix in (".yaml", ".yml") and path.is_file():
                 sources.setdefault(load_processor_file(path).key, str(path))
     report = register_processors(store, [(p, sources.get(p.key)) for p in catalog.all()], actor=actor)
-    with _lock:
-        _synced[(store.url, store.schema)] = _signature(dirs)
+    _synced.put((store.url, store.schema), _signature(dirs))
     return report
 
 
@@ -237,8 +227,7 @@ def load_catalog(
     registered first, unless those files are unchanged since this process last synced them."""
     if sync:
         dirs = [Path(d) for d in (default_processor_dirs() if directories is None else directories)]
-        with _lock:
-            current = _synced.get((store.url, store.schema))
+        current = _synced.get((store.url, store.schema))
         if current != _signature(dirs):
             sync_processors(store, dirs)
     entries, problems = registry_entries(store)

@@ -18,12 +18,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from forge_dagster.core.config import load_settings
 from forge_dagster.core.models import Provider
 from forge_dagster.core.providers.base import ProviderCredentials, ProviderPort
 from forge_dagster.core.providers.ratelimit import KeyLimiter
@@ -31,7 +31,7 @@ from forge_dagster.core.providers.registry import PORT_CLASSES
 from forge_dagster.core.store import ForgeStore
 from forge_dagster.core.store.key_store import KeyRecord
 
-SIMULATOR_KEY = "sim-no-key"  # the value resources/providers.py sends to the simulator
+SIMULATOR_KEY = "sim-no-key"  # the key sent to the simulator when no provider key is set
 SIMULATOR_ALIAS = "simulator"
 DEFAULT_SIMULATOR_URL = "http://127.0.0.1:8700"
 _PREFIX = {Provider.OPENAI: "OPENAI", Provider.ANTHROPIC: "ANTHROPIC"}
@@ -71,8 +71,9 @@ def _limit(env: Mapping[str, str], name: str) -> int | None:
 def keys_from_env(
     environ: Mapping[str, str] | None = None, *, simulator_url: str | None = None, timeout_s: float = 60.0,
 ) -> list[ProviderKey]:
-    """Every provider key the environment names (see the module docstring); the simulator's when none."""
-    env = os.environ if environ is None else environ
+    """Every provider key `environ` names (default: the settings' `provider_environ`; see the module
+    docstring); the simulator's when none."""
+    env = load_settings().provider_environ if environ is None else environ
     found: dict[tuple[Provider, str], ProviderKey] = {}
 
     def add(provider: Provider, alias: str, secret: str, base_url: str | None, suffix: str = "") -> None:

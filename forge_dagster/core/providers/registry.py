@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from forge_dagster.core.config import load_settings
 from forge_dagster.core.models import Provider
 from forge_dagster.core.providers.base import ProviderCredentials, ProviderPort
 
@@ -46,8 +46,8 @@ class ProviderRegistry(Mapping[Provider, ProviderPort]):
         cls, environ: Mapping[str, str] | None = None, *, timeout_s: float = 60, **options: Any
     ) -> ProviderRegistry:
         """Ports for the providers whose key is set: OPENAI_API_KEY / OPENAI_BASE_URL,
-        ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL."""
-        env = os.environ if environ is None else environ
+        ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL (in the settings, or in `environ` when given)."""
+        env = load_settings().provider_environ if environ is None else environ
         credentials = {
             provider: ProviderCredentials(env[key_name], env.get(url_name) or None, timeout_s=timeout_s)
             for provider, (key_name, url_name) in ENV_NAMES.items()
