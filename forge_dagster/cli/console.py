@@ -7,10 +7,10 @@ the token whatever the address.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from forge_dagster.cli.common import fail, open_announced
+from forge_dagster.core.config import load_settings
 
 TOKEN_ENV = "FORGE_CONSOLE_TOKEN"
 
@@ -21,14 +21,15 @@ def cmd_console(args: argparse.Namespace) -> int:
     from forge_dagster.console import ConsoleConfig, create_app
     from forge_dagster.console.security import ConsoleRefused, check_bind
 
-    token = os.environ.get(TOKEN_ENV) or None
+    settings = load_settings()
+    token = settings.console_token.get_secret_value() if settings.console_token else None
     try:
         check_bind(args.host, token)
     except ConsoleRefused as exc:
         return fail(str(exc), 2)
     store = open_announced(pool_size=6)
     config = ConsoleConfig(token=token, dagster_url=args.dagster_url,
-                           dagster_daemons=bool(args.dagster_url or os.environ.get("DAGSTER_HOME")))
+                           dagster_daemons=bool(args.dagster_url or settings.dagster_home))
     with store:
         print(f"forge: console on http://{args.host}:{args.port}"
               + ("" if token else " (read-only: set FORGE_CONSOLE_TOKEN to act)"), file=sys.stderr, flush=True)

@@ -90,6 +90,9 @@ class ForgeSettings(EnvironSettings):
                     '"base_url", "rpm", "tpm".')
     slack_webhook_url: SecretStr | None = Field(default=None, alias="FORGE_SLACK_WEBHOOK_URL",
                                                 description="Where notifications go; unset: the simulator's receiver.")
+    console_token: SecretStr | None = Field(
+        default=None, alias="FORGE_CONSOLE_TOKEN",
+        description="The operator console's token: needed to act, and to bind any address but loopback.")
     callback_secret: SecretStr | None = Field(
         default=None, alias="FORGE_CALLBACK_SECRET",
         description="The HMAC secret that signs stamps; unset: one kept under FORGE_HOME.")

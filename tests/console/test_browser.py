@@ -19,7 +19,7 @@ import pytest
 from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.store import JobSpec
-from forge_dagster.resources.providers import ProviderPortsResource
+from forge_dagster.resources.provider_keys import ProviderKeysResource
 from tests.console.test_pages import run_steps
 from tests.helpers import (
     ECHO_HANDLER,
@@ -86,7 +86,7 @@ def test_the_console_walked_in_a_browser(store, database_url, schema, sim):
     run_steps(store)
     submit_jobs(store, [JobSpec("ticket_triage", {"subject": f"T{i}", "body": "It broke."}, external_id=f"t{i}")
                         for i in range(6)])
-    [batch_id] = run_batch_round(store, catalog, ProviderPortsResource(simulator_url=sim.url).ports)
+    [batch_id] = run_batch_round(store, catalog, ProviderKeysResource(simulator_url=sim.url).ports)
     register_processor(store, name="triage_llm", version="1.0.0", template="Sort: {body}")
     register_processor(store, name="triage_llm", version="1.1.0", template="Sort by urgency: {body}", temperature=0.2)
 

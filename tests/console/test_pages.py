@@ -11,7 +11,7 @@ from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.realtime.handler_worker import Worker
 from forge_dagster.core.store import JobSpec
-from forge_dagster.resources.providers import ProviderPortsResource
+from forge_dagster.resources.provider_keys import ProviderKeysResource
 from tests.helpers import ECHO_HANDLER, register_processor, register_step, run_batch_round
 from tests.store.handlers import echo
 
@@ -75,7 +75,7 @@ def test_jobs_filter_by_state_processor_and_intake_id_with_counts_and_pages(cons
 
 def test_a_batch_page_after_a_real_round_shows_its_history_outcomes_and_cost(console, store, sim):
     catalog = load_catalog(store)
-    ports = ProviderPortsResource(simulator_url=sim.url).ports
+    ports = ProviderKeysResource(simulator_url=sim.url).ports
     submit_jobs(store, [JobSpec("ticket_triage", {"subject": f"T{i}", "body": "It broke."}, external_id=f"t{i}")
                         for i in range(4)])
     [batch_id] = run_batch_round(store, catalog, ports)
