@@ -16,7 +16,6 @@ from forge_dagster.core.store.console_store import JobFilter
 
 log = logging.getLogger(__name__)
 DAEMON_STALE_S = 60.0
-OPEN_COUNT_CAP = 100_000  # the diagram's counts stop here ("100,000+" reads the same to an operator)
 
 
 def daemon_heartbeats() -> dict[str, float] | None:
@@ -64,7 +63,7 @@ def read_fleet(store: ForgeStore, *, with_dagster: bool = True) -> Fleet:
     return Fleet(workers=store.fleet.workers(), runs=store.fleet.runs(),
                  daemons=daemon_heartbeats() if with_dagster else None, takeovers=store.fleet.takeovers(),
                  outbox_undelivered=undelivered, outbox_lag_s=lag, night=store.console.latest_night(),
-                 jobs=store.console.job_counts(JobFilter(), cap=OPEN_COUNT_CAP),
+                 jobs=store.console.job_counts(JobFilter()).by_state,
                  open_batches=sum(n for s, n in batches.items() if s not in ("collected", "archived")))
 
 

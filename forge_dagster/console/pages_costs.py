@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from forge_dagster.console.context import Console, int_arg
-from forge_dagster.core.platform.cost_reports import cost_by_day_and_model, cost_chart_png, cost_table
+from forge_dagster.core.platform.cost_reports import cost_by_day_and_model, cost_chart_png, since
 
 DEFAULT_DAYS = 30
 
@@ -19,7 +19,7 @@ def routes(console: Console) -> list[Route]:
 
     def costs(request: Request):
         days = min(int_arg(request, "days") or DEFAULT_DAYS, 3650)
-        by = {grouping: cost_table(store, grouping, days) for grouping in ("day", "model", "processor")}
+        by = store.console.costs(since(days))
         unpriced = [r for r in by["model"] if r["unpriced_attempts"]]
         spent, in_flight = store.costs.usage_today()
         held = {a["scope"]: a for a in store.console.budget_alerts_today()}

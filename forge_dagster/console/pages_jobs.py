@@ -65,7 +65,7 @@ def routes(console: Console) -> list[Route]:
         more = query_with(request, before=rows[-1]["id"]) if len(rows) == PAGE_SIZE else None
         return console.render(request, "jobs.html", rows=rows, counts=counts, where=where, more=more,
                               states=JOB_STATES, query_with=lambda **kw: query_with(request, **kw),
-                              cap=10_000, archived=False)
+                              archived=False)
 
     def job(request: Request):
         ref = request.path_params["ref"]

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from forge_dagster.console.context import Console, text_arg
 from forge_dagster.core.platform.preview import preview_request
 from forge_dagster.core.platform.registry import load_catalog
+from forge_dagster.core.store.console_store import RATES_WINDOW
 
 PROMPT_FIELDS = ("system", "template")
 SCHEMA_FIELDS = ("response_schema",)
@@ -43,7 +44,7 @@ def routes(console: Console) -> list[Route]:
             row.update(rate, valid_rate=rate["succeeded"] / ended if ended else None,
                        invalid_rate=rate["invalid"] / ended if ended else None)
         names = sorted({r["name"] for r in rows})
-        return console.render(request, "processors.html", rows=rows, names=names)
+        return console.render(request, "processors.html", rows=rows, names=names, window=RATES_WINDOW)
 
     def diff(request: Request):
         name = request.path_params["name"]

@@ -7,7 +7,10 @@ The filter clauses below are constants; only parameters carry what the operator 
 
 # One filter for the list of jobs and its counts. `q` is an intake id prefix (LIKE 'abc%', its wildcards
 # escaped by the caller), answered by jobs_external_id_prefix_idx; `q_id` a Forge id typed in the same box.
-# The provider is the pinned processor version's (a handler step has none).
+# The provider is the pinned processor version's (a handler step has none). The list walks ids downwards:
+# for a window ending at `until` it starts at the first job created an hour after it (one probe of
+# jobs_created_idx; ids and creation times run together, a job's intake transaction lasting far less than
+# an hour), instead of walking every newer job first.
 _JOB_FILTER = """
   (%(processor)s::text IS NULL OR j.processor = %(processor)s)
   AND (%(version)s::text IS NULL OR j.processor_version = %(version)s)
@@ -17,6 +20,9 @@ _JOB_FILTER = """
         AND p.provider = %(provider)s))
   AND (%(since)s::timestamptz IS NULL OR j.created_at >= %(since)s)
   AND (%(until)s::timestamptz IS NULL OR j.created_at < %(until)s)
+  AND (%(until)s::timestamptz IS NULL OR j.id < coalesce((SELECT u.id FROM jobs u
+        WHERE u.created_at >= %(until)s::timestamptz + interval '1 hour' ORDER BY u.created_at, u.id LIMIT 1),
+        9223372036854775807))
   AND (%(q)s::text IS NULL OR j.external_id LIKE %(q)s OR j.id = %(q_id)s::bigint)
 """
 
@@ -32,15 +38,26 @@ ORDER BY j.id DESC
 LIMIT %(limit)s
 """
 
-# Jobs by state under the same filter (the state filter aside, so every state's count is a link). Each
-# state is counted up to `cap` rows: exact for the states an operator looks into, "cap+" for the millions
-# that succeeded, in bounded time whatever the store holds.
-JOB_COUNTS = f"""
-SELECT s.state, c.n
+# Jobs by state, all of them: each state counted exactly up to `cap` (an index-only scan of
+# jobs_state_id_idx), and the planner's estimate beside it (pg_stats, refreshed by autovacuum) for the
+# states past the cap: the millions that succeeded are shown as about so many, in bounded time.
+JOB_COUNTS_ALL = """
+SELECT s.state, c.n, round(coalesce(e.freq, 0) * greatest(t.reltuples, 0))::bigint AS estimate
 FROM unnest(%(all_states)s::text[]) AS s(state)
-CROSS JOIN LATERAL (
-    SELECT count(*) AS n FROM (
-        SELECT 1 FROM jobs j WHERE j.state = s.state AND {_JOB_FILTER} LIMIT %(cap)s) capped) c
+CROSS JOIN LATERAL (SELECT count(*) AS n FROM (SELECT 1 FROM jobs j WHERE j.state = s.state LIMIT %(cap)s) x) c
+CROSS JOIN (SELECT reltuples FROM pg_class WHERE oid = 'jobs'::regclass) t
+LEFT JOIN (SELECT v.state, v.freq
+           FROM pg_stats st, unnest(st.most_common_vals::text::text[], st.most_common_freqs) AS v(state, freq)
+           WHERE st.schemaname = current_schema() AND st.tablename = 'jobs' AND st.attname = 'state') e
+  ON e.state = s.state
+"""
+
+# Jobs by state under a filter (its states aside, so every state's count is a link), among the newest
+# `cap` jobs it matches: bounded work however many match.
+JOB_COUNTS_FILTERED = f"""
+SELECT state, count(*) AS n
+FROM (SELECT j.state FROM jobs j WHERE {_JOB_FILTER} ORDER BY j.id DESC LIMIT %(cap)s) newest
+GROUP BY state
 """
 
 # Archived jobs (the same filter on the indexed columns the archive keeps), newest first.
@@ -122,12 +139,14 @@ SELECT run_id, job_name, taken_at, heartbeat_at, dead_at, reason FROM run_leases
 WHERE partition_key = %(partition)s ORDER BY taken_at
 """
 
-# Outcomes per processor version: how many ended, succeeded, invalid (the validator refused every answer).
+# Outcomes per processor version among the newest `window` jobs (a backward walk of the primary key):
+# how many ended, succeeded, invalid (the validator refused every answer).
 PROCESSOR_RATES = """
 SELECT processor, processor_version, count(*) AS ended,
        count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
        count(*) FILTER (WHERE state = 'invalid') AS invalid
-FROM jobs WHERE state IN ('succeeded', 'invalid', 'failed', 'dead', 'cancelled')
+FROM (SELECT processor, processor_version, state FROM jobs ORDER BY id DESC LIMIT %(window)s) newest
+WHERE state IN ('succeeded', 'invalid', 'failed', 'dead', 'cancelled')
 GROUP BY processor, processor_version
 """
 
@@ -165,4 +184,19 @@ SELECT id, (row ->> 'created_at')::timestamptz, (row ->> 'attempts')::int, row -
        (row ->> 'refused_at')::timestamptz
 FROM outbox_archive WHERE topic = 'job.stamp' AND key = %(key)s
 ORDER BY id
+"""
+
+# The ledger since `since` by UTC day, by provider/model and by processor, in one scan (grouping sets).
+COSTS_GROUPED = """
+SELECT CASE WHEN GROUPING(to_char(booked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')) = 0 THEN 'day'
+            WHEN GROUPING(provider || '/' || model) = 0 THEN 'model' ELSE 'processor' END AS grouping,
+       coalesce(to_char(booked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), provider || '/' || model,
+                coalesce(processor, '(none)')) AS key,
+       count(*) AS attempts, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+       coalesce(sum(cost_usd), 0) AS cost_usd, count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced_attempts
+FROM costs
+WHERE booked_at >= %(since)s
+GROUP BY GROUPING SETS ((to_char(booked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')), (provider || '/' || model),
+                        (coalesce(processor, '(none)')))
+ORDER BY 1, 2
 """

@@ -6,7 +6,7 @@ Reached as `ForgeStore.console`; it shares the store's connection pool and write
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,8 @@ JOB_STATES = ("pending", "claimed", "running", "submitted", "collected", "succee
               "dead", "cancelled")
 BATCH_STATES = ("building", "submitting", "in_progress", "cancelling", "ended_completed", "ended_expired",
                 "ended_cancelled", "ended_failed", "collected")
-COUNT_CAP = 10_000  # counts per state stop here ("10,000+"): bounded time with millions of jobs
+COUNT_CAP = 10_000  # exact counts per state stop here: bounded time with millions of jobs
+RATES_WINDOW = 50_000  # processor rates are of the newest this many jobs
 
 
 def like_prefix(text: str) -> str:
@@ -39,6 +40,11 @@ class JobFilter:
     until: datetime | None = None
     q: str | None = None  # an intake id prefix, or a Forge id
 
+    @property
+    def narrowed(self) -> bool:
+        """Filtered by anything but state."""
+        return any(v is not None for k, v in asdict(self).items() if k != "states")
+
     def params(self) -> dict[str, Any]:
         params = asdict(self)
         q = (self.q or "").strip()
@@ -46,6 +52,19 @@ class JobFilter:
         params["q_id"] = int(q) if q.isdigit() and len(q) < 18 else None
         params["states"] = list(self.states) if self.states else None
         return params
+
+
+@dataclass
+class JobCounts:
+    """Jobs per state as the console shows them: `approximate` states are the planner's estimate (past the
+    exact cap); `sampled_from` says the counts are of the newest that many matches only."""
+
+    by_state: dict[str, int]
+    approximate: set[str] = field(default_factory=set)
+    sampled_from: int | None = None
+
+    def get(self, state: str, default: int = 0) -> int:
+        return self.by_state.get(state, default)
 
 
 class ConsoleRepository:
@@ -61,10 +80,16 @@ class ConsoleRepository:
         """A page of jobs, newest first; the next page starts `before` the last id of this one."""
         return self._rows(console_sql.JOBS_PAGE, {**where.params(), "before": before, "limit": limit})
 
-    def job_counts(self, where: JobFilter, *, cap: int = COUNT_CAP) -> dict[str, int]:
-        """Jobs per state under `where` (its states aside), each counted up to `cap`."""
-        params = {**where.params(), "all_states": list(JOB_STATES), "cap": cap}
-        return {r["state"]: int(r["n"]) for r in self._rows(console_sql.JOB_COUNTS, params)}
+    def job_counts(self, where: JobFilter, *, cap: int = COUNT_CAP) -> JobCounts:
+        """Jobs per state under `where` (its states aside). Unfiltered: each state exact up to `cap`, else
+        the planner's estimate. Filtered: among the newest `cap` jobs the filter matches."""
+        if not where.narrowed:
+            rows = self._rows(console_sql.JOB_COUNTS_ALL, {"all_states": list(JOB_STATES), "cap": cap})
+            return JobCounts({r["state"]: int(r["n"]) if r["n"] < cap else max(int(r["estimate"]), cap)
+                              for r in rows}, approximate={r["state"] for r in rows if r["n"] >= cap})
+        rows = self._rows(console_sql.JOB_COUNTS_FILTERED, {**where.params(), "cap": cap})
+        counts = {r["state"]: int(r["n"]) for r in rows}
+        return JobCounts(counts, sampled_from=cap if sum(counts.values()) >= cap else None)
 
     def archived_jobs(self, where: JobFilter, *, before: int | None = None, limit: int = 50
                       ) -> list[dict[str, Any]]:
@@ -108,14 +133,21 @@ class ConsoleRepository:
         return self._rows(console_sql.BATCH_RUNS, {"partition": partition})
 
     # -- processors, keys, costs, the night -------------------------------------------------------
-    def processor_rates(self) -> dict[tuple[str, str], dict[str, int]]:
-        """{(processor, version): {ended, succeeded, invalid}} over the jobs that ended."""
+    def processor_rates(self, *, window: int = RATES_WINDOW) -> dict[tuple[str, str], dict[str, int]]:
+        """{(processor, version): {ended, succeeded, invalid}} among the newest `window` jobs."""
         return {(r["processor"], r["processor_version"]): {k: int(r[k]) for k in ("ended", "succeeded", "invalid")}
-                for r in self._rows(console_sql.PROCESSOR_RATES)}
+                for r in self._rows(console_sql.PROCESSOR_RATES, {"window": window})}
 
     def keys(self) -> list[dict[str, Any]]:
         """Provider keys (masked) with their pacing; never the key itself."""
         return self._rows(console_sql.KEYS_WITH_PACING)
+
+    def costs(self, since: datetime) -> dict[str, list[dict[str, Any]]]:
+        """The ledger since `since` by day, model (provider/model) and processor: {grouping: rows}."""
+        grouped: dict[str, list[dict[str, Any]]] = {"day": [], "model": [], "processor": []}
+        for row in self._rows(console_sql.COSTS_GROUPED, {"since": since}):
+            grouped[row.pop("grouping")].append(row)
+        return grouped
 
     def budget_alerts_today(self) -> list[dict[str, Any]]:
         return self._rows(console_sql.BUDGET_ALERTS_TODAY)
