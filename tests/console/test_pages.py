@@ -106,3 +106,18 @@ def test_the_cost_chart_is_the_reports_png_and_unpriced_models_are_flagged(conso
     assert chart.status_code == 200 and chart.headers["content-type"] == "image/png"
     assert chart.content.startswith(b"\x89PNG")
     assert "no budget set" in console.get("/costs").text
+
+
+def test_archived_jobs_and_batches_open_on_the_same_pages(console, store, sim):
+    catalog = load_catalog(store)
+    ports = ProviderKeysResource(simulator_url=sim.url).ports
+    submit_jobs(store, [JobSpec("ticket_triage", {"subject": "T", "body": "It broke."}, external_id="arch-1")])
+    [batch_id] = run_batch_round(store, catalog, ports)
+    [job] = store.console.batch_jobs(batch_id)
+    assert store.operations.archive(0).batches == 1
+    listing = console.get("/archive").text
+    assert f'href="/batches/{batch_id}"' in listing and "arch-1" in listing
+    batch_page = console.get(f"/batches/{batch_id}").text
+    assert "archived" in batch_page and "succeeded: 1" in batch_page
+    job_page = console.get(f"/jobs/{job['id']}").text
+    assert "archived" in job_page and "attempt 1: succeeded 200" in job_page and "Timeline" in job_page
