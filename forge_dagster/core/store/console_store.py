@@ -18,7 +18,7 @@ JOB_STATES = ("pending", "claimed", "running", "submitted", "collected", "succee
               "dead", "cancelled")
 BATCH_STATES = ("building", "submitting", "in_progress", "cancelling", "ended_completed", "ended_expired",
                 "ended_cancelled", "ended_failed", "collected")
-COUNT_CAP = 10_000  # exact counts per state stop here: bounded time with millions of jobs
+COUNT_CAP = 1_000  # exact counts per state stop here (then an estimate): bounded time with millions of jobs
 RATES_WINDOW = 50_000  # processor rates are of the newest this many jobs
 
 
