@@ -14,8 +14,7 @@ from psycopg.rows import dict_row
 
 from forge_dagster.core.store import console_sql
 
-JOB_STATES = ("pending", "claimed", "running", "submitted", "collected", "succeeded", "invalid", "failed",
-              "dead", "cancelled")
+JOB_STATES = console_sql.JOB_STATES
 BATCH_STATES = ("building", "submitting", "in_progress", "cancelling", "ended_completed", "ended_expired",
                 "ended_cancelled", "ended_failed", "collected")
 COUNT_CAP = 1_000  # exact counts per state stop here (then an estimate): bounded time with millions of jobs
@@ -84,9 +83,12 @@ class ConsoleRepository:
         """Jobs per state under `where` (its states aside). Unfiltered: each state exact up to `cap`, else
         the planner's estimate. Filtered: among the newest `cap` jobs the filter matches."""
         if not where.narrowed:
-            rows = self._rows(console_sql.JOB_COUNTS_ALL, {"all_states": list(JOB_STATES), "cap": cap})
-            return JobCounts({r["state"]: int(r["n"]) if r["n"] < cap else max(int(r["estimate"]), cap)
-                              for r in rows}, approximate={r["state"] for r in rows if r["n"] >= cap})
+            exact = {r["state"]: int(r["n"]) for r in self._rows(console_sql.JOB_COUNTS_ALL, {"cap": cap})}
+            capped = {state for state, n in exact.items() if n >= cap}
+            estimates = ({r["state"]: int(r["estimate"]) for r in self._rows(console_sql.JOB_STATE_ESTIMATES)}
+                         if capped else {})
+            return JobCounts({s: max(estimates.get(s, 0), cap) if s in capped else n for s, n in exact.items()},
+                             approximate=capped)
         rows = self._rows(console_sql.JOB_COUNTS_FILTERED, {**where.params(), "cap": cap})
         counts = {r["state"]: int(r["n"]) for r in rows}
         return JobCounts(counts, sampled_from=cap if sum(counts.values()) >= cap else None)
