@@ -38,16 +38,31 @@ ORDER BY j.id DESC
 LIMIT %(limit)s
 """
 
-JOB_STATES = ("pending", "claimed", "running", "submitted", "collected", "succeeded", "invalid", "failed",
-              "dead", "cancelled")
-
-# Jobs by state, all of them: each state counted exactly up to `cap` (an index-only scan of
-# jobs_state_id_idx). One branch per state, each naming its state as a literal: the planner then knows how
-# common it is, and reads a rare state through the index instead of walking the table until `cap` match
-# (which it would choose for a state it cannot see). The states are this module's constants.
-JOB_COUNTS_ALL = "\nUNION ALL\n".join(
-    f"SELECT '{state}'::text AS state, (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = '{state}' "
-    f"LIMIT %(cap)s) x) AS n" for state in JOB_STATES)
+# Jobs by state, all of them: each state counted exactly up to `cap` (through jobs_state_id_idx). One branch
+# per state, each naming its state as a literal: the planner then knows how common it is, and reads a rare
+# state through the index instead of walking the table until `cap` match (which it would choose for a state
+# it cannot see, as in a join over the list of states).
+JOB_COUNTS_ALL = """
+SELECT 'pending' AS state, (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'pending' LIMIT %(cap)s) x) AS n
+UNION ALL
+SELECT 'claimed' AS state, (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'claimed' LIMIT %(cap)s) x) AS n
+UNION ALL
+SELECT 'running' AS state, (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'running' LIMIT %(cap)s) x) AS n
+UNION ALL
+SELECT 'submitted' AS state, (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'submitted' LIMIT %(cap)s) x) AS n
+UNION ALL
+SELECT 'collected' AS state, (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'collected' LIMIT %(cap)s) x) AS n
+UNION ALL
+SELECT 'succeeded' AS state, (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'succeeded' LIMIT %(cap)s) x) AS n
+UNION ALL
+SELECT 'invalid' AS state, (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'invalid' LIMIT %(cap)s) x) AS n
+UNION ALL
+SELECT 'failed' AS state, (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'failed' LIMIT %(cap)s) x) AS n
+UNION ALL
+SELECT 'dead' AS state, (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'dead' LIMIT %(cap)s) x) AS n
+UNION ALL
+SELECT 'cancelled' AS state, (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'cancelled' LIMIT %(cap)s) x) AS n
+"""
 
 # The planner's estimate of each state's jobs (pg_stats, refreshed by autovacuum), for the states past the
 # cap: the millions that succeeded are shown as about so many.

@@ -14,7 +14,8 @@ from psycopg.rows import dict_row
 
 from forge_dagster.core.store import console_sql
 
-JOB_STATES = console_sql.JOB_STATES
+JOB_STATES = ("pending", "claimed", "running", "submitted", "collected", "succeeded", "invalid", "failed",
+              "dead", "cancelled")  # as counted by console_sql.JOB_COUNTS_ALL
 BATCH_STATES = ("building", "submitting", "in_progress", "cancelling", "ended_completed", "ended_expired",
                 "ended_cancelled", "ended_failed", "collected")
 COUNT_CAP = 1_000  # exact counts per state stop here (then an estimate): bounded time with millions of jobs
