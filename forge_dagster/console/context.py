@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,6 +29,8 @@ class ConsoleConfig:
     token: str | None = None
     dagster_url: str | None = None  # links to runs; None: no links
     dagster_daemons: bool = False  # read the daemons' heartbeats from Dagster's instance (DAGSTER_HOME)
+    batch_ports: Callable[[], Mapping[Any, Any]] | None = None  # provider ports for a batch cancel (None: the
+    # keys of the environment, the simulator when none is set)
 
 
 def _scrubbed(value: Any) -> Any:

@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from forge_dagster.console.context import Console, int_arg, query_with, text_arg
+from forge_dagster.core.batch.cancel import CANCELLABLE
 from forge_dagster.core.store.console_store import BATCH_STATES
 
 PAGE_SIZE = 50
@@ -40,6 +41,7 @@ def routes(console: Console) -> list[Route]:
         return console.render(request, "batch.html", batch=found, history=store.console.batch_history(batch_id),
                               outcomes=store.console.batch_job_states(batch_id),
                               jobs=store.console.batch_jobs(batch_id), runs=store.console.batch_runs(partition),
-                              cost=store.batches.cost(batch_id), partition=partition)
+                              cost=store.batches.cost(batch_id), partition=partition,
+                              may_cancel=found["state"] in CANCELLABLE and not found.get("archived"))
 
     return [Route("/batches", batches), Route("/batches/{batch_id}", batch)]

@@ -104,6 +104,14 @@ def settle_mode(routed: str, stated: str | None) -> str:
     return stated
 
 
+# The provider API a processor calls (DESIGN.md section 5). `chat` is OpenAI chat.completions, or Anthropic
+# messages (`messages` names it too); the others are OpenAI's.
+ENDPOINTS = ("chat", "messages", "responses", "embeddings", "moderations")
+OPENAI_URLS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "embeddings": "/v1/embeddings",
+               "moderations": "/v1/moderations"}
+EMBEDDING_BATCH_INPUTS = 50_000  # OpenAI: embedding inputs across all requests of one batch
+
+
 @dataclass(frozen=True, slots=True)
 class AcceptedOutput:
     """An output validation accepted against one registered processor version: the only thing a job may
@@ -115,6 +123,9 @@ class AcceptedOutput:
     processor_version: str
     fingerprint: str
     accepted_by: str  # the validating path: batch, realtime, repair, handler module:function
+    # An embedding: the vector as little-endian float32 bytes, stored beside the job (output_vectors);
+    # `output` then holds its dimensions and sha256, so the job's output digest binds the vector too.
+    vector: bytes | None = None
 
 
 class UnusableCallback(ValueError):
@@ -269,6 +280,7 @@ class ProviderRequest:
 
     custom_id: str
     body: dict[str, Any]
+    endpoint: str = "chat"  # one of ENDPOINTS: which API the body is for
 
 
 @dataclass
@@ -280,6 +292,11 @@ class BatchSpec:
     model: str
     requests: list[ProviderRequest]
     processor: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The one endpoint every request of the batch calls (`chat` for an empty batch)."""
+        return self.requests[0].endpoint if self.requests else "chat"
 
 
 @dataclass(frozen=True)
@@ -304,11 +321,14 @@ class ResultItem:
     outcome: ResultOutcome
     status_code: int | None = None
     text: str | None = None
-    tool_input: dict[str, Any] | None = None
+    tool_input: dict[str, Any] | None = None  # a forced tool call's input, or a moderation result object
     stop_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
     error: ProviderError | None = None
     raw: dict[str, Any] | None = None
+    # An embedding's vector as little-endian float32 bytes (taken out of `raw`, which says where it went);
+    # None for every other endpoint, or when the answer held no list of numbers.
+    vector: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Self-healing: a run-failure sensor that maps known failures to remedies (stale leases -> sweep,
+"""Self-healing and telling: a run-failure sensor that first tells Slack (once, through the outbox) that a
+nightly run failed, with each failed step's error; then maps known failures to remedies (stale leases -> sweep,
 GPU lock lost or Redis down -> wait for Redis, Ollama down -> restart command hook), at most 3 attempts per
 signal with a cooldown, recorded in PostgreSQL; then it notifies once through the outbox and stops trying.
 
@@ -9,7 +10,9 @@ Dagster's own run retries (`run_retries` in the generated dagster.yaml).
 
 import dagster as dg
 
+from forge_dagster.assets.nightly_support import NIGHT_TAG
 from forge_dagster.constants import DEAD_RUN_TAG
+from forge_dagster.core.nightly import notices
 from forge_dagster.core.nightly.gpu_mutex import connect
 from forge_dagster.core.nightly.healing import (
     HealingPolicy,
@@ -47,12 +50,33 @@ def failure_errors(context: dg.RunFailureSensorContext) -> list[tuple[str | None
 PROBE_TIMEOUT_S = 5.0
 
 
+def failed_steps(context: dg.RunFailureSensorContext) -> list[tuple[str, str]]:
+    """(step, error) of each step that failed in the run."""
+    found = []
+    for event in context.get_step_failure_events():
+        error = event.step_failure_data.error
+        found.append((event.step_key or "?", f"{error.cls_name}: {error.message.strip()}" if error else "failed"))
+    return found
+
+
+def tell_nightly_failure(context: dg.RunFailureSensorContext, repo) -> bool:
+    """One Slack message through the outbox for a failed nightly run (once per run)."""
+    run = context.dagster_run
+    if run.job_name not in notices.NIGHTLY_JOBS and NIGHT_TAG not in run.tags:
+        return False
+    return notices.run_failed(repo, job=run.job_name, run_id=run.run_id, night=run.tags.get(NIGHT_TAG),
+                              steps=failed_steps(context), message=context.failure_event.message or "")
+
+
 @dg.run_failure_sensor(name="healing_sensor", minimum_interval_seconds=30,
                        default_status=dg.DefaultSensorStatus.RUNNING)
 def healing_sensor(context: dg.RunFailureSensorContext, lease_store: LeaseStoreResource,
                    gpu_mutex: GpuMutexResource, ollama: OllamaResource):
     """Applies the remedy for a failed run's known signal, within the attempt cap and cooldown."""
     run_id = context.dagster_run.run_id
+    told = tell_nightly_failure(context, lease_store.knowledge)
+    if told:
+        context.log.info(f"run {run_id[:8]}: nightly failure told through the outbox")
     if DEAD_RUN_TAG in context.dagster_run.tags:  # its claims were given back when it was found dead
         return dg.SkipReason(f"run {run_id[:8]} was found dead ({context.dagster_run.tags[DEAD_RUN_TAG]}); "
                              "the work sensors ask for its work again")

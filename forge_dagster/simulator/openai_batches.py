@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from forge_dagster.simulator.state import SimState
 
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
-ENDPOINTS = frozenset({"/v1/chat/completions"})
+ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/moderations"})
+EMBEDDING_BATCH_INPUTS = 50_000  # embedding inputs across all requests of one batch
 _UNFINISHED = {
     "expired": ("batch_expired", "This request could not be executed before the completion window expired."),
     "cancelled": ("batch_cancelled", "This request was not executed because the batch was cancelled."),
@@ -118,21 +119,25 @@ def parse_batch_file(data: bytes) -> list[dict[str, Any]]:
     return lines
 
 
-def _usage(bodies: list[dict[str, Any]]) -> dict[str, Any]:
-    def total(*path: str) -> int:
-        out = 0
-        for body in bodies:
-            value: Any = body.get("usage", {})
-            for p in path:
-                value = value.get(p, 0) if isinstance(value, dict) else 0
-            out += int(value or 0)
-        return out
+def _body_usage(body: dict[str, Any]) -> tuple[int, int, int, int]:
+    """(input, cached input, output, reasoning) tokens of one answer body, whatever its endpoint."""
+    usage = body.get("usage") or {}
+    if "input_tokens" in usage:  # a Response
+        return (int(usage["input_tokens"]), int((usage.get("input_tokens_details") or {}).get("cached_tokens", 0)),
+                int(usage.get("output_tokens", 0)),
+                int((usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0)))
+    return (int(usage.get("prompt_tokens", 0)), int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)),
+            int(usage.get("completion_tokens", 0)),
+            int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens", 0)))
 
-    inp, outp = total("prompt_tokens"), total("completion_tokens")
-    return {"input_tokens": inp, "input_tokens_details": {"cached_tokens": total("prompt_tokens_details",
-                                                                                 "cached_tokens")},
-            "output_tokens": outp, "output_tokens_details": {
-                "reasoning_tokens": total("completion_tokens_details", "reasoning_tokens")},
+
+def _usage(bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    inp = cached = outp = reasoning = 0
+    for body in bodies:
+        a, b, c, d = _body_usage(body)
+        inp, cached, outp, reasoning = inp + a, cached + b, outp + c, reasoning + d
+    return {"input_tokens": inp, "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": outp, "output_tokens_details": {"reasoning_tokens": reasoning},
             "total_tokens": inp + outp}
 
 
@@ -205,6 +210,12 @@ class OpenAIStore:
                 errors.append({"code": "mismatched_endpoint", "line": number, "param": "url",
                                "message": f"Line {number} targets {line['url']}, not the batch endpoint "
                                           f"{endpoint}."})
+        if endpoint == "/v1/embeddings":
+            inputs = sum(len(ln["body"]["input"]) if isinstance(ln["body"].get("input"), list) else 1 for ln in lines)
+            if inputs > EMBEDDING_BATCH_INPUTS:
+                errors.append({"code": "too_many_inputs", "line": None, "param": None,
+                               "message": f"The batch has {inputs} embedding inputs; at most "
+                                          f"{EMBEDDING_BATCH_INPUTS} are allowed per batch."})
         return {"object": "list", "data": errors} if errors else None
 
     def get(self, batch_id: str) -> Batch | None:
@@ -285,8 +296,8 @@ class OpenAIStore:
                                "error": {"code": code, "message": message}})
                 continue
             fp = fingerprint(line)
-            code_, body, _gen = answers.openai_chat(state, line["body"], fp, batch.occurrences[i], batch.key,
-                                                    in_batch=True, unique=line_id)
+            code_, body, _inp, _out = answers.openai_any(state, batch.endpoint, line["body"], fp, batch.occurrences[i],
+                                                         batch.key, in_batch=True, unique=line_id)
             entry = {"id": line_id, "custom_id": line["custom_id"],
                      "response": {"status_code": code_, "request_id": "req_" + digest(seed, "req", line_id)[:24],
                                   "body": body}, "error": None}

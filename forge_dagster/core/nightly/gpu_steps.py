@@ -10,16 +10,64 @@ and the healing sensor sees why.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from forge_dagster.core.nightly import consolidation
+from forge_dagster.core.nightly.gpu_mutex import LockTimeout
 from forge_dagster.core.nightly.health import CheckResult
 from forge_dagster.core.nightly.triage import Triage, model_assessor, triage
 from forge_dagster.core.ops.service_checks import error_text
 
 WARMUP, TRIAGE, CONSOLIDATION, RELEASE = "gpu_warmup", "triage", "knowledge_consolidation", "gpu_release"
+
+
+@dataclass
+class TimedMutex:
+    """A GPU mutex that remembers how long each hold waited for the lock, and whether it had to wait (the
+    first attempt found it taken): the night tells about its waits instead of sitting through them."""
+
+    mutex: Any
+    waits: list[float] = field(default_factory=list)  # seconds, one per hold that had to wait
+
+    @contextmanager
+    def hold(self, timeout_s: float | None = None, **kwargs: Any) -> Iterator[Any]:
+        started, attempts = time.monotonic(), self.mutex.stats.attempts
+        acquired = False
+        try:
+            with self.mutex.hold(timeout_s, **kwargs) as lease:
+                acquired = True
+                self._note(started, attempts)
+                yield lease
+        except LockTimeout:
+            if not acquired:  # waited the whole timeout: the longest wait of all
+                self._note(started, attempts)
+            raise
+
+    def _note(self, started: float, attempts: int) -> None:
+        if self.mutex.stats.attempts - attempts > 1:
+            self.waits.append(time.monotonic() - started)
+
+    @property
+    def longest_wait_s(self) -> float:
+        return max(self.waits, default=0.0)
+
+
+def model_step(mutex, timeout_s: float, repo, night: str, step: str, work: Callable[[Any], dict[str, Any]],
+               fallback: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run `work(lease)` under the GPU mutex and save its output for the night under the lease's fence.
+    When the lock cannot be had (or is lost) the step saves `fallback` (what it found without the model)
+    with the error, so the chain goes on and the briefing says what failed."""
+    try:
+        with mutex.hold(timeout_s) as lease:
+            return _save_fenced(repo, night, step, lease, work(lease))
+    except Exception as exc:  # noqa: BLE001 - recorded; the step's check and the briefing report it
+        output = {**(fallback or {}), "error": error_text(exc)}
+        repo.save_step(night, step, output)
+        return output
 
 
 def _save_fenced(repo, night: str, step: str, lease, output: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import json
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -146,3 +147,9 @@ def scan_feeds(sources: Sequence[str], repo, night: str) -> ScanReport:
         report.new_items.extend(i for i in unique if (i.feed, i.item_id) in new)
         report.seen += len(unique) - sum(1 for i in unique if (i.feed, i.item_id) in new)
     return report
+
+
+def example_feeds() -> list[str]:
+    """The feeds that ship with Forge (examples/feeds/): read when none are configured."""
+    folder = resources.files("forge_dagster") / "examples" / "feeds"
+    return sorted(str(f) for f in folder.iterdir() if f.name.endswith((".xml", ".json")))

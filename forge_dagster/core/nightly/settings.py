@@ -24,7 +24,8 @@ class NightlySettings(EnvironSettings):
     cron: str = Field(default="0 2 * * *", description="When the nightly chain starts (02:00 every day).")
     weekly_cron: str = Field(default="0 4 * * 0", description="When the weekly consolidation runs (Sundays 04:00).")
     model: str = Field(default="llama3.2:3b", description="The Ollama model the chain warms up and uses.")
-    feeds: str = Field(default="", description="RSS/Atom/JSON feed files or URLs for the article scan, comma-separated.")
+    feeds: str = Field(default="", description="RSS/Atom/JSON feed files or URLs for the article scan, comma-separated; "
+                                               "none: the example feeds shipped with Forge.")
     window_h: float = Field(default=24.0, description='How far back "the night" looks at jobs, runs and costs.')
     disk_min_free_gb: float = Field(default=2.0, description="Free disk below which the disk check fails (below twice this: warns).")
     queue_depth_max: int = Field(default=10_000, description="Pending jobs above which the queues check warns.")
@@ -42,6 +43,48 @@ class NightlySettings(EnvironSettings):
     healing_budget_s: float = Field(default=30.0, gt=0, description="The most one remedy may take.")
     ollama_restart_cmd: str | None = Field(
         default=None, description='Run when Ollama is down, e.g. "systemctl restart ollama"; unset: no restart.')
+    gpu_wait_notify_s: float = Field(default=30.0, description=(
+        "A GPU step that waited longer than this for the mutex, or was held this long by the GPU pool, says so "
+        "(a log line, its metadata and one Slack message)."))
+    repos: str = Field(default="", description="Local git repositories for code review, security review and the PR "
+                                               "digest, comma-separated; none: those steps are skipped.")
+    model_context_tokens: int = Field(default=8192, ge=512, description="What one review prompt may hold, in tokens.")
+    review_max_changes: int = Field(default=20, ge=1, description="Commits reviewed per repository and night.")
+    advisories: str = Field(default="", description="An advisory database file (or URL) in OSV's JSON format, for "
+                                                    "the security review's dependency pins.")
+    arxiv_url: str = Field(default="https://export.arxiv.org/api/query", description="arXiv's Atom API.")
+    arxiv_categories: str = Field(default="", description='arXiv categories the research scout reads, e.g. '
+                                                          '"cs.LG,cs.CL"; none: the scout is skipped.')
+    arxiv_keywords: str = Field(default="", description='Keywords that score papers, e.g. "lora,quantization".')
+    arxiv_max_results: int = Field(default=50, ge=1, description="Papers read per category and night.")
+    arxiv_top_n: int = Field(default=5, ge=0, description="The best-scored papers summarised each night.")
+    projects: str = Field(default="", description="Projects for the ecosystem watch (pyproject.toml, "
+                                                  "requirements*.txt or a folder holding them), comma-separated.")
+    pypi_url: str = Field(default="https://pypi.org/pypi", description="The PyPI JSON API.")
+    atlas_dir: str = Field(default="", description="Where the markdown atlas of memories is written (default "
+                                                   "$FORGE_HOME/atlas).")
+    atlas_weekday: int = Field(default=6, ge=0, le=6, description="The night the atlas is rebuilt (Monday 0 .. "
+                                                                  "Sunday 6).")
+
+    @staticmethod
+    def _list(value: str) -> list[str]:
+        return [v.strip() for v in value.split(",") if v.strip()]
+
+    @property
+    def repo_list(self) -> list[str]:
+        return self._list(self.repos)
+
+    @property
+    def project_list(self) -> list[str]:
+        return self._list(self.projects)
+
+    @property
+    def arxiv_category_list(self) -> list[str]:
+        return self._list(self.arxiv_categories)
+
+    @property
+    def arxiv_keyword_list(self) -> list[str]:
+        return self._list(self.arxiv_keywords)
 
     @property
     def feed_list(self) -> list[str]:

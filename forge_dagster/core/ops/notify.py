@@ -3,7 +3,8 @@
 The relay hands over every notification row it may send at once (in order per key); they become one
 message: a single event is shown in full, several are grouped by topic with counts and a few samples.
 Topics: `batch.ended`, `jobs.invalid_or_dead`, `key.paused`, `key.resumed`, `provider.all_keys_paused`,
-`provider.keys_available`, `briefing.ready`; any other topic is shown generically.
+`provider.keys_available`, `briefing.ready`, the nightly chain's `nightly.run_failed` and `nightly.gpu_wait`,
+and `healing.exhausted`; any other topic is shown generically.
 
 The webhook is `FORGE_SLACK_WEBHOOK_URL`, else the simulator's receiver (`FORGE_SIMULATOR_URL` +
 `/slack/webhook`); with neither, nothing is sent and the relay says so. A webhook URL holds a token:
@@ -139,6 +140,17 @@ def _briefing(ps: Sequence[Mapping[str, Any]]) -> tuple[str, list[str]]:
     return str(title), lines or ["(empty briefing)"]
 
 
+def _notices(one: str, many: str) -> Callable[[Sequence[Mapping[str, Any]]], tuple[str, list[str]]]:
+    """Notices that carry their own sentence (`text`): the nightly chain's failures and waits, healing."""
+
+    def render(ps: Sequence[Mapping[str, Any]]) -> tuple[str, list[str]]:
+        lines = [str(p.get("text") or json.dumps(p, default=str)[:300]) for p in ps[:SAMPLES]]
+        title = str(ps[0].get("title") or one) if len(ps) == 1 else f"{many}: {len(ps)}"
+        return title, _more(lines, len(ps))
+
+    return render
+
+
 def _generic(topic: str) -> Callable[[Sequence[Mapping[str, Any]]], tuple[str, list[str]]]:
     def render(ps: Sequence[Mapping[str, Any]]) -> tuple[str, list[str]]:
         lines = [f"`{json.dumps(p, default=str)[:300]}`" for p in ps[:3]]
@@ -155,8 +167,12 @@ RENDERERS: dict[str, Callable[[Sequence[Mapping[str, Any]]], tuple[str, list[str
     "provider.all_keys_paused": _all_keys_paused,
     "provider.keys_available": _keys_available,
     "briefing.ready": _briefing,
+    "nightly.run_failed": _notices("Nightly run failed", "Nightly runs failed"),
+    "nightly.gpu_wait": _notices("Nightly GPU wait", "Nightly GPU waits"),
+    "healing.exhausted": _notices("Self-healing gave up", "Self-healing gave up"),
 }
-URGENT = ("provider.all_keys_paused", "key.paused", "jobs.invalid_or_dead")  # shown first
+URGENT = ("provider.all_keys_paused", "key.paused", "jobs.invalid_or_dead", "nightly.run_failed",
+          "healing.exhausted")  # shown first
 
 
 def _section(text: str) -> dict[str, Any]:

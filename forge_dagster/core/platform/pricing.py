@@ -9,6 +9,8 @@ Usage convention (the provider ports normalise to it):
 - `output_tokens` already includes reasoning tokens (OpenAI's `completion_tokens` does);
   `reasoning_tokens` is informational and never billed a second time.
 The batch discount (50% at both providers) applies to every token class, cached input included.
+Embeddings are priced per input token (their output price is 0; the batch discount applies); moderations
+are free (every price 0), so their attempts are booked at 0 USD, never as unpriced.
 
 A team adds or overrides prices in a YAML file named by `FORGE_PRICES_FILE` (a model the table lacks, a
 negotiated rate): `version: <name>` and `prices: [{provider, model, input, output, cached_input?,
@@ -30,7 +32,7 @@ from forge_dagster.core.config import load_settings
 from forge_dagster.core.models import Provider, Usage
 
 # Bump on every change to the table below: each ledger row keeps the version it was priced with.
-PRICING_VERSION = "2026-11.1"
+PRICING_VERSION = "2026-12.1"
 PRICES_FILE_ENV = "FORGE_PRICES_FILE"
 _MILLION = Decimal(1_000_000)
 _QUANTUM = Decimal("0.00000001")
@@ -75,6 +77,13 @@ _OPENAI = {
     "gpt-4.1-nano": _price("0.10", "0.025", "0.40"),
     "o4-mini": _price("1.10", "0.275", "4.40"),
     "gpt-5-mini": _price("0.25", "0.025", "2.00"),
+    # Embeddings: input tokens only.
+    "text-embedding-3-small": _price("0.02", "0.02", "0"),
+    "text-embedding-3-large": _price("0.13", "0.13", "0"),
+    "text-embedding-ada-002": _price("0.10", "0.10", "0"),
+    # Moderations: free.
+    "omni-moderation-latest": _price("0", "0", "0"),
+    "text-moderation-latest": _price("0", "0", "0"),
 }
 _OPENAI_SNAPSHOTS = {
     "gpt-4o-mini-2024-07-18": "gpt-4o-mini",
@@ -85,6 +94,7 @@ _OPENAI_SNAPSHOTS = {
     "gpt-4.1-nano-2025-04-14": "gpt-4.1-nano",
     "o4-mini-2025-04-16": "o4-mini",
     "gpt-5-mini-2025-08-07": "gpt-5-mini",
+    "omni-moderation-2024-09-26": "omni-moderation-latest",
 }
 _ANTHROPIC = {
     "claude-3-5-haiku-latest": _price("0.80", "0.08", "4.00"),

@@ -32,7 +32,13 @@ from pydantic import (
     model_validator,
 )
 
-from forge_dagster.core.models import Provider
+from forge_dagster.core.models import ENDPOINTS, Provider
+from forge_dagster.core.platform.endpoints import (
+    CHAT_ENDPOINTS,
+    endpoint_problems,
+    expected_dimensions,
+    fixed_output_schema,
+)
 
 _SEMVER_RE = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -45,6 +51,8 @@ _JINJA = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False
 _T = TypeVar("_T")
 HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 _LLM_FIELDS = ("provider", "model", "template", "max_tokens")
+_FIXED_OUTPUT_FIELDS = ("provider", "model", "template")  # embeddings and moderations have no max_tokens
+Endpoint = Literal[ENDPOINTS]
 
 
 class ProcessorError(ValueError):
@@ -145,6 +153,10 @@ class Processor(BaseModel):
     keys: tuple[StrictStr, ...] = ()
     # A non-LLM step: `package.module:function`, called with each claimed job by `forge work --handler`.
     handler: StrictStr | None = Field(default=None, pattern=HANDLER_RE.pattern)
+    # The provider API: chat (default: OpenAI chat.completions, Anthropic messages), responses, embeddings
+    # or moderations (OpenAI). `dimensions` asks a text-embedding-3 model for a shorter vector.
+    endpoint: Endpoint = "chat"
+    dimensions: StrictInt | None = Field(default=None, gt=0, le=16384)
 
     @model_validator(mode="before")
     @classmethod
@@ -189,11 +201,17 @@ class Processor(BaseModel):
         if self.handler is None:
             if self.mode == "handler":
                 raise ValueError("mode handler needs a handler: module:function")
-            missing = [name for name in _LLM_FIELDS if getattr(self, name) is None]
+            needed = _LLM_FIELDS if self.endpoint in CHAT_ENDPOINTS else _FIXED_OUTPUT_FIELDS
+            missing = [name for name in needed if getattr(self, name) is None]
             if missing:
                 raise ValueError(f"{missing[0]}: required field is missing (a processor without a handler "
-                                 f"needs {', '.join(_LLM_FIELDS)})")
-        if self.output_policy != "text" and self.handler is None:
+                                 f"needs {', '.join(needed)})")
+            problems = endpoint_problems(dict(self.__dict__))
+            if problems:
+                raise ValueError(problems[0])
+        if self.handler is not None and (self.endpoint != "chat" or self.dimensions is not None):
+            raise ValueError("endpoint: a handler step calls no provider endpoint")
+        if self.output_policy != "text" and self.handler is None and self.endpoint in CHAT_ENDPOINTS:
             if self.response_schema is None:
                 raise ValueError(f"response_schema is required when output_policy is {self.output_policy}")
             if self.response_schema.get("type") != "object":
@@ -234,7 +252,11 @@ class Processor(BaseModel):
         """A short stable hash of the definition: two processors with one name+version must agree on it."""
         # Fields an LLM processor leaves unset (handler) stay out, so their fingerprints are those they were
         # registered under before handlers existed.
-        dumped = self.model_dump(mode="json", exclude={"handler"} if self.handler is None else set())
+        # So do endpoint and dimensions at their defaults (definitions written before they existed).
+        unset = {"handler"} if self.handler is None else set()
+        unset |= {"endpoint"} if self.endpoint == "chat" else set()
+        unset |= {"dimensions"} if self.dimensions is None else set()
+        dumped = self.model_dump(mode="json", exclude=unset)
         canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -246,6 +268,21 @@ class Processor(BaseModel):
         except KeyError:
             value = cache[key] = build()
             return value
+
+    @property
+    def fixed_output(self) -> bool:
+        """True when the endpoint fixes the output (embeddings, moderations): no policy, schema or repair."""
+        return self.endpoint not in CHAT_ENDPOINTS
+
+    @functools.cached_property
+    def vector_dimensions(self) -> int | None:
+        """The length an embeddings processor's vectors must have (None for other endpoints)."""
+        return expected_dimensions(self.model or "", self.dimensions) if self.endpoint == "embeddings" else None
+
+    @functools.cached_property
+    def output_schema(self) -> dict[str, Any] | None:
+        """The shape of an accepted output: the response schema, or the endpoint's fixed shape."""
+        return fixed_output_schema(self.endpoint) or self.response_schema
 
     @functools.cached_property
     def system_prompt(self) -> str:
@@ -263,7 +300,7 @@ def validate_input(processor: Processor, job_input: Any) -> list[str]:
         return [f"job input must be a JSON object, got {type(job_input).__name__}"]
     if processor.template is None:  # a handler step takes any object as its input
         return []
-    if not is_jinja(processor.template):
+    if not is_jinja(processor.template) and not processor.fixed_output:
         errors = []
         for dotted in processor.template_fields:
             try:
@@ -272,7 +309,9 @@ def validate_input(processor: Processor, job_input: Any) -> list[str]:
                 errors.append(str(exc))
         return errors
     try:
-        render_template(processor.template, job_input)
+        text = render_template(processor.template, job_input)
     except TemplateError as exc:
         return [str(exc)]
+    if processor.fixed_output and not text.strip():  # the API refuses an empty input: never sent
+        return [f"the template renders an empty {processor.endpoint} input"]
     return []

@@ -1,4 +1,5 @@
-"""OpenAI Batch API and chat completions behind the provider port.
+"""OpenAI Batch API and the realtime endpoints (chat completions, responses, embeddings, moderations)
+behind the provider port.
 
 Submit = upload a JSONL input file (purpose `batch`) + create the batch with
 `metadata={"forge_batch_id": ...}`; that metadata is how `find_submitted` recognises our batch after a
@@ -33,8 +34,8 @@ from forge_dagster.core.providers.base import (
     split_known_kwargs,
 )
 from forge_dagster.core.providers.errors import classify
-from forge_dagster.core.providers.results import match_results, openai_batch_item, openai_completion_item
-from forge_dagster.core.providers.wire import OPENAI_BATCH_ENDPOINT, encode_line
+from forge_dagster.core.providers.results import match_results, openai_batch_item, openai_body_item
+from forge_dagster.core.providers.wire import encode_line, openai_url
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class OpenAIPort(ProviderPort):
         log.debug("batch %s: creating OpenAI batch from file %s", batch.forge_batch_id, upload)
         created = self._client.batches.create(
             input_file_id=upload,
-            endpoint=OPENAI_BATCH_ENDPOINT,
+            endpoint=openai_url(batch.endpoint),
             completion_window="24h",
             metadata={FORGE_BATCH_ID_KEY: batch.forge_batch_id},
         )
@@ -168,28 +169,37 @@ class OpenAIPort(ProviderPort):
 
     # -- realtime ----------------------------------------------------------------------------------
     def complete(self, request: ProviderRequest) -> ResultItem:
-        resource = self._client.chat.completions
+        resource = _resource(self._client, request.endpoint)
         known, extra = split_known_kwargs(resource.create, non_streaming(request.body))
         try:  # the raw response: its JSON as the provider sent it, without building the SDK's models
             raw = resource.with_raw_response.create(**known, extra_body=extra or None)
         except Exception as exc:
             raise classify(exc) from exc
-        return openai_completion_item(request.custom_id, raw.http_response.json())
+        return openai_body_item(request.custom_id, raw.http_response.json())
 
     async def acomplete(self, request: ProviderRequest) -> ResultItem:
-        resource = self._async_client().chat.completions
+        resource = _resource(self._async_client(), request.endpoint)
         known, extra = split_known_kwargs(resource.create, non_streaming(request.body))
         try:  # the raw response: its JSON as the provider sent it, without building the SDK's models
             raw = await resource.with_raw_response.create(**known, extra_body=extra or None)
         except Exception as exc:
             raise classify(exc) from exc
-        return openai_completion_item(request.custom_id, raw.http_response.json())
+        return openai_body_item(request.custom_id, raw.http_response.json())
 
     def _new_async_client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(**self._client_kwargs())
 
     def close(self) -> None:
         self._client.close()
+
+
+def _resource(client: Any, endpoint: str) -> Any:
+    """The SDK resource whose `create` calls `endpoint`."""
+    resources = {"chat": lambda: client.chat.completions, "responses": lambda: client.responses,
+                 "embeddings": lambda: client.embeddings, "moderations": lambda: client.moderations}
+    if endpoint not in resources:
+        raise ValueError(f"OpenAI has no {endpoint!r} endpoint")
+    return resources[endpoint]()
 
 
 def _status(remote: Any) -> BatchStatus:

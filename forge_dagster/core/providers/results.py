@@ -1,5 +1,6 @@
 """Normalise provider result lines and realtime responses into `ResultItem`s, and match them to the
-custom_ids we sent (never by line order).
+custom_ids we sent (never by line order). OpenAI's responses, embeddings and moderations bodies are read in
+openai_results.py.
 
 Normalised fields:
 - `stop_reason`: `stop` (OpenAI stop / Anthropic end_turn, stop_sequence), `length` (length, max_tokens,
@@ -22,6 +23,12 @@ from typing import Any
 
 from forge_dagster.core.models import ErrorClass, ProviderError, ResultItem, ResultOutcome, Usage
 from forge_dagster.core.providers.errors import classify_error_object, classify_status
+from forge_dagster.core.providers.openai_results import (
+    body_kind,
+    embedding_item,
+    moderation_item,
+    responses_item,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +89,20 @@ def openai_completion_item(
     )
 
 
+_OTHER_ENDPOINTS = {"responses": responses_item, "embeddings": embedding_item, "moderations": moderation_item}
+
+
+def openai_body_item(
+    custom_id: str, body: Mapping[str, Any], *, raw: dict[str, Any] | None = None
+) -> ResultItem:
+    """The item for any OpenAI answer body (chat completion, Response, embeddings or moderations), read by
+    its shape; see openai_results.py for the endpoints other than chat."""
+    parse = _OTHER_ENDPOINTS.get(body_kind(body))
+    if parse is None:
+        return openai_completion_item(custom_id, body, raw=raw)
+    return parse(custom_id, body, raw if raw is not None else dict(body))
+
+
 def _total(parse: Callable[[str, Mapping[str, Any]], ResultItem]) -> Callable[[Mapping[str, Any]], ResultItem | None]:
     """A line parser that never raises: a line of the wrong shape (a list where an object belongs, a
     number for a status...) becomes an ERRORED item of its own (transient: the provider wrote it badly,
@@ -112,7 +133,7 @@ def openai_batch_item(custom_id: str, line: Mapping[str, Any]) -> ResultItem:
         return ResultItem(custom_id, ResultOutcome.REQUEUE, status_code=status_code, raw=raw)
     body = response.get("body")
     if error is None and status_code == 200 and isinstance(body, Mapping):
-        return openai_completion_item(custom_id, body, raw=raw)
+        return openai_body_item(custom_id, body, raw=raw)
     # An error object, or a non-200 status inside a line whose `error` is null: the request failed.
     if isinstance(status_code, int):
         problem = classify_status(status_code, body if isinstance(body, Mapping) else error)

@@ -111,9 +111,16 @@ FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
 ON CONFLICT (batch_id, custom_id) DO NOTHING
 """
 
+# An embedding's vector (float32 bytes) beside its stored line, set once (migration 019).
+STORE_RESULT_VECTORS = """
+UPDATE batch_results r SET vector = v.vector
+FROM unnest(%(custom_ids)s::text[], %(vectors)s::bytea[]) AS v(custom_id, vector)
+WHERE r.batch_id = %(batch_id)s AND r.custom_id = v.custom_id AND r.vector IS NULL
+"""
+
 STORED_RESULTS = """
 SELECT custom_id, job_id, attempt, outcome, status_code, text, tool_input, stop_reason, usage, error_class,
-       error_message, raw
+       error_message, raw, vector
 FROM batch_results WHERE batch_id = %(batch_id)s ORDER BY job_id
 """
 

@@ -121,6 +121,19 @@ SOURCE_COST = """
 SELECT coalesce(sum(c.cost_usd), 0) FROM costs c JOIN jobs j ON j.id = c.job_id WHERE j.source = %(source)s
 """
 
+# Per processor of one intake source: its jobs, how many succeeded, and what the ledger booked for them.
+SOURCE_BY_PROCESSOR = """
+WITH booked AS (
+    SELECT job_id, sum(cost_usd) AS cost_usd FROM costs
+    WHERE job_id IN (SELECT id FROM jobs WHERE source = %(source)s) GROUP BY job_id
+)
+SELECT j.processor, count(*) AS jobs, count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
+       coalesce(sum(b.cost_usd), 0) AS cost_usd
+FROM jobs j LEFT JOIN booked b ON b.job_id = j.id
+WHERE j.source = %(source)s
+GROUP BY j.processor ORDER BY j.processor
+"""
+
 # One ledger row per (job, attempt) the provider billed, at realtime (non-batch) prices; NULL cost when the
 # model has no price (every BilledAttempt used tokens).
 BOOK_REALTIME_COSTS = """

@@ -154,6 +154,10 @@ class CostRepository:
         with self._pool.connection() as conn:
             return float(conn.execute(sql.SOURCE_COST, {"source": source}).fetchone()[0])
 
+    def source_by_processor(self, source: str) -> list[dict[str, Any]]:
+        """Per processor of one intake source: jobs, succeeded and the cost booked (USD), by name."""
+        return self._rows(sql.SOURCE_BY_PROCESSOR, {"source": source})
+
     def alerts(self) -> list[dict[str, Any]]:
         return self._rows(sql.BUDGET_ALERTS)
 

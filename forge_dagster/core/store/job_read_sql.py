@@ -82,3 +82,31 @@ JOB_ACCEPTED = """
 SELECT attempt, processor, processor_version, fingerprint, accepted_by, accepted_at
 FROM accepted_outputs WHERE job_id = %(job_id)s ORDER BY attempt
 """
+
+# The jobs one intake source holds under these intake ids (hot or archived: an archived id stays taken), for
+# a client that submits the same ids again.
+BY_INTAKE_IDS = """
+SELECT external_id, id, processor FROM jobs
+WHERE source = %(source)s AND external_id = ANY(%(external_ids)s::text[])
+UNION ALL
+SELECT external_id, id, row->>'processor' FROM jobs_archive
+WHERE source = %(source)s AND external_id = ANY(%(external_ids)s::text[])
+"""
+
+# What became of jobs (hot or archived), oldest first: by ids (each part on its primary key), or all the
+# jobs of a processor.
+OUTCOMES_OF = """
+SELECT id, external_id, processor, processor_version, state, reason, output, cost_usd FROM jobs
+WHERE id = ANY(%(ids)s::bigint[])
+UNION ALL
+SELECT id, external_id, row->>'processor', row->>'processor_version', state, row->>'reason', row->'output',
+       (row->>'cost_usd')::numeric
+FROM jobs_archive WHERE id = ANY(%(ids)s::bigint[])
+ORDER BY id
+"""
+
+OUTCOMES_OF_PROCESSOR = """
+SELECT id, external_id, processor, processor_version, state, reason, output, cost_usd FROM all_jobs
+WHERE processor = %(processor)s
+ORDER BY id
+"""

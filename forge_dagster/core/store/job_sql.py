@@ -453,3 +453,20 @@ WITH current AS (
 )
 SELECT id, from_state FROM moved
 """
+
+# An operator cancelled a batch and asked for the jobs the provider did not finish to be requeued: back to
+# pending at once with the attempt this batch took given back (the provider never ran them), out of the
+# batch. Guarded like every settlement by (batch, custom_id, collected), so it moves each job once.
+REQUEUE_UNFINISHED_UNSPENT = """
+WITH done AS (
+    UPDATE jobs j
+    SET state = 'pending', attempt = greatest(j.attempt - 1, 0), reason = %(reason)s, run_after = now(),
+        batch_id = NULL, finished_at = NULL, updated_at = now()
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.batch_id = %(batch_id)s AND j.state = 'collected'
+    RETURNING j.id, j.attempt
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, 'collected', 'pending', attempt, %(reason)s FROM done
+)
+SELECT id FROM done
+"""

@@ -21,6 +21,7 @@ from forge_dagster.core.models import AcceptedOutput, JobState
 from forge_dagster.core.store import db, job_read_sql, job_sql, operator_sql
 from forge_dagster.core.store.outbox_store import OutboxRepository
 from forge_dagster.core.store.types import ClaimedJob, LeaseLost, OutboxMessage, SweepReport
+from forge_dagster.core.store.vector_store import write_output_vectors
 
 
 def backoff_delay(attempt: int, *, base_s: float = 2.0, cap_s: float = 300.0) -> float:
@@ -79,7 +80,8 @@ class JobRepository:
                 raise TypeError(f"a job succeeds only with an AcceptedOutput, got {type(accepted).__name__}")
         states = {job.state for job, _ in items}
         finished: set[int] = set()
-        with db.use(self._pool, conn, statements=len(states)) as c:
+        vectors = any(a.vector is not None for _, a in items)
+        with db.use(self._pool, conn, statements=len(states) + vectors) as c:
             for from_state in states:
                 chunk = [(job, a) for job, a in items if job.state == from_state]
                 params = {
@@ -90,6 +92,7 @@ class JobRepository:
                     "reason": reason, "from_state": from_state, "actor": self.owner,
                 }
                 finished |= {row[0] for row in c.execute(job_sql.SUCCEED_JOBS, params)}
+            write_output_vectors(c, [(job.id, a) for job, a in items if job.id in finished])
         return finished
 
     def finish_many(
@@ -241,6 +244,20 @@ class JobRepository:
         """(job id, source) of the jobs whose intake id is `external_id` (one per source)."""
         with self._pool.connection() as conn:
             return [tuple(r) for r in conn.execute(job_read_sql.BY_EXTERNAL_ID, {"external_id": external_id})]
+
+    def by_intake_ids(self, source: str, external_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """{intake id: (job id, processor)} of the jobs `source` holds under `external_ids` (hot or archived)."""
+        params = {"source": source, "external_ids": list(external_ids)}
+        with self._pool.connection() as conn:
+            return {r[0]: (r[1], r[2]) for r in conn.execute(job_read_sql.BY_INTAKE_IDS, params)}
+
+    def outcomes(self, *, ids: Sequence[int] | None = None, processor: str | None = None) -> list[dict[str, Any]]:
+        """What became of the jobs among `ids`, or of every job of `processor` (hot or archived), oldest
+        first: id, external_id, processor, processor_version, state, reason, output, cost_usd."""
+        query, params = ((job_read_sql.OUTCOMES_OF, {"ids": list(ids)}) if ids is not None
+                         else (job_read_sql.OUTCOMES_OF_PROCESSOR, {"processor": processor}))
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(query, params).fetchall()
 
     def states(self, ids: Sequence[int]) -> dict[int, str]:
         """{job id: state} of the jobs among `ids` that exist (in the hot table)."""

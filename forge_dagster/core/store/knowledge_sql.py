@@ -76,3 +76,11 @@ ON CONFLICT (night, step) DO UPDATE SET output = EXCLUDED.output, fence = EXCLUD
 """
 
 NIGHT_STEPS = "SELECT step, output, recorded_at FROM nightly_steps WHERE night = %(night)s ORDER BY recorded_at, step"
+
+# The memories the atlas shows: every memory not folded into a digest, newest first.
+ATLAS_MEMORIES = f"""
+SELECT {_MEMORY_COLUMNS}, 0.0 AS rank FROM memories m
+WHERE m.compressed_into IS NULL
+ORDER BY m.created_at DESC, m.id DESC
+LIMIT %(limit)s
+"""

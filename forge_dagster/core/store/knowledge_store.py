@@ -1,5 +1,5 @@
-"""The nightly runtime's tables: memories, fences, GPU results, research items, night steps, briefings,
-self-healing attempts, and the reports it reads from Forge's jobs.
+"""The nightly runtime's tables: memories, fences, GPU results, research items, night steps and skips,
+briefings, notices sent once, self-healing attempts, and the reports it reads from Forge's jobs.
 
 Reached as `ForgeStore.knowledge`; it shares the store's connection pool.
 """
@@ -135,6 +135,45 @@ class KnowledgeRepository:
             if fence is not None:
                 self.advance_fence(conn, fence)
             conn.execute(ksql.SAVE_STEP, params)
+            conn.execute(nsql.FORGET_STEP_SKIP, params)
+
+    def skip_step(self, night: str, step: str, reason: str) -> None:
+        """Record that `step` did not run for `night` and why (not configured, not due); an output it
+        recorded earlier that night is forgotten."""
+        params = {"night": night, "step": step, "reason": reason}
+        with self._pool.connection() as conn:
+            conn.execute(nsql.SKIP_STEP, params)
+            conn.execute(nsql.FORGET_STEP_OUTPUT, params)
+
+    def night_skips(self, night: str) -> dict[str, str]:
+        """{step: why it did not run} for one night."""
+        with self._pool.connection() as conn:
+            return {step: reason for step, reason, _ in conn.execute(nsql.NIGHT_SKIPS, {"night": night})}
+
+    def night_notices(self, night: str) -> list[tuple[str, str]]:
+        """(topic, text) of the notices sent about one night, oldest first."""
+        with self._pool.connection() as conn:
+            return [(topic, text or "") for topic, text in conn.execute(nsql.NIGHT_NOTICES, {"night": night})]
+
+    def steps_between(self, first: str, last: str, steps: Sequence[str]) -> list[tuple[str, str, dict[str, Any]]]:
+        """(night, step, output) of `steps` for the nights from `first` to `last` (inclusive)."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(nsql.STEPS_BETWEEN, {"first": first, "last": last, "steps": list(steps)})
+            return [(night, step, output) for night, step, output in rows]
+
+    def atlas_memories(self, limit: int = 5000) -> list[Memory]:
+        """Memories not folded into a digest, newest first (what the atlas shows)."""
+        return self._memories(ksql.ATLAS_MEMORIES, {"limit": limit})
+
+    def notify_once(self, key: str, topic: str, payload: dict[str, Any]) -> bool:
+        """Write an outbox row ({topic}, key `key`) unless one was written under `key` before; the claim and
+        the row commit together. Returns True when it was written now."""
+        with self._pool.connection() as conn:
+            claim = {"key": key, "topic": topic, "night": payload.get("night"), "text": payload.get("text")}
+            if conn.execute(nsql.CLAIM_NOTICE, claim).fetchone() is None:
+                return False
+            conn.execute(outbox_sql.INSERT_OUTBOX, {"topic": topic, "key": key, "payload": Jsonb(payload)})
+            return True
 
     def night_steps(self, night: str) -> dict[str, dict[str, Any]]:
         """{step: {"output": ..., "recorded_at": ...}} for one night, in the order they were recorded."""
@@ -169,16 +208,25 @@ class KnowledgeRepository:
         return {mode: {"pending": int(n), "oldest_age_s": float(age)} for mode, n, age in rows}
 
     # -- briefings ---------------------------------------------------------------------------------
-    def publish_briefing(self, night: str, level: str, markdown: str, outbox: dict[str, Any]) -> bool:
-        """Store the night's briefing. The first time, write `outbox` ({topic, key, payload}) in the same
-        transaction and return True; later runs of the same night update the text and send nothing."""
-        params = {"night": night, "level": level, "markdown": markdown}
+    def send_briefing(self, night: str, level: str, markdown: str, digest: str | None, first: dict[str, Any],
+                      correction: dict[str, Any] | None) -> str | None:
+        """Store the night's briefing and tell Slack what changed, in one transaction: the first version
+        writes `first` ({topic, key, payload}) and returns "sent"; a later one whose `digest` (its level
+        and failures) differs from what was sent writes `correction` and returns "corrected"; otherwise
+        the text is updated, nothing is sent, and None is returned."""
+        params = {"night": night, "level": level, "markdown": markdown, "digest": digest}
         with self._pool.connection() as conn:
-            if conn.execute(nsql.INSERT_BRIEFING, params).fetchone() is None:
-                conn.execute(nsql.UPDATE_BRIEFING, params)
-                return False
-            conn.execute(outbox_sql.INSERT_OUTBOX, {**outbox, "payload": Jsonb(outbox["payload"])})
-            return True
+            if conn.execute(nsql.INSERT_SENT_BRIEFING, params).fetchone() is not None:
+                conn.execute(outbox_sql.INSERT_OUTBOX, {**first, "payload": Jsonb(first["payload"])})
+                return "sent"
+            sent_digest, _ = conn.execute(nsql.LOCK_BRIEFING, params).fetchone()
+            if correction is None or digest is None or sent_digest is None or sent_digest == digest:
+                conn.execute(nsql.ADOPT_BRIEFING_DIGEST if digest else nsql.UPDATE_BRIEFING, params)
+                return None
+            version = conn.execute(nsql.CORRECT_BRIEFING, params).fetchone()[0]
+            payload = {**correction["payload"], "version": int(version)}
+            conn.execute(outbox_sql.INSERT_OUTBOX, {**correction, "payload": Jsonb(payload)})
+            return "corrected"
 
     def get_briefing(self, night: str) -> dict[str, Any] | None:
         with self._pool.connection() as conn:

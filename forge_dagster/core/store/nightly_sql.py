@@ -82,3 +82,53 @@ HEALING_HISTORY = """
 SELECT id, signal, run_id, action, outcome, detail, at FROM healing_attempts
 WHERE %(signal)s::text IS NULL OR signal = %(signal)s ORDER BY id
 """
+
+# The briefing's first version: stored with the digest of what Slack is told (level and failures).
+INSERT_SENT_BRIEFING = """
+INSERT INTO briefings (night, level, markdown, sent_digest) VALUES (%(night)s, %(level)s, %(markdown)s, %(digest)s)
+ON CONFLICT (night) DO NOTHING
+RETURNING night
+"""
+
+# A re-run's briefing: the row is locked so two re-runs cannot both decide to post a correction.
+LOCK_BRIEFING = "SELECT sent_digest, sent_versions FROM briefings WHERE night = %(night)s FOR UPDATE"
+
+CORRECT_BRIEFING = """
+UPDATE briefings SET level = %(level)s, markdown = %(markdown)s, sent_digest = %(digest)s,
+       sent_versions = sent_versions + 1, updated_at = now()
+WHERE night = %(night)s
+RETURNING sent_versions
+"""
+
+# A briefing stored before digests were kept: remember the digest, post nothing.
+ADOPT_BRIEFING_DIGEST = """
+UPDATE briefings SET level = %(level)s, markdown = %(markdown)s, sent_digest = coalesce(sent_digest, %(digest)s),
+       updated_at = now()
+WHERE night = %(night)s
+"""
+
+SKIP_STEP = """
+INSERT INTO nightly_skips (night, step, reason) VALUES (%(night)s, %(step)s, %(reason)s)
+ON CONFLICT (night, step) DO UPDATE SET reason = EXCLUDED.reason, recorded_at = now()
+"""
+
+# A step is either skipped or has an output for a night: recording one forgets the other.
+FORGET_STEP_OUTPUT = "DELETE FROM nightly_steps WHERE night = %(night)s AND step = %(step)s"
+FORGET_STEP_SKIP = "DELETE FROM nightly_skips WHERE night = %(night)s AND step = %(step)s"
+
+NIGHT_SKIPS = "SELECT step, reason, recorded_at FROM nightly_skips WHERE night = %(night)s ORDER BY recorded_at, step"
+
+# Night keys are ISO dates, so text order is date order.
+STEPS_BETWEEN = """
+SELECT night, step, output FROM nightly_steps
+WHERE night >= %(first)s AND night <= %(last)s AND step = ANY(%(steps)s::text[])
+ORDER BY night, step
+"""
+
+CLAIM_NOTICE = """
+INSERT INTO nightly_notices (key, topic, night, text) VALUES (%(key)s, %(topic)s, %(night)s, %(text)s)
+ON CONFLICT (key) DO NOTHING
+RETURNING key
+"""
+
+NIGHT_NOTICES = "SELECT topic, text FROM nightly_notices WHERE night = %(night)s ORDER BY sent_at, key"
