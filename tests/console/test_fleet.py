@@ -39,8 +39,8 @@ def test_forge_work_appears_on_the_fleet_page_and_disappears_when_it_stops(conso
         wait_until(lambda: f"/ {proc.pid}</td>" in console.get("/fleet").text, timeout_s=120, every_s=0.2,
                    what="forge work on the fleet page")
         assert "1 alive" in console.get("/fleet").text
-        proc.send_signal(signal.SIGINT)  # Ctrl-C: the worker leaves the fleet on its way out
-        proc.wait(timeout=60)
+        proc.send_signal(signal.SIGTERM)  # a rolling update: the worker leaves the fleet on its way out
+        assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

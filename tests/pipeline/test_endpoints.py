@@ -9,9 +9,12 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
+from forge_dagster.client import Forge
 from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.models import Usage
+from forge_dagster.core.ops.operator import OperatorError
 from forge_dagster.core.platform.exports import (
     embedding_matrix,
     embeddings_array,
@@ -117,6 +120,11 @@ def test_parquet_export_of_embeddings_reads_back_as_arrays_of_the_right_length(s
     # What the Python client calls: the same vectors straight from the store, by job id.
     job_ids, vectors = embeddings_array(store, catalog, EMBED)
     assert job_ids.tolist() == ids and np.array_equal(vectors, matrix)
+    client = Forge(store)
+    client_ids, client_vectors = client.embeddings(EMBED)
+    assert client_ids.tolist() == ids and np.array_equal(client_vectors, matrix)
+    with pytest.raises(OperatorError, match="no embeddings"):
+        client.embeddings(MODERATE)
 
 
 def test_moderation_export_has_flagged_and_one_column_per_category(store, catalog, ports, sim, tmp_path):
