@@ -38,6 +38,7 @@ def cmd_work(args: argparse.Namespace) -> int:
     """LLM jobs through the providers by default; `--handler` runs a declared non-LLM step instead. SIGTERM
     (a rolling update) or SIGINT stops either cleanly: no new claim, work in flight finished or released,
     the outbox drained once more, the stats printed, exit 0."""
+    from forge_dagster.core.ops.fleet import on_the_fleet  # the console's live fleet sees this process
     from forge_dagster.core.ops.relay import background_relay, build_relay
     from forge_dagster.core.platform.pricing import PricesFileError, active_prices
     from forge_dagster.core.realtime.service import run_realtime_worker, stop_on_signals
@@ -55,7 +56,9 @@ def cmd_work(args: argparse.Namespace) -> int:
         stop = threading.Event()
         restore = stop_on_signals(stop)
         try:
-            with background_relay(build_relay(store, forge_home=load_settings().forge_home)) as relay:
+            kind, detail = ("handler", args.handler) if args.handler else ("realtime", f"concurrency {args.concurrency}")
+            with on_the_fleet(store, kind, detail=detail), \
+                    background_relay(build_relay(store, forge_home=load_settings().forge_home)) as relay:
                 print(relay.describe(), file=sys.stderr, flush=True)  # the outbox drains beside the claim loop
                 if worker is not None:  # handlers in flight finish and are recorded once stopped
                     stats = worker.run(until_idle=args.until_idle, stop=stop)

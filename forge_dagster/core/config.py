@@ -90,6 +90,11 @@ class ForgeSettings(EnvironSettings):
                     '"base_url", "rpm", "tpm".')
     slack_webhook_url: SecretStr | None = Field(default=None, alias="FORGE_SLACK_WEBHOOK_URL",
                                                 description="Where notifications go; unset: the simulator's receiver.")
+    console_token: SecretStr | None = Field(
+        default=None, alias="FORGE_CONSOLE_TOKEN",
+        description="The operator console's token: needed to act, and to bind any address but loopback.")
+    console_url: str = Field(default="http://127.0.0.1:8790", alias="FORGE_CONSOLE_URL",
+                             description="Where the operator's console answers: Dagster's metadata links to it.")
     callback_secret: SecretStr | None = Field(
         default=None, alias="FORGE_CALLBACK_SECRET",
         description="The HMAC secret that signs stamps; unset: one kept under FORGE_HOME.")
