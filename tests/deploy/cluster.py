@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import psycopg
 
 from forge_dagster.core.runtime import ensure_database, write_dagster_yaml
 from tests.deploy.netns import Host, Network, leftover_namespaces
+from tests.helpers import wait_until as wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -31,18 +31,6 @@ PG_PORT, REDIS_PORT, SIM_PORT, CODE_PORT, WEB_PORT = 5432, 6379, 8700, 4000, 300
 HOSTS = ["host-a", "host-b", "host-c", "host-d"]
 BIN = Path(sys.executable).parent  # the console scripts a deployment runs: forge, dagster, dagster-daemon, ...
 PROVIDER_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL")
-
-
-def wait_for(condition, *, timeout_s: float, what: str, every_s: float = 0.1):
-    """Poll `condition` until it is truthy (returned) or fail after `timeout_s`, naming `what`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what}")
-        time.sleep(every_s)
 
 
 @dataclass
