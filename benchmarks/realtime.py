@@ -38,6 +38,7 @@ from benchmarks.report import Ratio, Row, render_table
 from forge_dagster.core.batch.shaping import custom_id_for
 from forge_dagster.core.intake.routing import submit_jobs
 from forge_dagster.core.platform.catalog import load_processors
+from forge_dagster.core.platform.registry import load_catalog
 from forge_dagster.core.providers.requests import render_request
 from forge_dagster.core.realtime import KeyRing, RealtimeConfig, RealtimeExecutor, keys_from_env
 from forge_dagster.core.store import ForgeStore, JobSpec
@@ -86,16 +87,17 @@ def _chat_statuses(sim: SimulatorProcess) -> list[int]:
     return [r["status"] for r in sim.requests() if r["path"] == "/v1/chat/completions"]
 
 
-def forge_run(sim: SimulatorProcess, url: str, scenario: Scenario, run: int, *, shared_pacing: bool = True) -> Sample:
-    catalog = load_processors()
-    version = catalog[PROCESSOR].version
+def forge_run(sim: SimulatorProcess, url: str, scenario: Scenario, run: int, *, shared_pacing: bool = True,
+              transport: str = "auto") -> Sample:
     env = {"OPENAI_API_KEY": f"sk-bench-forge-{run}", "OPENAI_BASE_URL": sim.openai_base_url,
            "OPENAI_RPM": str(scenario.rpm)}
     with fresh_schema(url, "realtime") as schema, ForgeStore(url, schema, pool_size=8) as store:
         store.migrate()
+        catalog = load_catalog(store)  # registered: an accepted output is checked against the registry's schema
+        version = catalog[PROCESSOR].version
         submit_jobs(store, [JobSpec(PROCESSOR, _payload(i), processor_version=version, mode="realtime")
                        for i in range(scenario.jobs)])
-        ring = KeyRing(keys_from_env(env, timeout_s=30))
+        ring = KeyRing(keys_from_env(env, timeout_s=30), transport=transport)
         ring.port(ring.for_provider("openai")[0])  # the SDK is imported now, not inside the timing
         config = RealtimeConfig(concurrency=CONCURRENCY, shared_pacing=shared_pacing)
         executor = RealtimeExecutor(store, catalog, ring, config)
