@@ -19,10 +19,12 @@ missing, or when asked (`KeyRing(transport="httpx")`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
 import importlib.util
 import json
+import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ from forge_dagster.core.providers.ratelimit import KeyLimiter
 from forge_dagster.core.providers.registry import PORT_CLASSES
 from forge_dagster.core.store import ForgeStore
 from forge_dagster.core.store.key_store import KeyRecord
+
+log = logging.getLogger(__name__)
 
 SIMULATOR_KEY = "sim-no-key"  # the key sent to the simulator when no provider key is set
 SIMULATOR_ALIAS = "simulator"
@@ -183,7 +187,7 @@ class KeyRing:
             record = key.record()
             schedule = store.pacing.schedule(record.provider, record.fingerprint)
             schedule.ensure(key.rpm, key.tpm)
-            self.limiters[key.name].shared = schedule
+            self.limiters[key.name].share(schedule)
 
     def port(self, key: ProviderKey) -> ProviderPort:
         """The key's port (built on first use, which imports the provider's SDK: seconds, so call it off
@@ -202,6 +206,11 @@ class KeyRing:
         return [k.record() for k in self.keys]
 
     async def aclose(self) -> None:
+        for limiter in self.limiters.values():  # slots reserved ahead go back to the other processes
+            try:
+                await asyncio.to_thread(limiter.give_back)
+            except Exception:  # the store may be away: those slots pass unused
+                log.warning("could not give back reserved slots", exc_info=True)
         for port in self._ports.values():
             await port.aclose()
         self._ports.clear()
