@@ -88,7 +88,7 @@ def _chat_statuses(sim: SimulatorProcess) -> list[int]:
 
 
 def forge_run(sim: SimulatorProcess, url: str, scenario: Scenario, run: int, *, shared_pacing: bool = True,
-              transport: str = "auto") -> Sample:
+              transport: str = "auto", **config) -> Sample:
     env = {"OPENAI_API_KEY": f"sk-bench-forge-{run}", "OPENAI_BASE_URL": sim.openai_base_url,
            "OPENAI_RPM": str(scenario.rpm)}
     with fresh_schema(url, "realtime") as schema, ForgeStore(url, schema, pool_size=8) as store:
@@ -99,7 +99,7 @@ def forge_run(sim: SimulatorProcess, url: str, scenario: Scenario, run: int, *, 
                        for i in range(scenario.jobs)])
         ring = KeyRing(keys_from_env(env, timeout_s=30), transport=transport)
         ring.port(ring.for_provider("openai")[0])  # the SDK is imported now, not inside the timing
-        config = RealtimeConfig(concurrency=CONCURRENCY, shared_pacing=shared_pacing)
+        config = RealtimeConfig(concurrency=CONCURRENCY, shared_pacing=shared_pacing, **config)
         executor = RealtimeExecutor(store, catalog, ring, config)
         cpu, started = _cpu_s(), time.perf_counter()
         stats = executor.run_sync(until_idle=True)

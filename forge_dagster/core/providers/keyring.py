@@ -25,6 +25,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -179,6 +180,15 @@ class KeyRing:
 
     def limiter(self, key: ProviderKey) -> KeyLimiter:
         return self.limiters[key.name]
+
+    def admission_room(self, horizon_s: float) -> int | None:
+        """How many more calls the keys' limiters admit within `horizon_s` beyond those waiting for a slot
+        now (None: some key has no request limit known, so the limiters set no bound)."""
+        rates = [limiter.rate_per_s() for limiter in self.limiters.values()]
+        if not rates or any(rate is None for rate in rates):
+            return None
+        admitted = sum(math.ceil(rate * horizon_s) for rate in rates if rate is not None)
+        return admitted - sum(limiter.waiting for limiter in self.limiters.values())
 
     def share_pacing(self, store: ForgeStore) -> None:
         """Pace every key on its schedule in `store`, shared with every other process that calls with

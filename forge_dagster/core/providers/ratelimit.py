@@ -132,6 +132,7 @@ class KeyLimiter:
         if shared is not None:
             self.share(shared)
         self.stats = LimiterStats()
+        self.waiting = 0  # calls waiting for their slot
         self._tat_r: float | None = None  # theoretical arrival times (GCRA)
         self._tat_t: float | None = None
         self._blocked_until = 0.0
@@ -232,8 +233,19 @@ class KeyLimiter:
                 self._epoch += 1  # the key changed elsewhere: slots reserved before are void
             self._generation = generation
 
+    def rate_per_s(self) -> float | None:
+        """The request rate this limiter admits (None: no request limit known)."""
+        return self.rpm * self.headroom / WINDOW_S if self.rpm else None
+
     async def acquire(self, tokens: int = 0) -> float:
         """Wait for this key's next slot for a call estimated at `tokens`; returns the seconds waited."""
+        self.waiting += 1
+        try:
+            return await self._acquire(tokens)
+        finally:
+            self.waiting -= 1
+
+    async def _acquire(self, tokens: int) -> float:
         began = self.clock()
         while True:
             if self._learning and self._first_out:  # the learning call is out: its headers set the pace
