@@ -36,7 +36,8 @@ from forge_dagster.core.config import load_settings
 from forge_dagster.core.intake.routing import processor_check
 from forge_dagster.core.models import TERMINAL_JOB_STATES, JobSpec
 from forge_dagster.core.ops.operator import ActionReport, OperatorError, cancel_jobs, resolve, retry_jobs
-from forge_dagster.core.platform.exports import outputs_frame
+from forge_dagster.core.platform.estimates import Estimate, estimate_with_budgets
+from forge_dagster.core.platform.exports import embeddings_array, outputs_frame
 from forge_dagster.core.platform.processors import Processor
 from forge_dagster.core.platform.registry import RegistryCatalog, load_catalog
 from forge_dagster.core.runtime import open_store
@@ -157,6 +158,16 @@ class Forge:
                 tally.refused[n] = error
         return tally.submission()
 
+    def estimate(self, processor: str, rows: Rows, version: str | None = None) -> Estimate:
+        """What submitting `rows` to `processor` would cost, before anything is sent: tokens per request,
+        USD at realtime and batch prices with and without prompt caching (worst case: full max_tokens of
+        output), and each daily budget's verdict (`.admitted`, `.budgets`). Rows that would be refused are
+        listed in `.refused`; nothing is written."""
+        catalog = load_catalog(self.store)
+        pinned = _pinned(catalog, processor, version)
+        specs = [JobSpec(processor, payload, processor_version=pinned.version) for payload in _payloads(rows)]
+        return estimate_with_budgets(self.store, catalog, specs)
+
     # -- wait and read ---------------------------------------------------------------------------------
     def wait(self, ids: Jobs, timeout: float | None = None, progress: bool = True) -> dict[str, int]:
         """Wait until every job named has ended (succeeded, invalid, failed, dead or cancelled); returns how
@@ -209,6 +220,14 @@ class Forge:
         frame["cost"] = pd.array([None if r["cost_usd"] is None else float(r["cost_usd"]) for r in rows],
                                  dtype="Float64")
         return frame
+
+    def embeddings(self, processor: str, *, version: str | None = None) -> tuple[Any, Any]:
+        """The vectors of an embeddings processor's succeeded jobs, straight from the store: (job ids as an
+        int64 array, one float32 array of shape (jobs, dimensions)), in job order."""
+        try:
+            return embeddings_array(self.store, load_catalog(self.store, sync=False), processor, version=version)
+        except (KeyError, ValueError) as exc:
+            raise OperatorError(str(exc).strip("'")) from None
 
     # -- operator actions ------------------------------------------------------------------------------
     def retry(self, ids: Jobs = None, *, reason: str, version: str | None = None, attempts: int | None = None,

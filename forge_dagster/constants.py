@@ -9,6 +9,15 @@ REALTIME_GROUP = "realtime"
 OPENAI_POOL = "openai_api"
 ANTHROPIC_POOL = "anthropic_api"
 GPU_POOL = "ollama_gpu"
+# Runs of the GPU jobs (the nightly chain, adapter training) go to a GPU node under Kubernetes' run launcher
+# (the `dagster-k8s/config` tag; other launchers ignore it): the label NVIDIA's feature discovery sets,
+# and a toleration of the taint GPU nodes usually carry.
+GPU_NODE_LABEL = "nvidia.com/gpu.present"
+GPU_K8S_CONFIG = {"pod_spec_config": {
+    "node_selector": {GPU_NODE_LABEL: "true"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+}}
+GPU_RUN_TAGS = {"dagster-k8s/config": GPU_K8S_CONFIG}
 
 # Runs of jobs tagged so hold a lease in the store while their steps work (core/ops/run_leases.py); a run
 # found dead gets the second tag, with the reason, when it is reported failed.

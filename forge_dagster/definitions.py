@@ -26,6 +26,7 @@ from forge_dagster.jobs.archive_jobs import (
     operator_view_schedule,
 )
 from forge_dagster.jobs.batch_jobs import build_batches_job, collect_batch_job
+from forge_dagster.jobs.batch_operator_jobs import cancel_batch_job
 from forge_dagster.jobs.nightly_jobs import (
     nightly_chain_job,
     nightly_schedule,
@@ -84,7 +85,8 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
                 *NIGHTLY_CHAIN, weekly_memory_digest, realtime_outputs, cost_report],
         asset_checks=[*BATCH_OUTPUT_CHECKS, *OPERATIONS_CHECKS],
         jobs=[build_batches_job, collect_batch_job, archive_job, operator_view_job, nightly_chain_job,
-              weekly_consolidation_job, train_adapter_job, realtime_job, retry_jobs_job, cancel_jobs_job],
+              weekly_consolidation_job, train_adapter_job, realtime_job, retry_jobs_job, cancel_jobs_job,
+              cancel_batch_job],
         schedules=[archive_schedule, operator_view_schedule, nightly_schedule, weekly_consolidation],
         sensors=[pending_work_sensor, batch_status_sensor, lease_recovery_sensor, outbox_relay_sensor,
                  healing_sensor, realtime_work_sensor, key_probe_sensor, run_liveness_sensor],

@@ -1,7 +1,8 @@
 """`forge demo`: Forge's main job end to end on the embedded default.
 
 Brings up PostgreSQL, Dagster's storage and (with no provider keys) the local simulator; drops a
-sample of jobs across both providers and both example processors into the inbox; then lets the
+sample of jobs across both providers and every example processor (chat, responses, embeddings,
+moderations) into the inbox; then lets the
 sensors and asset jobs run through Dagster in this process until every job has ended, printing where
 the jobs and batches are after every run. Dagster and the SDKs are imported once the first line is out.
 """
@@ -29,18 +30,38 @@ REVIEWS = ["Battery lasts two days, great value.", "Arrived broken and support n
 OPEN_STATES = ("pending", "claimed", "running", "submitted", "collected")
 
 
+PRODUCTS = [("Trail shoe", "Light running shoe with a grippy sole"), ("Desk lamp", "Dimmable LED lamp, warm light"),
+            ("Kettle", "1.7 l electric kettle with auto shut-off"), ("Backpack", "Waterproof 20 l daypack")]
+COMMENTS = ["Thanks, this fixed it for me!", "This product is garbage and so are you.", "Where can I buy spare parts?",
+            "Shipping took three weeks, not happy.", "Great write-up, very clear."]
+
+
+def _ticket(rng: random.Random, i: int) -> dict:
+    subject = rng.choice(SUBJECTS)
+    return {"subject": subject, "body": f"Ticket {i}: {subject.lower()}, please help."}
+
+
+def _product(rng: random.Random, i: int) -> dict:
+    title, description = rng.choice(PRODUCTS)
+    return {"title": f"{title} #{i}", "description": description}
+
+
 def sample_lines(n: int, seed: int) -> list[dict]:
-    """`n` jobs, alternating between the two example processors (OpenAI and Anthropic)."""
+    """`n` jobs, in turn across the example processors: chat (OpenAI and Anthropic), responses, embeddings
+    and moderations."""
     rng = random.Random(seed)
+    makers = [
+        ("t", "ticket_triage", lambda i: _ticket(rng, i)),
+        ("r", "review_sentiment", lambda i: {"review": rng.choice(REVIEWS), "product": "Model X",
+                                             "rating": rng.randint(1, 5)}),
+        ("s", "ticket_triage_responses", lambda i: _ticket(rng, i)),
+        ("p", "product_embeddings", lambda i: _product(rng, i)),
+        ("c", "comment_moderation", lambda i: {"comment": rng.choice(COMMENTS)}),
+    ]
     lines = []
     for i in range(n):
-        if i % 2 == 0:
-            subject = rng.choice(SUBJECTS)
-            lines.append({"id": f"t{i}", "processor": "ticket_triage",
-                          "input": {"subject": subject, "body": f"Ticket {i}: {subject.lower()}, please help."}})
-        else:
-            lines.append({"id": f"r{i}", "processor": "review_sentiment",
-                          "input": {"review": rng.choice(REVIEWS), "product": "Model X", "rating": rng.randint(1, 5)}})
+        prefix, processor, make = makers[i % len(makers)]
+        lines.append({"id": f"{prefix}{i}", "processor": processor, "input": make(i)})
     return lines
 
 
@@ -110,7 +131,7 @@ def _run_until_settled(daemon, progress: Progress, timeout_s: float) -> dict[str
 
 def run_demo(args: argparse.Namespace) -> int:
     started, since = time.monotonic(), datetime.now(UTC)
-    _say(f"forge demo: {args.jobs} jobs across both providers and both example processors; bringing up the "
+    _say(f"forge demo: {args.jobs} jobs across both providers and every example processor; bringing up the "
          "database and Dagster's storage (a first start creates them)")
     import dagster as dg
 
@@ -148,6 +169,9 @@ def run_demo(args: argparse.Namespace) -> int:
         summary = {
             "mode": runtime.mode, "jobs_total": sum(counts.values()), "jobs": counts,
             "batches": store.batches.counts(since=since), "cost_usd": round(store.costs.source_cost(source), 6),
+            "processors": {r["processor"]: {"jobs": r["jobs"], "succeeded": r["succeeded"],
+                                            "cost_usd": round(float(r["cost_usd"]), 6)}
+                           for r in store.costs.source_by_processor(source)},
             "elapsed_s": round(time.monotonic() - started, 1),
         }
     finally:
@@ -158,7 +182,9 @@ def run_demo(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         print(f"demo finished in {summary['elapsed_s']}s: {summary['jobs_total']} jobs {summary['jobs']}, "
-              f"batches {summary['batches']}, cost ${summary['cost_usd']:.4f}\n"
-              f"See the runs in the Dagster UI: forge dev")
+              f"batches {summary['batches']}, cost ${summary['cost_usd']:.4f}")
+        for name, row in summary["processors"].items():
+            print(f"  {name:<26} {row['succeeded']:>6}/{row['jobs']:<6} succeeded  ${row['cost_usd']:.6f}")
+        print("See the runs in the Dagster UI: forge dev")
     open_jobs = sum(summary["jobs"].get(s, 0) for s in OPEN_STATES)
     return 0 if open_jobs == 0 else 1

@@ -15,6 +15,7 @@ from forge_dagster.core.batch.collection import collect_results, validate_batch
 from forge_dagster.core.config import load_settings
 from forge_dagster.core.intake.inbox import drain_inbox
 from forge_dagster.core.intake.routing import review_external_rows
+from forge_dagster.core.ops import console_links
 from forge_dagster.resources.lease_store import LeaseStoreResource
 from forge_dagster.resources.processor_catalog import ProcessorCatalogResource
 from forge_dagster.resources.provider_keys import ProviderKeysResource
@@ -113,6 +114,7 @@ def provider_results(
     report = collect_results(store, provider_keys.ports, batch_id)
     batch = store.batches.get(batch_id)
     return dg.MaterializeResult(metadata={
+        "console": dg.MetadataValue.url(console_links.batch_page(load_settings().console_url, batch_id)),
         "batch_state": dg.MetadataValue.text(batch["state"]),
         "lines": dg.MetadataValue.int(report.lines),
         "stored_now": dg.MetadataValue.int(report.stored_now),
@@ -133,6 +135,7 @@ def validated_outputs(
     report = validate_batch(store, processors.load(store), batch_id)
     batch = store.batches.get(batch_id)
     return dg.MaterializeResult(metadata={
+        "console": dg.MetadataValue.url(console_links.batch_page(load_settings().console_url, batch_id)),
         **{f"jobs_{state}": dg.MetadataValue.int(n) for state, n in sorted(report.by_state.items())},
         "cost_usd": dg.MetadataValue.float(round(report.cost_usd, 6)),
         "rejections": _md_table([{"reason": k, "jobs": v} for k, v in sorted(report.reasons.items())]),

@@ -11,7 +11,7 @@ their output under the lease's fence; a wait on either over FORGE_NIGHTLY_GPU_WA
 put in the step's metadata and told in Slack. The briefing is written after the last step (the GPU
 release included; when the release fails it writes the briefing before failing the run), and its
 blocking check fails the run of a RED night, so the night's colour is Dagster's. To add a step, see
-"Adding a nightly step" in the README.
+"Adding a nightly step" in docs/nightly.md.
 """
 
 from datetime import UTC, datetime, timedelta

@@ -12,6 +12,7 @@ import pandas as pd
 from forge_dagster.constants import OPERATIONS_GROUP
 from forge_dagster.core.config import load_settings
 from forge_dagster.core.models import JobState
+from forge_dagster.core.ops import console_links
 from forge_dagster.core.ops.archive import archive_age_hours, archive_cooled
 from forge_dagster.core.secrets import mask_secret
 from forge_dagster.resources.lease_store import LeaseStoreResource
@@ -35,6 +36,7 @@ def job_ledger(lease_store: LeaseStoreResource) -> dg.MaterializeResult:
     """Jobs by state (hot and archived) and the latest jobs that ended invalid, failed or dead, with
     their reasons."""
     ops = lease_store.operations
+    console = load_settings().console_url
     snap = ops.metrics_snapshot()
     bad, finished = ops.finished_since(DAY_S)
     return dg.MaterializeResult(metadata={
@@ -44,7 +46,9 @@ def job_ledger(lease_store: LeaseStoreResource) -> dg.MaterializeResult:
         "invalid_or_dead_24h": dg.MetadataValue.int(bad),
         "claims_total": dg.MetadataValue.int(snap.claims),
         "lease_takeovers_total": dg.MetadataValue.int(snap.reclaims + snap.swept),
-        "recent_rejections": _table(ops.recent_rejected_jobs(10)),
+        "recent_rejections": _table([{**row, "id": f"[{row['id']}]({console_links.job_page(console, row['id'])})"}
+                                     for row in ops.recent_rejected_jobs(10)]),
+        "console": dg.MetadataValue.url(f"{console}/jobs"),
     })
 
 

@@ -11,11 +11,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from forge_dagster.cli import costs, jobs, nightly, processors, services, work
+from forge_dagster.cli import batches, console, costs, estimate, jobs, nightly, processors, services, work
 from forge_dagster.core.config import load_settings
 from forge_dagster.core.secrets import install_redaction
 
-GROUPS = (work, services, jobs, nightly, processors, costs)
+GROUPS = (work, services, jobs, batches, nightly, processors, costs, estimate, console)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,12 @@ from forge_dagster.cli.common import announce, fail, open_announced, table
 
 
 def cmd_costs(args: argparse.Namespace) -> int:
-    from forge_dagster.core.platform.cost_reports import cost_table, ledger_summary, reconcile_collected
+    from forge_dagster.core.platform.cost_reports import (
+        cache_report,
+        cost_table,
+        ledger_summary,
+        reconcile_collected,
+    )
 
     if args.prices:
         from forge_dagster.core.platform.pricing import PricesFileError, pricing_table
@@ -32,8 +37,9 @@ def cmd_costs(args: argparse.Namespace) -> int:
             reconciled = reconcile_collected(store, ports)
         rows = cost_table(store, args.by, args.days)
         total = ledger_summary(store, args.days)
+        caching = cache_report(store, args.days)
     if args.json:
-        print(json.dumps({"by": args.by, "rows": rows, "total": total,
+        print(json.dumps({"by": args.by, "rows": rows, "total": total, "caching": caching,
                           "reconciled": [{"batch_id": r.batch_id, "matched": r.matched, "notes": r.notes}
                                          for r in reconciled]}))
         return 0
@@ -41,6 +47,11 @@ def cmd_costs(args: argparse.Namespace) -> int:
     unpriced = (f" ({total['unpriced_attempts']} without a price: their tokens are counted, not their cost; "
                 "add the model to a FORGE_PRICES_FILE)") if total["unpriced_attempts"] else ""
     print(f"total: {total['attempts']} billed attempts, ${total['cost_usd']:.6f}{unpriced}")
+    if any(r["cache_hits"] or r["cache_write_tokens"] for r in caching):
+        print("\nprompt caching (hit rate: attempts that read the cache; saved: against plain input prices)")
+        print(table([{"processor": r["processor"], "cache_hit_rate": f"{r['cache_hit_rate']:.1%}",
+                      "read_tokens": r["cache_read_tokens"], "write_tokens": r["cache_write_tokens"],
+                      "saved_usd": f"{r['saved_usd']:.6f}"} for r in caching]))
     for r in reconciled:
         print(f"batch {r.batch_id}: " + ("reconciled" if r.matched else "DIFFERS: " + "; ".join(r.notes)))
     return 0

@@ -39,6 +39,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
         env["FORGE_SIMULATOR_URL"] = f"http://127.0.0.1:{args.sim_port}"
         children.append(subprocess.Popen([sys.executable, "-m", "forge_dagster.cli", "sim", "--port",
                                           str(args.sim_port)], env=env))
+    # The operator's console beside Dagster's UI, linking to its runs (it stops with `forge dev`).
+    children.append(subprocess.Popen([sys.executable, "-m", "forge_dagster.cli", "console", "--port",
+                                      str(args.console_port), "--dagster-url", f"http://127.0.0.1:{args.port}"],
+                                     env=env))
     children.append(subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-m", "forge_dagster.definitions", "-h", "127.0.0.1",
                                       "-p", str(args.port)], env=env))
     # A SIGTERM (as from `timeout` or a service manager) stops the children too.
@@ -117,9 +121,10 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("dev", help="start the Dagster webserver and daemon on Forge's storage")
+    p = sub.add_parser("dev", help="start the Dagster webserver and daemon on Forge's storage, and the console")
     p.add_argument("--port", type=int, default=3000)
     p.add_argument("--sim-port", type=int, default=8700)
+    p.add_argument("--console-port", type=int, default=8790, help="the operator's console (forge console)")
     p.set_defaults(func=cmd_dev)
 
     p = sub.add_parser("stop", help="stop the embedded PostgreSQL under FORGE_HOME")

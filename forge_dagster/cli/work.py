@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from pathlib import Path
 
 from forge_dagster.cli.common import announce, open_announced
@@ -34,9 +35,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_work(args: argparse.Namespace) -> int:
-    """LLM jobs through the providers by default; `--handler` runs a declared non-LLM step instead."""
+    """LLM jobs through the providers by default; `--handler` runs a declared non-LLM step instead. SIGTERM
+    (a rolling update) or SIGINT stops either cleanly: no new claim, work in flight finished or released,
+    the outbox drained once more, the stats printed, exit 0."""
+    from forge_dagster.core.ops.fleet import on_the_fleet  # the console's live fleet sees this process
     from forge_dagster.core.ops.relay import background_relay, build_relay
     from forge_dagster.core.platform.pricing import PricesFileError, active_prices
+    from forge_dagster.core.realtime.service import run_realtime_worker, stop_on_signals
 
     try:
         active_prices()  # a wrong FORGE_PRICES_FILE stops a worker at start, naming the file and the entry
@@ -48,14 +53,20 @@ def cmd_work(args: argparse.Namespace) -> int:
         worker = _handler_worker(store, args) if args.handler else None
         if args.handler and worker is None:
             return 2
-        with background_relay(build_relay(store, forge_home=load_settings().forge_home)) as relay:
-            print(relay.describe(), file=sys.stderr, flush=True)  # the outbox drains beside the claim loop
-            if worker is not None:
-                stats = worker.run(until_idle=args.until_idle)
-            else:  # provider calls on asyncio within each key's rate limits (core/realtime)
-                from forge_dagster.core.realtime.service import run_realtime_worker
-
-                stats = run_realtime_worker(store, concurrency=args.concurrency, until_idle=args.until_idle)
+        stop = threading.Event()
+        restore = stop_on_signals(stop)
+        try:
+            kind, detail = ("handler", args.handler) if args.handler else ("realtime", f"concurrency {args.concurrency}")
+            with on_the_fleet(store, kind, detail=detail), \
+                    background_relay(build_relay(store, forge_home=load_settings().forge_home)) as relay:
+                print(relay.describe(), file=sys.stderr, flush=True)  # the outbox drains beside the claim loop
+                if worker is not None:  # handlers in flight finish and are recorded once stopped
+                    stats = worker.run(until_idle=args.until_idle, stop=stop)
+                else:  # provider calls on asyncio within each key's rate limits (core/realtime)
+                    stats = run_realtime_worker(store, concurrency=args.concurrency, until_idle=args.until_idle,
+                                                stop=stop, drain_s=args.drain_s)
+        finally:
+            restore()
     print(json.dumps({"claimed": stats.claimed, "succeeded": stats.succeeded, "failed": stats.failed,
                       "lease_lost": stats.lease_lost}))
     return 0
@@ -111,6 +122,9 @@ def add_commands(sub) -> None:
     p.add_argument("--handler", metavar="MODULE:FUNCTION",
                    help="run a non-LLM step instead: only jobs of processors whose YAML says `handler: "
                         "MODULE:FUNCTION`; what it returns is validated against their schema")
+    p.add_argument("--drain-s", type=float, default=None, metavar="SECONDS",
+                   help="on SIGTERM, how long realtime calls in flight may finish before their jobs are released "
+                        "(default 10; keep it under the orchestrator's grace period)")
     p.add_argument("--realtime", action="store_true", help=argparse.SUPPRESS)  # the default; kept for scripts
     p.set_defaults(func=cmd_work)
 

@@ -90,6 +90,11 @@ class ForgeSettings(EnvironSettings):
                     '"base_url", "rpm", "tpm".')
     slack_webhook_url: SecretStr | None = Field(default=None, alias="FORGE_SLACK_WEBHOOK_URL",
                                                 description="Where notifications go; unset: the simulator's receiver.")
+    console_token: SecretStr | None = Field(
+        default=None, alias="FORGE_CONSOLE_TOKEN",
+        description="The operator console's token: needed to act, and to bind any address but loopback.")
+    console_url: str = Field(default="http://127.0.0.1:8790", alias="FORGE_CONSOLE_URL",
+                             description="Where the operator's console answers: Dagster's metadata links to it.")
     callback_secret: SecretStr | None = Field(
         default=None, alias="FORGE_CALLBACK_SECRET",
         description="The HMAC secret that signs stamps; unset: one kept under FORGE_HOME.")
@@ -130,6 +135,9 @@ class ForgeSettings(EnvironSettings):
     archive_after_hours: float = Field(
         default=DEFAULT_ARCHIVE_AFTER_HOURS, alias="FORGE_ARCHIVE_AFTER_HOURS",
         description="Collected batches older than this leave the hot tables for the archive.")
+    provider_file_retention_s: float = Field(
+        default=0.0, ge=0, alias="FORGE_PROVIDER_FILE_RETENTION_S",
+        description="How long after collection a batch's OpenAI files are kept (0: deleted once its lines are stored).")
     prices_file: str | None = Field(default=None, alias="FORGE_PRICES_FILE",
                                     description="A YAML of the team's own prices over the built-in table.")
     processors_dir: str | None = Field(default=None, alias="FORGE_PROCESSORS_DIR",

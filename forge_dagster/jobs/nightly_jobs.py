@@ -7,7 +7,7 @@ Schedules read `FORGE_NIGHTLY_CRON` (default 02:00), `FORGE_NIGHTLY_WEEKLY_CRON`
 import dagster as dg
 
 from forge_dagster.assets.nightly import NIGHT_TAG, NIGHTLY_CHAIN, weekly_memory_digest
-from forge_dagster.constants import GPU_POOL
+from forge_dagster.constants import GPU_POOL, GPU_RUN_TAGS
 from forge_dagster.core.config import load_settings
 from forge_dagster.core.nightly.adapters import AdapterRegistry, train_adapter
 from forge_dagster.core.nightly.settings import load_nightly_settings, night_key
@@ -19,7 +19,7 @@ _settings = load_nightly_settings()
 
 nightly_chain_job = dg.define_asset_job(
     "nightly_chain", selection=dg.AssetSelection.assets(*NIGHTLY_CHAIN),
-    description="The overnight chain on the local GPU, ending with the morning briefing.",
+    description="The overnight chain on the local GPU, ending with the morning briefing.", tags=GPU_RUN_TAGS,
 )
 
 weekly_consolidation_job = dg.define_asset_job(
@@ -65,6 +65,7 @@ def train_adapter_op(context: dg.OpExecutionContext, config: TrainAdapterConfig,
     return result
 
 
-@dg.job(name="train_adapter", description="Train and register a LoRA adapter version on the local GPU.")
+@dg.job(name="train_adapter", description="Train and register a LoRA adapter version on the local GPU.",
+        tags=GPU_RUN_TAGS)
 def train_adapter_job():
     train_adapter_op()

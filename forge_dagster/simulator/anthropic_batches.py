@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from forge_dagster.core.models import CUSTOM_ID_RE
 from forge_dagster.simulator import answers
+from forge_dagster.simulator.anthropic_format import validate_params
 from forge_dagster.simulator.dice import fingerprint, unit
 
 if TYPE_CHECKING:
@@ -66,8 +67,6 @@ class MessageBatch:
 
 def validate_requests(requests: Any) -> str | None:
     """Why a batch `requests` array is unacceptable (duplicate custom_id included), or None."""
-    from forge_dagster.simulator.anthropic_format import validate_params
-
     if not isinstance(requests, list) or not requests:
         return "requests: at least one request is required"
     if len(requests) > MAX_REQUESTS:
@@ -109,15 +108,25 @@ class AnthropicStore:
         return batch
 
     def get(self, batch_id: str) -> MessageBatch | None:
+        """The batch, or None when unknown, deleted, or older than the results retention (then forgotten,
+        as the API forgets a batch and its results 29 days after creation)."""
         with self.state.lock:
+            self._forget_expired()
             batch = self.batches.get(batch_id)
         if batch is not None:
             self.advance(batch)
         return batch
 
+    def _forget_expired(self) -> None:
+        """Drop batches older than the results retention (call under the state lock)."""
+        oldest = self.state.now() - self.state.config.anthropic_results_retention_s
+        for batch_id in [b.id for b in self.batches.values() if b.created_at < oldest]:
+            del self.batches[batch_id]
+
     def listing(self, limit: int, after_id: str | None, before_id: str | None) -> tuple[list[MessageBatch], bool]:
         """Newest first; after_id pages to older batches, before_id to newer ones."""
         with self.state.lock:
+            self._forget_expired()
             ordered = sorted(self.batches.values(), key=lambda b: (b.created_at, b.seq), reverse=True)
             ids = [b.id for b in ordered]
             if before_id:
@@ -181,7 +190,7 @@ class AnthropicStore:
                 continue
             status, body, gen = answers.anthropic_message(state, request["params"], fingerprint(request),
                                                           batch.occurrences[i], in_batch=True,
-                                                          unique=f"{batch.id}/{i}")
+                                                          unique=f"{batch.id}/{i}", key=batch.key)
             if status == 200:
                 output_tokens += gen.output_tokens if gen else 0
                 results.append({"custom_id": request["custom_id"], "result": {"type": "succeeded", "message": body}})

@@ -62,6 +62,26 @@ def input_text(params: dict[str, Any]) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def cache_prefix(params: dict[str, Any]) -> tuple[str, str] | None:
+    """(prefix text, ttl) up to the last `cache_control` breakpoint among the tools and system blocks (the
+    cached prefix is tools, then system), or None when the request marks none. Breakpoints in messages are
+    not simulated."""
+    marked: list[tuple[str, dict[str, Any]]] = []
+    for tool in params.get("tools") or []:
+        if isinstance(tool, dict):
+            marked.append((json.dumps(tool, sort_keys=True), tool))
+    system = params.get("system")
+    for block in system if isinstance(system, list) else []:
+        if isinstance(block, dict):
+            marked.append((str(block.get("text") or ""), block))
+    last = max((i for i, (_, part) in enumerate(marked) if isinstance(part.get("cache_control"), dict)),
+               default=None)
+    if last is None:
+        return None
+    ttl = str(marked[last][1]["cache_control"].get("ttl") or "5m")
+    return "\n".join(text for text, _ in marked[: last + 1]), ttl
+
+
 def output_spec(params: dict[str, Any]) -> OutputSpec:
     """Forced tool (tool_choice tool/any, or one tool with auto), output_config json_schema, prompt schema."""
     fmt = (params.get("output_config") or {}).get("format") or params.get("output_format")
@@ -82,8 +102,10 @@ def output_spec(params: dict[str, Any]) -> OutputSpec:
     return OutputSpec("text")
 
 
-def message(gen: Generation, params: dict[str, Any], message_id: str, *, batch: bool = False) -> dict[str, Any]:
-    """A Messages API `message` object for `gen`."""
+def message(gen: Generation, params: dict[str, Any], message_id: str, *, batch: bool = False,
+            cache_read: int = 0, cache_write: int = 0, ttl: str = "5m") -> dict[str, Any]:
+    """A Messages API `message` object for `gen`; `input_tokens` counts what was neither read from nor
+    written to the prompt cache, as the API's does."""
     stop = _STOP[gen.stop]
     parsed = gen.parsed()
     if gen.stop == "refusal":
@@ -103,7 +125,10 @@ def message(gen: Generation, params: dict[str, Any], message_id: str, *, batch: 
         "content": content,
         "stop_reason": stop,
         "stop_sequence": None,
-        "usage": {"input_tokens": gen.input_tokens, "output_tokens": gen.output_tokens,
-                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+        "usage": {"input_tokens": max(0, gen.input_tokens - cache_read - cache_write),
+                  "output_tokens": gen.output_tokens,
+                  "cache_creation_input_tokens": cache_write, "cache_read_input_tokens": cache_read,
+                  "cache_creation": {"ephemeral_5m_input_tokens": cache_write if ttl != "1h" else 0,
+                                     "ephemeral_1h_input_tokens": cache_write if ttl == "1h" else 0},
                   "service_tier": "batch" if batch else "standard"},
     }

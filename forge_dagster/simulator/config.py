@@ -35,7 +35,10 @@ class SimConfig:
     "METHOD /path" (fnmatch patterns allowed, e.g. "GET /v1/batches/*"). batch_processing_s: a batch ends
     at the first read once this long has passed since creation. rpm_limit / tpm_limit: per API key and
     provider over a 60 s sliding window, counting inference calls and batch creates (None or 0 = unlimited).
-    quota_tokens: tokens an API key may consume (realtime usage; batch input at create, output when it ends)
+    cache_min_tokens: prompt caching (OpenAI automatic prefixes, Anthropic `cache_control` breakpoints) keeps
+    only prefixes at least this long. anthropic_results_retention_s: an Anthropic batch is forgotten (404)
+    this long after its creation. clock_offset_s: moves the simulator's clock forward, so expiries (file
+    `expires_at`, result retention, cache TTLs) can be reached without waiting. quota_tokens: tokens an API key may consume (realtime usage; batch input at create, output when it ends)
     before OpenAI answers insufficient_quota and Anthropic a credit-balance error (None = unlimited).
     enqueued_token_limit: input tokens an API key may have enqueued per model in unfinished OpenAI batches;
     a batch that would go over it is created, then fails validation with `token_limit_exceeded`, as OpenAI's
@@ -65,6 +68,9 @@ class SimConfig:
     ambiguous_create: float = 0.0
     ambiguous_create_mode: str = "503"
     ollama_models: list[str] = field(default_factory=lambda: list(DEFAULT_OLLAMA_MODELS))
+    cache_min_tokens: int = 1024
+    clock_offset_s: float = 0.0
+    anthropic_results_retention_s: float = 29 * 86400.0
 
     def to_dict(self) -> dict[str, Any]:
         """The knobs as plain JSON-able data."""
@@ -102,6 +108,10 @@ _HELP = {
     "ambiguous_create": "share of batch creates that take effect but answer 503 / drop the connection",
     "ambiguous_create_mode": "503 or drop",
     "ollama_models": "comma-separated Ollama models the simulator knows",
+    "clock_offset_s": "seconds added to the simulator's clock (expiry and retention without waiting)",
+    "cache_min_tokens": "shortest prompt prefix (estimated tokens) either provider's prompt cache keeps",
+    "anthropic_results_retention_s": "seconds after creation an Anthropic batch and its results are kept "
+                                     "(the API's 29 days)",
 }
 
 

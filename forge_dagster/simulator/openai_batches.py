@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from forge_dagster.simulator.state import SimState
 
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
-ENDPOINTS = frozenset({"/v1/chat/completions"})
+ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/moderations"})
+EMBEDDING_BATCH_INPUTS = 50_000  # embedding inputs across all requests of one batch
 _UNFINISHED = {
     "expired": ("batch_expired", "This request could not be executed before the completion window expired."),
     "cancelled": ("batch_cancelled", "This request was not executed because the batch was cancelled."),
@@ -48,11 +49,12 @@ class StoredFile:
     filename: str
     purpose: str
     created_at: int
+    expires_at: int | None = None  # an output or error file of a batch created with output_expires_after
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "object": "file", "bytes": len(self.data), "created_at": self.created_at,
                 "filename": self.filename, "purpose": self.purpose, "status": "processed",
-                "status_details": None, "expires_at": None}
+                "status_details": None, "expires_at": self.expires_at}
 
 
 @dataclass
@@ -76,6 +78,7 @@ class Batch:
     counts: dict[str, int] = field(default_factory=dict)
     usage: dict[str, Any] | None = None
     input_tokens: int = 0  # counted against the enqueued-token limit while the batch is unfinished
+    output_expires_s: int | None = None  # output_expires_after.seconds (anchor created_at) of its result files
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,21 +121,25 @@ def parse_batch_file(data: bytes) -> list[dict[str, Any]]:
     return lines
 
 
-def _usage(bodies: list[dict[str, Any]]) -> dict[str, Any]:
-    def total(*path: str) -> int:
-        out = 0
-        for body in bodies:
-            value: Any = body.get("usage", {})
-            for p in path:
-                value = value.get(p, 0) if isinstance(value, dict) else 0
-            out += int(value or 0)
-        return out
+def _body_usage(body: dict[str, Any]) -> tuple[int, int, int, int]:
+    """(input, cached input, output, reasoning) tokens of one answer body, whatever its endpoint."""
+    usage = body.get("usage") or {}
+    if "input_tokens" in usage:  # a Response
+        return (int(usage["input_tokens"]), int((usage.get("input_tokens_details") or {}).get("cached_tokens", 0)),
+                int(usage.get("output_tokens", 0)),
+                int((usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0)))
+    return (int(usage.get("prompt_tokens", 0)), int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)),
+            int(usage.get("completion_tokens", 0)),
+            int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens", 0)))
 
-    inp, outp = total("prompt_tokens"), total("completion_tokens")
-    return {"input_tokens": inp, "input_tokens_details": {"cached_tokens": total("prompt_tokens_details",
-                                                                                 "cached_tokens")},
-            "output_tokens": outp, "output_tokens_details": {
-                "reasoning_tokens": total("completion_tokens_details", "reasoning_tokens")},
+
+def _usage(bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    inp = cached = outp = reasoning = 0
+    for body in bodies:
+        a, b, c, d = _body_usage(body)
+        inp, cached, outp, reasoning = inp + a, cached + b, outp + c, reasoning + d
+    return {"input_tokens": inp, "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": outp, "output_tokens_details": {"reasoning_tokens": reasoning},
             "total_tokens": inp + outp}
 
 
@@ -158,7 +165,22 @@ class OpenAIStore:
             self.files[stored.id] = stored
         return stored
 
-    def create_batch(self, input_file_id: str, endpoint: str, window: str, metadata: Any, key: str) -> Batch:
+    def live_file(self, file_id: str) -> StoredFile | None:
+        """The file, or None when it is unknown, deleted or past its `expires_at` (then it is dropped)."""
+        with self.state.lock:
+            stored = self.files.get(file_id)
+            if stored is not None and stored.expires_at is not None and stored.expires_at <= self.state.now():
+                del self.files[file_id]
+                return None
+            return stored
+
+    def live_files(self) -> list[StoredFile]:
+        with self.state.lock:
+            ids = list(self.files)
+        return [f for f in map(self.live_file, ids) if f is not None]
+
+    def create_batch(self, input_file_id: str, endpoint: str, window: str, metadata: Any, key: str,
+                     output_expires_s: int | None = None) -> Batch:
         """Create a batch from an uploaded file (validation problems, and going over the enqueued-token
         limit, surface as status `failed`). Only a batch that will run spends quota."""
         state = self.state
@@ -173,7 +195,8 @@ class OpenAIStore:
             active = state.content_faults_on(in_batch=True)
             occurrences = [state.occurrence("line", fingerprint(line), active) for line in lines]
             batch = Batch(state.dice.new_id("batch_", "batch"), len(self.batches), input_file_id, endpoint, window,
-                          metadata, state.now(), key, lines, occurrences, model, input_tokens=input_tokens)
+                          metadata, state.now(), key, lines, occurrences, model, input_tokens=input_tokens,
+                          output_expires_s=output_expires_s)
             batch.errors = self._validation_errors(lines, endpoint)
             if batch.errors is None and limit and enqueued + input_tokens > limit:
                 batch.errors = _token_limit_error(model, limit)
@@ -205,6 +228,12 @@ class OpenAIStore:
                 errors.append({"code": "mismatched_endpoint", "line": number, "param": "url",
                                "message": f"Line {number} targets {line['url']}, not the batch endpoint "
                                           f"{endpoint}."})
+        if endpoint == "/v1/embeddings":
+            inputs = sum(len(ln["body"]["input"]) if isinstance(ln["body"].get("input"), list) else 1 for ln in lines)
+            if inputs > EMBEDDING_BATCH_INPUTS:
+                errors.append({"code": "too_many_inputs", "line": None, "param": None,
+                               "message": f"The batch has {inputs} embedding inputs; at most "
+                                          f"{EMBEDDING_BATCH_INPUTS} are allowed per batch."})
         return {"object": "list", "data": errors} if errors else None
 
     def get(self, batch_id: str) -> Batch | None:
@@ -285,8 +314,8 @@ class OpenAIStore:
                                "error": {"code": code, "message": message}})
                 continue
             fp = fingerprint(line)
-            code_, body, _gen = answers.openai_chat(state, line["body"], fp, batch.occurrences[i], batch.key,
-                                                    in_batch=True, unique=line_id)
+            code_, body, _inp, _out = answers.openai_any(state, batch.endpoint, line["body"], fp, batch.occurrences[i],
+                                                         batch.key, in_batch=True, unique=line_id)
             entry = {"id": line_id, "custom_id": line["custom_id"],
                      "response": {"status_code": code_, "request_id": "req_" + digest(seed, "req", line_id)[:24],
                                   "body": body}, "error": None}
@@ -302,18 +331,20 @@ class OpenAIStore:
         state.quota.spend("openai", batch.key, batch.usage["output_tokens"])
         batch.counts = {"total": len(batch.lines), "completed": len(bodies), "failed": len(batch.lines) - len(bodies)}
         if outputs:
-            batch.output_file_id = self._result_file(batch.id, "output", outputs).id
+            batch.output_file_id = self._result_file(batch, "output", outputs).id
         if errors:
-            batch.error_file_id = self._result_file(batch.id, "error", errors).id
+            batch.error_file_id = self._result_file(batch, "error", errors).id
         batch.status = status
         if status != "cancelled":
             batch.times.setdefault("finalizing_at", int(now))
         batch.times[f"{status}_at"] = int(now)
 
-    def _result_file(self, batch_id: str, kind: str, entries: list[dict[str, Any]]) -> StoredFile:
+    def _result_file(self, batch: Batch, kind: str, entries: list[dict[str, Any]]) -> StoredFile:
         data = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries).encode()
-        stored = StoredFile(self.state.dice.new_id("file-", "file", 22), data, f"{batch_id}_{kind}.jsonl",
-                            "batch_output", int(self.state.now()))
+        created = int(self.state.now())
+        expires = created + batch.output_expires_s if batch.output_expires_s else None
+        stored = StoredFile(self.state.dice.new_id("file-", "file", 22), data, f"{batch.id}_{kind}.jsonl",
+                            "batch_output", created, expires)
         with self.state.lock:
             self.files[stored.id] = stored
         return stored

@@ -38,7 +38,7 @@ def create_message(state: SimState, req: Request) -> Response:
     params = _object(req)
     fp = fingerprint(params)
     occurrence = state.occurrence("message", fp, state.content_faults_on())
-    status, body, gen = answers.anthropic_message(state, params, fp, occurrence)
+    status, body, gen = answers.anthropic_message(state, params, fp, occurrence, key=req.key or "")
     if gen is not None:
         state.quota.spend("anthropic", req.key or "", gen.input_tokens + gen.output_tokens)
         if gen.faults:

@@ -1,11 +1,12 @@
-"""OpenAI routes: files, batches, chat completions and models (plus the Anthropic view of /v1/models)."""
+"""OpenAI routes: files, batches, chat completions, responses, embeddings, moderations and models (plus the
+Anthropic view of /v1/models)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from forge_dagster.simulator import answers, openai_format
+from forge_dagster.simulator import answers, openai_endpoints, openai_format
 from forge_dagster.simulator.app import (
     BadRequest,
     Request,
@@ -21,7 +22,8 @@ from forge_dagster.simulator.openai_batches import ENDPOINTS, BatchInputError, p
 from forge_dagster.simulator.state import SimState
 
 FILE_PURPOSES = frozenset({"batch", "assistants", "fine-tune", "vision", "user_data", "evals"})
-OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-5-mini", "o4-mini"]
+OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-5-mini", "o4-mini", "text-embedding-3-small",
+                 "text-embedding-3-large", "omni-moderation-latest"]
 ANTHROPIC_MODELS = ["claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-1"]
 
 
@@ -68,8 +70,7 @@ def upload_file(state: SimState, req: Request) -> Response:
 
 
 def list_files(state: SimState, req: Request) -> Response:
-    with state.lock:
-        files = sorted(state.openai.files.values(), key=lambda f: f.created_at, reverse=True)
+    files = sorted(state.openai.live_files(), key=lambda f: f.created_at, reverse=True)
     purpose = req.query.get("purpose")
     data = [f.to_dict() for f in files if not purpose or f.purpose == purpose]
     return json_response({"object": "list", "data": data, "has_more": False,
@@ -77,8 +78,7 @@ def list_files(state: SimState, req: Request) -> Response:
 
 
 def _file_or_404(state: SimState, file_id: str) -> Any:
-    with state.lock:
-        stored = state.openai.files.get(file_id)
+    stored = state.openai.live_file(file_id)
     if stored is None:
         return error_response("openai", 404, f"No such File object: {file_id}", param="id")
     return stored
@@ -97,8 +97,9 @@ def file_content(state: SimState, req: Request, file_id: str) -> Response:
 
 
 def delete_file(state: SimState, req: Request, file_id: str) -> Response:
+    stored = state.openai.live_file(file_id)
     with state.lock:
-        stored = state.openai.files.pop(file_id, None)
+        state.openai.files.pop(file_id, None)
     if stored is None:
         return error_response("openai", 404, f"No such File object: {file_id}", param="id")
     return json_response({"id": file_id, "object": "file", "deleted": True})
@@ -114,16 +115,22 @@ def create_batch(state: SimState, req: Request) -> Response:
                               param="completion_window")
     if endpoint not in ENDPOINTS:
         return error_response("openai", 400, f"Invalid value for 'endpoint': {endpoint!r} (the simulator serves "
-                              "/v1/chat/completions).", param="endpoint")
+                              f"{', '.join(sorted(ENDPOINTS))}).", param="endpoint")
     metadata = body.get("metadata")
     if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > 16):
         return error_response("openai", 400, "'metadata' must be an object of at most 16 strings.", param="metadata")
-    with state.lock:
-        source = state.openai.files.get(str(file_id))
+    expires = body.get("output_expires_after")
+    if expires is not None and (not isinstance(expires, dict) or expires.get("anchor") != "created_at"
+                                or not isinstance(expires.get("seconds"), int)
+                                or not 3600 <= expires["seconds"] <= 2592000):
+        return error_response("openai", 400, "Invalid 'output_expires_after': anchor must be 'created_at' and "
+                              "seconds between 3600 and 2592000.", param="output_expires_after")
+    source = state.openai.live_file(str(file_id))
     if source is None or source.purpose != "batch":
         return error_response("openai", 400, f"Invalid 'input_file_id': {file_id!r} is not a batch file.",
                               param="input_file_id")
-    batch = state.openai.create_batch(source.id, endpoint, "24h", metadata, req.key or "")
+    batch = state.openai.create_batch(source.id, endpoint, "24h", metadata, req.key or "",
+                                      expires["seconds"] if expires else None)
     req.extra.update(batch_id=batch.id, custom_ids=[str(ln["custom_id"]) for ln in batch.lines])
     return ambiguous_create(state, req, fingerprint(parse_batch_file(source.data)), json_response(batch.to_dict()))
 
@@ -173,6 +180,43 @@ def chat_completions(state: SimState, req: Request) -> Response:
     return json_response(answer, status)
 
 
+def responses_tokens(req: Request) -> int:
+    try:
+        body = json.loads(req.body)
+        return estimate_tokens(openai_endpoints.response_input_text(body)) + int(body.get("max_output_tokens") or 0)
+    except (ValueError, AttributeError, TypeError):
+        return 0
+
+
+def embeddings_tokens(req: Request) -> int:
+    try:
+        return openai_endpoints.embedding_input_tokens(json.loads(req.body))
+    except (ValueError, AttributeError, TypeError):
+        return 0
+
+
+def _endpoint_call(state: SimState, req: Request, url: str) -> Response:
+    body = req.json()
+    fp = fingerprint(body)
+    occurrence = state.occurrence(url, fp, state.content_faults_on())
+    status, answer, inp, out = answers.openai_any(state, url, body, fp, occurrence, req.key or "")
+    if status == 200:
+        state.quota.spend("openai", req.key or "", inp + out)
+    return json_response(answer, status)
+
+
+def responses(state: SimState, req: Request) -> Response:
+    return _endpoint_call(state, req, "/v1/responses")
+
+
+def embeddings(state: SimState, req: Request) -> Response:
+    return _endpoint_call(state, req, "/v1/embeddings")
+
+
+def moderations(state: SimState, req: Request) -> Response:
+    return _endpoint_call(state, req, "/v1/moderations")
+
+
 def _anthropic_model(model_id: str) -> dict[str, Any]:
     return {"type": "model", "id": model_id, "display_name": model_id.replace("-", " ").title(),
             "created_at": "2025-01-01T00:00:00Z"}
@@ -203,6 +247,9 @@ ROUTES = [
     route("GET", "/v1/batches/{batch_id}", "openai", get_batch),
     route("POST", "/v1/batches/{batch_id}/cancel", "openai", cancel_batch),
     route("POST", "/v1/chat/completions", "openai", chat_completions, kind="inference", tokens=chat_tokens),
+    route("POST", "/v1/responses", "openai", responses, kind="inference", tokens=responses_tokens),
+    route("POST", "/v1/embeddings", "openai", embeddings, kind="inference", tokens=embeddings_tokens),
+    route("POST", "/v1/moderations", "openai", moderations, kind="inference"),
     route("GET", "/v1/models", "dual", list_models),
     route("GET", "/v1/models/{model_id}", "dual", get_model),
 ]

@@ -12,7 +12,7 @@ from forge_dagster.simulator.dice import Dice, digest
 from forge_dagster.simulator.generation import estimate_tokens
 from forge_dagster.simulator.limits import QuotaLedger, RateLimiter
 
-_MIN_CACHEABLE_TOKENS = 1024
+_CACHE_TTL_S = {"5m": 300.0, "1h": 3600.0}
 LOG_LIMIT = 100_000  # the request log keeps the most recent entries
 
 
@@ -28,6 +28,7 @@ class SimState:
         self._log: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
         self._slack: list[Any] = []
         self._prompt_prefixes: set[str] = set()
+        self._cache_entries: dict[str, float] = {}  # Anthropic cache marker -> expiry time
         # Imported here: the stores import generation/format modules that must not import state.
         from forge_dagster.simulator.anthropic_batches import AnthropicStore
         from forge_dagster.simulator.ollama import OllamaStore
@@ -56,6 +57,7 @@ class SimState:
             self._log.clear()
             self._slack.clear()
             self._prompt_prefixes.clear()
+            self._cache_entries.clear()
             self.openai.clear()
             self.anthropic.clear()
             self.ollama.clear()
@@ -90,7 +92,7 @@ class SimState:
         """Automatic prompt caching: a prefix of 1024+ tokens seen before for this key is served from cache
         (in 128-token steps)."""
         tokens = estimate_tokens(prefix) if prefix else 0
-        if tokens < _MIN_CACHEABLE_TOKENS:
+        if tokens < self.config.cache_min_tokens:
             return 0
         marker = digest(provider, key, prefix)
         with self.lock:
@@ -99,6 +101,21 @@ class SimState:
             self._prompt_prefixes.add(marker)
             return 0
 
-    @staticmethod
-    def now() -> float:
-        return time.time()
+    def cache_breakpoint(self, key: str, prefix: str, ttl: str) -> tuple[int, int]:
+        """Anthropic prompt caching at a `cache_control` breakpoint: (tokens read, tokens written). The
+        first request of a prefix writes it; later ones read it while it lives (each read refreshes its
+        TTL); a prefix shorter than `cache_min_tokens` is neither written nor read."""
+        tokens = estimate_tokens(prefix) if prefix else 0
+        if tokens < self.config.cache_min_tokens:
+            return 0, 0
+        marker = digest("anthropic", key, prefix)
+        now = self.now()
+        with self.lock:
+            expires = self._cache_entries.get(marker)
+            alive = expires is not None and expires > now
+            self._cache_entries[marker] = max(expires or 0.0, now + _CACHE_TTL_S.get(ttl, 300.0))
+        return (tokens, 0) if alive else (0, tokens)
+
+    def now(self) -> float:
+        """The simulator's clock: wall time plus the `clock_offset_s` knob."""
+        return time.time() + self.config.clock_offset_s

@@ -110,6 +110,11 @@ def test_required_models_and_every_example_processor_have_prices():
 
 
 def test_every_price_is_positive_with_a_cheaper_cache_and_half_off_in_batch():
-    for price in PRICES.values():
-        assert 0 < price.cached_input < price.input < price.output
+    for (_, model), price in PRICES.items():
+        if "moderation" in model:  # moderations are free
+            assert price.input == price.cached_input == price.output == 0
+        elif model.startswith("text-embedding"):  # embeddings bill input tokens only, cached or not
+            assert 0 < price.cached_input == price.input and price.output == 0
+        else:
+            assert 0 < price.cached_input < price.input < price.output
         assert price.batch_discount == Decimal("0.5")

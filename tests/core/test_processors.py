@@ -51,18 +51,22 @@ def make(**changes) -> Processor:
 # --- examples ---------------------------------------------------------------------------------------------
 
 
+EXAMPLES = ["comment_moderation", "product_embeddings", "review_sentiment", "ticket_triage", "ticket_triage_responses"]
+
+
 def test_packaged_examples_load_and_are_the_repo_copies():
     catalog = load_processors(PACKAGE_PROCESSORS_DIR)
-    assert sorted(catalog) == ["review_sentiment", "ticket_triage"]
+    assert sorted(catalog) == EXAMPLES
     assert catalog["ticket_triage"].provider == Provider.OPENAI
     assert catalog["review_sentiment"].provider == Provider.ANTHROPIC
+    assert {catalog[n].endpoint for n in EXAMPLES} == {"chat", "responses", "embeddings", "moderations"}
     for packaged in PACKAGE_PROCESSORS_DIR.glob("*.yaml"):
         assert (REPO_PROCESSORS / packaged.name).read_bytes() == packaged.read_bytes()
 
 
 def test_repo_folder_next_to_packaged_examples_merges_identical_definitions():
     catalog = load_processors([PACKAGE_PROCESSORS_DIR, REPO_PROCESSORS])
-    assert len(catalog.all()) == 2
+    assert len(catalog.all()) == len(EXAMPLES)
 
 
 def test_default_dirs_are_packaged_examples_then_env_dir(monkeypatch, tmp_path):
@@ -71,7 +75,7 @@ def test_default_dirs_are_packaged_examples_then_env_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("FORGE_PROCESSORS_DIR", str(tmp_path))
     assert default_processor_dirs() == [PACKAGE_PROCESSORS_DIR, tmp_path]
     write(tmp_path, "extra.yaml", {**BASE, "name": "extra"})
-    assert sorted(load_processors()) == ["extra", "review_sentiment", "ticket_triage"]
+    assert sorted(load_processors()) == sorted(["extra", *EXAMPLES])
 
 
 def test_ticket_triage_renders_an_openai_json_schema_request():

@@ -53,12 +53,18 @@ def test_the_guard_sees_a_read():
     assert sorted(_environment_reads(tree)) == [2, 3, 7]
 
 
-def test_every_variable_named_in_the_code_is_a_declared_knob():
+def variables_named_in_code() -> set[str]:
+    """Every variable name (or prefix, ending in `_`) in a string of the package: code, messages, docstrings."""
     names = set()
     for _, tree in _sources():
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 names |= set(VARIABLE.findall(node.value))
+    return names
+
+
+def test_every_variable_named_in_the_code_is_a_declared_knob():
+    names = variables_named_in_code()
     undeclared = {n for n in names if not (declared(n) or (n.endswith("_") and any(
         k.env.startswith(n) for k in KNOBS)))}
     assert undeclared == set(), "declare it in core/config.py (or core/nightly/settings.py) with its help"

@@ -34,6 +34,12 @@ def test_demo_runs_200_jobs_through_dagster_to_terminal_states(tmp_path, databas
     assert summary["jobs"].get("succeeded", 0) >= 190  # the demo injects a few faults; retries absorb them
     assert summary["batches"] and set(summary["batches"]) == {"collected"}
     assert summary["cost_usd"] > 0
+    # Every endpoint went end to end: a row per example processor, each with validated outputs.
+    rows = summary["processors"]
+    assert set(rows) == {"ticket_triage", "review_sentiment", "ticket_triage_responses", "product_embeddings",
+                         "comment_moderation"}
+    assert all(r["jobs"] == 40 and r["succeeded"] >= 36 for r in rows.values()), rows
+    assert rows["comment_moderation"]["cost_usd"] == 0 and rows["product_embeddings"]["cost_usd"] > 0
     assert f"mode={summary['mode']}" in proc.stderr
     # It says the providers are the simulator it runs, not a provider, and where that simulator listens.
     assert re.search(r"providers: SIMULATOR \(a test double, not a provider\) at http://127\.0\.0\.1:\d+\)", proc.stderr)

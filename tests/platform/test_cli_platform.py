@@ -33,7 +33,9 @@ def test_processors_list_shows_every_version_with_its_status(forge_cli):
     code, out = forge_cli("processors", "list", "--json")
     assert code == 0
     assert {(r["name"], r["version"], r["status"], r["provider"]) for r in json.loads(out)} == {
-        ("ticket_triage", "1.0.0", "active", "openai"), ("review_sentiment", "1.0.0", "active", "anthropic")}
+        ("ticket_triage", "1.0.0", "active", "openai"), ("review_sentiment", "1.0.0", "active", "anthropic"),
+        ("ticket_triage_responses", "1.0.0", "active", "openai"), ("product_embeddings", "1.0.0", "active", "openai"),
+        ("comment_moderation", "1.0.0", "active", "openai")}
 
 
 def test_preview_renders_the_exact_openai_batch_line_and_the_repair_a_bad_sample_leads_to(forge_cli, files):

@@ -49,7 +49,9 @@ def uploaded_bodies(ports, store, batch_id: int) -> dict[str, dict]:
     return {line["custom_id"]: line["body"] for line in map(json.loads, text.splitlines())}
 
 
-def test_repair_request_quotes_the_rejected_answer_and_every_validator_error(store, catalog_with, ports, sim):
+def test_repair_request_quotes_the_rejected_answer_and_every_validator_error(store, catalog_with, ports, sim,
+                                                                            monkeypatch):
+    monkeypatch.setenv("FORGE_PROVIDER_FILE_RETENTION_S", "3600")  # keep the uploaded file to read it back
     catalog = catalog_with(strict_triage(2))
     processor = catalog["triage_r2"]
     [job_id] = enqueue(store, "triage_r2", 1)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from forge_dagster.core.batch.provider_storage import release_batch_files
 from forge_dagster.core.models import (
     BatchState,
     ErrorClass,
@@ -132,7 +133,8 @@ def collect_results(
     store: ForgeStore, ports: Mapping[Provider, ProviderPort], batch_id: int
 ) -> ResultsReport:
     """Download the ended batch's results (output and error lines, or the results stream) and store them,
-    matched by custom_id. Every job still waiting gets exactly one line (missing ones: requeue)."""
+    matched by custom_id. Every job still waiting gets exactly one line (missing ones: requeue). Then the
+    provider's files of the batch are deleted (provider_storage.py)."""
     batch = store.batches.get(batch_id)
     waiting = {m["custom_id"]: m for m in store.batches.members(batch_id) if m["state"] == "submitted"}
     report = ResultsReport()
@@ -155,6 +157,9 @@ def collect_results(
         if i.custom_id in waiting
     ]
     report.stored_now = store.batches.store_results(batch_id, rows)
+    # Only now, with every line stored, may the provider's copies go (a failure leaves them for `prune`).
+    for problem in release_batch_files(store, ports, batch_id=batch_id).errors:
+        log.warning("%s", problem)
     report.lines = len(rows)
     report.by_outcome = dict(Counter(str(i.outcome) for _, _, i in rows))
     totals: Counter[str] = Counter()
@@ -180,6 +185,7 @@ def _item_from_row(row: Mapping[str, Any]) -> ResultItem:
         usage=Usage(**(row["usage"] or {})),
         error=error,
         raw=row["raw"],
+        vector=row.get("vector"),
     )
 
 
@@ -219,20 +225,34 @@ def _settlement(row: Mapping[str, Any], item: ResultItem, verdict, cost, process
     return Settlement(kind=kind, reason=verdict.reason, exhausted="invalid", delay_s=delay, **base)
 
 
-def validate_batch(store: ForgeStore, catalog: ProcessorCatalog, batch_id: int) -> ValidationReport:
-    """Validate every stored result of the batch against its processor and settle the jobs once.
-    Collecting or validating a batch again books nothing twice."""
-    batch = store.batches.get(batch_id)
+@dataclass
+class Judgement:
+    """A collected batch's stored results judged against its processor: what to do with each job, the
+    price table's version its costs carry, the jobs the provider never ran (expired, cancelled, missing),
+    and the report so far (reasons, samples, preview)."""
+
+    settlements: list[Settlement]
+    pricing_version: str
+    unfinished: set[int]
+    report: ValidationReport
+
+
+def judge_batch(store: ForgeStore, catalog: ProcessorCatalog, batch: Mapping[str, Any]) -> Judgement:
+    """Validate every stored result of `batch` (a batch row) against its pinned processor (fail closed)
+    and say how each job settles; nothing is written."""
     processor = catalog.get_version(batch["processor"], batch["processor_version"])
     report = ValidationReport()
-    settlements, reasons = [], Counter()
-    usage: Counter[str] = Counter()
+    settlements, reasons, unfinished = [], Counter(), set()
     table, unpriced = usable_prices()  # one table for the whole batch: its costs and the version they carry
-    for row in store.batches.stored_results(batch_id):
+    for row in store.batches.stored_results(batch["id"]):
         item = _item_from_row(row)
+        if item.outcome == ResultOutcome.REQUEUE:
+            unfinished.add(row["job_id"])
         verdict = validate_result(item, processor)
         cost = None
-        if item.usage.input_tokens or item.usage.output_tokens:
+        # Moderations report no usage and are free: an answered one is still booked, at 0 USD.
+        answered_free = processor.endpoint == "moderations" and item.outcome is ResultOutcome.SUCCEEDED
+        if item.usage.input_tokens or item.usage.output_tokens or answered_free:
             try:
                 cost = cost_usd(Provider(batch["provider"]), batch["model"], item.usage, batch=True, table=table)
             except NoPrice as exc:
@@ -245,19 +265,33 @@ def validate_batch(store: ForgeStore, catalog: ProcessorCatalog, batch_id: int) 
         elif len(report.accepted_preview) < 5:
             report.accepted_preview.append({"job": row["job_id"], **verdict.output})
     if unpriced is not None:
-        log.warning("batch %s: %s; its tokens are booked without a cost", batch_id, unpriced)
-    settlements = limit_repairs(store, processor, settlements)  # repairs stop at their bound
-    with store.transaction() as conn:  # the settling and its notifications commit together
-        states = store.batches.settle(batch, settlements, from_states=["collected"],
-                                      pricing_version=table.version, conn=conn)
-        store.outbox.write(batch_messages(batch, settlements, states), conn=conn)
-    for s in settlements:
+        log.warning("batch %s: %s; its tokens are booked without a cost", batch["id"], unpriced)
+    report.reasons = dict(reasons)
+    return Judgement(limit_repairs(store, processor, settlements), table.version, unfinished, report)
+
+
+def close_validation(store: ForgeStore, batch_id: int, judgement: Judgement, states: Mapping[int, str]) -> ValidationReport:
+    """After settling: the report's usage, cost and states of the jobs that moved (`states`), and the batch
+    marked collected once none of its jobs waits for a result or a verdict."""
+    report, usage = judgement.report, Counter()
+    for s in judgement.settlements:
         if s.job_id in states and s.usage:
             usage.update(s.usage)
             report.cost_usd += float(s.cost_usd or 0)
     if not store.batches.members_in(batch_id, ("submitted", "collected")):
         store.batches.mark_collected(batch_id)
     report.by_state = dict(Counter(states.values()))
-    report.reasons = dict(reasons)
     report.usage = dict(usage)
     return report
+
+
+def validate_batch(store: ForgeStore, catalog: ProcessorCatalog, batch_id: int) -> ValidationReport:
+    """Validate every stored result of the batch against its processor and settle the jobs once.
+    Collecting or validating a batch again books nothing twice."""
+    batch = store.batches.get(batch_id)
+    judgement = judge_batch(store, catalog, batch)  # repairs stop at their bound
+    with store.transaction() as conn:  # the settling and its notifications commit together
+        states = store.batches.settle(batch, judgement.settlements, from_states=["collected"],
+                                      pricing_version=judgement.pricing_version, conn=conn)
+        store.outbox.write(batch_messages(batch, judgement.settlements, states), conn=conn)
+    return close_validation(store, batch_id, judgement, states)

@@ -209,12 +209,12 @@ def _body_size(body: dict[str, Any], memo: dict[Any, int], keep: list[Any]) -> i
     return size
 
 
-def _line_size_function(provider: Provider) -> Any:
-    """A fast equivalent of `wire.encoded_size` for `provider`: the line's fixed framing (measured once
-    from wire itself) plus the composed sizes of custom_id and body."""
+def _line_size_function(provider: Provider, endpoint: str) -> Any:
+    """A fast equivalent of `wire.encoded_size` for `provider` and `endpoint`: the line's fixed framing
+    (measured once from wire itself) plus the composed sizes of custom_id and body."""
     memo: dict[Any, int] = {}
     keep: list[Any] = []
-    framing = encoded_size(provider, ProviderRequest("x", {})) - _str_size("x") - 2
+    framing = encoded_size(provider, ProviderRequest("x", {}, endpoint)) - _str_size("x") - 2
 
     def size(request: ProviderRequest) -> int:
         return framing + _str_size(request.custom_id) + _body_size(request.body, memo, keep)
@@ -225,7 +225,7 @@ def _line_size_function(provider: Provider) -> Any:
 def _sized(
     provider: Provider, requests: Sequence[ProviderRequest], max_size: int
 ) -> tuple[list[int], list[tuple[str, int]]]:
-    fast = _line_size_function(provider)
+    fast = _line_size_function(provider, requests[0].endpoint if requests else "chat")
     # Self-check against the wire format on a sample; any disagreement falls back to the exact encoder.
     sample = (requests[0], requests[-1]) if requests else ()
     if all(fast(r) == encoded_size(provider, r) for r in sample):

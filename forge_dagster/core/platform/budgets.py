@@ -39,7 +39,7 @@ CHARS_PER_TOKEN = 4
 
 def estimate_input_tokens(body: Mapping[str, Any]) -> int:
     """Prompt tokens of a request body, estimated from its characters (messages, system, schema)."""
-    parts = [body.get("messages"), body.get("system"), body.get("tools"), body.get("response_format")]
+    parts = [body.get(k) for k in ("messages", "system", "tools", "response_format", "instructions", "input", "text")]
     chars = sum(len(json.dumps(p, ensure_ascii=False)) for p in parts if p)
     return math.ceil(chars / CHARS_PER_TOKEN)
 
@@ -47,9 +47,14 @@ def estimate_input_tokens(body: Mapping[str, Any]) -> int:
 def estimate_cost(processor: Processor, request: ProviderRequest, *, batch: bool = True) -> Decimal:
     """The most `request` can cost: its estimated prompt plus `max_tokens` of output. Raises
     NoPrice when the model has no price."""
-    usage = Usage(input_tokens=estimate_input_tokens(request.body),
-                  output_tokens=int(request.body.get("max_tokens") or processor.max_tokens))
+    usage = Usage(input_tokens=estimate_input_tokens(request.body), output_tokens=_output_budget(processor, request))
     return cost_usd(processor.provider, processor.model, usage, batch=batch)
+
+
+def _output_budget(processor: Processor, request: ProviderRequest) -> int:
+    """The most output tokens a request may be billed (0 for embeddings and moderations)."""
+    body = request.body
+    return int(body.get("max_tokens") or body.get("max_output_tokens") or processor.max_tokens or 0)
 
 
 REPAIR_TURN_TOKENS = 200  # a repair turn's errors and instruction, generously
@@ -62,7 +67,7 @@ def estimate_attempt_cost(processor: Processor, request: ProviderRequest, *, rea
     if not realtime:
         return estimate_cost(processor, request)
     repairs = processor.max_repair_attempts
-    output = int(request.body.get("max_tokens") or processor.max_tokens)
+    output = _output_budget(processor, request)
     per_call = estimate_input_tokens(request.body) + repairs * (output + REPAIR_TURN_TOKENS)
     usage = Usage(input_tokens=(1 + repairs) * per_call, output_tokens=(1 + repairs) * output)
     return cost_usd(processor.provider, processor.model, usage, batch=False)

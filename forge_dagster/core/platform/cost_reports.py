@@ -20,7 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from forge_dagster.core.models import Provider, ProviderError
+from forge_dagster.core.models import Provider, ProviderError, Usage
+from forge_dagster.core.platform.pricing import NoPrice, cost_usd, uncached_cost_usd
 from forge_dagster.core.providers.errors import classify
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,33 @@ def cost_table(store, by: str = "processor", days: int | None = None) -> list[di
     rows = store.costs.costs_by(by, since(days))
     return [{by: r["key"], "attempts": int(r["attempts"]), **{f: int(r[f]) for f in TOKEN_FIELDS},
              "cost_usd": float(r["cost_usd"]), "unpriced_attempts": int(r["unpriced_attempts"])} for r in rows]
+
+
+def cache_report(store, days: int | None = None) -> list[dict[str, Any]]:
+    """Per processor: the cache hit rate (attempts that read the prompt cache), the tokens read and written,
+    and what caching saved: the cost of the same usage with every input token at the plain input price,
+    less its cost (writes cost more than plain input, so a cache that is written and never read saves a
+    negative amount). Priced at the active table; models without a price add nothing to the saving."""
+    totals: dict[str, dict[str, Any]] = {}
+    for r in store.costs.cache_by_processor(since(days)):
+        row = totals.setdefault(r["processor"], {"processor": r["processor"], "attempts": 0, "cache_hits": 0,
+                                                 "cache_read_tokens": 0, "cache_write_tokens": 0,
+                                                 "saved_usd": Decimal(0)})
+        usage = Usage(input_tokens=int(r["input_tokens"]), output_tokens=int(r["output_tokens"]),
+                      cached_input_tokens=int(r["cached_input_tokens"]),
+                      cache_write_5m_tokens=int(r["cache_write_5m_tokens"]),
+                      cache_write_1h_tokens=int(r["cache_write_1h_tokens"]))
+        row["attempts"] += int(r["attempts"])
+        row["cache_hits"] += int(r["cache_hits"])
+        row["cache_read_tokens"] += usage.cached_input_tokens
+        row["cache_write_tokens"] += usage.cache_write_tokens
+        try:
+            row["saved_usd"] += (uncached_cost_usd(r["provider"], r["model"], usage, batch=r["batch_priced"])
+                                 - cost_usd(r["provider"], r["model"], usage, batch=r["batch_priced"]))
+        except NoPrice:
+            pass
+    return [{**row, "cache_hit_rate": round(row["cache_hits"] / row["attempts"], 4) if row["attempts"] else 0.0,
+             "saved_usd": float(row["saved_usd"])} for row in totals.values()]
 
 
 def cost_by_day_and_model(store, days: int | None = 30) -> pd.DataFrame:

@@ -6,6 +6,9 @@ schema, nested object properties flattened as `parent.child`. Column types follo
 nullable integers, floats and booleans; arrays of plain values stay lists; arrays of objects, and
 objects without declared properties, are JSON text. CSV holds only text, so lists are written as JSON
 and `read_export(path, kinds)` turns every column back into its type (an empty string reads as missing).
+An embeddings processor's `embedding` column (kind `vector`) holds float32 numpy arrays, read from the
+compact vector store; Parquet writes it as list<float32>, and `embedding_matrix` stacks it into one
+(rows x dimensions) numpy array, which is how the Python client reads embeddings back.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from forge_dagster.core.platform.catalog import ProcessorCatalog
 from forge_dagster.core.platform.processors import Processor
@@ -30,6 +36,8 @@ _DTYPES = {"string": "string", "integer": "Int64", "number": "Float64", "boolean
 def _kind(schema: Any) -> str:
     if not isinstance(schema, Mapping):
         return "json"
+    if schema.get("x-forge-vector"):
+        return "vector"
     types = schema.get("type")
     if isinstance(types, list):
         types = [t for t in types if t != "null"]
@@ -61,7 +69,7 @@ def output_columns(processors: Iterable[Processor]) -> dict[str, str]:
     policy without a schema gives one `text` column."""
     columns: dict[str, str] = {}
     for processor in processors:
-        schema = processor.response_schema or {"properties": {"text": {"type": "string"}}}
+        schema = processor.output_schema or {"properties": {"text": {"type": "string"}}}
         for column, kind in _flatten_schema(schema).items():
             columns.setdefault(column, kind)
     return columns
@@ -79,6 +87,8 @@ def _lookup(output: Any, path: str) -> Any:
 def _cell(value: Any, kind: str) -> Any:
     if value is None:
         return None
+    if kind == "vector":
+        return np.frombuffer(value, dtype="<f4").copy()
     if kind == "json":
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
     if kind == "array":
@@ -128,7 +138,8 @@ def outputs_frame(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, str],
         kinds.setdefault("output", "json")
     records = [
         {**{k: row[k] for k in meta},
-         **{_column_name(c, meta): _cell(_lookup(row["output"], c), kind) for c, kind in columns.items()},
+         **{_column_name(c, meta): _cell(row.get("vector") if kind == "vector" else _lookup(row["output"], c), kind)
+            for c, kind in columns.items()},
          **({"output": _cell(row["output"], "json")} if whole and not isinstance(row["output"], Mapping) else {})}
         for row in rows
     ]
@@ -157,14 +168,56 @@ def write_export(frame: pd.DataFrame, path: str | Path, fmt: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
-        frame.to_parquet(path, index=False)
+        if _vector_columns(frame):
+            pq.write_table(_vectors_as_float32_lists(frame), path)
+        else:
+            frame.to_parquet(path, index=False)
         return path
     out = frame.copy()
     for column in out.columns:
         if out[column].dtype == object:
-            out[column] = [json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v for v in out[column]]
+            out[column] = [json.dumps(v.tolist() if isinstance(v, np.ndarray) else v, ensure_ascii=False)
+                           if isinstance(v, list | np.ndarray) else v for v in out[column]]
     out.to_csv(path, index=False)
     return path
+
+
+def _vector_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c, kind in frame.attrs.get("kinds", {}).items() if kind == "vector" and c in frame]
+
+
+def _vectors_as_float32_lists(frame: pd.DataFrame) -> pa.Table:
+    """The frame as an Arrow table whose vector columns are list<float32>."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for column in _vector_columns(frame):
+        index = table.schema.get_field_index(column)
+        values = pa.array([None if v is None else v for v in frame[column]], type=pa.list_(pa.float32()))
+        table = table.set_column(index, pa.field(column, pa.list_(pa.float32())), values)
+    return table
+
+
+def embedding_matrix(frame: pd.DataFrame, column: str = "embedding") -> np.ndarray:
+    """The vectors of an export frame (or of a Parquet export read back) as one float32 array of shape
+    (rows, dimensions); ValueError when a row has none or the lengths differ."""
+    vectors = [np.asarray(v, dtype=np.float32) for v in frame[column] if v is not None]
+    if len(vectors) != len(frame):
+        raise ValueError(f"{len(frame) - len(vectors)} rows have no {column}")
+    if not vectors:
+        return np.zeros((0, 0), dtype=np.float32)
+    if len({len(v) for v in vectors}) > 1:
+        raise ValueError(f"{column} vectors differ in length: {sorted({len(v) for v in vectors})}")
+    return np.stack(vectors)
+
+
+def embeddings_array(
+    store, catalog: ProcessorCatalog, processor: str, *, version: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(job ids, vectors) of an embeddings processor's validated outputs: int64 ids and one float32 array
+    of shape (jobs, dimensions), in job order. For the Python client (`Forge.embeddings`)."""
+    frame = validated_outputs_frame(store, catalog, processor, version=version)
+    if frame.attrs["kinds"].get("embedding") != "vector":
+        raise ValueError(f"processor {processor} has no embeddings (its endpoint is not embeddings)")
+    return frame["job_id"].to_numpy(dtype=np.int64), embedding_matrix(frame)
 
 
 def read_export(path: str | Path, kinds: Mapping[str, str] | None = None) -> pd.DataFrame:
@@ -173,15 +226,19 @@ def read_export(path: str | Path, kinds: Mapping[str, str] | None = None) -> pd.
     path = Path(path)
     if path.suffix == ".parquet" or (kinds is None and path.suffix != ".csv"):
         frame = pd.read_parquet(path)
-        for column in frame.columns:
+        for column in frame.columns:  # lists of plain values come back as lists, vectors as float32 arrays
             if frame[column].dtype == object:
-                frame[column] = [v.tolist() if hasattr(v, "tolist") else v for v in frame[column]]
+                frame[column] = [v if getattr(v, "dtype", None) == np.float32 else v.tolist() if hasattr(v, "tolist")
+                                 else v for v in frame[column]]
         return frame
     frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     frame = frame.astype(object).where(frame.notna(), None)
     for column, kind in (kinds or {}).items():
         if kind == "array" and column in frame:
             frame[column] = [json.loads(v) if isinstance(v, str) else v for v in frame[column]]
+        elif kind == "vector" and column in frame:
+            frame[column] = [np.asarray(json.loads(v), dtype=np.float32) if isinstance(v, str) else v
+                             for v in frame[column]]
         elif kind == "boolean" and column in frame:
             frame[column] = [None if v is None else v == "True" for v in frame[column]]
         elif kind in ("integer", "number") and column in frame:

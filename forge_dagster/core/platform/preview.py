@@ -15,15 +15,17 @@ from forge_dagster.core.models import Provider, ProviderRequest, ResultItem, Res
 from forge_dagster.core.platform.processors import Processor
 from forge_dagster.core.platform.repair import render_job_request, repair_for, with_repair
 from forge_dagster.core.platform.validation import validate_result
-from forge_dagster.core.providers.wire import OPENAI_BATCH_ENDPOINT, anthropic_batch_entry, openai_batch_line
+from forge_dagster.core.providers.wire import anthropic_batch_entry, openai_batch_line, openai_url
 
 PREVIEW_CUSTOM_ID = "preview"
-ENDPOINTS = {Provider.OPENAI: f"POST {OPENAI_BATCH_ENDPOINT}", Provider.ANTHROPIC: "POST /v1/messages"}
 
 
 def _wire(processor: Processor, request: ProviderRequest) -> dict[str, Any]:
-    line = openai_batch_line(request) if processor.provider == Provider.OPENAI else anthropic_batch_entry(request)
-    return {"batch_line": line, "realtime": {"endpoint": ENDPOINTS[processor.provider], "body": request.body}}
+    if processor.provider == Provider.OPENAI:
+        line, endpoint = openai_batch_line(request), f"POST {openai_url(request.endpoint)}"
+    else:
+        line, endpoint = anthropic_batch_entry(request), "POST /v1/messages"
+    return {"batch_line": line, "realtime": {"endpoint": endpoint, "body": request.body}}
 
 
 def sample_item(text: str, *, stop_reason: str | None = "stop") -> ResultItem:
@@ -36,7 +38,7 @@ def preview_request(processor: Processor, job_input: Mapping[str, Any], sample: 
     verdict and the repair request a rejection would lead to (when a repair is allowed)."""
     request = render_job_request(processor, job_input, PREVIEW_CUSTOM_ID)
     shown: dict[str, Any] = {"provider": str(processor.provider), "model": processor.model,
-                             "output_policy": processor.output_policy, **_wire(processor, request)}
+                             "endpoint": processor.endpoint, "output_policy": processor.output_policy, **_wire(processor, request)}
     if sample is None:
         return shown
     item = sample_item(sample)

@@ -3,16 +3,20 @@
 Usage convention (the provider ports normalise to it):
 - `input_tokens` counts every prompt token, cached ones included (OpenAI's `prompt_tokens`; for Anthropic,
   `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`).
-- `cached_input_tokens` is the part of `input_tokens` read from the prompt cache, billed at the cached price.
-  Anthropic's cache writes (1.25x input) are billed here at the plain input price: Usage does not carry them
-  separately, so the figure slightly understates a request that wrote the cache.
+- `cached_input_tokens` is the part of `input_tokens` read from the prompt cache, billed at the cached price
+  (Anthropic: 0.1x input; OpenAI: the model's cached price).
+- `cache_write_5m_tokens` / `cache_write_1h_tokens` are the part of `input_tokens` written to Anthropic's
+  prompt cache (its `cache_creation` split), billed at 1.25x input (5-minute TTL) and 2x input (1 hour).
+  A provider that reports no split (only `cache_creation_input_tokens`) wrote with the default 5-minute TTL.
 - `output_tokens` already includes reasoning tokens (OpenAI's `completion_tokens` does);
   `reasoning_tokens` is informational and never billed a second time.
-The batch discount (50% at both providers) applies to every token class, cached input included.
+The batch discount (50% at both providers) applies to every token class, cache reads and writes included.
+Embeddings are priced per input token (their output price is 0; the batch discount applies); moderations
+are free (every price 0), so their attempts are booked at 0 USD, never as unpriced.
 
 A team adds or overrides prices in a YAML file named by `FORGE_PRICES_FILE` (a model the table lacks, a
 negotiated rate): `version: <name>` and `prices: [{provider, model, input, output, cached_input?,
-batch_discount?}]`. The file's prices win over the built-in ones, and the table's version becomes
+batch_discount?}]` (cache writes are priced from `input`: 1.25x and 2x). The file's prices win over the built-in ones, and the table's version becomes
 `<built-in>+<file version>`, which every ledger row priced with it keeps.
 """
 
@@ -30,10 +34,12 @@ from forge_dagster.core.config import load_settings
 from forge_dagster.core.models import Provider, Usage
 
 # Bump on every change to the table below: each ledger row keeps the version it was priced with.
-PRICING_VERSION = "2026-11.1"
+PRICING_VERSION = "2026-12.2"  # .2: cache writes priced at 1.25x / 2x input
 PRICES_FILE_ENV = "FORGE_PRICES_FILE"
 _MILLION = Decimal(1_000_000)
 _QUANTUM = Decimal("0.00000001")
+CACHE_WRITE_5M = Decimal("1.25")  # Anthropic: a 5-minute cache write costs 1.25x the input price
+CACHE_WRITE_1H = Decimal("2")  # ... a 1-hour write 2x
 
 
 class NoPrice(Exception):
@@ -75,6 +81,13 @@ _OPENAI = {
     "gpt-4.1-nano": _price("0.10", "0.025", "0.40"),
     "o4-mini": _price("1.10", "0.275", "4.40"),
     "gpt-5-mini": _price("0.25", "0.025", "2.00"),
+    # Embeddings: input tokens only.
+    "text-embedding-3-small": _price("0.02", "0.02", "0"),
+    "text-embedding-3-large": _price("0.13", "0.13", "0"),
+    "text-embedding-ada-002": _price("0.10", "0.10", "0"),
+    # Moderations: free.
+    "omni-moderation-latest": _price("0", "0", "0"),
+    "text-moderation-latest": _price("0", "0", "0"),
 }
 _OPENAI_SNAPSHOTS = {
     "gpt-4o-mini-2024-07-18": "gpt-4o-mini",
@@ -85,6 +98,7 @@ _OPENAI_SNAPSHOTS = {
     "gpt-4.1-nano-2025-04-14": "gpt-4.1-nano",
     "o4-mini-2025-04-16": "o4-mini",
     "gpt-5-mini-2025-08-07": "gpt-5-mini",
+    "omni-moderation-2024-09-26": "omni-moderation-latest",
 }
 _ANTHROPIC = {
     "claude-3-5-haiku-latest": _price("0.80", "0.08", "4.00"),
@@ -218,18 +232,32 @@ def cost_usd(provider: Provider | str, model: str, usage: Usage, *, batch: bool,
     """USD for one request's `usage` (see the module docstring for the token convention), to 1e-8, at the
     prices of `table` (default: the active one)."""
     price = price_for(provider, model, table)
-    if min(usage.input_tokens, usage.cached_input_tokens, usage.output_tokens) < 0:
+    if min(usage.input_tokens, usage.cached_input_tokens, usage.output_tokens, usage.cache_write_5m_tokens,
+           usage.cache_write_1h_tokens) < 0:
         raise ValueError(f"token counts cannot be negative: {usage}")
-    cached = min(usage.cached_input_tokens, usage.input_tokens)  # never bill more tokens than were sent
-    uncached = usage.input_tokens - cached
+    # Never bill more tokens than were sent: reads, then 1h writes, then 5m writes take from input_tokens.
+    cached = min(usage.cached_input_tokens, usage.input_tokens)
+    write_1h = min(usage.cache_write_1h_tokens, usage.input_tokens - cached)
+    write_5m = min(usage.cache_write_5m_tokens, usage.input_tokens - cached - write_1h)
+    uncached = usage.input_tokens - cached - write_1h - write_5m
     total = (
         Decimal(uncached) * price.input
         + Decimal(cached) * price.cached_input
+        + Decimal(write_5m) * price.input * CACHE_WRITE_5M
+        + Decimal(write_1h) * price.input * CACHE_WRITE_1H
         + Decimal(usage.output_tokens) * price.output
     ) / _MILLION
     if batch:
         total *= Decimal(1) - price.batch_discount
     return total.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def uncached_cost_usd(provider: Provider | str, model: str, usage: Usage, *, batch: bool,
+                      table: PriceTable | None = None) -> Decimal:
+    """What `usage` would have cost with no prompt cache: every input token at the plain input price."""
+    plain = Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                  reasoning_tokens=usage.reasoning_tokens)
+    return cost_usd(provider, model, plain, batch=batch, table=table)
 
 
 def pricing_table() -> list[dict[str, str]]:

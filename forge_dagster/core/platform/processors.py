@@ -32,7 +32,13 @@ from pydantic import (
     model_validator,
 )
 
-from forge_dagster.core.models import Provider
+from forge_dagster.core.models import ENDPOINTS, Provider
+from forge_dagster.core.platform.endpoints import (
+    CHAT_ENDPOINTS,
+    endpoint_problems,
+    expected_dimensions,
+    fixed_output_schema,
+)
 
 _SEMVER_RE = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -45,6 +51,8 @@ _JINJA = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False
 _T = TypeVar("_T")
 HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 _LLM_FIELDS = ("provider", "model", "template", "max_tokens")
+_FIXED_OUTPUT_FIELDS = ("provider", "model", "template")  # embeddings and moderations have no max_tokens
+Endpoint = Literal[ENDPOINTS]
 
 
 class ProcessorError(ValueError):
@@ -119,6 +127,16 @@ def _semver_key(version: str) -> tuple[Any, ...]:
     return (int(major), int(minor), int(patch), 0 if pre else 1, pre_key)
 
 
+class CacheSpec(BaseModel):
+    """`cache: {ttl: 5m | 1h}`: mark the processor's shared prefix (system prompt, tool definitions) for
+    the provider's prompt cache (Anthropic `cache_control`; OpenAI `prompt_cache_key`, whose own cache
+    decides its lifetime)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ttl: Literal["5m", "1h"] = "5m"
+
+
 class Processor(BaseModel):
     """One processor definition. Build with `load_processor_file` (or directly, for tests and the API)."""
 
@@ -145,6 +163,12 @@ class Processor(BaseModel):
     keys: tuple[StrictStr, ...] = ()
     # A non-LLM step: `package.module:function`, called with each claimed job by `forge work --handler`.
     handler: StrictStr | None = Field(default=None, pattern=HANDLER_RE.pattern)
+    # The provider API: chat (default: OpenAI chat.completions, Anthropic messages), responses, embeddings
+    # or moderations (OpenAI). `dimensions` asks a text-embedding-3 model for a shorter vector.
+    endpoint: Endpoint = "chat"
+    dimensions: StrictInt | None = Field(default=None, gt=0, le=16384)
+    # Prompt caching of the shared prefix (see CacheSpec); None: requests carry no cache marks.
+    cache: CacheSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -189,11 +213,19 @@ class Processor(BaseModel):
         if self.handler is None:
             if self.mode == "handler":
                 raise ValueError("mode handler needs a handler: module:function")
-            missing = [name for name in _LLM_FIELDS if getattr(self, name) is None]
+            needed = _LLM_FIELDS if self.endpoint in CHAT_ENDPOINTS else _FIXED_OUTPUT_FIELDS
+            missing = [name for name in needed if getattr(self, name) is None]
             if missing:
                 raise ValueError(f"{missing[0]}: required field is missing (a processor without a handler "
-                                 f"needs {', '.join(_LLM_FIELDS)})")
-        if self.output_policy != "text" and self.handler is None:
+                                 f"needs {', '.join(needed)})")
+            problems = endpoint_problems(dict(self.__dict__))
+            if problems:
+                raise ValueError(problems[0])
+        if self.cache is not None and (self.handler is not None or self.fixed_output):
+            raise ValueError("cache: only a chat or responses processor has a prompt to cache")
+        if self.handler is not None and (self.endpoint != "chat" or self.dimensions is not None):
+            raise ValueError("endpoint: a handler step calls no provider endpoint")
+        if self.output_policy != "text" and self.handler is None and self.endpoint in CHAT_ENDPOINTS:
             if self.response_schema is None:
                 raise ValueError(f"response_schema is required when output_policy is {self.output_policy}")
             if self.response_schema.get("type") != "object":
@@ -234,7 +266,12 @@ class Processor(BaseModel):
         """A short stable hash of the definition: two processors with one name+version must agree on it."""
         # Fields an LLM processor leaves unset (handler) stay out, so their fingerprints are those they were
         # registered under before handlers existed.
-        dumped = self.model_dump(mode="json", exclude={"handler"} if self.handler is None else set())
+        # So do endpoint and dimensions at their defaults (definitions written before they existed).
+        unset = {"handler"} if self.handler is None else set()
+        unset |= {"endpoint"} if self.endpoint == "chat" else set()
+        unset |= {"dimensions"} if self.dimensions is None else set()
+        unset |= {"cache"} if self.cache is None else set()
+        dumped = self.model_dump(mode="json", exclude=unset)
         canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -246,6 +283,21 @@ class Processor(BaseModel):
         except KeyError:
             value = cache[key] = build()
             return value
+
+    @property
+    def fixed_output(self) -> bool:
+        """True when the endpoint fixes the output (embeddings, moderations): no policy, schema or repair."""
+        return self.endpoint not in CHAT_ENDPOINTS
+
+    @functools.cached_property
+    def vector_dimensions(self) -> int | None:
+        """The length an embeddings processor's vectors must have (None for other endpoints)."""
+        return expected_dimensions(self.model or "", self.dimensions) if self.endpoint == "embeddings" else None
+
+    @functools.cached_property
+    def output_schema(self) -> dict[str, Any] | None:
+        """The shape of an accepted output: the response schema, or the endpoint's fixed shape."""
+        return fixed_output_schema(self.endpoint) or self.response_schema
 
     @functools.cached_property
     def system_prompt(self) -> str:
@@ -263,7 +315,7 @@ def validate_input(processor: Processor, job_input: Any) -> list[str]:
         return [f"job input must be a JSON object, got {type(job_input).__name__}"]
     if processor.template is None:  # a handler step takes any object as its input
         return []
-    if not is_jinja(processor.template):
+    if not is_jinja(processor.template) and not processor.fixed_output:
         errors = []
         for dotted in processor.template_fields:
             try:
@@ -272,7 +324,9 @@ def validate_input(processor: Processor, job_input: Any) -> list[str]:
                 errors.append(str(exc))
         return errors
     try:
-        render_template(processor.template, job_input)
+        text = render_template(processor.template, job_input)
     except TemplateError as exc:
         return [str(exc)]
+    if processor.fixed_output and not text.strip():  # the API refuses an empty input: never sent
+        return [f"the template renders an empty {processor.endpoint} input"]
     return []

@@ -236,9 +236,10 @@ def load_catalog(
     return RegistryCatalog(entries, problems)
 
 
-def promote(store: ForgeStore, name: str, version: str, *, actor: str | None = None) -> str | None:
+def promote(store: ForgeStore, name: str, version: str, *, actor: str | None = None,
+            reason: str | None = None) -> str | None:
     """Make draft `version` of `name` active; returns the version it replaced (now retired), if any."""
-    return store.processors.promote(name, version, actor=actor)
+    return store.processors.promote(name, version, actor=actor, reason=reason)
 
 
 def retire(store: ForgeStore, name: str, version: str | None = None, *, actor: str | None = None) -> str:

@@ -82,12 +82,20 @@ def repair_instruction(processor: Processor, repair: Repair) -> str:
 
 
 def with_repair(processor: Processor, request: ProviderRequest, repair: Repair | None) -> ProviderRequest:
-    """`request` (as the processor rendered it) with the repair turns appended; unchanged when None.
-    The rendered body is shared and read-only, so a new body and messages list are built."""
-    if repair is None:
+    """`request` (as the processor rendered it) with the repair turns appended; unchanged when None, and
+    for embeddings and moderations (nothing to correct: the same request is asked again). The rendered
+    body is shared and read-only, so a new body and messages list are built."""
+    if repair is None or processor.fixed_output:
         return request
     body = dict(request.body)
-    messages = list(body["messages"])
+    if processor.endpoint == "responses":  # the input becomes a conversation of message items
+        body["input"] = _repair_turns([{"role": "user", "content": body["input"]}], processor, repair)
+        return ProviderRequest(request.custom_id, body, request.endpoint)
+    body["messages"] = _repair_turns(list(body["messages"]), processor, repair)
+    return ProviderRequest(request.custom_id, body, request.endpoint)
+
+
+def _repair_turns(messages: list[dict[str, Any]], processor: Processor, repair: Repair) -> list[dict[str, Any]]:
     instruction = repair_instruction(processor, repair)
     if repair.previous_output:
         messages += [{"role": "assistant", "content": repair.previous_output},
@@ -95,8 +103,7 @@ def with_repair(processor: Processor, request: ProviderRequest, repair: Repair |
     else:  # nothing to quote: the instruction joins the user's turn (roles keep alternating)
         last = messages[-1]
         messages[-1] = {**last, "content": f"{last['content']}\n\n{instruction}"}
-    body["messages"] = messages
-    return ProviderRequest(request.custom_id, body)
+    return messages
 
 
 def render_job_request(

@@ -4,6 +4,10 @@ A result is accepted only when it succeeded with HTTP 200, was not truncated nor
 processor's output policy and validates against its pinned JSON Schema (Draft 2020-12). Everything else is
 rejected with the validator's errors and whether a retry could help.
 
+An embeddings answer is accepted only as a vector of the processor's expected length of finite numbers (the
+accepted output then names its length and digest, the vector travels beside it); a moderations answer only
+as a result object with a boolean `flagged`, boolean categories and finite scores.
+
 Schema checks run on a hot path (every result of every batch), so each processor's schema is compiled once
 into a plain Python predicate (schema_compiler.py); jsonschema stays the reference: it checks any schema
 outside the compiled subset and writes the error messages whenever the predicate says no.
@@ -11,10 +15,15 @@ outside the compiled subset and writes the error messages whenever the predicate
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from forge_dagster.core.models import AcceptedOutput, ResultItem, ResultOutcome
 from forge_dagster.core.platform.processors import Processor
@@ -36,6 +45,7 @@ class Verdict:
     errors: list[str] = field(default_factory=list)
     retryable: bool = False
     reason: str = "ok"
+    vector: bytes | None = None  # an accepted embedding, as little-endian float32 bytes
 
 
 def _reject(reason: str, *, retryable: bool, errors: list[str] | None = None) -> Verdict:
@@ -172,6 +182,10 @@ def validate_result(item: ResultItem, processor: Processor) -> Verdict:
         if stop in REFUSED_STOPS:
             return _reject("refusal", retryable=False, errors=[f"stop_reason {stop}"])
         return _reject(f"stop: unexpected stop_reason {stop!r}", retryable=False)
+    if processor.endpoint == "embeddings":
+        return _embedding_verdict(item, processor)
+    if processor.endpoint == "moderations":
+        return _moderation_verdict(item)
     output, problem = _parse_output(item, processor.output_policy)
     if output is None:
         return _reject(problem, retryable=True)
@@ -179,6 +193,46 @@ def validate_result(item: ResultItem, processor: Processor) -> Verdict:
     if problems:
         errors = [f"{path}: {message}" for path, message in problems]
         return _reject(f"schema: {problems[0][1]}", retryable=True, errors=errors)
+    return Verdict(True, output, [], False, "ok")
+
+
+def vector_digest(vector: bytes) -> str:
+    """The sha256 of a vector's float32 bytes, as an accepted embedding output records it."""
+    return hashlib.sha256(vector).hexdigest()
+
+
+def _embedding_verdict(item: ResultItem, processor: Processor) -> Verdict:
+    """Accept a vector of the expected length whose numbers are all finite (as float32)."""
+    if item.vector is None:
+        return _reject("embedding: the answer holds no list of numbers", retryable=True)
+    values = np.frombuffer(item.vector, dtype="<f4")
+    expected = processor.vector_dimensions
+    if len(values) != expected:
+        return _reject(f"embedding: {len(values)} numbers, expected {expected}", retryable=True)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        return _reject(f"embedding: {len(bad)} numbers are not finite (first at index {bad[0]})", retryable=True)
+    output = {"dimensions": expected, "vector_sha256": vector_digest(item.vector)}
+    return Verdict(True, output, [], False, "ok", vector=item.vector)
+
+
+def _moderation_verdict(item: ResultItem) -> Verdict:
+    """Accept a moderation result: boolean `flagged`, categories true/false (or null), finite scores."""
+    result = item.tool_input
+    if not isinstance(result, Mapping):
+        return _reject("moderation: the answer holds no result object", retryable=True)
+    categories, scores = result.get("categories"), result.get("category_scores")
+    errors = []
+    if not isinstance(result.get("flagged"), bool):
+        errors.append("$.flagged: not a boolean")
+    if not isinstance(categories, Mapping) or not all(v is None or isinstance(v, bool) for v in categories.values()):
+        errors.append("$.categories: not an object of booleans")
+    if not isinstance(scores, Mapping) or not all(
+            type(v) in (int, float) and math.isfinite(v) for v in scores.values()):
+        errors.append("$.category_scores: not an object of finite numbers")
+    if errors:
+        return _reject(f"moderation: {errors[0]}", retryable=True, errors=errors)
+    output = {"flagged": result["flagged"], "categories": dict(categories), "category_scores": dict(scores)}
     return Verdict(True, output, [], False, "ok")
 
 
@@ -203,4 +257,5 @@ def accepted_output(verdict: Verdict, processor: Processor, accepted_by: str) ->
     """The accepted output of an accepting verdict, bound to the processor version it was validated against."""
     if not verdict.accepted or verdict.output is None:
         raise ValueError(f"not accepted ({verdict.reason}): a rejected output cannot succeed a job")
-    return AcceptedOutput(verdict.output, processor.name, processor.version, processor.fingerprint, accepted_by)
+    return AcceptedOutput(verdict.output, processor.name, processor.version, processor.fingerprint, accepted_by,
+                          verdict.vector)

@@ -216,6 +216,16 @@ class AnthropicPort(ProviderPort):
     def close(self) -> None:
         self._client.close()
 
+    def forget_batch(self, provider_batch_id: str) -> bool:
+        """Delete an ended batch and its results (a 404 means gone already)."""
+        try:
+            self._client.messages.batches.delete(provider_batch_id)
+        except anthropic.NotFoundError:
+            return True
+        except Exception as exc:
+            raise classify(exc) from exc
+        return True
+
 
 def _total(remote: Any) -> int:
     c = remote.request_counts

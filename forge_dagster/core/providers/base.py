@@ -217,6 +217,25 @@ class ProviderPort(ABC):
     def close(self) -> None:
         """Release the HTTP clients."""
 
+    # -- provider storage --------------------------------------------------------------------------
+    def release_batch(self, provider_batch_id: str) -> list[str]:
+        """Delete what the provider keeps for an ended batch whose lines Forge has stored (OpenAI: its
+        input, output and error files; Anthropic: nothing until pruned). Returns what was deleted; what is
+        gone already counts as deleted. Only call once every line of the batch is stored."""
+        return []
+
+    def forget_batch(self, provider_batch_id: str) -> bool:
+        """Delete the ended batch itself where the provider allows it (Anthropic); False where it does not."""
+        return False
+
+    def forge_uploads(self) -> list[tuple[str, str, float]]:
+        """(file id, filename, created_at) of batch input files Forge uploaded that the provider still holds."""
+        return []
+
+    def delete_file(self, file_id: str) -> bool:
+        """Delete one uploaded file; True when it is gone (deleted now or before)."""
+        return False
+
     def _new_async_client(self) -> Any:
         """A new async SDK client (AsyncOpenAI / AsyncAnthropic) with `_client_kwargs`."""
         raise NotImplementedError

@@ -1,7 +1,7 @@
 """Provider keys from the environment, each with its own port and rate limiter (paced alone, or on the
 key's schedule in the store, shared by every process: `KeyRing.share_pacing`).
 
-Where keys come from (documented in the README, "Realtime"):
+Where keys come from (documented in docs/realtime.md):
 - `OPENAI_API_KEY` / `ANTHROPIC_API_KEY`: alias `primary`, with `OPENAI_BASE_URL` / `ANTHROPIC_BASE_URL`.
 - `OPENAI_API_KEY_<NAME>` / `ANTHROPIC_API_KEY_<NAME>`: more keys, alias `<name>` in lower case
   (e.g. `OPENAI_API_KEY_2` -> alias `2`, `OPENAI_API_KEY_BACKUP` -> `backup`).

@@ -1,4 +1,5 @@
-"""OpenAI Batch API and chat completions behind the provider port.
+"""OpenAI Batch API and the realtime endpoints (chat completions, responses, embeddings, moderations)
+behind the provider port.
 
 Submit = upload a JSONL input file (purpose `batch`) + create the batch with
 `metadata={"forge_batch_id": ...}`; that metadata is how `find_submitted` recognises our batch after a
@@ -34,13 +35,15 @@ from forge_dagster.core.providers.base import (
     split_known_kwargs,
 )
 from forge_dagster.core.providers.errors import classify
-from forge_dagster.core.providers.results import match_results, openai_batch_item, openai_completion_item
-from forge_dagster.core.providers.wire import OPENAI_BATCH_ENDPOINT, encode_line
+from forge_dagster.core.providers.results import match_results, openai_batch_item, openai_body_item
+from forge_dagster.core.providers.wire import encode_line, openai_url
 
 log = logging.getLogger(__name__)
 
 FORGE_BATCH_ID_KEY = "forge_batch_id"
 MAX_LISTED_BATCHES = 2_000  # find_submitted gives up after scanning this many batches
+UPLOAD_PREFIX = "forge-"  # the filename of every batch input file Forge uploads starts with it
+OUTPUT_EXPIRES_S = 30 * 86_400  # output_expires_after: the longest OpenAI allows (files are deleted sooner)
 
 _STATES = {
     "validating": BatchState.IN_PROGRESS,
@@ -67,7 +70,7 @@ class OpenAIPort(ProviderPort):
     def _upload(self, batch: BatchSpec) -> str:
         content = b"".join(encode_line(Provider.OPENAI, r) for r in batch.requests)
         uploaded = self._client.files.create(
-            file=(f"forge-{batch.forge_batch_id}.jsonl", content, "application/jsonl"), purpose="batch"
+            file=(f"{UPLOAD_PREFIX}{batch.forge_batch_id}.jsonl", content, "application/jsonl"), purpose="batch"
         )
         return uploaded.id
 
@@ -75,9 +78,11 @@ class OpenAIPort(ProviderPort):
         log.debug("batch %s: creating OpenAI batch from file %s", batch.forge_batch_id, upload)
         created = self._client.batches.create(
             input_file_id=upload,
-            endpoint=OPENAI_BATCH_ENDPOINT,
+            endpoint=openai_url(batch.endpoint),
             completion_window="24h",
             metadata={FORGE_BATCH_ID_KEY: batch.forge_batch_id},
+            # Output and error files expire by themselves even if Forge never deletes them.
+            output_expires_after={"anchor": "created_at", "seconds": OUTPUT_EXPIRES_S},
         )
         log.info("batch %s: created OpenAI batch %s", batch.forge_batch_id, created.id)
         return SubmittedBatch(provider_batch_id=created.id, input_file_id=upload)
@@ -169,27 +174,65 @@ class OpenAIPort(ProviderPort):
 
     # -- realtime ----------------------------------------------------------------------------------
     def complete(self, request: ProviderRequest) -> ResultItem:
-        resource = self._client.chat.completions
+        resource = _resource(self._client, request.endpoint)
         known, extra = split_known_kwargs(resource.create, non_streaming(request.body))
         try:  # the raw response: its JSON as the provider sent it, without building the SDK's models
             raw = resource.with_raw_response.create(**known, extra_body=extra or None)
         except Exception as exc:
             raise classify(exc) from exc
-        return openai_completion_item(request.custom_id, raw.http_response.json())
+        return openai_body_item(request.custom_id, raw.http_response.json())
 
     async def acomplete(self, request: ProviderRequest) -> ResultItem:
         body = non_streaming(request.body)
+        path = openai_url(request.endpoint).removeprefix("/v1")  # the client's base URL ends in /v1
         try:  # the body as rendered, the answer's JSON as the provider sent it (no SDK models either way)
-            answer = await post_json(self._async_client(), "/chat/completions", body)
+            answer = await post_json(self._async_client(), path, body)
         except Exception as exc:
             raise classify(exc) from exc
-        return openai_completion_item(request.custom_id, answer)
+        return openai_body_item(request.custom_id, answer)
 
     def _new_async_client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(**self._client_kwargs())
 
     def close(self) -> None:
         self._client.close()
+
+    # -- provider storage --------------------------------------------------------------------------
+    def release_batch(self, provider_batch_id: str) -> list[str]:
+        """Delete the batch's input, output and error files (a 404 means gone already)."""
+        try:
+            remote = self._client.batches.retrieve(provider_batch_id)
+        except openai.NotFoundError:
+            return []  # the provider lost the batch: it keeps nothing of it
+        except Exception as exc:
+            raise classify(exc) from exc
+        files = [f for f in (remote.input_file_id, remote.output_file_id, remote.error_file_id) if f]
+        return [f for f in files if self.delete_file(f)]
+
+    def delete_file(self, file_id: str) -> bool:
+        try:
+            self._client.files.delete(file_id)
+        except openai.NotFoundError:
+            return True
+        except Exception as exc:
+            raise classify(exc) from exc
+        return True
+
+    def forge_uploads(self) -> list[tuple[str, str, float]]:
+        try:
+            return [(f.id, f.filename, float(f.created_at)) for f in self._client.files.list(purpose="batch")
+                    if f.filename.startswith(UPLOAD_PREFIX)]
+        except Exception as exc:
+            raise classify(exc) from exc
+
+
+def _resource(client: Any, endpoint: str) -> Any:
+    """The SDK resource whose `create` calls `endpoint`."""
+    resources = {"chat": lambda: client.chat.completions, "responses": lambda: client.responses,
+                 "embeddings": lambda: client.embeddings, "moderations": lambda: client.moderations}
+    if endpoint not in resources:
+        raise ValueError(f"OpenAI has no {endpoint!r} endpoint")
+    return resources[endpoint]()
 
 
 def _status(remote: Any) -> BatchStatus:

@@ -1,13 +1,16 @@
 """Normalise provider result lines and realtime responses into `ResultItem`s, and match them to the
-custom_ids we sent (never by line order).
+custom_ids we sent (never by line order). OpenAI's responses, embeddings and moderations bodies are read in
+openai_results.py.
 
 Normalised fields:
 - `stop_reason`: `stop` (OpenAI stop / Anthropic end_turn, stop_sequence), `length` (length, max_tokens,
   model_context_window_exceeded), `refusal` (refusal, content_filter, or an OpenAI `message.refusal`),
   `tool_use` (tool_calls, function_call, tool_use), otherwise None.
 - `usage.input_tokens` counts every prompt token, cached or not (OpenAI prompt_tokens; Anthropic input +
-  cache read + cache creation); `cached_input_tokens` the cache reads; `reasoning_tokens` OpenAI's
-  reasoning tokens (Anthropic reports thinking inside output_tokens).
+  cache read + cache creation); `cached_input_tokens` the cache reads (OpenAI
+  `prompt_tokens_details.cached_tokens`, Anthropic `cache_read_input_tokens`); `cache_write_5m_tokens` /
+  `cache_write_1h_tokens` Anthropic's `cache_creation_input_tokens` by its `cache_creation` TTL split;
+  `reasoning_tokens` OpenAI's reasoning tokens (Anthropic reports thinking inside output_tokens).
 - Malformed output (text that is not the JSON a processor wants, unparseable tool arguments) is still a
   SUCCEEDED item: validation decides acceptance. Unparseable tool arguments leave `tool_input` None.
 """
@@ -22,6 +25,12 @@ from typing import Any
 
 from forge_dagster.core.models import ErrorClass, ProviderError, ResultItem, ResultOutcome, Usage
 from forge_dagster.core.providers.errors import classify_error_object, classify_status
+from forge_dagster.core.providers.openai_results import (
+    body_kind,
+    embedding_item,
+    moderation_item,
+    responses_item,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +91,20 @@ def openai_completion_item(
     )
 
 
+_OTHER_ENDPOINTS = {"responses": responses_item, "embeddings": embedding_item, "moderations": moderation_item}
+
+
+def openai_body_item(
+    custom_id: str, body: Mapping[str, Any], *, raw: dict[str, Any] | None = None
+) -> ResultItem:
+    """The item for any OpenAI answer body (chat completion, Response, embeddings or moderations), read by
+    its shape; see openai_results.py for the endpoints other than chat."""
+    parse = _OTHER_ENDPOINTS.get(body_kind(body))
+    if parse is None:
+        return openai_completion_item(custom_id, body, raw=raw)
+    return parse(custom_id, body, raw if raw is not None else dict(body))
+
+
 def _total(parse: Callable[[str, Mapping[str, Any]], ResultItem]) -> Callable[[Mapping[str, Any]], ResultItem | None]:
     """A line parser that never raises: a line of the wrong shape (a list where an object belongs, a
     number for a status...) becomes an ERRORED item of its own (transient: the provider wrote it badly,
@@ -112,7 +135,7 @@ def openai_batch_item(custom_id: str, line: Mapping[str, Any]) -> ResultItem:
         return ResultItem(custom_id, ResultOutcome.REQUEUE, status_code=status_code, raw=raw)
     body = response.get("body")
     if error is None and status_code == 200 and isinstance(body, Mapping):
-        return openai_completion_item(custom_id, body, raw=raw)
+        return openai_body_item(custom_id, body, raw=raw)
     # An error object, or a non-200 status inside a line whose `error` is null: the request failed.
     if isinstance(status_code, int):
         problem = classify_status(status_code, body if isinstance(body, Mapping) else error)
@@ -138,6 +161,8 @@ def anthropic_message_item(
             tool_input = block.get("input") if isinstance(block.get("input"), dict) else None
     usage = message.get("usage") or {}
     cache_read = _int(usage.get("cache_read_input_tokens"))
+    written = _int(usage.get("cache_creation_input_tokens"))
+    write_5m, write_1h = _cache_write_split(usage.get("cache_creation"), written)
     return ResultItem(
         custom_id=custom_id,
         outcome=ResultOutcome.SUCCEEDED,
@@ -146,11 +171,11 @@ def anthropic_message_item(
         tool_input=tool_input,
         stop_reason=_ANTHROPIC_STOP.get(message.get("stop_reason") or ""),
         usage=Usage(
-            input_tokens=_int(usage.get("input_tokens"))
-            + cache_read
-            + _int(usage.get("cache_creation_input_tokens")),
+            input_tokens=_int(usage.get("input_tokens")) + cache_read + written,
             output_tokens=_int(usage.get("output_tokens")),
             cached_input_tokens=cache_read,
+            cache_write_5m_tokens=write_5m,
+            cache_write_1h_tokens=write_1h,
         ),
         raw=raw if raw is not None else dict(message),
     )
@@ -205,6 +230,15 @@ def match_results(
     if missing:
         log.info("batch %s: %d expected result(s) missing, requeued", provider_batch_id, len(missing))
     return [chosen.get(cid) or ResultItem(cid, ResultOutcome.REQUEUE) for cid in expected]
+
+
+def _cache_write_split(split: Any, written: int) -> tuple[int, int]:
+    """(5m, 1h) cache-write tokens from Anthropic's `cache_creation` object; without it (older API
+    versions) every written token is a 5-minute write, the default TTL. The split never exceeds `written`."""
+    if not isinstance(split, Mapping):
+        return written, 0
+    write_1h = min(_int(split.get("ephemeral_1h_input_tokens")), written)
+    return written - write_1h, write_1h
 
 
 def _json_object(value: Any) -> dict[str, Any] | None:

@@ -9,14 +9,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from forge_dagster.core.models import Provider, ProviderRequest
+from forge_dagster.core.models import OPENAI_URLS, Provider, ProviderRequest
 
-OPENAI_BATCH_ENDPOINT = "/v1/chat/completions"
+OPENAI_BATCH_ENDPOINT = OPENAI_URLS["chat"]
+
+
+def openai_url(endpoint: str) -> str:
+    """The OpenAI path of an endpoint (`chat` -> /v1/chat/completions); ValueError for one OpenAI lacks."""
+    try:
+        return OPENAI_URLS[endpoint]
+    except KeyError:
+        raise ValueError(f"OpenAI has no {endpoint!r} endpoint") from None
 
 
 def openai_batch_line(request: ProviderRequest) -> dict[str, Any]:
-    """One line of an OpenAI Batch API input file."""
-    return {"custom_id": request.custom_id, "method": "POST", "url": OPENAI_BATCH_ENDPOINT, "body": request.body}
+    """One line of an OpenAI Batch API input file (its `url` is the request's endpoint)."""
+    return {"custom_id": request.custom_id, "method": "POST", "url": openai_url(request.endpoint),
+            "body": request.body}
 
 
 def anthropic_batch_entry(request: ProviderRequest) -> dict[str, Any]:

@@ -102,13 +102,9 @@ def _billed(job: ClaimedJob, processor: Processor, answers: list[ResultItem]) ->
     """The attempt's bill: the usage of every answer it got (the first and its repairs), summed."""
     usage = Usage()
     for item in answers:
-        u = item.usage
-        usage = Usage(input_tokens=usage.input_tokens + u.input_tokens,
-                      output_tokens=usage.output_tokens + u.output_tokens,
-                      cached_input_tokens=usage.cached_input_tokens + u.cached_input_tokens,
-                      reasoning_tokens=usage.reasoning_tokens + u.reasoning_tokens)
-    if not (usage.input_tokens or usage.output_tokens):
-        return None
+        usage = usage + item.usage
+    if not answers or not (usage.input_tokens or usage.output_tokens or processor.endpoint == "moderations"):
+        return None  # moderations report no usage and are free: an answered one is booked at 0 USD
     try:
         cost = cost_usd(processor.provider, processor.model, usage, batch=False)
     except NoPrice as exc:

@@ -246,7 +246,7 @@ class RealtimeExecutor:
                     if until_idle and await self._none_open():
                         break
                 if tasks and (deferred or self._calls_running() >= self.config.concurrency):
-                    await asyncio.wait(tasks, timeout=self.config.idle_sleep_s, return_when=asyncio.FIRST_COMPLETED)
+                    await _first_done_or_stopped(tasks, stop)  # a full worker still hears its SIGTERM
                 if self._lease_room() <= 0:
                     await self._written()
                 elif not jobs and not deferred:
@@ -321,6 +321,15 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(event.wait(), timeout=seconds)
     except TimeoutError:
         pass
+
+
+async def _first_done_or_stopped(tasks: set[asyncio.Task], stop: threading.Event) -> None:
+    """Wait until one of `tasks` is done or `stop` is set (slow calls must not delay a shutdown)."""
+    watcher = asyncio.create_task(_wait_thread_event(stop, float("inf")))
+    try:
+        await asyncio.wait(tasks | {watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
 
 
 async def _wait_thread_event(event: threading.Event, seconds: float) -> None:

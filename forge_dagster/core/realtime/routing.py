@@ -11,15 +11,18 @@ from forge_dagster.core.models import Usage
 from forge_dagster.core.platform.processors import Processor
 from forge_dagster.core.providers.requests import render_request
 
+# Every endpoint's prompt: chat and messages, responses (input, instructions, text.format), embeddings and
+# moderations (input).
+_PROMPT_KEYS = ("system", "messages", "tools", "response_format", "instructions", "input", "text")
 AUTO_REALTIME_MAX_TOKENS = 2000  # `auto` processors: a request at most this big runs realtime
 
 
 def estimate_tokens(body: dict[str, Any]) -> int:
     """Tokens a request may use before it is sent: about four characters a prompt token, plus the
     output budget (`max_tokens`), as providers count it against a tokens-per-minute limit."""
-    prompt = {k: body.get(k) for k in ("system", "messages", "tools", "response_format") if body.get(k)}
+    prompt = {k: body.get(k) for k in _PROMPT_KEYS if body.get(k)}
     text = json.dumps(prompt, ensure_ascii=False, separators=(",", ":"))
-    budget = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+    budget = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens") or 0
     return max(1, len(text) // 4) + int(budget)
 
 
@@ -27,7 +30,7 @@ def charged_tokens(body: dict[str, Any], usage: Usage) -> int:
     """What an answered call counted against the key's tokens per minute: the prompt tokens the provider
     reports plus the output budget it reserved (`max_tokens`), as OpenAI meters it. Settling the
     estimate with this corrects the prompt estimate only; the output budget stays counted."""
-    budget = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+    budget = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens") or 0
     return int(usage.input_tokens) + int(budget)
 
 

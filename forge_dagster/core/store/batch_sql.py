@@ -111,9 +111,16 @@ FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
 ON CONFLICT (batch_id, custom_id) DO NOTHING
 """
 
+# An embedding's vector (float32 bytes) beside its stored line, set once (migration 019).
+STORE_RESULT_VECTORS = """
+UPDATE batch_results r SET vector = v.vector
+FROM unnest(%(custom_ids)s::text[], %(vectors)s::bytea[]) AS v(custom_id, vector)
+WHERE r.batch_id = %(batch_id)s AND r.custom_id = v.custom_id AND r.vector IS NULL
+"""
+
 STORED_RESULTS = """
 SELECT custom_id, job_id, attempt, outcome, status_code, text, tool_input, stop_reason, usage, error_class,
-       error_message, raw
+       error_message, raw, vector
 FROM batch_results WHERE batch_id = %(batch_id)s ORDER BY job_id
 """
 
@@ -166,3 +173,47 @@ SELECT state, count(*) FROM batches WHERE created_at >= %(since)s GROUP BY state
 """
 
 COUNT_BATCHES_BY_STATE = "SELECT state, count(*) FROM batches GROUP BY state"
+
+
+# -- provider storage ------------------------------------------------------------------------------
+# Batches whose provider files may go: every line stored (ended or collected, no job of it still waiting
+# for its line), collected at least `retention_s` ago (an ended batch not collected yet never qualifies
+# unless retention is 0 and its lines are stored), not released yet.
+BATCHES_TO_RELEASE = """
+SELECT b.id, b.provider, b.provider_batch_id FROM batches b
+WHERE b.provider = %(provider)s AND b.provider_batch_id IS NOT NULL AND b.files_released_at IS NULL
+  AND (b.state = 'collected' AND b.collected_at <= now() - make_interval(secs => %(retention_s)s)
+       OR %(retention_s)s = 0 AND b.state LIKE 'ended_%%')
+  AND (%(batch_id)s::bigint IS NULL OR b.id = %(batch_id)s)
+  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id = b.id AND j.state = 'submitted')
+  AND EXISTS (SELECT 1 FROM batch_results r WHERE r.batch_id = b.id)
+ORDER BY b.id LIMIT %(limit)s
+"""
+
+MARK_FILES_RELEASED = "UPDATE batches SET files_released_at = now() WHERE id = %(batch_id)s"
+
+# Collected Anthropic batches older than `days`, still held at the provider.
+BATCHES_TO_FORGET = """
+SELECT id, provider_batch_id FROM batches
+WHERE provider = 'anthropic' AND state = 'collected' AND provider_batch_id IS NOT NULL
+  AND provider_forgotten_at IS NULL AND collected_at <= now() - make_interval(days => %(days)s)
+ORDER BY id LIMIT %(limit)s
+"""
+
+MARK_FORGOTTEN = "UPDATE batches SET provider_forgotten_at = now() WHERE id = %(batch_id)s"
+
+# Anthropic batches not collected yet whose results the provider deletes within `days` (29 days after
+# creation): collect them now or lose them.
+RESULTS_AT_RISK = """
+SELECT id, provider_batch_id, state, submitted_at,
+       submitted_at + interval '29 days' AS results_deleted_at FROM batches
+WHERE provider = 'anthropic' AND provider_batch_id IS NOT NULL AND state NOT IN ('collected', 'archived')
+  AND submitted_at <= now() - make_interval(days => 29) + make_interval(days => %(days)s)
+ORDER BY submitted_at
+"""
+
+# Input file ids Forge's batches (hot or archived) point at: an upload not among them was never used.
+KNOWN_INPUT_FILES = """
+SELECT input_file_id FROM batches WHERE input_file_id = ANY(%(file_ids)s::text[])
+UNION SELECT row ->> 'input_file_id' FROM batches_archive WHERE row ->> 'input_file_id' = ANY(%(file_ids)s::text[])
+"""

@@ -17,8 +17,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from forge_dagster.core.models import AcceptedOutput, ResultItem
-from forge_dagster.core.store import batch_sql, job_sql
+from forge_dagster.core.store import batch_read_sql, batch_sql, job_sql, operator_sql
 from forge_dagster.core.store.types import ClaimedJob
+from forge_dagster.core.store.vector_store import write_output_vectors
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Settlement:
 
     job_id: int
     custom_id: str
-    kind: str  # succeeded | invalid | failed | retry
+    kind: str  # succeeded | invalid | failed | retry | cancelled (an operator's)
     reason: str | None = None
     output: AcceptedOutput | None = None  # set for succeeded: what validation accepted
     raw_output: str | None = None
@@ -205,6 +206,30 @@ class BatchRepository:
                 return conn.execute(batch_sql.TOTAL_COST).fetchone()[0]
             return conn.execute(batch_sql.BATCH_COST, {"batch_id": batch_id}).fetchone()[0]
 
+    def find(self, ref: str | int) -> list[int]:
+        """Ids of the batches (hot or archived) that `ref` names: Forge's batch id, its forge batch id
+        (fb_...) or the provider's batch id."""
+        ref = str(ref).strip()
+        params = {"ref": ref, "number": int(ref) if ref.isdigit() and len(ref) < 19 else None}
+        with self._pool.connection() as conn:
+            return [r[0] for r in conn.execute(batch_read_sql.FIND_BATCH_IDS, params)]
+
+    def page(self, *, states: Sequence[str] | None = None, provider: str | None = None,
+             limit: int = 50) -> list[dict[str, Any]]:
+        """Batches newest first (of `states` and `provider` when given), with age, jobs by state and cost."""
+        params = {"states": list(states) if states else None, "provider": provider, "limit": limit}
+        return self._rows(batch_read_sql.LIST_BATCHES, params)
+
+    def outline(self, batch_id: int) -> dict[str, Any]:
+        """What an operator reads of one batch beside its row: the jobs that rode in it by their state now,
+        the stored provider answers by outcome, and the operator's actions on it."""
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            jobs = {r["state"]: r["count"] for r in cur.execute(batch_read_sql.BATCH_JOB_STATES, {"batch_id": batch_id})}
+            lines = {r["outcome"]: r["count"]
+                     for r in cur.execute(batch_read_sql.BATCH_RESULT_OUTCOMES, {"batch_id": batch_id})}
+            actions = cur.execute(operator_sql.BATCH_ACTIONS, {"batch_id": batch_id}).fetchall()
+        return {"jobs": jobs, "results": lines, "actions": actions}
+
     # -- status and results ----------------------------------------------------------------------
     def update_status(self, batch_id: int, state: str, counts: dict[str, int], raw_status: str) -> bool:
         with self._pool.connection() as conn:
@@ -232,8 +257,12 @@ class BatchRepository:
                    "error_class": str(item.error.error_class) if item.error else None,
                    "error_message": item.error.message[:4000] if item.error else None, "raw": item.raw}
             rows.append({k: v for k, v in row.items() if v is not None})  # absent: SQL NULL
+        vectors = [(item.custom_id, item.vector) for _, _, item in items if item.vector is not None]
         with self._pool.connection() as conn:
             conn.execute(batch_sql.INSERT_RESULTS, {"batch_id": batch_id, "rows": _json_without_nul(rows)})
+            if vectors:
+                conn.execute(batch_sql.STORE_RESULT_VECTORS, {"batch_id": batch_id, "custom_ids": [c for c, _ in vectors],
+                                                              "vectors": [v for _, v in vectors]})
             return conn.execute(
                 job_sql.MARK_COLLECTED, {"batch_id": batch_id, "actor": self.owner}
             ).fetchone()[0]
@@ -250,10 +279,12 @@ class BatchRepository:
         pricing_version: str,
         batch_priced: bool = True,
         conn: Any = None,
+        actor: str | None = None,
     ) -> dict[int, str]:
         """Apply settlements to jobs of `batch` (a row from `get`) still in `from_states`; book each
         cost once. Returns {job id: new state} for the jobs that changed now. With `conn`, it runs in
-        the caller's transaction (so outbox rows can be written beside it)."""
+        the caller's transaction (so outbox rows can be written beside it); `actor` (default: this store's
+        owner) is who the job events name."""
         if not settlements:
             return {}
         params = {
@@ -275,10 +306,13 @@ class BatchRepository:
             "processor": batch["processor"],
             "pricing_version": pricing_version,
             "batch_priced": batch_priced,
-            "actor": self.owner,
+            "actor": actor or self.owner,
         }
         with nullcontext(conn) if conn is not None else self._pool.connection() as c:
-            return {row[0]: row[1] for row in c.execute(job_sql.SETTLE_JOBS, params)}
+            states = {row[0]: row[1] for row in c.execute(job_sql.SETTLE_JOBS, params)}
+            write_output_vectors(c, [(s.job_id, s.output) for s in settlements
+                                     if s.output is not None and states.get(s.job_id) == "succeeded"])
+            return states
 
     def requeue_unsubmitted(self, batch_id: int, reason: str, delay_s: float) -> int:
         """Every key refused the batch (quota, credit, auth): it ends failed and its jobs go back to pending
@@ -298,6 +332,21 @@ class BatchRepository:
         params = {"batch_id": batch_id, "reason": reason[:500], "delay": float(delay_s), "actor": self.owner}
         return int(conn.execute(job_sql.REQUEUE_BATCH_UNSPENT, params).fetchone()[0])
 
+    def requeue_unfinished(self, batch_id: int, job_ids: Sequence[int], *, reason: str, actor: str,
+                           conn: Any) -> set[int]:
+        """The operator's requeue of jobs of a cancelled batch the provider never ran (collected, their
+        result a cancellation): back to pending with their attempt given back, in the caller's transaction.
+        Returns the ids moved."""
+        params = {"batch_id": batch_id, "ids": list(job_ids), "reason": reason[:500], "actor": actor}
+        return {r[0] for r in conn.execute(job_sql.REQUEUE_UNFINISHED_UNSPENT, params)}
+
+    def record_cancel(self, *, actor: str, reason: str, selector: dict[str, Any], changed: int,
+                      skipped: list[dict[str, Any]], conn: Any) -> int:
+        """Record an operator's cancel of a batch in `operator_actions`, in the caller's transaction."""
+        params = {"action": "cancel_batch", "actor": actor, "reason": reason, "selector": Jsonb(selector),
+                  "changed": changed, "skipped": Jsonb(skipped)}
+        return conn.execute(operator_sql.RECORD_ACTION, params).fetchone()[0]
+
     def counts(self, *, since: datetime | None = None) -> dict[str, int]:
         """Batches by state (created at or after `since` when given)."""
         query, params = ((batch_sql.COUNT_BATCHES_BY_STATE, {}) if since is None
@@ -308,3 +357,31 @@ class BatchRepository:
     def mark_collected(self, batch_id: int) -> bool:
         with self._pool.connection() as conn:
             return conn.execute(batch_sql.MARK_BATCH_COLLECTED, {"batch_id": batch_id}).rowcount == 1
+
+    # -- provider storage ----------------------------------------------------------------------------
+    def to_release(self, provider: str, *, retention_s: float, batch_id: int | None = None,
+                   limit: int = 200) -> list[dict[str, Any]]:
+        """Batches of `provider` whose provider files may be deleted (every line stored; see the SQL)."""
+        return self._rows(batch_sql.BATCHES_TO_RELEASE, {"provider": provider, "retention_s": retention_s,
+                                                         "batch_id": batch_id, "limit": limit})
+
+    def mark_released(self, batch_id: int) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(batch_sql.MARK_FILES_RELEASED, {"batch_id": batch_id})
+
+    def to_forget(self, days: float, limit: int = 200) -> list[dict[str, Any]]:
+        """Collected Anthropic batches older than `days` still held at the provider."""
+        return self._rows(batch_sql.BATCHES_TO_FORGET, {"days": days, "limit": limit})
+
+    def mark_forgotten(self, batch_id: int) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(batch_sql.MARK_FORGOTTEN, {"batch_id": batch_id})
+
+    def results_at_risk(self, days: float) -> list[dict[str, Any]]:
+        """Uncollected Anthropic batches whose results the provider deletes within `days`."""
+        return self._rows(batch_sql.RESULTS_AT_RISK, {"days": days})
+
+    def known_input_files(self, file_ids: Sequence[str]) -> set[str]:
+        """The ids among `file_ids` that a batch of Forge's (hot or archived) was created from."""
+        with self._pool.connection() as conn:
+            return {r[0] for r in conn.execute(batch_sql.KNOWN_INPUT_FILES, {"file_ids": list(file_ids)})}

@@ -66,6 +66,19 @@ WHERE booked_at >= %(since)s
 GROUP BY 1 ORDER BY 1
 """
 
+# Prompt caching per processor and price class (provider/model, batch or not): attempts, those that read the
+# cache, and the token classes caching prices apart (priced in Python: what caching saved).
+CACHE_BY_PROCESSOR = """
+SELECT coalesce(processor, '(none)') AS processor, provider, model, batch_priced, count(*) AS attempts,
+       count(*) FILTER (WHERE cached_input_tokens > 0) AS cache_hits,
+       sum(input_tokens) AS input_tokens, sum(cached_input_tokens) AS cached_input_tokens,
+       sum(cache_write_5m_tokens) AS cache_write_5m_tokens, sum(cache_write_1h_tokens) AS cache_write_1h_tokens,
+       sum(output_tokens) AS output_tokens
+FROM costs
+WHERE booked_at >= %(since)s
+GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+"""
+
 COSTS_BY_DAY_AND_MODEL = """
 SELECT to_char(booked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, provider, model, count(*) AS attempts,
        coalesce(sum(cost_usd), 0) AS cost_usd
@@ -121,14 +134,30 @@ SOURCE_COST = """
 SELECT coalesce(sum(c.cost_usd), 0) FROM costs c JOIN jobs j ON j.id = c.job_id WHERE j.source = %(source)s
 """
 
+# Per processor of one intake source: its jobs, how many succeeded, and what the ledger booked for them.
+SOURCE_BY_PROCESSOR = """
+WITH booked AS (
+    SELECT job_id, sum(cost_usd) AS cost_usd FROM costs
+    WHERE job_id IN (SELECT id FROM jobs WHERE source = %(source)s) GROUP BY job_id
+)
+SELECT j.processor, count(*) AS jobs, count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
+       coalesce(sum(b.cost_usd), 0) AS cost_usd
+FROM jobs j LEFT JOIN booked b ON b.job_id = j.id
+WHERE j.source = %(source)s
+GROUP BY j.processor ORDER BY j.processor
+"""
+
 # One ledger row per (job, attempt) the provider billed, at realtime (non-batch) prices; NULL cost when the
 # model has no price (every BilledAttempt used tokens).
 BOOK_REALTIME_COSTS = """
 INSERT INTO costs (job_id, attempt, batch_id, provider, model, processor, input_tokens, cached_input_tokens,
-                   output_tokens, reasoning_tokens, cost_usd, pricing_version, batch_priced)
+                   output_tokens, reasoning_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cost_usd,
+                   pricing_version, batch_priced)
 SELECT t.id, t.attempt, NULL, t.provider, t.model, t.processor,
        coalesce((t.usage ->> 'input_tokens')::int, 0), coalesce((t.usage ->> 'cached_input_tokens')::int, 0),
        coalesce((t.usage ->> 'output_tokens')::int, 0), coalesce((t.usage ->> 'reasoning_tokens')::int, 0),
+           coalesce((t.usage ->> 'cache_write_5m_tokens')::int, 0),
+           coalesce((t.usage ->> 'cache_write_1h_tokens')::int, 0),
        t.cost, %(pricing_version)s, false
 FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(providers)s::text[], %(models)s::text[],
             %(processors)s::text[], %(usages)s::jsonb[], %(costs)s::numeric[])

@@ -154,6 +154,10 @@ class CostRepository:
         with self._pool.connection() as conn:
             return float(conn.execute(sql.SOURCE_COST, {"source": source}).fetchone()[0])
 
+    def source_by_processor(self, source: str) -> list[dict[str, Any]]:
+        """Per processor of one intake source: jobs, succeeded and the cost booked (USD), by name."""
+        return self._rows(sql.SOURCE_BY_PROCESSOR, {"source": source})
+
     def alerts(self) -> list[dict[str, Any]]:
         return self._rows(sql.BUDGET_ALERTS)
 
@@ -163,6 +167,10 @@ class CostRepository:
         if by not in ("processor", "model", "day"):
             raise ValueError(f"cannot group costs by {by!r}: use processor, model or day")
         return self._rows(sql.COSTS_BY, {"by": by, "since": since})
+
+    def cache_by_processor(self, since: datetime) -> list[dict[str, Any]]:
+        """Per processor and price class: attempts, cache hits and the cache token classes."""
+        return self._rows(sql.CACHE_BY_PROCESSOR, {"since": since})
 
     def costs_by_day_and_model(self, since: datetime) -> list[dict[str, Any]]:
         return self._rows(sql.COSTS_BY_DAY_AND_MODEL, {"since": since})

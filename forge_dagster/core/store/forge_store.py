@@ -18,7 +18,9 @@ import psycopg
 
 from forge_dagster.core.store import db
 from forge_dagster.core.store.batch_store import BatchRepository
+from forge_dagster.core.store.console_store import ConsoleRepository
 from forge_dagster.core.store.cost_store import CostRepository
+from forge_dagster.core.store.fleet_store import FleetRepository
 from forge_dagster.core.store.intake_store import IntakeRepository
 from forge_dagster.core.store.job_store import JobRepository
 from forge_dagster.core.store.key_store import KeyRepository
@@ -50,6 +52,8 @@ class ForgeStore:
     - `runs`: leases of the Dagster runs that do Forge's work
     - `pacing`: each provider key's schedule shared by every process
     - `operations`: the archive, metrics and the operator's view
+    - `fleet`: the `forge work` processes alive now, and the console's view of the fleet
+    - `console`: the operator console's reads (filtered pages, histories, rates)
     """
 
     def __init__(
@@ -81,6 +85,8 @@ class ForgeStore:
         self.runs = RunLeaseRepository(pool, owner)
         self.pacing = PacingRepository(pool)
         self.operations = OperationsRepository(pool)
+        self.fleet = FleetRepository(pool, owner)
+        self.console = ConsoleRepository(pool)
 
     def migrate(self) -> list[int]:
         """Apply pending migrations; return the versions applied now."""

@@ -374,10 +374,13 @@ WITH input AS (
     RETURNING j.id, j.state, j.attempt, j.reason, c.from_state, c.cost, c.usage
 ), booked AS (
     INSERT INTO costs (job_id, attempt, batch_id, provider, model, processor, input_tokens, cached_input_tokens,
-                       output_tokens, reasoning_tokens, cost_usd, pricing_version, batch_priced)
+                       output_tokens, reasoning_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cost_usd,
+                       pricing_version, batch_priced)
     SELECT d.id, d.attempt, %(batch_id)s, %(provider)s, %(model)s, %(processor)s,
            coalesce((d.usage ->> 'input_tokens')::int, 0), coalesce((d.usage ->> 'cached_input_tokens')::int, 0),
            coalesce((d.usage ->> 'output_tokens')::int, 0), coalesce((d.usage ->> 'reasoning_tokens')::int, 0),
+           coalesce((d.usage ->> 'cache_write_5m_tokens')::int, 0),
+           coalesce((d.usage ->> 'cache_write_1h_tokens')::int, 0),
            d.cost, %(pricing_version)s, %(batch_priced)s
     FROM done d  -- billed attempts: priced, or unpriced (NULL cost) with tokens
     WHERE d.cost IS NOT NULL
@@ -452,4 +455,21 @@ WITH current AS (
     SELECT id, %(actor)s, from_state, 'pending', attempt, %(reason)s FROM moved
 )
 SELECT id, from_state FROM moved
+"""
+
+# An operator cancelled a batch and asked for the jobs the provider did not finish to be requeued: back to
+# pending at once with the attempt this batch took given back (the provider never ran them), out of the
+# batch. Guarded like every settlement by (batch, custom_id, collected), so it moves each job once.
+REQUEUE_UNFINISHED_UNSPENT = """
+WITH done AS (
+    UPDATE jobs j
+    SET state = 'pending', attempt = greatest(j.attempt - 1, 0), reason = %(reason)s, run_after = now(),
+        batch_id = NULL, finished_at = NULL, updated_at = now()
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.batch_id = %(batch_id)s AND j.state = 'collected'
+    RETURNING j.id, j.attempt
+), events AS (
+    INSERT INTO job_events (job_id, actor, from_state, to_state, attempt, reason)
+    SELECT id, %(actor)s, 'collected', 'pending', attempt, %(reason)s FROM done
+)
+SELECT id FROM done
 """

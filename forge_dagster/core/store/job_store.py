@@ -21,6 +21,7 @@ from forge_dagster.core.models import AcceptedOutput, JobState
 from forge_dagster.core.store import db, job_read_sql, job_sql, operator_sql
 from forge_dagster.core.store.outbox_store import OutboxRepository
 from forge_dagster.core.store.types import ClaimedJob, LeaseLost, OutboxMessage, SweepReport
+from forge_dagster.core.store.vector_store import write_output_vectors
 
 
 def backoff_delay(attempt: int, *, base_s: float = 2.0, cap_s: float = 300.0) -> float:
@@ -79,7 +80,8 @@ class JobRepository:
                 raise TypeError(f"a job succeeds only with an AcceptedOutput, got {type(accepted).__name__}")
         states = {job.state for job, _ in items}
         finished: set[int] = set()
-        with db.use(self._pool, conn, statements=len(states)) as c:
+        vectors = any(a.vector is not None for _, a in items)
+        with db.use(self._pool, conn, statements=len(states) + vectors) as c:
             for from_state in states:
                 chunk = [(job, a) for job, a in items if job.state == from_state]
                 params = {
@@ -90,6 +92,7 @@ class JobRepository:
                     "reason": reason, "from_state": from_state, "actor": self.owner,
                 }
                 finished |= {row[0] for row in c.execute(job_sql.SUCCEED_JOBS, params)}
+            write_output_vectors(c, [(job.id, a) for job, a in items if job.id in finished])
         return finished
 
     def finish_many(

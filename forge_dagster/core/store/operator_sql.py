@@ -10,3 +10,10 @@ RECENT_ACTIONS = """
 SELECT id, action, actor, reason, selector, changed, skipped, created_at
 FROM operator_actions ORDER BY id DESC LIMIT %(limit)s
 """
+
+# The operator's actions on one batch (cancel_batch), oldest first.
+BATCH_ACTIONS = """
+SELECT id, action, actor, reason, selector, changed, skipped, created_at
+FROM operator_actions WHERE action = 'cancel_batch' AND (selector ->> 'batch_id')::bigint = %(batch_id)s
+ORDER BY id
+"""

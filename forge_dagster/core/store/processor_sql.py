@@ -77,9 +77,10 @@ GROUP BY job_id
 
 # Validated outputs of one processor, hot and archived rows alike (the all_jobs view of migration 004).
 VALIDATED_OUTPUTS = """
-SELECT id AS job_id, external_id, source, processor_version, output, finished_at
-FROM all_jobs
-WHERE processor = %(processor)s AND state = 'succeeded'
-  AND (%(version)s::text IS NULL OR processor_version = %(version)s)
-ORDER BY id
+SELECT j.id AS job_id, j.external_id, j.source, j.processor_version, j.output, j.finished_at, v.vector
+FROM all_jobs j
+LEFT JOIN output_vectors v ON v.job_id = j.id AND v.attempt = j.attempt
+WHERE j.processor = %(processor)s AND j.state = 'succeeded'
+  AND (%(version)s::text IS NULL OR j.processor_version = %(version)s)
+ORDER BY j.id
 """

@@ -64,8 +64,9 @@ class ProcessorRepository:
         conn.execute(sql.INSERT_EVENT, {"name": name, "version": version, "actor": actor or self.owner,
                                         "from_status": old, "to_status": new, "note": note})
 
-    def promote(self, name: str, version: str, *, actor: str | None = None) -> str | None:
-        """Make the draft `version` the active one; the version active before is retired (returned)."""
+    def promote(self, name: str, version: str, *, actor: str | None = None, reason: str | None = None) -> str | None:
+        """Make the draft `version` the active one; the version active before is retired (returned). A
+        `reason` is kept in the promotion's event."""
         with self._pool.connection() as conn:
             conn.execute(sql.LOCK_REGISTRY)
             status = self._status(conn, name, version)
@@ -78,7 +79,7 @@ class ProcessorRepository:
             if previous is not None:
                 self._event(conn, name, previous[0], actor, "active", "retired", f"replaced by {version}")
             conn.execute(sql.ACTIVATE, {"name": name, "version": version})
-            note = f"promoted over {previous[0]}" if previous else "promoted"
+            note = (f"promoted over {previous[0]}" if previous else "promoted") + (f": {reason}" if reason else "")
             self._event(conn, name, version, actor, "draft", "active", note)
             return previous[0] if previous else None
 

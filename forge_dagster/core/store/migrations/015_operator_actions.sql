@@ -41,4 +41,3 @@ CREATE TABLE operator_actions (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX operator_actions_created_idx ON operator_actions (created_at DESC);
-CREATE INDEX jobs_created_idx ON jobs (created_at DESC, id DESC);
