@@ -49,10 +49,11 @@ def cmd_work(args: argparse.Namespace) -> int:
     except PricesFileError as exc:
         print(f"forge work: {exc}", file=sys.stderr)
         return 2
-    if args.processes is None or args.processes > 1:
-        processes = args.processes or os.cpu_count() or 1
-        if processes > 1:
-            return _supervise(args, processes)
+    from forge_dagster.core.realtime.supervisor import default_processes
+
+    processes = args.processes or default_processes()
+    if processes > 1:
+        return _supervise(args, processes)
     store = open_announced(pool_size=args.concurrency + 2, wait_s=120.0)  # a worker waits for its database
     with store:
         worker = _handler_worker(store, args) if args.handler else None
@@ -151,7 +152,8 @@ def add_commands(sub) -> None:
     p.add_argument("--until-idle", action="store_true", help="stop when no job this worker runs is open")
     p.add_argument("--processes", type=int, default=None, metavar="N",
                    help="worker processes under one supervisor, each with --concurrency calls in flight; a dead "
-                        "one is restarted, SIGTERM stops them all (default: the number of cores)")
+                        "one is restarted, SIGTERM stops them all (default: the cores this process may use, "
+                        "within a container's CPU limit)")
     p.add_argument("--handler", metavar="MODULE:FUNCTION",
                    help="run a non-LLM step instead: only jobs of processors whose YAML says `handler: "
                         "MODULE:FUNCTION`; what it returns is validated against their schema")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import math
+import os
 import signal
 import subprocess
 import sys
@@ -23,6 +25,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,22 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: the child outlives a supervisor killed hard
         pass
+
+
+def default_processes() -> int:
+    """The cores this process may use: its CPU affinity, within a cgroup v2 quota (`cpu.max`, as a
+    container's CPU limit sets it) when there is one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 
 
 @dataclass
