@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -48,6 +49,11 @@ def cmd_work(args: argparse.Namespace) -> int:
     except PricesFileError as exc:
         print(f"forge work: {exc}", file=sys.stderr)
         return 2
+    from forge_dagster.core.realtime.supervisor import default_processes
+
+    processes = args.processes or default_processes()
+    if processes > 1:
+        return _supervise(args, processes)
     store = open_announced(pool_size=args.concurrency + 2, wait_s=120.0)  # a worker waits for its database
     with store:
         worker = _handler_worker(store, args) if args.handler else None
@@ -70,6 +76,31 @@ def cmd_work(args: argparse.Namespace) -> int:
     print(json.dumps({"claimed": stats.claimed, "succeeded": stats.succeeded, "failed": stats.failed,
                       "lease_lost": stats.lease_lost}))
     return 0
+
+
+def _supervise(args: argparse.Namespace, processes: int) -> int:
+    """`--processes N`: N `forge work` processes (each `--processes 1`) under one supervisor that restarts a
+    dead one and passes SIGTERM / SIGINT on to all (core/realtime/supervisor.py); their stats summed."""
+    from forge_dagster.core.realtime.service import stop_on_signals
+    from forge_dagster.core.realtime.supervisor import Supervisor, SupervisorPolicy
+
+    argv = [sys.executable, "-m", "forge_dagster.cli", *(["--verbose"] if getattr(args, "verbose", False) else []),
+            "work", "--processes", "1", "--concurrency", str(args.concurrency)]
+    argv += ["--until-idle"] if args.until_idle else []
+    argv += ["--handler", args.handler] if args.handler else []
+    argv += ["--drain-s", str(args.drain_s)] if args.drain_s is not None else []
+    supervisor = Supervisor(argv, processes, SupervisorPolicy(grace_s=(args.drain_s or 10.0) + 20.0))
+    print(f"forge work: {processes} worker processes under one supervisor (pid {os.getpid()})", file=sys.stderr,
+          flush=True)
+    stop = threading.Event()
+    restore = stop_on_signals(stop)
+    try:
+        code = supervisor.run(stop)
+    finally:
+        restore()
+    print(json.dumps({"claimed": 0, "succeeded": 0, "failed": 0, "lease_lost": 0, **supervisor.totals(),
+                      "processes": processes, "restarts": supervisor.restarts}))
+    return code
 
 
 def _handler_worker(store, args: argparse.Namespace):
@@ -119,6 +150,10 @@ def add_commands(sub) -> None:
                                      "--handler, the jobs of the processors that declare that handler)")
     p.add_argument("--concurrency", type=int, default=4, help="provider calls (or handler calls) in flight")
     p.add_argument("--until-idle", action="store_true", help="stop when no job this worker runs is open")
+    p.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="worker processes under one supervisor, each with --concurrency calls in flight; a dead "
+                        "one is restarted, SIGTERM stops them all (default: the cores this process may use, "
+                        "within a container's CPU limit)")
     p.add_argument("--handler", metavar="MODULE:FUNCTION",
                    help="run a non-LLM step instead: only jobs of processors whose YAML says `handler: "
                         "MODULE:FUNCTION`; what it returns is validated against their schema")

@@ -93,8 +93,8 @@ class Fleet:
         log = self.logs / f"worker-{len(self.workers) + len(self.retired)}"
         with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "forge_dagster.cli", "work", "--concurrency",
-                 str(self.concurrency)], env=self.env, cwd=ROOT, stdout=out, stderr=err)
+                [sys.executable, "-m", "forge_dagster.cli", "work", "--processes", "1", "--concurrency",
+                 str(self.concurrency)], env=self.env, cwd=ROOT, stdout=out, stderr=err)  # one worker per pid
         worker = WorkerProcess(proc, log)
         self.workers.append(worker)
         return worker

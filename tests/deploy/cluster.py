@@ -157,8 +157,8 @@ class Cluster:
     def start_worker(self, host_name: str, concurrency: int) -> Worker:
         host = self.net.hosts[host_name]
         label = f"work-{host_name}-{sum(w.host is host for w in self.workers + self.retired)}"
-        proc = host.start(label, [str(BIN / "forge"), "work", "--concurrency",
-                                  str(concurrency)], self.env(host), cwd=ROOT)
+        proc = host.start(label, [str(BIN / "forge"), "work", "--processes", "1", "--concurrency",
+                                  str(concurrency)], self.env(host), cwd=ROOT)  # one worker per pid
         worker = Worker(host, label, proc)
         self.workers.append(worker)
         return worker

@@ -35,6 +35,7 @@ from forge_dagster.core.providers.base import (
     ProviderCredentials,
     ProviderPort,
     non_streaming,
+    post_json,
     split_known_kwargs,
 )
 from forge_dagster.core.providers.errors import classify
@@ -202,13 +203,12 @@ class AnthropicPort(ProviderPort):
         return anthropic_message_item(request.custom_id, raw.http_response.json())
 
     async def acomplete(self, request: ProviderRequest) -> ResultItem:
-        resource = self._async_client().messages
-        known, extra = split_known_kwargs(resource.create, non_streaming(request.body))
-        try:  # the raw response: its JSON as the provider sent it, without building the SDK's models
-            raw = await resource.with_raw_response.create(**known, extra_body=extra or None)
+        body = non_streaming(request.body)
+        try:  # the body as rendered, the answer's JSON as the provider sent it (no SDK models either way)
+            answer = await post_json(self._async_client(), "/v1/messages", body)
         except Exception as exc:
             raise classify(exc) from exc
-        return anthropic_message_item(request.custom_id, raw.http_response.json())
+        return anthropic_message_item(request.custom_id, answer)
 
     def _new_async_client(self) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(**self._client_kwargs())

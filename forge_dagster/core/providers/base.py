@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import json
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -282,6 +283,14 @@ def _parameter_names(function: Any) -> frozenset[str]:
     """The keyword arguments an SDK method takes (inspect.signature costs ~0.1 ms: once per method)."""
     reserved = {"self", "extra_headers", "extra_query", "extra_body", "timeout"}
     return frozenset(inspect.signature(function).parameters) - reserved
+
+
+async def post_json(client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST `body` as it is through the SDK's async client (`client.post`, the SDKs' documented way to
+    any endpoint) and the answer's JSON. Same client, headers, timeout and typed errors as the resource
+    methods, without their per-call transform of the body against the SDK's typed params (about a third
+    of a realtime call's CPU) nor a response model."""
+    return json.loads(await client.post(path, body=body, cast_to=bytes))
 
 
 def non_streaming(body: dict[str, Any]) -> dict[str, Any]:

@@ -11,13 +11,21 @@ Where keys come from (documented in docs/realtime.md):
   same with `ANTHROPIC_`. Unset: the limits come from the provider's headers.
 - No key at all: one simulator key per provider (alias `simulator`) at `FORGE_SIMULATOR_URL`.
 Keys live in memory only; the store sees an alias, a masked form and a sha256 prefix.
+
+Transport: the SDKs' async clients run on their aiohttp transport (`DefaultAioHttpClient`, the SDKs'
+`aiohttp` extra), which costs less CPU per call than their default httpx pool; httpx where the extra is
+missing, or when asked (`KeyRing(transport="httpx")`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
+import importlib.util
 import json
+import logging
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,10 +39,13 @@ from forge_dagster.core.providers.registry import PORT_CLASSES
 from forge_dagster.core.store import ForgeStore
 from forge_dagster.core.store.key_store import KeyRecord
 
+log = logging.getLogger(__name__)
+
 SIMULATOR_KEY = "sim-no-key"  # the key sent to the simulator when no provider key is set
 SIMULATOR_ALIAS = "simulator"
 DEFAULT_SIMULATOR_URL = "http://127.0.0.1:8700"
 _PREFIX = {Provider.OPENAI: "OPENAI", Provider.ANTHROPIC: "ANTHROPIC"}
+TRANSPORTS = ("auto", "aiohttp", "httpx")
 _SDK = {Provider.OPENAI: ("openai", "AsyncOpenAI"), Provider.ANTHROPIC: ("anthropic", "AsyncAnthropic")}
 
 
@@ -110,19 +121,35 @@ def keys_from_env(
     ]
 
 
-def _observed_port(key: ProviderKey, limiter: KeyLimiter) -> ProviderPort:
-    """The key's port, whose async client reports every response's headers to the key's limiter."""
+def aiohttp_available() -> bool:
+    """Whether the SDKs' aiohttp transport is installed (the `aiohttp` extra of `openai` / `anthropic`)."""
+    return importlib.util.find_spec("aiohttp") is not None
+
+
+def _transport(choice: str) -> str:
+    """"aiohttp" or "httpx" for `choice` ("auto": aiohttp when installed)."""
+    if choice not in TRANSPORTS:
+        raise ValueError(f"transport {choice!r}: one of {', '.join(TRANSPORTS)}")
+    if choice == "auto":
+        return "aiohttp" if aiohttp_available() else "httpx"
+    return choice
+
+
+def _observed_port(key: ProviderKey, limiter: KeyLimiter, transport: str = "auto") -> ProviderPort:
+    """The key's port, whose async client (on `transport`) reports every response's headers to the key's
+    limiter."""
     module, name = PORT_CLASSES[key.provider].split(":")
     base: type[ProviderPort] = getattr(importlib.import_module(module), name)
     sdk = importlib.import_module(_SDK[key.provider][0])
     sdk_client = getattr(sdk, _SDK[key.provider][1])
+    http_client = sdk.DefaultAioHttpClient if _transport(transport) == "aiohttp" else sdk.DefaultAsyncHttpxClient
 
     async def on_response(response: Any) -> None:
         limiter.observe(response.headers)
 
     class ObservedPort(base):  # type: ignore[misc, valid-type]
         def _new_async_client(self) -> Any:
-            http = sdk.DefaultAsyncHttpxClient(event_hooks={"response": [on_response]})
+            http = http_client(event_hooks={"response": [on_response]})
             return sdk_client(**self._client_kwargs(), http_client=http)
 
     ObservedPort.__name__ = f"Observed{base.__name__}"
@@ -132,9 +159,10 @@ def _observed_port(key: ProviderKey, limiter: KeyLimiter) -> ProviderPort:
 class KeyRing:
     """The keys this process may use, with one port and one limiter per key."""
 
-    def __init__(self, keys: list[ProviderKey], *, headroom: float = 0.97) -> None:
+    def __init__(self, keys: list[ProviderKey], *, headroom: float = 0.97, transport: str = "auto") -> None:
         if len({(k.provider, k.alias) for k in keys}) != len(keys):
             raise ValueError("two keys share a provider and alias")
+        self.transport = _transport(transport)
         self.keys = list(keys)
         self.limiters = {k.name: KeyLimiter(k.rpm, k.tpm, headroom=headroom) for k in keys}
         self._ports: dict[str, ProviderPort] = {}
@@ -153,6 +181,15 @@ class KeyRing:
     def limiter(self, key: ProviderKey) -> KeyLimiter:
         return self.limiters[key.name]
 
+    def admission_room(self, horizon_s: float) -> int | None:
+        """How many more calls the keys' limiters admit within `horizon_s` beyond those waiting for a slot
+        now (None: some key has no request limit known, so the limiters set no bound)."""
+        rates = [limiter.rate_per_s() for limiter in self.limiters.values()]
+        if not rates or any(rate is None for rate in rates):
+            return None
+        admitted = sum(math.ceil(rate * horizon_s) for rate in rates if rate is not None)
+        return admitted - sum(limiter.waiting for limiter in self.limiters.values())
+
     def share_pacing(self, store: ForgeStore) -> None:
         """Pace every key on its schedule in `store`, shared with every other process that calls with
         the same key (see store/pacing_store.py); without this, each limiter paces this process alone."""
@@ -160,7 +197,7 @@ class KeyRing:
             record = key.record()
             schedule = store.pacing.schedule(record.provider, record.fingerprint)
             schedule.ensure(key.rpm, key.tpm)
-            self.limiters[key.name].shared = schedule
+            self.limiters[key.name].share(schedule)
 
     def port(self, key: ProviderKey) -> ProviderPort:
         """The key's port (built on first use, which imports the provider's SDK: seconds, so call it off
@@ -168,7 +205,7 @@ class KeyRing:
         with self._lock:
             port = self._ports.get(key.name)
             if port is None:
-                port = self._ports[key.name] = _observed_port(key, self.limiters[key.name])
+                port = self._ports[key.name] = _observed_port(key, self.limiters[key.name], self.transport)
             return port
 
     def built(self, key: ProviderKey) -> ProviderPort | None:
@@ -179,6 +216,11 @@ class KeyRing:
         return [k.record() for k in self.keys]
 
     async def aclose(self) -> None:
+        for limiter in self.limiters.values():  # slots reserved ahead go back to the other processes
+            try:
+                await asyncio.to_thread(limiter.give_back)
+            except Exception:  # the store may be away: those slots pass unused
+                log.warning("could not give back reserved slots", exc_info=True)
         for port in self._ports.values():
             await port.aclose()
         self._ports.clear()

@@ -31,6 +31,7 @@ from forge_dagster.core.providers.base import (
     ProviderCredentials,
     ProviderPort,
     non_streaming,
+    post_json,
     split_known_kwargs,
 )
 from forge_dagster.core.providers.errors import classify
@@ -182,13 +183,13 @@ class OpenAIPort(ProviderPort):
         return openai_body_item(request.custom_id, raw.http_response.json())
 
     async def acomplete(self, request: ProviderRequest) -> ResultItem:
-        resource = _resource(self._async_client(), request.endpoint)
-        known, extra = split_known_kwargs(resource.create, non_streaming(request.body))
-        try:  # the raw response: its JSON as the provider sent it, without building the SDK's models
-            raw = await resource.with_raw_response.create(**known, extra_body=extra or None)
+        body = non_streaming(request.body)
+        path = openai_url(request.endpoint).removeprefix("/v1")  # the client's base URL ends in /v1
+        try:  # the body as rendered, the answer's JSON as the provider sent it (no SDK models either way)
+            answer = await post_json(self._async_client(), path, body)
         except Exception as exc:
             raise classify(exc) from exc
-        return openai_body_item(request.custom_id, raw.http_response.json())
+        return openai_body_item(request.custom_id, answer)
 
     def _new_async_client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(**self._client_kwargs())

@@ -8,10 +8,11 @@ and its headers set the pace. A 429 blocks the whole key until its `retry-after`
 costs one wait for everyone instead of a retry per waiting call. Token use is estimated before a call
 and corrected by what the provider counted after it.
 
-Alone, a limiter paces one process. Given a `SharedSchedule` (core/realtime/pacing.py: the key's row in
-the store), every reservation is taken from that one schedule, so all the processes calling with a key
-together stay within its limits: one round trip per call, which also carries this process's news (token
-corrections, changed limits); a 429 or exhausted headers block the key for everyone at once.
+Alone, a limiter paces one process. Given a `SharedSchedule` (store/pacing_store.py: the key's row in
+the store), every slot is taken from that one schedule, so all the processes calling with a key together
+stay within its limits: slots are reserved in blocks (slot_bank.py: one round trip for the calls waiting
+now), and each round trip carries this process's news (token corrections, changed limits); a 429 or
+exhausted headers block the key for everyone at once.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
-from forge_dagster.core.store.types import Grant
+from forge_dagster.core.providers.slot_bank import SharedSchedule, SlotBank
 
 log = logging.getLogger(__name__)
 
@@ -116,15 +116,6 @@ class LimiterStats:
     tightened: int = 0
 
 
-class SharedSchedule(Protocol):
-    """One key's pacing shared by every process using it (blocking calls: run them off the event loop)."""
-
-    def reserve(self, *, rpm: int | None, tpm: int | None, tokens: int, correction: float, void: bool,
-                headroom: float, burst_s: float) -> Grant: ...
-
-    def block(self, seconds: float) -> int: ...
-
-
 class KeyLimiter:
     """Requests and tokens per minute for one provider key, paced; shared by every call on that key
     (and, with a `SharedSchedule`, by every process)."""
@@ -136,8 +127,12 @@ class KeyLimiter:
         self.configured_rpm, self.configured_tpm = rpm, tpm
         self.rpm, self.tpm = rpm, tpm
         self.headroom, self.burst_s, self.clock = headroom, burst_s, clock
-        self.shared = shared
+        self.shared = shared  # set through `share`
+        self.bank: SlotBank | None = None
+        if shared is not None:
+            self.share(shared)
         self.stats = LimiterStats()
+        self.waiting = 0  # calls waiting for their slot
         self._tat_r: float | None = None  # theoretical arrival times (GCRA)
         self._tat_t: float | None = None
         self._blocked_until = 0.0
@@ -152,8 +147,10 @@ class KeyLimiter:
         self._void_shared = False
         self._correction = 0.0
         self._pushes: set[asyncio.Task] = set()
-        self._offset_s = 0.0  # this machine's clock minus the schedule's, from the quickest round trip
-        self._best_rtt_s = float("inf")
+
+    def share(self, shared: SharedSchedule) -> None:
+        """Pace on `shared` (the key's schedule in the store) from now on."""
+        self.shared, self.bank = shared, SlotBank(shared)
 
     # -- pacing ----------------------------------------------------------------------------------
     def _interval_r(self) -> float:
@@ -183,34 +180,52 @@ class KeyLimiter:
         return admit
 
     async def _reserve_shared(self, tokens: int) -> float:
-        """Take the next slot from the shared schedule; returns the seconds to wait for it. Adopts the
-        shared limits when this process knows none, and voids this process's older reservations when
-        another process changed the key (a 429, new limits). Falls back to the local schedule when the
-        store does not answer."""
-        assert self.shared is not None
+        """Take the next slot from the shared schedule (banked, or a new block of them); returns the seconds
+        to wait for it. Adopts the shared limits when this process knows none, and voids this process's
+        older reservations when another process changed the key (a 429, new limits). Falls back to the
+        local schedule when the store does not answer."""
+        bank = self.bank
+        assert bank is not None
+        bank.waiting += 1
+        try:
+            async with bank.lock():
+                taken = bank.take(self._epoch, tokens, self.burst_s)
+                if taken is None:
+                    if not await self._fetch_block(bank, tokens):
+                        now = self.clock()
+                        return self._reserve(tokens, now) - now
+                    taken = bank.take(self._epoch, tokens, self.burst_s)
+        finally:
+            bank.waiting -= 1
+        if taken is None:
+            return -2 * self.burst_s - 1.0  # came back too late to use: the caller takes another
+        wait, extra_tokens = taken
+        if extra_tokens and self.tpm:
+            self._correction += extra_tokens  # the slot was reserved for the block's estimate
+        return wait
+
+    async def _fetch_block(self, bank: SlotBank, tokens: int) -> bool:
+        """Reserve a block of slots into `bank`; False when the store does not answer."""
         correction, void = self._correction, self._void_shared
         self._correction, self._void_shared = 0.0, False
-        sent = time.time()
+        slots = 1 if self._learning else bank.block_size(max(self._interval_r(), max(tokens, 0) * self._interval_t()))
         try:
-            grant = await asyncio.to_thread(
-                self.shared.reserve, rpm=self.rpm, tpm=self.tpm, tokens=max(tokens, 0), correction=correction,
-                void=void, headroom=self.headroom, burst_s=self.burst_s)
+            grant = await bank.reserve(slots, rpm=self.rpm, tpm=self.tpm, tokens=tokens, correction=correction,
+                                       void=void, headroom=self.headroom, burst_s=self.burst_s)
         except Exception:
             log.warning("shared rate limit unavailable: pacing this process alone", exc_info=True)
-            now = self.clock()
-            return self._reserve(tokens, now) - now
-        received = time.time()
-        if received - sent < self._best_rtt_s:
-            # Slots are times on the schedule's clock. Mapped onto this one by the offset seen on the
-            # quickest round trip (error at most half of it), not by "wait from when the answer came":
-            # answers delayed by a busy moment would otherwise push early slots late and squeeze the rest.
-            self._best_rtt_s = received - sent
-            self._offset_s = (sent + received) / 2 - grant.now
+            return False
         self._seen_generation(grant.generation)
         if self.rpm is None and self.tpm is None and (grant.rpm or grant.tpm):
             self.rpm, self.tpm = grant.rpm, grant.tpm  # another process learned them already
             self._stop_learning()
-        return grant.admit_at + self._offset_s - received
+        bank.keep(grant, self._epoch, tokens)
+        return True
+
+    def give_back(self) -> None:
+        """Return the slots reserved ahead and not used to the shared schedule (blocking)."""
+        if self.bank is not None:
+            self.bank.give_back()
 
     def _seen_generation(self, generation: int) -> None:
         if generation > self._generation:
@@ -218,8 +233,19 @@ class KeyLimiter:
                 self._epoch += 1  # the key changed elsewhere: slots reserved before are void
             self._generation = generation
 
+    def rate_per_s(self) -> float | None:
+        """The request rate this limiter admits (None: no request limit known)."""
+        return self.rpm * self.headroom / WINDOW_S if self.rpm else None
+
     async def acquire(self, tokens: int = 0) -> float:
         """Wait for this key's next slot for a call estimated at `tokens`; returns the seconds waited."""
+        self.waiting += 1
+        try:
+            return await self._acquire(tokens)
+        finally:
+            self.waiting -= 1
+
+    async def _acquire(self, tokens: int) -> float:
         began = self.clock()
         while True:
             if self._learning and self._first_out:  # the learning call is out: its headers set the pace

@@ -51,6 +51,8 @@ class RealtimeConfig:
     budget_recheck_s: float = BUDGET_RECHECK_S  # jobs held back by a budget are due again after this
     shared_pacing: bool = True  # pace keys on their schedules in the store (with every other worker)
     sweep_every_s: float = SWEEP_EVERY_S  # expired leases whose attempts are spent end dead (no claim takes them)
+    claim_batch: int | None = None  # claim once this many slots are free (default: concurrency / 8)
+    admission_horizon_s: float = 2.0  # claim no more than the keys' limiters admit within this (when known)
 
 
 class RealtimeExecutor:
@@ -222,10 +224,8 @@ class RealtimeExecutor:
         tasks: set[asyncio.Task] = set()
         try:
             while not stop.is_set():
-                free = min(self.config.concurrency - self._calls_running(), self._lease_room())
-                if max_jobs is not None:
-                    free = min(free, max_jobs - self.stats.claimed)
-                jobs = await self._claim(free) if free > 0 else []
+                free, deferred = self._claim_size(max_jobs)
+                jobs = await self._claim(free) if free > 0 and not deferred else []
                 self.stats.claimed += len(jobs)
                 if jobs:
                     admitted, ended = await asyncio.to_thread(self._admit, jobs)
@@ -245,11 +245,11 @@ class RealtimeExecutor:
                         break
                     if until_idle and await self._none_open():
                         break
-                if tasks and self._calls_running() >= self.config.concurrency:
+                if tasks and (deferred or self._calls_running() >= self.config.concurrency):
                     await _first_done_or_stopped(tasks, stop)  # a full worker still hears its SIGTERM
                 if self._lease_room() <= 0:
                     await self._written()
-                elif not jobs:
+                elif not jobs and not deferred:
                     await _wait_thread_event(stop, self.config.idle_sleep_s)
         finally:
             if tasks:
@@ -263,6 +263,23 @@ class RealtimeExecutor:
             await asyncio.gather(*background, return_exceptions=True)
             await self.ring.aclose()
         return self.stats
+
+    def _claim_size(self, max_jobs: int | None) -> tuple[int, bool]:
+        """(how many jobs to claim now, whether to wait for a running call to end first). Claims are sized
+        to the free slots, the leases this worker may hold and what the keys' limiters admit soon (jobs
+        waiting for a slot would hold leases other workers could use); while calls run, a claim waits until
+        `claim_batch` slots are free, so one statement claims several jobs."""
+        running = self._calls_running()
+        free = min(self.config.concurrency - running, self._lease_room())
+        room = self.ring.admission_room(self.config.admission_horizon_s)
+        if room is not None:
+            free = min(free, room)
+        if max_jobs is not None:
+            free = min(free, max_jobs - self.stats.claimed)
+            if free <= 0:
+                return 0, False
+        batch = self.config.claim_batch or max(1, self.config.concurrency // 8)
+        return free, running > 0 and free < batch and (max_jobs is None or free < max_jobs - self.stats.claimed)
 
     async def _claim(self, k: int) -> list[ClaimedJob]:
         """Claim up to k jobs; none while the database is away (a claim cut off before it committed

@@ -1,6 +1,7 @@
 """Pacing shared by every process that calls with a provider key: the key's GCRA schedule lives in its
 row (`key_pacing`), so several `forge work` processes, or one beside a Dagster run, together stay within
-the key's limits. A reservation costs one short statement (run it off the event loop).
+the key's limits. A reservation of the next n slots costs one short statement (run it off the event loop);
+unused slots can be given back.
 
 Reached as `ForgeStore.pacing`; `schedule(provider, fingerprint)` is a `SharedSchedule` for `KeyLimiter`.
 """
@@ -24,14 +25,25 @@ class KeySchedule:
                                                  "rpm": rpm, "tpm": tpm})
 
     def reserve(self, *, rpm: int | None, tpm: int | None, tokens: int, correction: float, void: bool,
-                headroom: float, burst_s: float) -> Grant:
-        """The next slot (see pacing_sql.RESERVE_SLOT)."""
+                headroom: float, burst_s: float, slots: int = 1) -> Grant:
+        """The next `slots` slots (see pacing_sql.RESERVE_SLOTS)."""
         params = {"provider": self.provider, "fingerprint": self.fingerprint, "rpm": rpm, "tpm": tpm,
                   "tokens": float(tokens), "correction": float(correction), "void": void,
-                  "headroom": float(headroom), "burst_s": float(burst_s)}
+                  "headroom": float(headroom), "burst_s": float(burst_s), "n": max(1, int(slots))}
         with db.one_statement(self._pool) as conn:  # the row lock ends with the statement, whatever this process does
-            admit_at, now, rpm_, tpm_, generation = conn.execute(sql.RESERVE_SLOT, params).fetchone()
-        return Grant(float(admit_at), float(now), rpm_, tpm_, int(generation))
+            admit_at, step, now, rpm_, tpm_, generation, tat_r, tat_t = conn.execute(sql.RESERVE_SLOTS,
+                                                                                     params).fetchone()
+        return Grant(float(admit_at), float(now), rpm_, tpm_, int(generation), params["n"], float(step),
+                     tat_r, tat_t)
+
+    def give_back(self, grant: Grant, unused: int) -> bool:
+        """Return the last `unused` slots of `grant` to the schedule, if no reservation came after it."""
+        if unused <= 0:
+            return False
+        params = {"provider": self.provider, "fingerprint": self.fingerprint, "slots": int(unused),
+                  "step": grant.step, "generation": grant.generation, "tat_r": grant.tat_r, "tat_t": grant.tat_t}
+        with db.one_statement(self._pool) as conn:
+            return conn.execute(sql.RETURN_SLOTS, params).rowcount == 1
 
     def block(self, seconds: float) -> int:
         """Block the key for every process; returns the key's new generation."""

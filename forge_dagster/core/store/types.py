@@ -54,14 +54,23 @@ class OutboxRow:
 
 @dataclass(frozen=True)
 class Grant:
-    """A slot taken from a key's shared pacing schedule: its time and the schedule's time when it was taken
-    (epoch seconds on the schedule's clock), and the key's limits and generation as shared."""
+    """Slots taken from a key's shared pacing schedule: the first one's time, `step` seconds between the
+    next ones (`slots` in all) and the schedule's time when they were taken (epoch seconds on the
+    schedule's clock), the key's limits and generation as shared, and its times as the block left them."""
 
     admit_at: float
     now: float
     rpm: int | None
     tpm: int | None
     generation: int
+    slots: int = 1
+    step: float = 0.0
+    tat_r: float | None = None
+    tat_t: float | None = None
+
+    def times(self) -> list[float]:
+        """Every slot's time, in order."""
+        return [self.admit_at + i * self.step for i in range(self.slots)]
 
 
 @dataclass(frozen=True)
