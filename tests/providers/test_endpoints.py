@@ -47,6 +47,8 @@ def test_a_batch_goes_to_the_endpoint_url_and_its_results_match_by_custom_id(
 @pytest.mark.parametrize("endpoint", sorted(BODIES))
 def test_a_realtime_call_goes_through_the_sdk_resource_of_the_endpoint(
         sim: Simulator, openai_port: ProviderPort, endpoint: str) -> None:
+    seen = len(sim.requests())
     item = openai_port.complete(ProviderRequest("j1a1", BODIES[endpoint], endpoint))
     check(endpoint, item)
-    assert sim.requests()[-1]["path"] == f"/v1/{endpoint}"
+    # The session's simulator may also hear a worker another test left draining: look at this call's path.
+    assert f"/v1/{endpoint}" in [r["path"] for r in sim.requests()[seen:]]
