@@ -51,7 +51,8 @@ def cmd_work(args: argparse.Namespace) -> int:
         return 2
     from forge_dagster.core.realtime.supervisor import default_processes
 
-    processes = args.processes or default_processes()
+    processes = args.processes if args.processes is not None else 1
+    processes = processes or default_processes()  # --processes 0: one per core this process may use
     if processes > 1:
         return _supervise(args, processes)
     store = open_announced(pool_size=args.concurrency + 2, wait_s=120.0)  # a worker waits for its database
@@ -152,7 +153,7 @@ def add_commands(sub) -> None:
     p.add_argument("--until-idle", action="store_true", help="stop when no job this worker runs is open")
     p.add_argument("--processes", type=int, default=None, metavar="N",
                    help="worker processes under one supervisor, each with --concurrency calls in flight; a dead "
-                        "one is restarted, SIGTERM stops them all (default: the cores this process may use, "
+                        "one is restarted, SIGTERM stops them all (default 1; 0: the cores this process may use, "
                         "within a container's CPU limit)")
     p.add_argument("--handler", metavar="MODULE:FUNCTION",
                    help="run a non-LLM step instead: only jobs of processors whose YAML says `handler: "
