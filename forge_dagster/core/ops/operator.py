@@ -60,11 +60,12 @@ def resolve(store: ForgeStore, refs: Iterable[str | int]) -> list[int]:
     refs = [str(r).strip() for r in refs]
     numeric = [int(r) for r in refs if r.isdigit()]
     existing = set(store.jobs.states(numeric)) if numeric else set()
+    by_intake_id = store.jobs.by_external_ids([r for r in refs if not (r.isdigit() and int(r) in existing)])
     for ref in refs:
         if ref.isdigit() and int(ref) in existing:
             ids.append(int(ref))
             continue
-        found = store.jobs.by_external_id(ref)
+        found = by_intake_id.get(ref, [])
         if len(found) == 1:
             ids.append(found[0][0])
         elif found:

@@ -57,8 +57,10 @@ ORDER BY j.id
 LIMIT %(limit)s
 """
 
-# A job by its intake id (external_id), in any source.
-BY_EXTERNAL_ID = "SELECT id, source FROM jobs WHERE external_id = %(external_id)s ORDER BY id"
+# Jobs by their intake ids (external_id), in any source.
+BY_EXTERNAL_IDS = """
+SELECT external_id, id, source FROM jobs WHERE external_id = ANY(%(external_ids)s::text[]) ORDER BY id
+"""
 
 STATES_OF = "SELECT id, state FROM jobs WHERE id = ANY(%(ids)s::bigint[])"
 

@@ -240,10 +240,14 @@ class JobRepository:
         with self._pool.connection() as conn:
             return [r[0] for r in conn.execute(job_read_sql.SELECT_IDS, params)]
 
-    def by_external_id(self, external_id: str) -> list[tuple[int, str]]:
-        """(job id, source) of the jobs whose intake id is `external_id` (one per source)."""
+    def by_external_ids(self, external_ids: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
+        """{intake id: [(job id, source), ...]} of the jobs whose intake id is among `external_ids` (any source)."""
+        found: dict[str, list[tuple[int, str]]] = {}
         with self._pool.connection() as conn:
-            return [tuple(r) for r in conn.execute(job_read_sql.BY_EXTERNAL_ID, {"external_id": external_id})]
+            for external_id, job_id, source in conn.execute(job_read_sql.BY_EXTERNAL_IDS,
+                                                            {"external_ids": list(external_ids)}):
+                found.setdefault(external_id, []).append((job_id, source))
+        return found
 
     def by_intake_ids(self, source: str, external_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
         """{intake id: (job id, processor)} of the jobs `source` holds under `external_ids` (hot or archived)."""
